@@ -1,0 +1,390 @@
+//! From sockets to pools (model.md §"From sockets to pools").
+
+use std::net::IpAddr;
+
+use rustc_hash::{FxHashMap, FxHashSet};
+use serde::Serialize;
+
+use super::{BindPattern, Capacity, Level, Thresholds, RATE_WINDOW_SECONDS};
+use crate::snapshot::{Os, Settings, Snapshot, Socket, TcpState};
+
+/// What a pool's ports must be unique across.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    /// Linux connect(): unique per (local IP, remote IP, remote port).
+    Destination,
+    /// Unique per local address for all destinations (Windows classic; Linux bind-before-connect).
+    LocalAddress,
+    /// The whole host.
+    Host,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PoolKey {
+    pub local_ip: IpAddr,
+    pub remote_ip: Option<IpAddr>,
+    pub remote_port: Option<u16>,
+}
+
+impl std::fmt::Display for PoolKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.remote_ip, self.remote_port) {
+            (Some(IpAddr::V6(ip)), Some(port)) => write!(f, "{} → [{ip}]:{port}", self.local_ip),
+            (Some(ip), Some(port)) => write!(f, "{} → {ip}:{port}", self.local_ip),
+            _ => write!(f, "{} → any", self.local_ip),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ProcessCount {
+    pub pid: u32,
+    pub name: String,
+    pub sockets: u64,
+}
+
+/// One pool of ephemeral ports and how full it is.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pool {
+    pub scope: Scope,
+    pub key: PoolKey,
+    /// Sockets holding a port of the pool (every state, TIME_WAIT included).
+    pub in_use: u64,
+    pub established: u64,
+    pub time_wait: u64,
+    /// TIME_WAIT sockets that a new connect() cannot take over (all, unless reuse applies).
+    pub blocking_time_wait: u64,
+    /// Whether tcp_tw_reuse lets new connections reuse this pool's TIME_WAIT.
+    pub tw_reuse_applies: bool,
+    pub capacity: Option<u32>,
+    /// (in_use − reusable TIME_WAIT) / capacity; above 1 only when `overcommitted`.
+    pub utilization: Option<f64>,
+    /// More ports in use than the model's capacity (settings changed after the sockets were
+    /// made, or ports outside what we can see).
+    pub overcommitted: bool,
+    /// New connections per second that ended in TIME_WAIT here, over the rate window.
+    pub connect_rate_per_s: Option<f64>,
+    /// TIME_WAIT ports that will free up per second over the next window.
+    pub release_rate_per_s: Option<f64>,
+    /// Seconds until no port is left, only while the pool grows.
+    pub eta_seconds: Option<f64>,
+    /// Owners with the most sockets here (at most five), when owners were scanned.
+    pub processes: Vec<ProcessCount>,
+    pub level: Level,
+}
+
+impl Pool {
+    /// Ports in use that no new connection can take.
+    pub fn used(&self) -> u64 {
+        self.in_use - (self.time_wait - self.blocking_time_wait)
+    }
+
+    pub fn free(&self) -> Option<u64> {
+        self.capacity.map(|c| u64::from(c).saturating_sub(self.used()))
+    }
+}
+
+#[derive(Default)]
+struct Acc {
+    in_use: u64,
+    established: u64,
+    time_wait: u64,
+    blocking: u64,
+    arrivals: u64,
+    releases: u64,
+    owners: FxHashMap<u32, u64>,
+}
+
+impl Acc {
+    /// Adds a destination pool into a per-local-address pool. bind() ports stay owned through
+    /// TIME_WAIT, so there all TIME_WAIT blocks.
+    fn add_bind_style(&mut self, other: &Acc) {
+        self.in_use += other.in_use;
+        self.established += other.established;
+        self.time_wait += other.time_wait;
+        self.blocking += other.time_wait;
+        self.arrivals += other.arrivals;
+        self.releases += other.releases;
+        for (pid, n) in &other.owners {
+            *self.owners.entry(*pid).or_default() += n;
+        }
+    }
+}
+
+pub struct BuiltPools {
+    pub pools: Vec<Pool>,
+    pub bind_patterns: Vec<BindPattern>,
+    pub inbound: u64,
+    pub outbound: u64,
+    pub other: u64,
+}
+
+/// Whether TIME_WAIT of a pool between `local` and `remote` may be reused by connect().
+/// Kernel `tcp_twsk_unique`: reuse 1 = always, 2 = when either address is loopback; both need
+/// TCP timestamps. Unknown settings count as "no reuse" (the conservative answer).
+pub fn tw_reuse_applies(settings: &Settings, local: IpAddr, remote: IpAddr) -> bool {
+    let timestamps = settings.tcp_timestamps.is_some_and(|t| t != 0);
+    timestamps
+        && match settings.tw_reuse {
+            Some(1) => true,
+            Some(2) => local.is_loopback() || remote.is_loopback(),
+            _ => false,
+        }
+}
+
+fn is_outbound_candidate(s: &Socket) -> bool {
+    !matches!(s.state, TcpState::Listen | TcpState::Close)
+}
+
+/// Groups outbound sockets into pools and computes each pool's use, rate and forecast.
+pub fn build_pools(
+    snapshot: &Snapshot,
+    capacity: Option<&Capacity>,
+    thresholds: Thresholds,
+) -> BuiltPools {
+    let settings = &snapshot.settings;
+    let range = settings.ephemeral_ports;
+    let mut listen_exact: FxHashSet<(IpAddr, u16)> = FxHashSet::default();
+    let mut listen_wild: FxHashSet<u16> = FxHashSet::default();
+    for s in snapshot.sockets.iter().filter(|s| s.state == TcpState::Listen) {
+        if s.local_ip.is_unspecified() {
+            listen_wild.insert(s.local_port);
+        } else {
+            listen_exact.insert((s.local_ip, s.local_port));
+        }
+    }
+    let tw_len_ms = settings.time_wait_seconds.map(|t| t.saturating_mul(1000));
+    let window_ms = RATE_WINDOW_SECONDS * 1000;
+    let reuse_delay_ms = settings.tw_reuse_delay_ms.unwrap_or(1000);
+    let per_local_address = snapshot.os == Os::Windows;
+
+    let mut accs: FxHashMap<PoolKey, (Acc, bool)> = FxHashMap::default();
+    let mut ports_by_local: FxHashMap<IpAddr, Vec<u16>> = FxHashMap::default();
+    let (mut inbound, mut outbound, mut other) = (0u64, 0u64, 0u64);
+    for s in snapshot.sockets.iter().filter(|s| is_outbound_candidate(s)) {
+        if listen_wild.contains(&s.local_port) || listen_exact.contains(&(s.local_ip, s.local_port)) {
+            inbound += 1;
+            continue;
+        }
+        if range.is_some_and(|r| !r.contains(s.local_port)) {
+            other += 1;
+            continue;
+        }
+        outbound += 1;
+        let key = if per_local_address {
+            PoolKey {
+                local_ip: s.local_ip,
+                remote_ip: None,
+                remote_port: None,
+            }
+        } else {
+            PoolKey {
+                local_ip: s.local_ip,
+                remote_ip: Some(s.remote_ip),
+                remote_port: Some(s.remote_port),
+            }
+        };
+        let (acc, reuse) = accs.entry(key).or_insert_with(|| {
+            (
+                Acc::default(),
+                !per_local_address && tw_reuse_applies(settings, s.local_ip, s.remote_ip),
+            )
+        });
+        acc.in_use += 1;
+        match s.state {
+            TcpState::Established => acc.established += 1,
+            TcpState::TimeWait => {
+                acc.time_wait += 1;
+                let age_ms = match (tw_len_ms, s.time_wait_left_ms) {
+                    (Some(len), Some(left)) => Some(len.saturating_sub(left)),
+                    _ => None,
+                };
+                let blocking = !*reuse || age_ms.is_none_or(|a| a < reuse_delay_ms);
+                if blocking {
+                    acc.blocking += 1;
+                }
+                if age_ms.is_some_and(|a| a <= window_ms) {
+                    acc.arrivals += 1;
+                }
+                if blocking && s.time_wait_left_ms.is_some_and(|l| l <= window_ms) {
+                    acc.releases += 1;
+                }
+            }
+            _ => {}
+        }
+        if let Some(pid) = owner_of(snapshot, s) {
+            *acc.owners.entry(pid).or_default() += 1;
+        }
+        if !per_local_address {
+            ports_by_local.entry(s.local_ip).or_default().push(s.local_port);
+        }
+    }
+
+    let cap = capacity.map(|c| c.usable);
+    let rates_known = tw_len_ms.is_some();
+    let mut pools: Vec<Pool> = Vec::with_capacity(accs.len());
+    let mut dest_count: FxHashMap<IpAddr, u64> = FxHashMap::default();
+    for (key, (acc, reuse)) in &accs {
+        *dest_count.entry(key.local_ip).or_default() += 1;
+        let scope = if per_local_address {
+            Scope::LocalAddress
+        } else {
+            Scope::Destination
+        };
+        pools.push(finish(snapshot, scope, *key, acc, *reuse, cap, rates_known, thresholds));
+    }
+
+    let range_low_parity = range.map(|r| r.low % 2);
+    let mut bind_patterns = Vec::new();
+    for (ip, ports) in &mut ports_by_local {
+        let destinations = dest_count.get(ip).copied().unwrap_or(0);
+        if let Some(p) = detect_bind_pattern(*ip, ports, destinations, range_low_parity) {
+            let mut total = Acc::default();
+            for (key, (acc, _)) in accs.iter().filter(|(k, _)| k.local_ip == *ip) {
+                debug_assert_eq!(key.local_ip, *ip);
+                total.add_bind_style(acc);
+            }
+            let key = PoolKey {
+                local_ip: *ip,
+                remote_ip: None,
+                remote_port: None,
+            };
+            pools.push(finish(snapshot, Scope::LocalAddress, key, &total, false, cap, rates_known, thresholds));
+            bind_patterns.push(p);
+        }
+    }
+    bind_patterns.sort_by(|a, b| a.local_ip.cmp(&b.local_ip));
+    sort_pools(&mut pools);
+    BuiltPools {
+        pools,
+        bind_patterns,
+        inbound,
+        outbound,
+        other,
+    }
+}
+
+/// Highest utilization first; unknown last; ties by size, then by key for stable output.
+pub fn sort_pools(pools: &mut [Pool]) {
+    pools.sort_by(|a, b| {
+        let ua = a.utilization.unwrap_or(-1.0);
+        let ub = b.utilization.unwrap_or(-1.0);
+        ub.total_cmp(&ua)
+            .then(b.in_use.cmp(&a.in_use))
+            .then(a.scope.cmp(&b.scope))
+            .then(a.key.cmp(&b.key))
+    });
+}
+
+fn owner_of(snapshot: &Snapshot, s: &Socket) -> Option<u32> {
+    s.pid.or_else(|| {
+        if s.inode == 0 {
+            return None;
+        }
+        snapshot.owners.as_ref()?.by_inode.get(&s.inode).copied()
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn finish(
+    snapshot: &Snapshot,
+    scope: Scope,
+    key: PoolKey,
+    acc: &Acc,
+    reuse: bool,
+    capacity: Option<u32>,
+    rates_known: bool,
+    thresholds: Thresholds,
+) -> Pool {
+    let used = acc.in_use - (acc.time_wait - acc.blocking);
+    let utilization = capacity.map(|c| {
+        if c == 0 {
+            1.0
+        } else {
+            used as f64 / f64::from(c)
+        }
+    });
+    let overcommitted = capacity.is_some_and(|c| used > u64::from(c));
+    let window = f64::from(RATE_WINDOW_SECONDS);
+    let connect_rate = rates_known.then(|| acc.arrivals as f64 / window);
+    let release_rate = rates_known.then(|| acc.releases as f64 / window);
+    // With reuse, a TIME_WAIT port is free again after the reuse delay, so TIME_WAIT does not
+    // accumulate: no forecast from it.
+    let growth = match (connect_rate, release_rate) {
+        (Some(a), Some(r)) if !reuse => a - r,
+        _ => 0.0,
+    };
+    let eta_seconds = match capacity {
+        Some(c) if growth > 0.0 => Some(u64::from(c).saturating_sub(used) as f64 / growth),
+        _ => None,
+    };
+    let level = match utilization {
+        Some(u) if u >= thresholds.crit => Level::Critical,
+        _ if eta_seconds.is_some_and(|e| e <= thresholds.eta_seconds) => Level::Critical,
+        Some(u) if u >= thresholds.warn => Level::Warning,
+        _ => Level::Ok,
+    };
+    let mut processes: Vec<ProcessCount> = acc
+        .owners
+        .iter()
+        .map(|(&pid, &sockets)| ProcessCount {
+            pid,
+            name: snapshot
+                .owners
+                .as_ref()
+                .and_then(|o| o.processes.get(&pid).cloned())
+                .unwrap_or_else(|| "?".into()),
+            sockets,
+        })
+        .collect();
+    processes.sort_by(|a, b| b.sockets.cmp(&a.sockets).then(a.pid.cmp(&b.pid)));
+    processes.truncate(5);
+    Pool {
+        scope,
+        key,
+        in_use: acc.in_use,
+        established: acc.established,
+        time_wait: acc.time_wait,
+        blocking_time_wait: acc.blocking,
+        tw_reuse_applies: reuse,
+        capacity,
+        utilization,
+        overcommitted,
+        connect_rate_per_s: connect_rate,
+        release_rate_per_s: release_rate,
+        eta_seconds,
+        processes,
+        level,
+    }
+}
+
+/// Minimum sockets from one address before the bind pattern is judged (small samples are
+/// unique by chance).
+const BIND_MIN_SOCKETS: usize = 32;
+
+/// bind(port 0) before connect() makes ports unique per local address, and Linux 4.2+ gives
+/// bind() ports of the parity opposite to the range start (connect() prefers the same parity).
+/// Both together, over several destinations, are the signature.
+fn detect_bind_pattern(
+    ip: IpAddr,
+    ports: &mut [u16],
+    destinations: u64,
+    range_low_parity: Option<u16>,
+) -> Option<BindPattern> {
+    if destinations < 2 || ports.len() < BIND_MIN_SOCKETS {
+        return None;
+    }
+    let low_parity = range_low_parity?;
+    ports.sort_unstable();
+    let shared = ports.windows(2).filter(|w| w[0] == w[1]).count() as u64;
+    let bind_parity = ports.iter().filter(|&&p| p % 2 != low_parity).count();
+    let share = bind_parity as f64 / ports.len() as f64;
+    (shared == 0 && share >= 0.9).then_some(BindPattern {
+        local_ip: ip,
+        sockets: ports.len() as u64,
+        destinations,
+        shared_ports: shared,
+        bind_parity_share: share,
+    })
+}

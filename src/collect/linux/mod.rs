@@ -1,0 +1,194 @@
+//! Linux: sockets from NETLINK_SOCK_DIAG (or /proc/net/tcp{,6}), settings from /proc/sys,
+//! counters from /proc/net, owners from /proc/*/fd — all read inside the chosen namespace.
+
+pub mod netlink;
+pub mod netns;
+pub mod owners;
+pub mod procfs;
+
+use std::fs;
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rustc_hash::FxHashSet;
+
+use super::{CollectError, CollectOptions, Collector, Namespace, SourcePreference};
+use crate::snapshot::{
+    Counters, HostInfo, Os, Settings, Snapshot, Socket, SocketSource, ValueSource,
+};
+
+/// Linux has no sysctl for it: TCP_TIMEWAIT_LEN is compiled into the kernel.
+pub const TIME_WAIT_SECONDS: u32 = 60;
+/// `tcp_tw_reuse_delay` before it became a sysctl (6.14): fixed at one second.
+pub const DEFAULT_TW_REUSE_DELAY_MS: u32 = 1000;
+
+pub struct LinuxCollector {
+    opts: CollectOptions,
+}
+
+impl LinuxCollector {
+    pub fn new(opts: CollectOptions) -> Self {
+        Self { opts }
+    }
+}
+
+impl Collector for LinuxCollector {
+    fn snapshot(&self) -> Result<Snapshot, CollectError> {
+        // Entering is one-way for this thread; the CLI runs one collection per process, and
+        // repeated collections (top, serve) keep living in the namespace they entered.
+        netns::enter(&self.opts.namespace)?;
+        let mut notes = Vec::new();
+        let (sockets, source) = collect_sockets(self.opts.source, &mut notes)?;
+        let settings = read_settings(&mut notes);
+        let counters = read_counters();
+        let owners = self.opts.owners.then(|| {
+            let wanted: FxHashSet<u64> =
+                sockets.iter().map(|s| s.inode).filter(|&i| i != 0).collect();
+            owners::scan(&wanted)
+        });
+        if let Some(o) = &owners {
+            if o.hidden_processes > 0 {
+                notes.push(format!(
+                    "{} processes could not be inspected for socket owners (run as root or with CAP_SYS_PTRACE to see them)",
+                    o.hidden_processes
+                ));
+            }
+        }
+        let taken_at_unix_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        Ok(Snapshot {
+            os: Os::Linux,
+            host: HostInfo {
+                hostname: read_trimmed("/proc/sys/kernel/hostname"),
+                os_version: read_trimmed("/proc/sys/kernel/osrelease"),
+                netns: match &self.opts.namespace {
+                    Namespace::Current => None,
+                    Namespace::Named(n) => Some(n.clone()),
+                    Namespace::Pid(p) => Some(format!("pid:{p}")),
+                },
+            },
+            source,
+            taken_at_unix_ms,
+            settings,
+            sockets,
+            counters,
+            owners,
+            notes,
+        })
+    }
+}
+
+fn collect_sockets(
+    pref: SourcePreference,
+    notes: &mut Vec<String>,
+) -> Result<(Vec<Socket>, SocketSource), CollectError> {
+    match pref {
+        SourcePreference::Procfs => Ok((read_procfs_sockets(notes)?, SocketSource::Procfs)),
+        SourcePreference::Netlink => Ok((netlink_sockets(notes)?, SocketSource::Netlink)),
+        SourcePreference::Auto => match netlink_sockets(notes) {
+            Ok(s) => Ok((s, SocketSource::Netlink)),
+            Err(e) => {
+                notes.push(format!(
+                    "netlink sock_diag unavailable ({e}); fell back to /proc/net/tcp{{,6}}, which is slower and cannot see bound-only sockets"
+                ));
+                Ok((read_procfs_sockets(notes)?, SocketSource::Procfs))
+            }
+        },
+    }
+}
+
+fn netlink_sockets(notes: &mut Vec<String>) -> Result<Vec<Socket>, CollectError> {
+    let dump = netlink::dump_tcp()?;
+    if dump.interrupted {
+        notes.push(format!(
+            "the socket tables changed during all {} dump attempts; counts may be off by the churn",
+            dump.attempts
+        ));
+    }
+    Ok(dump.sockets)
+}
+
+fn read_procfs_sockets(notes: &mut Vec<String>) -> Result<Vec<Socket>, CollectError> {
+    // tm->when is in USER_HZ ticks, which is 100 on every mainstream architecture.
+    let ms_per_tick = 10;
+    let mut sockets = Vec::new();
+    let mut skipped = 0;
+    for path in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        match fs::read_to_string(path) {
+            Ok(text) => skipped += procfs::parse_proc_net_tcp(&text, ms_per_tick, &mut sockets),
+            // No IPv6 in this kernel: nothing to count there.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && path.ends_with('6') => {}
+            Err(source) => {
+                return Err(CollectError::Read {
+                    path: path.into(),
+                    source,
+                })
+            }
+        }
+    }
+    if skipped > 0 {
+        notes.push(format!("{skipped} lines of /proc/net/tcp{{,6}} could not be parsed and were skipped"));
+    }
+    Ok(sockets)
+}
+
+fn read_trimmed(path: impl AsRef<Path>) -> Option<String> {
+    fs::read_to_string(path).ok().map(|s| s.trim().to_string())
+}
+
+fn sysctl(name: &str) -> Option<String> {
+    fs::read_to_string(format!("/proc/sys/net/ipv4/{name}")).ok()
+}
+
+fn read_settings(notes: &mut Vec<String>) -> Settings {
+    let ephemeral_ports = sysctl("ip_local_port_range").and_then(|t| procfs::parse_port_range(&t));
+    if ephemeral_ports.is_none() {
+        notes.push("net.ipv4.ip_local_port_range could not be read; capacities are unknown".into());
+    }
+    let reserved_ports = match sysctl("ip_local_reserved_ports") {
+        Some(t) => procfs::parse_port_list(&t).unwrap_or_else(|| {
+            notes.push(format!("net.ipv4.ip_local_reserved_ports has an unexpected value {:?}; ignored", t.trim()));
+            Vec::new()
+        }),
+        None => Vec::new(),
+    };
+    let (tw_reuse_delay_ms, tw_reuse_delay_source) =
+        match sysctl("tcp_tw_reuse_delay").and_then(|t| procfs::parse_int(&t)) {
+            Some(v) => (Some(v), Some(ValueSource::Read)),
+            None => {
+                notes.push(format!(
+                    "net.ipv4.tcp_tw_reuse_delay is absent (kernel before 6.14): TIME_WAIT becomes reusable after the built-in {DEFAULT_TW_REUSE_DELAY_MS} ms"
+                ));
+                (Some(DEFAULT_TW_REUSE_DELAY_MS), Some(ValueSource::Default))
+            }
+        };
+    Settings {
+        ephemeral_ports,
+        reserved_ports,
+        time_wait_seconds: Some(TIME_WAIT_SECONDS),
+        time_wait_source: Some(ValueSource::Default),
+        tw_reuse: sysctl("tcp_tw_reuse").and_then(|t| procfs::parse_int(&t)),
+        tw_reuse_delay_ms,
+        tw_reuse_delay_source,
+        max_tw_buckets: sysctl("tcp_max_tw_buckets").and_then(|t| procfs::parse_int(&t)),
+        tcp_timestamps: sysctl("tcp_timestamps").and_then(|t| procfs::parse_int(&t)),
+        fin_timeout_seconds: sysctl("tcp_fin_timeout").and_then(|t| procfs::parse_int(&t)),
+    }
+}
+
+fn read_counters() -> Counters {
+    let mut c = Counters::default();
+    if let Ok(t) = fs::read_to_string("/proc/net/snmp") {
+        c.tcp = procfs::parse_counter_section(&t, "Tcp");
+    }
+    if let Ok(t) = fs::read_to_string("/proc/net/netstat") {
+        c.tcp_ext = procfs::parse_counter_section(&t, "TcpExt");
+    }
+    for path in ["/proc/net/sockstat", "/proc/net/sockstat6"] {
+        if let Ok(t) = fs::read_to_string(path) {
+            procfs::parse_sockstat(&t, &mut c.sockstat);
+        }
+    }
+    c
+}

@@ -1,0 +1,292 @@
+//! Pure parsers for the Linux text files portdoctor reads: /proc/net/tcp{,6}, sysctls,
+//! /proc/net/{snmp,netstat,sockstat}. Each takes the text and returns data, so fixtures test them.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use crate::snapshot::{normalize_ip, PortRange, Socket, TcpState};
+
+/// Parses one `/proc/net/tcp` or `/proc/net/tcp6` table. Lines that do not parse are skipped and
+/// counted, so a kernel that adds a column does not break the tool.
+/// `ms_per_tick` converts the `tm->when` column (clock ticks, USER_HZ) to milliseconds.
+pub fn parse_proc_net_tcp(text: &str, ms_per_tick: u32, out: &mut Vec<Socket>) -> usize {
+    let mut skipped = 0;
+    for line in text.lines().skip(1) {
+        if line.trim().is_empty() {
+            continue;
+        }
+        match parse_tcp_line(line, ms_per_tick) {
+            Some(s) => out.push(s),
+            None => skipped += 1,
+        }
+    }
+    skipped
+}
+
+fn parse_tcp_line(line: &str, ms_per_tick: u32) -> Option<Socket> {
+    let mut f = line.split_whitespace();
+    let _sl = f.next()?;
+    let (local_ip, local_port) = parse_hex_endpoint(f.next()?)?;
+    let (remote_ip, remote_port) = parse_hex_endpoint(f.next()?)?;
+    let state = TcpState::from_kernel(u8::from_str_radix(f.next()?, 16).ok()?)?;
+    let _queues = f.next()?;
+    let (timer, when) = f.next()?.split_once(':')?;
+    let _retrnsmt = f.next()?;
+    let uid: u32 = f.next()?.parse().ok()?;
+    let _timeout = f.next()?;
+    let inode: u64 = f.next()?.parse().ok()?;
+    let time_wait_left_ms = if timer == "03" {
+        let ticks = u32::from_str_radix(when, 16).ok()?;
+        Some(ticks.saturating_mul(ms_per_tick))
+    } else {
+        None
+    };
+    Some(Socket {
+        state,
+        local_ip,
+        local_port,
+        remote_ip,
+        remote_port,
+        time_wait_left_ms,
+        inode,
+        uid: Some(uid),
+        pid: None,
+    })
+}
+
+/// `0100007F:4E20` → 127.0.0.1:20000. The kernel prints each 32-bit word of the address as a
+/// native-endian integer, so the bytes come back with `to_ne_bytes`.
+fn parse_hex_endpoint(s: &str) -> Option<(IpAddr, u16)> {
+    let (addr, port) = s.split_once(':')?;
+    let port = u16::from_str_radix(port, 16).ok()?;
+    let ip = match addr.len() {
+        8 => IpAddr::V4(Ipv4Addr::from(
+            u32::from_str_radix(addr, 16).ok()?.to_ne_bytes(),
+        )),
+        32 => {
+            let mut bytes = [0u8; 16];
+            for (i, chunk) in bytes.chunks_exact_mut(4).enumerate() {
+                let word = u32::from_str_radix(addr.get(i * 8..i * 8 + 8)?, 16).ok()?;
+                chunk.copy_from_slice(&word.to_ne_bytes());
+            }
+            normalize_ip(IpAddr::V6(Ipv6Addr::from(bytes)))
+        }
+        _ => return None,
+    };
+    Some((ip, port))
+}
+
+/// `ip_local_port_range`: two numbers separated by whitespace.
+pub fn parse_port_range(text: &str) -> Option<PortRange> {
+    let mut it = text.split_whitespace();
+    let low = it.next()?.parse().ok()?;
+    let high = it.next()?.parse().ok()?;
+    if it.next().is_some() {
+        return None;
+    }
+    PortRange::new(low, high)
+}
+
+/// `ip_local_reserved_ports`: comma-separated ports and ranges (`8080,40000-40010`), possibly
+/// empty. Returns merged, sorted ranges, or `None` when any element is malformed.
+pub fn parse_port_list(text: &str) -> Option<Vec<PortRange>> {
+    let mut ranges = Vec::new();
+    for item in text.trim().split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let r = match item.split_once('-') {
+            Some((a, b)) => PortRange::new(a.trim().parse().ok()?, b.trim().parse().ok()?)?,
+            None => {
+                let p = item.parse().ok()?;
+                PortRange { low: p, high: p }
+            }
+        };
+        ranges.push(r);
+    }
+    Some(merge_ranges(ranges))
+}
+
+/// Sorts ranges and merges overlapping or adjacent ones.
+pub fn merge_ranges(mut ranges: Vec<PortRange>) -> Vec<PortRange> {
+    ranges.sort_by_key(|r| (r.low, r.high));
+    let mut merged: Vec<PortRange> = Vec::with_capacity(ranges.len());
+    for r in ranges {
+        match merged.last_mut() {
+            Some(last) if u32::from(r.low) <= u32::from(last.high) + 1 => {
+                last.high = last.high.max(r.high);
+            }
+            _ => merged.push(r),
+        }
+    }
+    merged
+}
+
+/// A single integer sysctl value.
+pub fn parse_int<T: std::str::FromStr>(text: &str) -> Option<T> {
+    text.trim().parse().ok()
+}
+
+/// `/proc/net/snmp` and `/proc/net/netstat` hold pairs of lines: `Prefix: Name1 Name2 …` then
+/// `Prefix: v1 v2 …`. Returns the values of the section named `prefix` (e.g. `Tcp`, `TcpExt`).
+pub fn parse_counter_section(text: &str, prefix: &str) -> BTreeMap<String, i64> {
+    let mut out = BTreeMap::new();
+    let mut lines = text.lines();
+    while let Some(header) = lines.next() {
+        let Some((p, names)) = header.split_once(':') else {
+            continue;
+        };
+        let Some(values_line) = lines.next() else {
+            break;
+        };
+        if p != prefix {
+            continue;
+        }
+        let Some((_, values)) = values_line.split_once(':') else {
+            continue;
+        };
+        for (name, value) in names.split_whitespace().zip(values.split_whitespace()) {
+            if let Ok(v) = value.parse() {
+                out.insert(name.to_string(), v);
+            }
+        }
+    }
+    out
+}
+
+/// `/proc/net/sockstat{,6}`: `TCP: inuse 5 orphan 0 tw 2 alloc 7 mem 1`. Keys become
+/// `tcp.inuse`, `tcp6.inuse`, … (only the TCP lines are kept).
+pub fn parse_sockstat(text: &str, out: &mut BTreeMap<String, i64>) {
+    for line in text.lines() {
+        let Some((proto, rest)) = line.split_once(':') else {
+            continue;
+        };
+        if !proto.eq_ignore_ascii_case("tcp") && !proto.eq_ignore_ascii_case("tcp6") {
+            continue;
+        }
+        let words: Vec<&str> = rest.split_whitespace().collect();
+        for pair in words.chunks_exact(2) {
+            if let Ok(v) = pair[1].parse() {
+                out.insert(format!("{}.{}", proto.to_ascii_lowercase(), pair[0]), v);
+            }
+        }
+    }
+}
+
+/// `socket:[12345]` (a /proc/PID/fd link target) → 12345.
+pub fn socket_inode(link: &[u8]) -> Option<u64> {
+    let inner = link.strip_prefix(b"socket:[")?.strip_suffix(b"]")?;
+    std::str::from_utf8(inner).ok()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TCP4: &str = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0100007F:4E20 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 23712 1 0000000000000000 100 0 0 10 0
+   1: 0100007F:9C41 0100007F:4E20 06 00000000:00000000 03:00000DAC 00000000     0        0 0 3 0000000000000000
+   2: 0100007F:9C43 0100007F:4E20 01 00000000:00000000 00:00000000 00000000  1000        0 24001 1 0000000000000000 20 4 30 10 -1
+";
+    const TCP6: &str = "  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 00000000000000000000000001000000:4E20 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 30000 1 0000000000000000 100 0 0 10 0
+   1: 0000000000000000FFFF00000100007F:9C45 0000000000000000FFFF00000100007F:4E20 01 00000000:00000000 00:00000000 00000000     0        0 30001 1 0000000000000000 20 4 30 10 -1
+";
+
+    #[test]
+    fn parses_ipv4_table_with_time_wait_timer() {
+        let mut out = Vec::new();
+        assert_eq!(parse_proc_net_tcp(TCP4, 10, &mut out), 0);
+        assert_eq!(out.len(), 3);
+        assert_eq!(out[0].state, TcpState::Listen);
+        assert_eq!(out[0].local_port, 20000);
+        assert_eq!(out[1].state, TcpState::TimeWait);
+        assert_eq!(out[1].local_port, 40001);
+        assert_eq!(out[1].time_wait_left_ms, Some(35_000));
+        assert_eq!(out[1].remote_ip, "127.0.0.1".parse::<IpAddr>().unwrap());
+        assert_eq!(out[2].uid, Some(1000));
+        assert_eq!(out[2].inode, 24001);
+    }
+
+    #[test]
+    fn parses_ipv6_table_and_unmaps() {
+        let mut out = Vec::new();
+        assert_eq!(parse_proc_net_tcp(TCP6, 10, &mut out), 0);
+        assert_eq!(out[0].local_ip, "::1".parse::<IpAddr>().unwrap());
+        assert_eq!(out[1].local_ip, "127.0.0.1".parse::<IpAddr>().unwrap());
+        assert_eq!(out[1].local_port, 40005);
+    }
+
+    #[test]
+    fn garbage_lines_are_counted_not_fatal() {
+        let mut out = Vec::new();
+        assert_eq!(parse_proc_net_tcp("header\nnot a socket line\n", 10, &mut out), 1);
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn port_range_and_list() {
+        assert_eq!(parse_port_range("32768\t60999\n"), PortRange::new(32768, 60999));
+        assert_eq!(parse_port_range("5 4"), None);
+        assert_eq!(parse_port_range("1"), None);
+        assert_eq!(parse_port_list("\n"), Some(vec![]));
+        assert_eq!(
+            parse_port_list("40005,40000-40003,40004,50000\n"),
+            Some(vec![
+                PortRange::new(40000, 40005).unwrap(),
+                PortRange::new(50000, 50000).unwrap()
+            ])
+        );
+        assert_eq!(parse_port_list("1-x"), None);
+    }
+
+    #[test]
+    fn counter_sections() {
+        let netstat = "TcpExt: SyncookiesSent TW TWKilled TCPTimeWaitOverflow\nTcpExt: 0 12 3 7\nIpExt: InNoRoutes\nIpExt: 0\n";
+        let m = parse_counter_section(netstat, "TcpExt");
+        assert_eq!(m.get("TW"), Some(&12));
+        assert_eq!(m.get("TCPTimeWaitOverflow"), Some(&7));
+        assert!(parse_counter_section(netstat, "Tcp").is_empty());
+        let snmp = "Tcp: RtoAlgorithm ActiveOpens MaxConn\nTcp: 1 500 -1\n";
+        assert_eq!(parse_counter_section(snmp, "Tcp").get("MaxConn"), Some(&-1));
+    }
+
+    #[test]
+    fn sockstat_lines() {
+        let mut m = BTreeMap::new();
+        parse_sockstat("sockets: used 9\nTCP: inuse 5 orphan 0 tw 2 alloc 7 mem 1\nUDP: inuse 1\n", &mut m);
+        parse_sockstat("TCP6: inuse 3\nUDP6: inuse 0\n", &mut m);
+        assert_eq!(m.get("tcp.tw"), Some(&2));
+        assert_eq!(m.get("tcp6.inuse"), Some(&3));
+        assert_eq!(m.len(), 6);
+    }
+
+    #[test]
+    fn socket_links() {
+        assert_eq!(socket_inode(b"socket:[12345]"), Some(12345));
+        assert_eq!(socket_inode(b"pipe:[12345]"), None);
+        assert_eq!(socket_inode(b"socket:[x]"), None);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn parsers_never_panic(s in ".{0,400}") {
+            let mut out = Vec::new();
+            parse_proc_net_tcp(&s, 10, &mut out);
+            let _ = parse_port_range(&s);
+            let _ = parse_port_list(&s);
+            let _ = parse_counter_section(&s, "TcpExt");
+            let mut m = BTreeMap::new();
+            parse_sockstat(&s, &mut m);
+        }
+
+        #[test]
+        fn merged_ranges_are_disjoint_and_sorted(v in proptest::collection::vec((0u16..2000, 0u16..50), 0..20)) {
+            let ranges: Vec<PortRange> = v.iter().map(|&(a, l)| PortRange::new(a, a.saturating_add(l)).unwrap()).collect();
+            let merged = merge_ranges(ranges.clone());
+            for w in merged.windows(2) {
+                proptest::prop_assert!(u32::from(w[0].high) + 1 < u32::from(w[1].low));
+            }
+            for r in &ranges {
+                proptest::prop_assert!(merged.iter().any(|m| m.low <= r.low && r.high <= m.high));
+            }
+        }
+    }
+}

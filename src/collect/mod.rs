@@ -1,0 +1,82 @@
+//! The imperative shell: the only code that talks to the OS. One module per OS, all behind
+//! [`Collector`], so the analysis and the renderers never know where a snapshot came from.
+
+#[cfg(target_os = "linux")]
+pub mod linux;
+
+use std::path::PathBuf;
+
+use crate::snapshot::Snapshot;
+
+/// Produces one snapshot of the OS state.
+pub trait Collector {
+    fn snapshot(&self) -> Result<Snapshot, CollectError>;
+}
+
+/// Which socket source to use on Linux.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SourcePreference {
+    /// Netlink, falling back to procfs (with a note) when netlink is unavailable.
+    #[default]
+    Auto,
+    Netlink,
+    Procfs,
+}
+
+/// Which network namespace to inspect.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Namespace {
+    /// The caller's own.
+    #[default]
+    Current,
+    /// A named namespace under /run/netns.
+    Named(String),
+    /// The namespace of a process (a container).
+    Pid(u32),
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct CollectOptions {
+    pub source: SourcePreference,
+    pub owners: bool,
+    pub namespace: Namespace,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CollectError {
+    #[error("network namespace {name:?} not found at {path}: list them with `ip netns list`")]
+    NamespaceNotFound { name: String, path: PathBuf },
+    #[error("process {pid} not found (or its network namespace is not visible): check the pid")]
+    ProcessNotFound { pid: u32 },
+    #[error("cannot enter network namespace {name}: {source}; entering a namespace needs root or CAP_SYS_ADMIN")]
+    NamespaceEnter {
+        name: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("netlink sock_diag failed: {0}")]
+    Netlink(#[source] std::io::Error),
+    #[error("netlink sock_diag sent something unexpected: {0}")]
+    NetlinkProtocol(String),
+    #[error("{0} is not supported on this operating system")]
+    Unsupported(&'static str),
+}
+
+/// The collector for the OS this binary was built for.
+pub fn native(opts: CollectOptions) -> Result<Box<dyn Collector>, CollectError> {
+    #[cfg(target_os = "linux")]
+    {
+        Ok(Box::new(linux::LinuxCollector::new(opts)))
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = opts;
+        Err(CollectError::Unsupported("collecting sockets"))
+    }
+}

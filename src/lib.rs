@@ -1,0 +1,11 @@
+//! portdoctor: find, explain, predict and fix TCP ephemeral-port exhaustion.
+//!
+//! Data flows one way: [`collect`] (the OS) → [`snapshot`] (plain data) → [`analysis`] (pure
+//! model, verdict) → [`report`] (text, JSON). [`knobs`] is the knowledge base of OS settings.
+
+pub mod analysis;
+pub mod collect;
+pub mod knobs;
+pub mod report;
+pub mod snapshot;
+pub mod units;

@@ -1,0 +1,224 @@
+//! The `portdoctor.check/v1` JSON contract (model.md). Fields may be added, never renamed or
+//! removed without a new schema version. Unknown values are `null`.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::analysis::{Analysis, BindPattern, Finding, Level, Pool, ProcessCount, Scope, Thresholds};
+use crate::snapshot::{HostInfo, Os, PortRange, Snapshot, SocketSource, ValueSource};
+
+pub const SCHEMA: &str = "portdoctor.check/v1";
+
+/// Counters worth keeping in the report (the full TcpExt line has over a hundred).
+const TCP_COUNTERS: &[&str] = &["ActiveOpens", "PassiveOpens", "AttemptFails", "EstabResets", "CurrEstab"];
+const TCP_EXT_COUNTERS: &[&str] = &["TW", "TWKilled", "TWRecycled", "TCPTimeWaitOverflow", "PAWSEstab", "TCPAbortOnMemory"];
+
+#[derive(Serialize)]
+pub struct CheckReport<'a> {
+    pub schema: &'static str,
+    pub tool: Tool,
+    pub os: Os,
+    pub host: &'a HostInfo,
+    pub collected_at_unix_ms: u64,
+    pub source: SocketSource,
+    pub settings: SettingsOut,
+    pub capacity: Option<CapacityOut>,
+    pub states: &'a BTreeMap<&'static str, u64>,
+    pub sockets: SocketCounts,
+    pub counters: CountersOut,
+    pub owners: OwnersOut,
+    pub pools: Vec<PoolOut<'a>>,
+    pub bind_before_connect: &'a [BindPattern],
+    pub verdict: VerdictOut<'a>,
+    pub thresholds: Thresholds,
+    pub notes: &'a [String],
+}
+
+#[derive(Serialize)]
+pub struct Tool {
+    pub name: &'static str,
+    pub version: &'static str,
+}
+
+#[derive(Serialize)]
+pub struct SettingsOut {
+    pub ephemeral_ports: Option<PortRange>,
+    pub reserved_ports: Vec<[u16; 2]>,
+    pub time_wait_seconds: Option<u32>,
+    pub time_wait_source: Option<ValueSource>,
+    pub tw_reuse: Option<u8>,
+    pub tw_reuse_delay_ms: Option<u32>,
+    pub tw_reuse_delay_source: Option<ValueSource>,
+    pub max_tw_buckets: Option<u64>,
+    pub tcp_timestamps: Option<u8>,
+    pub fin_timeout_seconds: Option<u32>,
+}
+
+#[derive(Serialize)]
+pub struct CapacityOut {
+    pub range_ports: u32,
+    pub reserved_in_range: u32,
+    pub bound_in_range: Vec<u16>,
+    pub usable_per_pool: u32,
+}
+
+#[derive(Serialize)]
+pub struct SocketCounts {
+    pub total: u64,
+    pub inbound: u64,
+    pub outbound: u64,
+    pub other: u64,
+    pub time_wait: u64,
+}
+
+#[derive(Serialize)]
+pub struct CountersOut {
+    pub tcp: BTreeMap<&'static str, Option<i64>>,
+    pub tcp_ext: BTreeMap<&'static str, Option<i64>>,
+    pub sockstat: BTreeMap<String, i64>,
+}
+
+#[derive(Serialize)]
+pub struct OwnersOut {
+    pub scanned: bool,
+    pub unknown_sockets: Option<u64>,
+    pub hidden_processes: Option<u32>,
+}
+
+#[derive(Serialize)]
+pub struct PoolOut<'a> {
+    pub scope: Scope,
+    pub local_ip: String,
+    pub remote_ip: Option<String>,
+    pub remote_port: Option<u16>,
+    pub in_use: u64,
+    pub established: u64,
+    pub time_wait: u64,
+    pub blocking_time_wait: u64,
+    pub tw_reuse_applies: bool,
+    pub capacity: Option<u32>,
+    pub utilization: Option<f64>,
+    pub overcommitted: bool,
+    pub connect_rate_per_s: Option<f64>,
+    pub eta_seconds: Option<f64>,
+    pub level: Level,
+    pub processes: Option<&'a [ProcessCount]>,
+}
+
+#[derive(Serialize)]
+pub struct VerdictOut<'a> {
+    pub level: Level,
+    pub pools: BTreeMap<&'static str, u64>,
+    pub findings: &'a [Finding],
+}
+
+fn round(v: f64, digits: i32) -> f64 {
+    let f = 10f64.powi(digits);
+    (v * f).round() / f
+}
+
+/// Builds the report; `top` limits the pools (None = all).
+pub fn check_report<'a>(snap: &'a Snapshot, a: &'a Analysis, top: Option<usize>) -> CheckReport<'a> {
+    let s = &snap.settings;
+    let pick = |names: &[&'static str], map: &BTreeMap<String, i64>| {
+        names.iter().map(|&n| (n, map.get(n).copied())).collect::<BTreeMap<_, _>>()
+    };
+    let scanned = snap.owners.is_some();
+    let pools = a
+        .pools
+        .iter()
+        .take(top.unwrap_or(usize::MAX))
+        .map(|p| pool_out(p, scanned))
+        .collect();
+    let mut by_level = BTreeMap::from([("critical", 0), ("warning", 0), ("ok", 0)]);
+    for p in &a.pools {
+        *by_level.entry(p.level.name()).or_default() += 1;
+    }
+    CheckReport {
+        schema: SCHEMA,
+        tool: Tool {
+            name: "portdoctor",
+            version: env!("CARGO_PKG_VERSION"),
+        },
+        os: snap.os,
+        host: &snap.host,
+        collected_at_unix_ms: snap.taken_at_unix_ms,
+        source: snap.source,
+        settings: SettingsOut {
+            ephemeral_ports: s.ephemeral_ports,
+            reserved_ports: s.reserved_ports.iter().map(|r| [r.low, r.high]).collect(),
+            time_wait_seconds: s.time_wait_seconds,
+            time_wait_source: s.time_wait_source,
+            tw_reuse: s.tw_reuse,
+            tw_reuse_delay_ms: s.tw_reuse_delay_ms,
+            tw_reuse_delay_source: s.tw_reuse_delay_source,
+            max_tw_buckets: s.max_tw_buckets,
+            tcp_timestamps: s.tcp_timestamps,
+            fin_timeout_seconds: s.fin_timeout_seconds,
+        },
+        capacity: a.capacity.as_ref().map(|c| CapacityOut {
+            range_ports: c.range.len(),
+            reserved_in_range: c.reserved_in_range,
+            bound_in_range: c.bound_in_range.clone(),
+            usable_per_pool: c.usable,
+        }),
+        states: &a.states,
+        sockets: SocketCounts {
+            total: snap.sockets.len() as u64,
+            inbound: a.inbound,
+            outbound: a.outbound,
+            other: a.other,
+            time_wait: a.time_wait_total,
+        },
+        counters: CountersOut {
+            tcp: pick(TCP_COUNTERS, &snap.counters.tcp),
+            tcp_ext: pick(TCP_EXT_COUNTERS, &snap.counters.tcp_ext),
+            sockstat: snap.counters.sockstat.clone(),
+        },
+        owners: OwnersOut {
+            scanned,
+            unknown_sockets: a.owners_unknown,
+            hidden_processes: snap.owners.as_ref().map(|o| o.hidden_processes),
+        },
+        pools,
+        bind_before_connect: &a.bind_before_connect,
+        verdict: VerdictOut {
+            level: a.verdict.level,
+            pools: by_level,
+            findings: &a.verdict.findings,
+        },
+        thresholds: a.thresholds,
+        notes: &snap.notes,
+    }
+}
+
+fn pool_out(p: &Pool, scanned: bool) -> PoolOut<'_> {
+    PoolOut {
+        scope: p.scope,
+        local_ip: p.key.local_ip.to_string(),
+        remote_ip: p.key.remote_ip.map(|ip| ip.to_string()),
+        remote_port: p.key.remote_port,
+        in_use: p.in_use,
+        established: p.established,
+        time_wait: p.time_wait,
+        blocking_time_wait: p.blocking_time_wait,
+        tw_reuse_applies: p.tw_reuse_applies,
+        capacity: p.capacity,
+        utilization: p.utilization.map(|u| round(u, 4)),
+        overcommitted: p.overcommitted,
+        connect_rate_per_s: p.connect_rate_per_s.map(|r| round(r, 1)),
+        eta_seconds: p.eta_seconds.map(|e| round(e, 1)),
+        level: p.level,
+        processes: scanned.then_some(p.processes.as_slice()),
+    }
+}
+
+/// The report as pretty JSON with a trailing newline.
+pub fn render(snap: &Snapshot, a: &Analysis, top: Option<usize>) -> String {
+    let mut out = serde_json::to_string_pretty(&check_report(snap, a, top))
+        .unwrap_or_else(|e| format!("{{\"error\": {}}}", Value::String(e.to_string())));
+    out.push('\n');
+    out
+}

@@ -1,0 +1,286 @@
+//! The human report: verdict first, the pools that matter, each finding with why and a fix.
+//! Fits 100 columns; colour only when asked (the caller decides from tty and NO_COLOR).
+
+use std::fmt::Write as _;
+
+use super::{group, human_duration};
+use crate::analysis::{Analysis, Level, Pool, Scope, Severity};
+use crate::snapshot::{Os, Snapshot};
+
+pub struct TextOptions {
+    pub color: bool,
+    /// Pools to show; `None` = all.
+    pub top: Option<usize>,
+}
+
+struct Paint(bool);
+
+impl Paint {
+    fn wrap(&self, code: &str, s: &str) -> String {
+        if self.0 {
+            format!("\x1b[{code}m{s}\x1b[0m")
+        } else {
+            s.to_string()
+        }
+    }
+    fn bold(&self, s: &str) -> String {
+        self.wrap("1", s)
+    }
+    fn dim(&self, s: &str) -> String {
+        self.wrap("2", s)
+    }
+    fn level(&self, level: Level, s: &str) -> String {
+        match level {
+            Level::Ok => self.wrap("32", s),
+            Level::Warning => self.wrap("33", s),
+            Level::Critical => self.wrap("1;31", s),
+        }
+    }
+    fn severity(&self, sev: Severity, s: &str) -> String {
+        match sev {
+            Severity::Info => self.wrap("36", s),
+            Severity::Warning => self.level(Level::Warning, s),
+            Severity::Critical => self.level(Level::Critical, s),
+        }
+    }
+}
+
+const WIDTH: usize = 100;
+const POOL_COL: usize = 34;
+
+/// Shortens `s` to `max` characters with an ellipsis in the middle (both ends carry meaning).
+fn fit(s: &str, max: usize) -> String {
+    let n = s.chars().count();
+    if n <= max {
+        return s.to_string();
+    }
+    let keep = max.saturating_sub(1);
+    let head = keep / 2;
+    let tail = keep - head;
+    let chars: Vec<char> = s.chars().collect();
+    let mut out: String = chars[..head].iter().collect();
+    out.push('…');
+    out.extend(&chars[n - tail..]);
+    out
+}
+
+fn pool_label(p: &Pool) -> String {
+    match p.scope {
+        Scope::LocalAddress => format!("{} → any (bind)", p.key.local_ip),
+        _ => p.key.to_string(),
+    }
+}
+
+fn owner_cell(p: &Pool, scanned: bool) -> String {
+    if !scanned {
+        return "—".into();
+    }
+    match p.processes.as_slice() {
+        [] => "—".into(),
+        [one] => format!("{} ({})", one.name, one.pid),
+        [first, rest @ ..] => {
+            if rest.iter().all(|o| o.name == first.name) {
+                format!("{} ×{}", first.name, rest.len() + 1)
+            } else {
+                format!("{} ({}) +{}", first.name, first.pid, rest.len())
+            }
+        }
+    }
+}
+
+pub fn render(snap: &Snapshot, a: &Analysis, opts: &TextOptions) -> String {
+    let paint = Paint(opts.color);
+    let s = &snap.settings;
+    let mut out = String::new();
+
+    // Line 1: who, where, verdict.
+    let os = match snap.os {
+        Os::Linux => "linux",
+        Os::Windows => "windows",
+    };
+    let mut head = format!(
+        "portdoctor check · {} · {os} {}",
+        snap.host.hostname.as_deref().unwrap_or("?"),
+        snap.host.os_version.as_deref().unwrap_or("")
+    )
+    .trim_end()
+    .to_string();
+    if let Some(ns) = &snap.host.netns {
+        let _ = write!(head, " · netns {ns}");
+    }
+    let verdict = a.verdict.level.name().to_uppercase();
+    let gap = WIDTH.saturating_sub(head.chars().count() + verdict.len()).max(2);
+    let _ = writeln!(
+        out,
+        "{}{}{}",
+        paint.bold(&head),
+        " ".repeat(gap),
+        paint.level(a.verdict.level, &verdict)
+    );
+    out.push('\n');
+
+    // Settings line.
+    let mut parts = Vec::new();
+    match &a.capacity {
+        Some(c) => {
+            parts.push(format!(
+                "range {}–{} ({} ports)",
+                c.range.low,
+                c.range.high,
+                group(u64::from(c.range.len()))
+            ));
+            parts.push(format!("reserved {}", group(u64::from(c.reserved_in_range))));
+            if !c.bound_in_range.is_empty() {
+                parts.push(format!("bound in range {}", c.bound_in_range.len()));
+            }
+        }
+        None => parts.push("range unknown".into()),
+    }
+    if let Some(t) = s.time_wait_seconds {
+        parts.push(format!("TIME_WAIT {t} s"));
+    }
+    if snap.os == Os::Linux {
+        parts.push(match s.tw_reuse {
+            Some(0) => "tw_reuse 0 (off)".into(),
+            Some(1) => "tw_reuse 1 (on)".into(),
+            Some(2) => "tw_reuse 2 (loopback only)".into(),
+            Some(v) => format!("tw_reuse {v}"),
+            None => "tw_reuse ?".into(),
+        });
+    }
+    let _ = writeln!(out, "{}", parts.join(" · "));
+
+    // Population line.
+    let counts = |lvl: Level| a.pools.iter().filter(|p| p.level == lvl).count();
+    let buckets = s
+        .max_tw_buckets
+        .map_or_else(String::new, |m| format!(" of {} buckets", group(m)));
+    let _ = writeln!(
+        out,
+        "sockets {} (outbound {} · inbound {}) · TIME_WAIT {}{buckets} · pools: {} critical, {} warning, {} ok",
+        group(snap.sockets.len() as u64),
+        group(a.outbound),
+        group(a.inbound),
+        group(a.time_wait_total),
+        counts(Level::Critical),
+        counts(Level::Warning),
+        counts(Level::Ok),
+    );
+    out.push('\n');
+
+    // Pool table.
+    let scanned = snap.owners.is_some();
+    if a.pools.is_empty() {
+        let _ = writeln!(out, "{}", paint.dim("no outbound connections use the ephemeral range"));
+    } else {
+        let _ = writeln!(
+            out,
+            "{}",
+            paint.bold(&format!(
+                "{:<POOL_COL$} {:>7} {:>9} {:>8} {:>4} {:>6} {:>7}  OWNER",
+                "POOL local → remote", "IN USE", "TIME_WAIT", "CAPACITY", "USE", "NEW/s", "FULL IN"
+            ))
+        );
+        let shown = opts.top.unwrap_or(usize::MAX).min(a.pools.len());
+        for p in &a.pools[..shown] {
+            let use_pct = p
+                .utilization
+                .map_or("—".into(), |u| format!("{:.0}%", u * 100.0));
+            let line = format!(
+                "{:<POOL_COL$} {:>7} {:>9} {:>8} {:>4} {:>6} {:>7}  {}",
+                fit(&pool_label(p), POOL_COL),
+                group(p.in_use),
+                group(p.time_wait),
+                p.capacity.map_or("—".into(), |c| group(u64::from(c))),
+                use_pct,
+                p.connect_rate_per_s.map_or("—".into(), |r| format!("{r:.0}")),
+                p.eta_seconds.map_or("—".into(), human_duration),
+                fit(&owner_cell(p, scanned), 24),
+            );
+            let _ = writeln!(out, "{}", paint.level(p.level, &line));
+        }
+        let hidden = a.pools.len() - shown;
+        if hidden > 0 {
+            let max_hidden = a.pools[shown..]
+                .iter()
+                .filter_map(|p| p.utilization)
+                .fold(0.0f64, f64::max);
+            let _ = writeln!(
+                out,
+                "{}",
+                paint.dim(&format!(
+                    "… {} more pools at or under {:.0}% (--top 0 shows all)",
+                    group(hidden as u64),
+                    (max_hidden * 100.0).ceil()
+                ))
+            );
+        }
+    }
+
+    // Findings.
+    if !a.verdict.findings.is_empty() {
+        out.push('\n');
+    }
+    const MAX_FINDINGS: usize = 12;
+    for f in a.verdict.findings.iter().take(MAX_FINDINGS) {
+        let sev = match f.severity {
+            Severity::Info => "INFO",
+            Severity::Warning => "WARNING",
+            Severity::Critical => "CRITICAL",
+        };
+        let _ = writeln!(
+            out,
+            "{}  {}  {}",
+            paint.severity(f.severity, &format!("{sev:<8}")),
+            paint.bold(f.code),
+            f.message
+        );
+        for (i, line) in f.fix.lines().enumerate() {
+            let label = if i == 0 { "fix" } else { "   " };
+            let _ = writeln!(out, "  {}   {line}", paint.dim(label));
+        }
+    }
+    if a.verdict.findings.len() > MAX_FINDINGS {
+        let _ = writeln!(
+            out,
+            "{}",
+            paint.dim(&format!(
+                "… {} more findings (--json lists them all)",
+                a.verdict.findings.len() - MAX_FINDINGS
+            ))
+        );
+    }
+    if a.verdict.findings.is_empty() {
+        let _ = writeln!(out, "{}", paint.level(Level::Ok, "no findings: every pool has room"));
+    }
+
+    // Notes about the collection itself.
+    let mut notes: Vec<String> = snap.notes.clone();
+    match a.owners_unknown {
+        Some(n) if n > 0 => notes.push(format!(
+            "{} sockets have unknown owners (other users' processes need root or CAP_SYS_PTRACE)",
+            group(n)
+        )),
+        None => notes.push("owners not scanned (--no-owners)".into()),
+        _ => {}
+    }
+    if !notes.is_empty() {
+        out.push('\n');
+        for n in notes {
+            let _ = writeln!(out, "{}", paint.dim(&format!("note: {n}")));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fit;
+
+    #[test]
+    fn fit_keeps_both_ends() {
+        assert_eq!(fit("short", 10), "short");
+        assert_eq!(fit("2001:db8::1 → [2001:db8::2]:443", 12), "2001:…]:443");
+        assert_eq!(fit("abcdef", 5).chars().count(), 5);
+    }
+}

@@ -1,0 +1,285 @@
+//! What was observed: plain data, no behaviour beyond small helpers.
+//!
+//! A `Snapshot` is the only thing the analysis sees, so everything a finding needs (settings,
+//! sockets, counters, owners) must be captured here. Unknown values are `None`, never guessed.
+
+use std::net::IpAddr;
+
+use rustc_hash::FxHashMap;
+use serde::Serialize;
+
+/// An inclusive range of ports, e.g. `ip_local_port_range` or one reserved block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct PortRange {
+    pub low: u16,
+    pub high: u16,
+}
+
+impl PortRange {
+    /// Builds a range; `None` when `low > high`.
+    pub fn new(low: u16, high: u16) -> Option<Self> {
+        (low <= high).then_some(Self { low, high })
+    }
+
+    /// Number of ports in the range (`high - low + 1`).
+    pub fn len(self) -> u32 {
+        u32::from(self.high) - u32::from(self.low) + 1
+    }
+
+    pub fn contains(self, port: u16) -> bool {
+        (self.low..=self.high).contains(&port)
+    }
+
+    /// The part of `self` that lies inside `other`.
+    pub fn intersect(self, other: PortRange) -> Option<PortRange> {
+        PortRange::new(self.low.max(other.low), self.high.min(other.high))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Os {
+    Linux,
+    Windows,
+}
+
+/// Where the socket list came from; the text fallback sees fewer details.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SocketSource {
+    Netlink,
+    Procfs,
+    Iphelper,
+    Fixture,
+}
+
+/// TCP states with the kernel's numbering (`include/net/tcp_states.h`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum TcpState {
+    Established = 1,
+    SynSent = 2,
+    SynRecv = 3,
+    FinWait1 = 4,
+    FinWait2 = 5,
+    TimeWait = 6,
+    /// Closed; in an inet_diag dump of bound-inactive sockets this is a socket that holds a port
+    /// via `bind()` but neither listens nor is connected (Windows calls it BOUND).
+    Close = 7,
+    CloseWait = 8,
+    LastAck = 9,
+    Listen = 10,
+    Closing = 11,
+    NewSynRecv = 12,
+}
+
+impl TcpState {
+    pub const ALL: [TcpState; 12] = [
+        TcpState::Established,
+        TcpState::SynSent,
+        TcpState::SynRecv,
+        TcpState::FinWait1,
+        TcpState::FinWait2,
+        TcpState::TimeWait,
+        TcpState::Close,
+        TcpState::CloseWait,
+        TcpState::LastAck,
+        TcpState::Listen,
+        TcpState::Closing,
+        TcpState::NewSynRecv,
+    ];
+
+    pub fn from_kernel(v: u8) -> Option<Self> {
+        Self::ALL.get(usize::from(v).checked_sub(1)?).copied()
+    }
+
+    /// Listeners and bound-only sockets own a port through bind(): the kernel skips such ports
+    /// in every connect pool of the namespace.
+    pub fn holds_bind_port(self) -> bool {
+        matches!(self, TcpState::Listen | TcpState::Close)
+    }
+
+    /// Name as `ss` and the JSON contract spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            TcpState::Established => "ESTABLISHED",
+            TcpState::SynSent => "SYN_SENT",
+            TcpState::SynRecv | TcpState::NewSynRecv => "SYN_RECV",
+            TcpState::FinWait1 => "FIN_WAIT1",
+            TcpState::FinWait2 => "FIN_WAIT2",
+            TcpState::TimeWait => "TIME_WAIT",
+            TcpState::Close => "BOUND",
+            TcpState::CloseWait => "CLOSE_WAIT",
+            TcpState::LastAck => "LAST_ACK",
+            TcpState::Listen => "LISTEN",
+            TcpState::Closing => "CLOSING",
+        }
+    }
+}
+
+/// One TCP socket as the OS reported it. Addresses are normalised: IPv4-mapped IPv6 addresses
+/// become IPv4, because the kernel gives such connections IPv4 4-tuples.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Socket {
+    pub state: TcpState,
+    pub local_ip: IpAddr,
+    pub local_port: u16,
+    pub remote_ip: IpAddr,
+    pub remote_port: u16,
+    /// For TIME_WAIT: milliseconds left before the kernel frees it. `None` when unknown.
+    pub time_wait_left_ms: Option<u32>,
+    /// Socket inode (0 for TIME_WAIT and request sockets, which have no file).
+    pub inode: u64,
+    pub uid: Option<u32>,
+    /// Owning process id when the OS reports it directly (Windows tables do).
+    pub pid: Option<u32>,
+}
+
+/// A process that owns sockets.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Process {
+    pub pid: u32,
+    pub name: String,
+}
+
+/// Socket owners, when they were looked up.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Owners {
+    /// Process names by pid.
+    pub processes: FxHashMap<u32, String>,
+    /// Owning pid by socket inode (the first process found; sockets can be shared after fork).
+    pub by_inode: FxHashMap<u64, u32>,
+    /// Processes whose descriptors could not be read (permissions).
+    pub hidden_processes: u32,
+}
+
+/// Where a setting's value came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ValueSource {
+    /// Read from the OS.
+    Read,
+    /// Not present on this OS version; the documented built-in default applies.
+    Default,
+}
+
+/// Settings that govern the ephemeral pools. `None` = could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Settings {
+    pub ephemeral_ports: Option<PortRange>,
+    /// Reserved (Linux) or excluded (Windows) port ranges, merged and sorted.
+    pub reserved_ports: Vec<PortRange>,
+    pub time_wait_seconds: Option<u32>,
+    pub time_wait_source: Option<ValueSource>,
+    pub tw_reuse: Option<u8>,
+    pub tw_reuse_delay_ms: Option<u32>,
+    pub tw_reuse_delay_source: Option<ValueSource>,
+    pub max_tw_buckets: Option<u64>,
+    pub tcp_timestamps: Option<u8>,
+    pub fin_timeout_seconds: Option<u32>,
+}
+
+/// Kernel counters since boot (of the namespace). Names follow `/proc/net/{snmp,netstat}`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+pub struct Counters {
+    /// `Tcp:` line of /proc/net/snmp (ActiveOpens, PassiveOpens, CurrEstab, …).
+    pub tcp: std::collections::BTreeMap<String, i64>,
+    /// `TcpExt:` line of /proc/net/netstat (TW, TWKilled, TWRecycled, TCPTimeWaitOverflow, …).
+    pub tcp_ext: std::collections::BTreeMap<String, i64>,
+    /// /proc/net/sockstat{,6}: "TCP inuse", "TCP tw", … keyed as `tcp.inuse`, `tcp6.inuse`.
+    pub sockstat: std::collections::BTreeMap<String, i64>,
+}
+
+impl Counters {
+    pub fn tcp_ext(&self, key: &str) -> Option<i64> {
+        self.tcp_ext.get(key).copied()
+    }
+}
+
+/// Who and where the snapshot was taken.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+pub struct HostInfo {
+    pub hostname: Option<String>,
+    pub os_version: Option<String>,
+    /// Network namespace name (`--netns`), `pid:N` (`--pid`) or `None` for the caller's own.
+    pub netns: Option<String>,
+}
+
+/// Everything one collection observed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Snapshot {
+    pub os: Os,
+    pub host: HostInfo,
+    pub source: SocketSource,
+    /// Unix time of the collection in milliseconds.
+    pub taken_at_unix_ms: u64,
+    pub settings: Settings,
+    pub sockets: Vec<Socket>,
+    pub counters: Counters,
+    /// `None` when the owner scan was skipped (`--no-owners`).
+    pub owners: Option<Owners>,
+    /// Things the user should know about the collection itself (fallbacks, hidden data).
+    pub notes: Vec<String>,
+}
+
+impl Snapshot {
+    /// An empty Linux snapshot with default settings; a starting point for fixtures.
+    pub fn empty(os: Os) -> Self {
+        Snapshot {
+            os,
+            host: HostInfo::default(),
+            source: SocketSource::Fixture,
+            taken_at_unix_ms: 0,
+            settings: Settings::default(),
+            sockets: Vec::new(),
+            counters: Counters::default(),
+            owners: None,
+            notes: Vec::new(),
+        }
+    }
+}
+
+/// Turns an IPv4-mapped IPv6 address (`::ffff:a.b.c.d`) into IPv4; leaves the rest alone.
+pub fn normalize_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map_or(IpAddr::V6(v6), IpAddr::V4),
+        v4 @ IpAddr::V4(_) => v4,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_range_len_and_intersection() {
+        let r = PortRange::new(32768, 60999).unwrap();
+        assert_eq!(r.len(), 28232);
+        assert_eq!(PortRange::new(0, 65535).unwrap().len(), 65536);
+        assert_eq!(
+            r.intersect(PortRange::new(60000, 65535).unwrap()),
+            PortRange::new(60000, 60999)
+        );
+        assert_eq!(r.intersect(PortRange::new(1, 100).unwrap()), None);
+        assert!(PortRange::new(5, 4).is_none());
+    }
+
+    #[test]
+    fn mapped_addresses_become_ipv4() {
+        let m: IpAddr = "::ffff:127.0.0.1".parse().unwrap();
+        assert_eq!(normalize_ip(m), "127.0.0.1".parse::<IpAddr>().unwrap());
+        let v6: IpAddr = "::1".parse().unwrap();
+        assert_eq!(normalize_ip(v6), v6);
+    }
+
+    #[test]
+    fn states_round_trip_kernel_numbers() {
+        for s in TcpState::ALL {
+            assert_eq!(TcpState::from_kernel(s as u8), Some(s));
+        }
+        assert_eq!(TcpState::from_kernel(0), None);
+        assert_eq!(TcpState::from_kernel(13), None);
+    }
+}
