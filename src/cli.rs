@@ -45,13 +45,17 @@ pub enum Command {
     #[command(after_help = format!("{CHECK_EXAMPLES}\n\n{EXIT_CODES}"))]
     Check(CheckArgs),
     /// Print shell completions to stdout
-    #[command(after_help = "Example:\n  portdoctor completions bash > /etc/bash_completion.d/portdoctor")]
+    #[command(
+        after_help = "Example:\n  portdoctor completions bash > /etc/bash_completion.d/portdoctor"
+    )]
     Completions {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
     /// Print a man page (roff) to stdout: portdoctor(1), or portdoctor-COMMAND(1)
-    #[command(after_help = "Examples:\n  portdoctor man > /usr/local/share/man/man1/portdoctor.1\n  portdoctor man check > /usr/local/share/man/man1/portdoctor-check.1")]
+    #[command(
+        after_help = "Examples:\n  portdoctor man > /usr/local/share/man/man1/portdoctor.1\n  portdoctor man check > /usr/local/share/man/man1/portdoctor-check.1"
+    )]
     Man {
         /// A command whose page to print (e.g. check)
         command: Option<String>,

@@ -5,6 +5,7 @@
 
 pub mod analysis;
 pub mod collect;
+pub mod fixture;
 pub mod knobs;
 pub mod report;
 pub mod snapshot;

@@ -60,7 +60,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         return Ok(ExitCode::from(EXIT_USAGE));
                     };
                     // Leak is fine: one short-lived page per process, and clap wants 'static.
-                    let full: &'static str = Box::leak(format!("portdoctor-{name}").into_boxed_str());
+                    let full: &'static str =
+                        Box::leak(format!("portdoctor-{name}").into_boxed_str());
                     sub.clone().name(full)
                 }
             };

@@ -21,7 +21,8 @@ impl PortRange {
         (low <= high).then_some(Self { low, high })
     }
 
-    /// Number of ports in the range (`high - low + 1`).
+    /// Number of ports in the range (`high - low + 1`); never zero.
+    #[allow(clippy::len_without_is_empty)]
     pub fn len(self) -> u32 {
         u32::from(self.high) - u32::from(self.low) + 1
     }
@@ -242,9 +243,7 @@ impl Snapshot {
 /// Turns an IPv4-mapped IPv6 address (`::ffff:a.b.c.d`) into IPv4; leaves the rest alone.
 pub fn normalize_ip(ip: IpAddr) -> IpAddr {
     match ip {
-        IpAddr::V6(v6) => v6
-            .to_ipv4_mapped()
-            .map_or(IpAddr::V6(v6), IpAddr::V4),
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
         v4 @ IpAddr::V4(_) => v4,
     }
 }

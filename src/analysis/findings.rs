@@ -141,7 +141,10 @@ pub(super) fn verdict(
     }
 
     // TIME_WAIT buckets.
-    let overflow = snapshot.counters.tcp_ext("TCPTimeWaitOverflow").unwrap_or(0);
+    let overflow = snapshot
+        .counters
+        .tcp_ext("TCPTimeWaitOverflow")
+        .unwrap_or(0);
     if let Some(max) = s.max_tw_buckets {
         let fix = format!(
             "{}  (and reduce churn: reuse connections)",
@@ -181,7 +184,11 @@ pub(super) fn verdict(
         if linux && cap.range.len() < 16384 {
             findings.push(Finding {
                 code: "range_small",
-                severity: if any_pressure { Severity::Warning } else { Severity::Info },
+                severity: if any_pressure {
+                    Severity::Warning
+                } else {
+                    Severity::Info
+                },
                 pool: None,
                 message: format!(
                     "the ephemeral range {}–{} has only {} ports (default 32768–60999: 28,232)",
@@ -189,17 +196,30 @@ pub(super) fn verdict(
                     cap.range.high,
                     cap.range.len()
                 ),
-                evidence: evidence(json!({"low": cap.range.low, "high": cap.range.high, "ports": cap.range.len()})),
+                evidence: evidence(
+                    json!({"low": cap.range.low, "high": cap.range.high, "ports": cap.range.len()}),
+                ),
                 fix: sysctl_fix("net.ipv4.ip_local_port_range", "15000 65000"),
             });
         }
         if !cap.bound_in_range.is_empty() {
-            let shown: Vec<String> = cap.bound_in_range.iter().take(8).map(u16::to_string).collect();
+            let shown: Vec<String> = cap
+                .bound_in_range
+                .iter()
+                .take(8)
+                .map(u16::to_string)
+                .collect();
             let more = cap.bound_in_range.len().saturating_sub(8);
             let mut reserved: Vec<String> = s
                 .reserved_ports
                 .iter()
-                .map(|r| if r.low == r.high { r.low.to_string() } else { format!("{}-{}", r.low, r.high) })
+                .map(|r| {
+                    if r.low == r.high {
+                        r.low.to_string()
+                    } else {
+                        format!("{}-{}", r.low, r.high)
+                    }
+                })
                 .collect();
             reserved.extend(cap.bound_in_range.iter().map(u16::to_string));
             findings.push(Finding {
@@ -246,10 +266,10 @@ pub(super) fn verdict(
     for p in pools.iter().filter(|p| p.scope == Scope::Destination) {
         let rate = p.connect_rate_per_s.unwrap_or(0.0);
         if rate >= 20.0 && p.time_wait >= 200 && p.time_wait * 10 >= p.in_use * 8 {
-            let who = p
-                .processes
-                .first()
-                .map_or_else(|| "the client".to_string(), |o| format!("{} ({})", o.name, o.pid));
+            let who = p.processes.first().map_or_else(
+                || "the client".to_string(),
+                |o| format!("{} ({})", o.name, o.pid),
+            );
             findings.push(Finding {
                 code: "high_churn_no_pooling",
                 severity: if p.level > Level::Ok { Severity::from_level(p.level).min(Severity::Warning) } else { Severity::Info },
@@ -273,7 +293,7 @@ pub(super) fn verdict(
         })
         .max()
         .unwrap_or(Level::Ok);
-    findings.sort_by(|a, b| b.severity.cmp(&a.severity));
+    findings.sort_by_key(|f| std::cmp::Reverse(f.severity));
     Verdict { level, findings }
 }
 
@@ -287,20 +307,21 @@ fn pool_finding(snapshot: &Snapshot, p: &Pool, thresholds: Thresholds) -> Findin
         .eta_seconds
         .map(|e| format!(", full in ~{}", crate::report::human_duration(e)))
         .unwrap_or_default();
-    let message = if exhausted {
-        format!(
+    let message =
+        if exhausted {
+            format!(
             "{} has no free port: {used} of {cap} in use ({} TIME_WAIT); new connections fail ({})",
             p.key,
             p.time_wait,
             if snapshot.os == Os::Linux { "EADDRNOTAVAIL" } else { "WSAENOBUFS 10055" }
         )
-    } else {
-        format!(
-            "{} is {:.0}% full ({used} of {cap} ports){eta}",
-            p.key,
-            util * 100.0
-        )
-    };
+        } else {
+            format!(
+                "{} is {:.0}% full ({used} of {cap} ports){eta}",
+                p.key,
+                util * 100.0
+            )
+        };
     let mut fixes = Vec::new();
     let owner = p
         .processes
@@ -322,13 +343,23 @@ fn pool_finding(snapshot: &Snapshot, p: &Pool, thresholds: Thresholds) -> Findin
     }
     if snapshot.os == Os::Linux {
         if !p.tw_reuse_applies && p.blocking_time_wait > 0 && s.tw_reuse != Some(1) {
-            fixes.push(format!("host-wide: {}", sysctl_fix("net.ipv4.tcp_tw_reuse", "1")));
+            fixes.push(format!(
+                "host-wide: {}",
+                sysctl_fix("net.ipv4.tcp_tw_reuse", "1")
+            ));
         }
         if s.ephemeral_ports.is_some_and(|r| r.len() < 50000) {
-            fixes.push(format!("host-wide: {}", sysctl_fix("net.ipv4.ip_local_port_range", "15000 65000")));
+            fixes.push(format!(
+                "host-wide: {}",
+                sysctl_fix("net.ipv4.ip_local_port_range", "15000 65000")
+            ));
         }
     }
-    let code = if exhausted { "pool_exhausted" } else { "pool_near_exhaustion" };
+    let code = if exhausted {
+        "pool_exhausted"
+    } else {
+        "pool_near_exhaustion"
+    };
     Finding {
         code,
         severity: Severity::from_level(p.level),

@@ -155,3 +155,6 @@ pub fn capacity(snapshot: &Snapshot) -> Option<Capacity> {
         usable,
     })
 }
+
+#[cfg(test)]
+mod tests;

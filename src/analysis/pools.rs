@@ -81,7 +81,8 @@ impl Pool {
     }
 
     pub fn free(&self) -> Option<u64> {
-        self.capacity.map(|c| u64::from(c).saturating_sub(self.used()))
+        self.capacity
+            .map(|c| u64::from(c).saturating_sub(self.used()))
     }
 }
 
@@ -147,7 +148,11 @@ pub fn build_pools(
     let range = settings.ephemeral_ports;
     let mut listen_exact: FxHashSet<(IpAddr, u16)> = FxHashSet::default();
     let mut listen_wild: FxHashSet<u16> = FxHashSet::default();
-    for s in snapshot.sockets.iter().filter(|s| s.state == TcpState::Listen) {
+    for s in snapshot
+        .sockets
+        .iter()
+        .filter(|s| s.state == TcpState::Listen)
+    {
         if s.local_ip.is_unspecified() {
             listen_wild.insert(s.local_port);
         } else {
@@ -163,7 +168,8 @@ pub fn build_pools(
     let mut ports_by_local: FxHashMap<IpAddr, Vec<u16>> = FxHashMap::default();
     let (mut inbound, mut outbound, mut other) = (0u64, 0u64, 0u64);
     for s in snapshot.sockets.iter().filter(|s| is_outbound_candidate(s)) {
-        if listen_wild.contains(&s.local_port) || listen_exact.contains(&(s.local_ip, s.local_port)) {
+        if listen_wild.contains(&s.local_port) || listen_exact.contains(&(s.local_ip, s.local_port))
+        {
             inbound += 1;
             continue;
         }
@@ -217,7 +223,10 @@ pub fn build_pools(
             *acc.owners.entry(pid).or_default() += 1;
         }
         if !per_local_address {
-            ports_by_local.entry(s.local_ip).or_default().push(s.local_port);
+            ports_by_local
+                .entry(s.local_ip)
+                .or_default()
+                .push(s.local_port);
         }
     }
 
@@ -232,7 +241,16 @@ pub fn build_pools(
         } else {
             Scope::Destination
         };
-        pools.push(finish(snapshot, scope, *key, acc, *reuse, cap, rates_known, thresholds));
+        pools.push(finish(
+            snapshot,
+            scope,
+            *key,
+            acc,
+            *reuse,
+            cap,
+            rates_known,
+            thresholds,
+        ));
     }
 
     let range_low_parity = range.map(|r| r.low % 2);
@@ -250,11 +268,20 @@ pub fn build_pools(
                 remote_ip: None,
                 remote_port: None,
             };
-            pools.push(finish(snapshot, Scope::LocalAddress, key, &total, false, cap, rates_known, thresholds));
+            pools.push(finish(
+                snapshot,
+                Scope::LocalAddress,
+                key,
+                &total,
+                false,
+                cap,
+                rates_known,
+                thresholds,
+            ));
             bind_patterns.push(p);
         }
     }
-    bind_patterns.sort_by(|a, b| a.local_ip.cmp(&b.local_ip));
+    bind_patterns.sort_by_key(|b| b.local_ip);
     sort_pools(&mut pools);
     BuiltPools {
         pools,
@@ -311,8 +338,9 @@ fn finish(
     let release_rate = rates_known.then(|| acc.releases as f64 / window);
     // With reuse, a TIME_WAIT port is free again after the reuse delay, so TIME_WAIT does not
     // accumulate: no forecast from it.
+    // Growth within a few percent of the rate is sampling noise of a steady state.
     let growth = match (connect_rate, release_rate) {
-        (Some(a), Some(r)) if !reuse => a - r,
+        (Some(a), Some(r)) if !reuse && a - r > STEADY_STATE_TOLERANCE * a => a - r,
         _ => 0.0,
     };
     let eta_seconds = match capacity {
@@ -358,6 +386,9 @@ fn finish(
         level,
     }
 }
+
+/// Share of the connect rate below which arrivals and releases count as balanced.
+const STEADY_STATE_TOLERANCE: f64 = 0.05;
 
 /// Minimum sockets from one address before the bind pattern is judged (small samples are
 /// unique by chance).

@@ -136,9 +136,7 @@ pub fn sysctl_fix(id: &str, value: &str) -> String {
     } else {
         value.to_string()
     };
-    format!(
-        "sysctl -w {id}={quoted} && echo '{id} = {value}' >> /etc/sysctl.d/90-portdoctor.conf"
-    )
+    format!("sysctl -w {id}={quoted} && echo '{id} = {value}' >> /etc/sysctl.d/90-portdoctor.conf")
 }
 
 #[cfg(test)]
@@ -148,7 +146,11 @@ mod tests {
     #[test]
     fn ids_are_unique_and_linux_ones_have_proc_paths() {
         for (i, k) in KNOBS.iter().enumerate() {
-            assert!(KNOBS[i + 1..].iter().all(|o| o.id != k.id), "duplicate {}", k.id);
+            assert!(
+                KNOBS[i + 1..].iter().all(|o| o.id != k.id),
+                "duplicate {}",
+                k.id
+            );
             if k.os == Os::Linux {
                 let tail = k.id.trim_start_matches("net.ipv4.");
                 assert!(k.location.contains(tail), "{}", k.id);

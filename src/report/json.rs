@@ -6,14 +6,29 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::analysis::{Analysis, BindPattern, Finding, Level, Pool, ProcessCount, Scope, Thresholds};
+use crate::analysis::{
+    Analysis, BindPattern, Finding, Level, Pool, ProcessCount, Scope, Thresholds,
+};
 use crate::snapshot::{HostInfo, Os, PortRange, Snapshot, SocketSource, ValueSource};
 
 pub const SCHEMA: &str = "portdoctor.check/v1";
 
 /// Counters worth keeping in the report (the full TcpExt line has over a hundred).
-const TCP_COUNTERS: &[&str] = &["ActiveOpens", "PassiveOpens", "AttemptFails", "EstabResets", "CurrEstab"];
-const TCP_EXT_COUNTERS: &[&str] = &["TW", "TWKilled", "TWRecycled", "TCPTimeWaitOverflow", "PAWSEstab", "TCPAbortOnMemory"];
+const TCP_COUNTERS: &[&str] = &[
+    "ActiveOpens",
+    "PassiveOpens",
+    "AttemptFails",
+    "EstabResets",
+    "CurrEstab",
+];
+const TCP_EXT_COUNTERS: &[&str] = &[
+    "TW",
+    "TWKilled",
+    "TWRecycled",
+    "TCPTimeWaitOverflow",
+    "PAWSEstab",
+    "TCPAbortOnMemory",
+];
 
 #[derive(Serialize)]
 pub struct CheckReport<'a> {
@@ -120,10 +135,17 @@ fn round(v: f64, digits: i32) -> f64 {
 }
 
 /// Builds the report; `top` limits the pools (None = all).
-pub fn check_report<'a>(snap: &'a Snapshot, a: &'a Analysis, top: Option<usize>) -> CheckReport<'a> {
+pub fn check_report<'a>(
+    snap: &'a Snapshot,
+    a: &'a Analysis,
+    top: Option<usize>,
+) -> CheckReport<'a> {
     let s = &snap.settings;
     let pick = |names: &[&'static str], map: &BTreeMap<String, i64>| {
-        names.iter().map(|&n| (n, map.get(n).copied())).collect::<BTreeMap<_, _>>()
+        names
+            .iter()
+            .map(|&n| (n, map.get(n).copied()))
+            .collect::<BTreeMap<_, _>>()
     };
     let scanned = snap.owners.is_some();
     let pools = a

@@ -22,7 +22,7 @@ pub fn human_duration(seconds: f64) -> String {
         return "—".into();
     }
     if seconds < 120.0 {
-        format!("{:.0} s", seconds)
+        format!("{seconds:.0} s")
     } else if seconds < 7200.0 {
         format!("{:.0} min", seconds / 60.0)
     } else if seconds < 172_800.0 {

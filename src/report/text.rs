@@ -46,6 +46,7 @@ impl Paint {
 }
 
 const WIDTH: usize = 100;
+const MAX_FINDINGS: usize = 12;
 const POOL_COL: usize = 34;
 
 /// Shortens `s` to `max` characters with an ellipsis in the middle (both ends carry meaning).
@@ -109,7 +110,9 @@ pub fn render(snap: &Snapshot, a: &Analysis, opts: &TextOptions) -> String {
         let _ = write!(head, " · netns {ns}");
     }
     let verdict = a.verdict.level.name().to_uppercase();
-    let gap = WIDTH.saturating_sub(head.chars().count() + verdict.len()).max(2);
+    let gap = WIDTH
+        .saturating_sub(head.chars().count() + verdict.len())
+        .max(2);
     let _ = writeln!(
         out,
         "{}{}{}",
@@ -129,7 +132,10 @@ pub fn render(snap: &Snapshot, a: &Analysis, opts: &TextOptions) -> String {
                 c.range.high,
                 group(u64::from(c.range.len()))
             ));
-            parts.push(format!("reserved {}", group(u64::from(c.reserved_in_range))));
+            parts.push(format!(
+                "reserved {}",
+                group(u64::from(c.reserved_in_range))
+            ));
             if !c.bound_in_range.is_empty() {
                 parts.push(format!("bound in range {}", c.bound_in_range.len()));
             }
@@ -171,7 +177,11 @@ pub fn render(snap: &Snapshot, a: &Analysis, opts: &TextOptions) -> String {
     // Pool table.
     let scanned = snap.owners.is_some();
     if a.pools.is_empty() {
-        let _ = writeln!(out, "{}", paint.dim("no outbound connections use the ephemeral range"));
+        let _ = writeln!(
+            out,
+            "{}",
+            paint.dim("no outbound connections use the ephemeral range")
+        );
     } else {
         let _ = writeln!(
             out,
@@ -193,7 +203,8 @@ pub fn render(snap: &Snapshot, a: &Analysis, opts: &TextOptions) -> String {
                 group(p.time_wait),
                 p.capacity.map_or("—".into(), |c| group(u64::from(c))),
                 use_pct,
-                p.connect_rate_per_s.map_or("—".into(), |r| format!("{r:.0}")),
+                p.connect_rate_per_s
+                    .map_or("—".into(), |r| format!("{r:.0}")),
                 p.eta_seconds.map_or("—".into(), human_duration),
                 fit(&owner_cell(p, scanned), 24),
             );
@@ -221,7 +232,6 @@ pub fn render(snap: &Snapshot, a: &Analysis, opts: &TextOptions) -> String {
     if !a.verdict.findings.is_empty() {
         out.push('\n');
     }
-    const MAX_FINDINGS: usize = 12;
     for f in a.verdict.findings.iter().take(MAX_FINDINGS) {
         let sev = match f.severity {
             Severity::Info => "INFO",
@@ -251,7 +261,11 @@ pub fn render(snap: &Snapshot, a: &Analysis, opts: &TextOptions) -> String {
         );
     }
     if a.verdict.findings.is_empty() {
-        let _ = writeln!(out, "{}", paint.level(Level::Ok, "no findings: every pool has room"));
+        let _ = writeln!(
+            out,
+            "{}",
+            paint.level(Level::Ok, "no findings: every pool has room")
+        );
     }
 
     // Notes about the collection itself.
@@ -280,7 +294,7 @@ mod tests {
     #[test]
     fn fit_keeps_both_ends() {
         assert_eq!(fit("short", 10), "short");
-        assert_eq!(fit("2001:db8::1 → [2001:db8::2]:443", 12), "2001:…]:443");
+        assert_eq!(fit("2001:db8::1 → [2001:db8::2]:443", 12), "2001:…2]:443");
         assert_eq!(fit("abcdef", 5).chars().count(), 5);
     }
 }

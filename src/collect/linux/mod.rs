@@ -42,8 +42,11 @@ impl Collector for LinuxCollector {
         let settings = read_settings(&mut notes);
         let counters = read_counters();
         let owners = self.opts.owners.then(|| {
-            let wanted: FxHashSet<u64> =
-                sockets.iter().map(|s| s.inode).filter(|&i| i != 0).collect();
+            let wanted: FxHashSet<u64> = sockets
+                .iter()
+                .map(|s| s.inode)
+                .filter(|&i| i != 0)
+                .collect();
             owners::scan(&wanted)
         });
         if let Some(o) = &owners {
@@ -128,7 +131,9 @@ fn read_procfs_sockets(notes: &mut Vec<String>) -> Result<Vec<Socket>, CollectEr
         }
     }
     if skipped > 0 {
-        notes.push(format!("{skipped} lines of /proc/net/tcp{{,6}} could not be parsed and were skipped"));
+        notes.push(format!(
+            "{skipped} lines of /proc/net/tcp{{,6}} could not be parsed and were skipped"
+        ));
     }
     Ok(sockets)
 }
@@ -146,23 +151,27 @@ fn read_settings(notes: &mut Vec<String>) -> Settings {
     if ephemeral_ports.is_none() {
         notes.push("net.ipv4.ip_local_port_range could not be read; capacities are unknown".into());
     }
-    let reserved_ports = match sysctl("ip_local_reserved_ports") {
-        Some(t) => procfs::parse_port_list(&t).unwrap_or_else(|| {
-            notes.push(format!("net.ipv4.ip_local_reserved_ports has an unexpected value {:?}; ignored", t.trim()));
+    let reserved_ports = if let Some(t) = sysctl("ip_local_reserved_ports") {
+        procfs::parse_port_list(&t).unwrap_or_else(|| {
+            notes.push(format!(
+                "net.ipv4.ip_local_reserved_ports has an unexpected value {:?}; ignored",
+                t.trim()
+            ));
             Vec::new()
-        }),
-        None => Vec::new(),
+        })
+    } else {
+        Vec::new()
     };
-    let (tw_reuse_delay_ms, tw_reuse_delay_source) =
-        match sysctl("tcp_tw_reuse_delay").and_then(|t| procfs::parse_int(&t)) {
-            Some(v) => (Some(v), Some(ValueSource::Read)),
-            None => {
-                notes.push(format!(
-                    "net.ipv4.tcp_tw_reuse_delay is absent (kernel before 6.14): TIME_WAIT becomes reusable after the built-in {DEFAULT_TW_REUSE_DELAY_MS} ms"
-                ));
-                (Some(DEFAULT_TW_REUSE_DELAY_MS), Some(ValueSource::Default))
-            }
-        };
+    let (tw_reuse_delay_ms, tw_reuse_delay_source) = if let Some(v) =
+        sysctl("tcp_tw_reuse_delay").and_then(|t| procfs::parse_int(&t))
+    {
+        (Some(v), Some(ValueSource::Read))
+    } else {
+        notes.push(format!(
+                "net.ipv4.tcp_tw_reuse_delay is absent (kernel before 6.14): TIME_WAIT becomes reusable after the built-in {DEFAULT_TW_REUSE_DELAY_MS} ms"
+            ));
+        (Some(DEFAULT_TW_REUSE_DELAY_MS), Some(ValueSource::Default))
+    };
     Settings {
         ephemeral_ports,
         reserved_ports,

@@ -100,14 +100,7 @@ fn dump_family(
 ) -> Result<bool, CollectError> {
     let req = request(family, seq);
     // SAFETY: req is a live buffer of req.len() bytes; a null address sends to the kernel.
-    let sent = unsafe {
-        libc::send(
-            sock.as_raw_fd(),
-            req.as_ptr().cast(),
-            req.len(),
-            0,
-        )
-    };
+    let sent = unsafe { libc::send(sock.as_raw_fd(), req.as_ptr().cast(), req.len(), 0) };
     if sent < 0 {
         return Err(CollectError::Netlink(io::Error::last_os_error()));
     }
@@ -124,7 +117,9 @@ fn dump_family(
         }
         let n = n as usize;
         if n == 0 {
-            return Err(CollectError::NetlinkProtocol("dump ended without NLMSG_DONE".into()));
+            return Err(CollectError::NetlinkProtocol(
+                "dump ended without NLMSG_DONE".into(),
+            ));
         }
         match decode_batch(&buf[..n], seq, out)? {
             Batch::More { intr } => interrupted |= intr,
@@ -292,17 +287,28 @@ mod tests {
     #[test]
     fn batch_handles_multipart_done_intr_and_errors() {
         let mut data = nl(SOCK_DIAG_BY_FAMILY, 0x2, 7, &msg(2, 1, 0, 0));
-        data.extend(nl(SOCK_DIAG_BY_FAMILY, 0x2 | NLM_F_DUMP_INTR, 7, &msg(2, 6, 3, 5)));
+        data.extend(nl(
+            SOCK_DIAG_BY_FAMILY,
+            0x2 | NLM_F_DUMP_INTR,
+            7,
+            &msg(2, 6, 3, 5),
+        ));
         let mut out = Vec::new();
-        assert!(matches!(decode_batch(&data, 7, &mut out), Ok(Batch::More { intr: true })));
+        assert!(matches!(
+            decode_batch(&data, 7, &mut out),
+            Ok(Batch::More { intr: true })
+        ));
         assert_eq!(out.len(), 2);
 
         let done = nl(NLMSG_DONE, 0x2, 7, &0i32.to_ne_bytes());
-        assert!(matches!(decode_batch(&done, 7, &mut out), Ok(Batch::Done { intr: false })));
+        assert!(matches!(
+            decode_batch(&done, 7, &mut out),
+            Ok(Batch::Done { intr: false })
+        ));
 
         let err = nl(NLMSG_ERROR, 0, 7, &(-libc::EPERM).to_ne_bytes());
         let e = decode_batch(&err, 7, &mut out).err().unwrap();
-        assert!(e.to_string().contains("ermission"), "{e}");
+        assert!(e.to_string().contains("not permitted"), "{e}");
 
         let bad = vec![200u8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
         assert!(decode_batch(&bad, 7, &mut out).is_err());

@@ -21,7 +21,10 @@ pub fn enter(ns: &Namespace) -> Result<(), CollectError> {
             }
             (PathBuf::from("/run/netns").join(name), name.clone())
         }
-        Namespace::Pid(pid) => (PathBuf::from(format!("/proc/{pid}/ns/net")), format!("of pid {pid}")),
+        Namespace::Pid(pid) => (
+            PathBuf::from(format!("/proc/{pid}/ns/net")),
+            format!("of pid {pid}"),
+        ),
     };
     let file = File::open(&path).map_err(|e| match (ns, e.kind()) {
         (Namespace::Named(name), std::io::ErrorKind::NotFound) => CollectError::NamespaceNotFound {

@@ -50,8 +50,7 @@ pub fn scan(wanted: &FxHashSet<u64>) -> Owners {
         }
         if owns_any {
             let comm = fs::read_to_string(format!("/proc/{pid}/comm"))
-                .map(|s| s.trim_end().to_string())
-                .unwrap_or_else(|_| "?".to_string());
+                .map_or_else(|_| "?".to_string(), |s| s.trim_end().to_string());
             owners.processes.insert(pid, comm);
         }
     }

@@ -91,13 +91,17 @@ pub fn parse_port_range(text: &str) -> Option<PortRange> {
 /// empty. Returns merged, sorted ranges, or `None` when any element is malformed.
 pub fn parse_port_list(text: &str) -> Option<Vec<PortRange>> {
     let mut ranges = Vec::new();
-    for item in text.trim().split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        let r = match item.split_once('-') {
-            Some((a, b)) => PortRange::new(a.trim().parse().ok()?, b.trim().parse().ok()?)?,
-            None => {
-                let p = item.parse().ok()?;
-                PortRange { low: p, high: p }
-            }
+    for item in text
+        .trim()
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
+        let r = if let Some((a, b)) = item.split_once('-') {
+            PortRange::new(a.trim().parse().ok()?, b.trim().parse().ok()?)?
+        } else {
+            let p = item.parse().ok()?;
+            PortRange { low: p, high: p }
         };
         ranges.push(r);
     }
@@ -217,13 +221,19 @@ mod tests {
     #[test]
     fn garbage_lines_are_counted_not_fatal() {
         let mut out = Vec::new();
-        assert_eq!(parse_proc_net_tcp("header\nnot a socket line\n", 10, &mut out), 1);
+        assert_eq!(
+            parse_proc_net_tcp("header\nnot a socket line\n", 10, &mut out),
+            1
+        );
         assert!(out.is_empty());
     }
 
     #[test]
     fn port_range_and_list() {
-        assert_eq!(parse_port_range("32768\t60999\n"), PortRange::new(32768, 60999));
+        assert_eq!(
+            parse_port_range("32768\t60999\n"),
+            PortRange::new(32768, 60999)
+        );
         assert_eq!(parse_port_range("5 4"), None);
         assert_eq!(parse_port_range("1"), None);
         assert_eq!(parse_port_list("\n"), Some(vec![]));
@@ -251,7 +261,10 @@ mod tests {
     #[test]
     fn sockstat_lines() {
         let mut m = BTreeMap::new();
-        parse_sockstat("sockets: used 9\nTCP: inuse 5 orphan 0 tw 2 alloc 7 mem 1\nUDP: inuse 1\n", &mut m);
+        parse_sockstat(
+            "sockets: used 9\nTCP: inuse 5 orphan 0 tw 2 alloc 7 mem 1\nUDP: inuse 1\n",
+            &mut m,
+        );
         parse_sockstat("TCP6: inuse 3\nUDP6: inuse 0\n", &mut m);
         assert_eq!(m.get("tcp.tw"), Some(&2));
         assert_eq!(m.get("tcp6.inuse"), Some(&3));

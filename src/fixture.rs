@@ -1,0 +1,200 @@
+//! Builders of plausible snapshots for tests, benchmarks and examples: the pure core is tested
+//! on these instead of on a live host.
+
+use std::net::IpAddr;
+
+use crate::snapshot::{
+    Os, PortRange, Settings, Snapshot, Socket, SocketSource, TcpState, ValueSource,
+};
+
+pub struct SnapshotBuilder {
+    snap: Snapshot,
+    next_port: u16,
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse()
+        .unwrap_or_else(|_| panic!("fixture address {s:?} must parse"))
+}
+
+impl SnapshotBuilder {
+    /// A Linux host with the kernel defaults: range 32768–60999, tw_reuse 2, timestamps on.
+    pub fn linux() -> Self {
+        let mut snap = Snapshot::empty(Os::Linux);
+        snap.source = SocketSource::Fixture;
+        snap.host.hostname = Some("fixture".into());
+        snap.host.os_version = Some("6.18.0".into());
+        snap.settings = Settings {
+            ephemeral_ports: PortRange::new(32768, 60999),
+            reserved_ports: Vec::new(),
+            time_wait_seconds: Some(60),
+            time_wait_source: Some(ValueSource::Default),
+            tw_reuse: Some(2),
+            tw_reuse_delay_ms: Some(1000),
+            tw_reuse_delay_source: Some(ValueSource::Read),
+            max_tw_buckets: Some(131_072),
+            tcp_timestamps: Some(1),
+            fin_timeout_seconds: Some(60),
+        };
+        Self {
+            snap,
+            next_port: 32768,
+        }
+    }
+
+    pub fn range(mut self, low: u16, high: u16) -> Self {
+        self.snap.settings.ephemeral_ports = PortRange::new(low, high);
+        self.next_port = low;
+        self
+    }
+
+    pub fn reserved(mut self, low: u16, high: u16) -> Self {
+        if let Some(r) = PortRange::new(low, high) {
+            self.snap.settings.reserved_ports.push(r);
+        }
+        self
+    }
+
+    pub fn tw_reuse(mut self, v: u8) -> Self {
+        self.snap.settings.tw_reuse = Some(v);
+        self
+    }
+
+    pub fn timestamps(mut self, v: u8) -> Self {
+        self.snap.settings.tcp_timestamps = Some(v);
+        self
+    }
+
+    pub fn max_tw_buckets(mut self, v: u64) -> Self {
+        self.snap.settings.max_tw_buckets = Some(v);
+        self
+    }
+
+    pub fn tcp_ext(mut self, key: &str, v: i64) -> Self {
+        self.snap.counters.tcp_ext.insert(key.to_string(), v);
+        self
+    }
+
+    pub fn settings(mut self, f: impl FnOnce(&mut Settings)) -> Self {
+        f(&mut self.snap.settings);
+        self
+    }
+
+    pub fn socket(mut self, s: Socket) -> Self {
+        self.snap.sockets.push(s);
+        self
+    }
+
+    fn raw(state: TcpState, local: &str, lport: u16, remote: &str, rport: u16) -> Socket {
+        Socket {
+            state,
+            local_ip: ip(local),
+            local_port: lport,
+            remote_ip: ip(remote),
+            remote_port: rport,
+            time_wait_left_ms: None,
+            inode: 0,
+            uid: Some(0),
+            pid: None,
+        }
+    }
+
+    pub fn listen(self, local: &str, port: u16) -> Self {
+        let any = if ip(local).is_ipv4() { "0.0.0.0" } else { "::" };
+        self.socket(Self::raw(TcpState::Listen, local, port, any, 0))
+    }
+
+    pub fn bound(self, local: &str, port: u16) -> Self {
+        let any = if ip(local).is_ipv4() { "0.0.0.0" } else { "::" };
+        self.socket(Self::raw(TcpState::Close, local, port, any, 0))
+    }
+
+    pub fn established(self, local: &str, lport: u16, remote: &str, rport: u16) -> Self {
+        self.socket(Self::raw(
+            TcpState::Established,
+            local,
+            lport,
+            remote,
+            rport,
+        ))
+    }
+
+    pub fn time_wait(
+        self,
+        local: &str,
+        lport: u16,
+        remote: &str,
+        rport: u16,
+        left_ms: u32,
+    ) -> Self {
+        let mut s = Self::raw(TcpState::TimeWait, local, lport, remote, rport);
+        s.time_wait_left_ms = Some(left_ms);
+        self.socket(s)
+    }
+
+    /// Adds a pool with `established` open connections and `time_wait` TIME_WAIT sockets whose
+    /// ages spread evenly over `tw_age_ms` (so the connect rate is `time_wait / age span`).
+    /// Ports are taken from the range in order (the next free ones).
+    pub fn pool(
+        mut self,
+        local: &str,
+        remote: &str,
+        rport: u16,
+        established: u32,
+        time_wait: u32,
+        tw_age_ms: (u32, u32),
+    ) -> Self {
+        for _ in 0..established {
+            let p = self.take_port();
+            let mut s = Self::raw(TcpState::Established, local, p, remote, rport);
+            s.inode = 1_000_000 + self.snap.sockets.len() as u64;
+            self.snap.sockets.push(s);
+        }
+        let (from, to) = tw_age_ms;
+        for i in 0..time_wait {
+            let p = self.take_port();
+            let age = if time_wait <= 1 {
+                from
+            } else {
+                from + ((u64::from(to - from) * u64::from(i)) / u64::from(time_wait - 1)) as u32
+            };
+            let mut s = Self::raw(TcpState::TimeWait, local, p, remote, rport);
+            s.time_wait_left_ms = Some(60_000u32.saturating_sub(age));
+            self.snap.sockets.push(s);
+        }
+        self
+    }
+
+    /// The next port of the range, wrapping (pools to different destinations may share ports).
+    fn take_port(&mut self) -> u16 {
+        let r = self.snap.settings.ephemeral_ports.unwrap_or(PortRange {
+            low: 32768,
+            high: 60999,
+        });
+        let p = self.next_port;
+        self.next_port = if p >= r.high { r.low } else { p + 1 };
+        p
+    }
+
+    /// Restart port allocation at the range start (the next pool reuses the same ports, as
+    /// connect() does across destinations).
+    pub fn restart_ports(mut self) -> Self {
+        self.next_port = self.snap.settings.ephemeral_ports.map_or(32768, |r| r.low);
+        self
+    }
+
+    /// Marks every socket with an inode as owned by `pid` called `name`.
+    pub fn owned_by(mut self, pid: u32, name: &str) -> Self {
+        let mut owners = self.snap.owners.take().unwrap_or_default();
+        owners.processes.insert(pid, name.to_string());
+        for s in self.snap.sockets.iter().filter(|s| s.inode != 0) {
+            owners.by_inode.insert(s.inode, pid);
+        }
+        self.snap.owners = Some(owners);
+        self
+    }
+
+    pub fn build(self) -> Snapshot {
+        self.snap
+    }
+}
