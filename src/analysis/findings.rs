@@ -5,6 +5,7 @@ use serde_json::{json, Map, Value};
 
 use super::{BindPattern, Capacity, Pool, Scope, Thresholds};
 use crate::knobs::sysctl_fix;
+use crate::report::{group, human_duration};
 use crate::snapshot::{Os, Snapshot};
 
 /// Health of a pool or of the whole host.
@@ -116,7 +117,8 @@ pub(super) fn verdict(
                 severity: Severity::Warning,
                 pool: None,
                 message: format!(
-                    "tcp_tw_reuse={reuse}: {blocking} TIME_WAIT sockets block ports in {} pressured pool(s); with tcp_tw_reuse=1 they become reusable after {delay} ms",
+                    "tcp_tw_reuse={reuse}: {} TIME_WAIT sockets block ports in {} pressured pool(s); with tcp_tw_reuse=1 they become reusable after {delay} ms",
+                    group(blocking),
                     pressured.len()
                 ),
                 evidence: evidence(json!({
@@ -156,7 +158,10 @@ pub(super) fn verdict(
                 severity: Severity::Warning,
                 pool: None,
                 message: format!(
-                    "{overflow} TIME_WAIT sockets were dropped at once because tcp_max_tw_buckets ({max}) was full; TIME_WAIT now {time_wait_total}"
+                    "{} TIME_WAIT sockets were dropped at once because tcp_max_tw_buckets ({}) was full; TIME_WAIT now {}",
+                    group(overflow.unsigned_abs()),
+                    group(max),
+                    group(time_wait_total)
                 ),
                 evidence: evidence(json!({
                     "TCPTimeWaitOverflow": overflow, "max_tw_buckets": max,
@@ -170,7 +175,9 @@ pub(super) fn verdict(
                 severity: Severity::Warning,
                 pool: None,
                 message: format!(
-                    "{time_wait_total} TIME_WAIT sockets of tcp_max_tw_buckets {max} ({:.0}%): past the limit new ones are dropped",
+                    "{} TIME_WAIT sockets of tcp_max_tw_buckets {} ({:.0}%): past the limit new ones are dropped",
+                    group(time_wait_total),
+                    group(max),
                     100.0 * time_wait_total as f64 / max as f64
                 ),
                 evidence: evidence(json!({"max_tw_buckets": max, "time_wait": time_wait_total})),
@@ -194,7 +201,7 @@ pub(super) fn verdict(
                     "the ephemeral range {}–{} has only {} ports (default 32768–60999: 28,232)",
                     cap.range.low,
                     cap.range.high,
-                    cap.range.len()
+                    group(u64::from(cap.range.len()))
                 ),
                 evidence: evidence(
                     json!({"low": cap.range.low, "high": cap.range.high, "ports": cap.range.len()}),
@@ -253,7 +260,7 @@ pub(super) fn verdict(
             pool: pool.map(|p| p.key.to_string()),
             message: format!(
                 "{} connections from {} to {} destinations never share a local port ({:.0}% have bind()'s parity): the app likely calls bind() before connect(), so all destinations share one range",
-                b.sockets, b.local_ip, b.destinations, b.bind_parity_share * 100.0
+                group(b.sockets), b.local_ip, b.destinations, b.bind_parity_share * 100.0
             ),
             evidence: evidence(json!({
                 "local_ip": b.local_ip.to_string(), "sockets": b.sockets, "destinations": b.destinations,
@@ -276,7 +283,7 @@ pub(super) fn verdict(
                 pool: Some(p.key.to_string()),
                 message: format!(
                     "{:.0} new connections/s to {} and {} of {} sockets in TIME_WAIT: a connection per request, no pooling",
-                    rate, p.key, p.time_wait, p.in_use
+                    rate, p.key, group(p.time_wait), group(p.in_use)
                 ),
                 evidence: evidence(json!({"connect_rate_per_s": round(rate, 1), "time_wait": p.time_wait, "in_use": p.in_use})),
                 fix: format!("make {who} reuse connections: HTTP keep-alive or a connection pool (Go: raise Transport.MaxIdleConnsPerHost; .NET: one shared HttpClient; Java/Node/Python: a keep-alive agent; databases: a pool)"),
@@ -305,23 +312,30 @@ fn pool_finding(snapshot: &Snapshot, p: &Pool, thresholds: Thresholds) -> Findin
     let exhausted = p.free() == Some(0);
     let eta = p
         .eta_seconds
-        .map(|e| format!(", full in ~{}", crate::report::human_duration(e)))
+        .map(|e| format!(", full in ~{}", human_duration(e)))
         .unwrap_or_default();
-    let message =
-        if exhausted {
-            format!(
-            "{} has no free port: {used} of {cap} in use ({} TIME_WAIT); new connections fail ({})",
+    let message = if exhausted {
+        format!(
+            "{} has no free port: {} of {} in use ({} TIME_WAIT); new connections fail ({})",
             p.key,
-            p.time_wait,
-            if snapshot.os == Os::Linux { "EADDRNOTAVAIL" } else { "WSAENOBUFS 10055" }
+            group(used),
+            group(u64::from(cap)),
+            group(p.time_wait),
+            if snapshot.os == Os::Linux {
+                "EADDRNOTAVAIL"
+            } else {
+                "WSAENOBUFS 10055"
+            }
         )
-        } else {
-            format!(
-                "{} is {:.0}% full ({used} of {cap} ports){eta}",
-                p.key,
-                util * 100.0
-            )
-        };
+    } else {
+        format!(
+            "{} is {:.0}% full ({} of {} ports){eta}",
+            p.key,
+            util * 100.0,
+            group(used),
+            group(u64::from(cap))
+        )
+    };
     let mut fixes = Vec::new();
     let owner = p
         .processes
@@ -341,16 +355,16 @@ fn pool_finding(snapshot: &Snapshot, p: &Pool, thresholds: Thresholds) -> Findin
             p.established
         ));
     }
+    // One host-wide knob, the one that helps this pool most; the host findings carry the rest.
     if snapshot.os == Os::Linux {
-        if !p.tw_reuse_applies && p.blocking_time_wait > 0 && s.tw_reuse != Some(1) {
+        if !p.tw_reuse_applies && p.blocking_time_wait * 2 >= used && s.tw_reuse != Some(1) {
             fixes.push(format!(
-                "host-wide: {}",
+                "or host-wide: {}",
                 sysctl_fix("net.ipv4.tcp_tw_reuse", "1")
             ));
-        }
-        if s.ephemeral_ports.is_some_and(|r| r.len() < 50000) {
+        } else if s.ephemeral_ports.is_some_and(|r| r.len() < 50000) {
             fixes.push(format!(
-                "host-wide: {}",
+                "or host-wide: {}",
                 sysctl_fix("net.ipv4.ip_local_port_range", "15000 65000")
             ));
         }
