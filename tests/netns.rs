@@ -580,9 +580,6 @@ fn bind_before_connect_is_detected_and_control_is_not() {
 /// ports are half odd, half even. Nothing from 127.0.0.1 can connect any more, to any
 /// destination.
 #[test]
-#[ignore = "bug in src/analysis/pools.rs detect_bind_pattern: requires >= 90% bind-parity ports, \
-            but past half the range the kernel falls back to the other parity, so bind-before-\
-            connect is missed exactly when it exhausts the range (see the report)"]
 fn bind_before_connect_exhausting_the_range_is_detected() {
     require_root!("bind_before_connect_exhausting_the_range_is_detected");
     let ns = Netns::new("bindfull");
@@ -624,6 +621,19 @@ fn bind_before_connect_exhausting_the_range_is_detected() {
         finding_codes(&report)
     );
     assert_eq!(code, 2, "no port left for 127.0.0.1: critical");
+    // connect() never takes over bind()'s ports, so tcp_tw_reuse is not the advice here.
+    assert!(
+        findings(&report, "tw_reuse_off").is_empty(),
+        "{:?}",
+        finding_codes(&report)
+    );
+    for p in pools(&report)
+        .iter()
+        .filter(|p| p["local_ip"] == "127.0.0.1")
+    {
+        assert_eq!(p["tw_reuse_applies"], false, "{p}");
+        assert_eq!(p["blocking_time_wait"], p["time_wait"], "{p}");
+    }
     assert_eq!(pop.stop(), Some(3));
 }
 

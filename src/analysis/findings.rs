@@ -92,8 +92,9 @@ pub(super) fn verdict(
     let mut findings = Vec::new();
     let linux = snapshot.os == Os::Linux;
 
+    let bind_style = |p: &Pool| binds.iter().any(|b| b.local_ip == p.key.local_ip);
     for pool in pools.iter().filter(|p| p.level > Level::Ok) {
-        findings.push(pool_finding(snapshot, pool, thresholds));
+        findings.push(pool_finding(snapshot, pool, bind_style(pool), thresholds));
     }
 
     // TIME_WAIT reuse: only worth raising where pressured pools are full of TIME_WAIT.
@@ -102,6 +103,7 @@ pub(super) fn verdict(
             .iter()
             .filter(|p| {
                 p.scope == Scope::Destination
+                    && !bind_style(p)
                     && p.level > Level::Ok
                     && !p.tw_reuse_applies
                     && p.blocking_time_wait * 2 >= p.used()
@@ -304,7 +306,14 @@ pub(super) fn verdict(
     Verdict { level, findings }
 }
 
-fn pool_finding(snapshot: &Snapshot, p: &Pool, thresholds: Thresholds) -> Finding {
+/// `bind_style`: the pool's local address shows the bind-before-connect pattern, whose ports
+/// tcp_tw_reuse cannot free.
+fn pool_finding(
+    snapshot: &Snapshot,
+    p: &Pool,
+    bind_style: bool,
+    thresholds: Thresholds,
+) -> Finding {
     let s = &snapshot.settings;
     let cap = p.capacity.unwrap_or(0);
     let used = p.used();
@@ -341,7 +350,7 @@ fn pool_finding(snapshot: &Snapshot, p: &Pool, thresholds: Thresholds) -> Findin
         .processes
         .first()
         .map(|o| format!("{} ({})", o.name, o.pid));
-    if p.scope == Scope::LocalAddress && snapshot.os == Os::Linux {
+    if bind_style && snapshot.os == Os::Linux {
         fixes.push("the app binds before connect: set IP_BIND_ADDRESS_NO_PORT before bind() so ports are shared across destinations".to_string());
     } else if p.time_wait * 2 >= p.in_use {
         fixes.push(format!(

@@ -6,7 +6,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use serde::Serialize;
 
 use super::{BindPattern, Capacity, Level, Thresholds, RATE_WINDOW_SECONDS};
-use crate::snapshot::{Os, Settings, Snapshot, Socket, TcpState};
+use crate::snapshot::{Os, PortRange, Settings, Snapshot, Socket, TcpState};
 
 /// What a pool's ports must be unique across.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -232,54 +232,73 @@ pub fn build_pools(
 
     let cap = capacity.map(|c| c.usable);
     let rates_known = tw_len_ms.is_some();
-    let mut pools: Vec<Pool> = Vec::with_capacity(accs.len());
     let mut dest_count: FxHashMap<IpAddr, u64> = FxHashMap::default();
-    for (key, (acc, reuse)) in &accs {
+    for key in accs.keys() {
         *dest_count.entry(key.local_ip).or_default() += 1;
-        let scope = if per_local_address {
-            Scope::LocalAddress
-        } else {
-            Scope::Destination
+    }
+
+    // Detect bind-before-connect first: its ports belong to bind(), which connect() never
+    // takes over, so tcp_tw_reuse does not free them.
+    let mut bind_patterns = Vec::new();
+    if let Some(r) = range {
+        for (ip, ports) in &mut ports_by_local {
+            let destinations = dest_count.get(ip).copied().unwrap_or(0);
+            if let Some(p) = detect_bind_pattern(*ip, ports, destinations, r) {
+                bind_patterns.push(p);
+            }
+        }
+    }
+    for (key, (acc, reuse)) in &mut accs {
+        if bind_patterns.iter().any(|b| b.local_ip == key.local_ip) {
+            *reuse = false;
+            acc.blocking = acc.time_wait;
+        }
+    }
+
+    let scope = if per_local_address {
+        Scope::LocalAddress
+    } else {
+        Scope::Destination
+    };
+    let mut pools: Vec<Pool> = accs
+        .iter()
+        .map(|(key, (acc, reuse))| {
+            finish(
+                snapshot,
+                scope,
+                *key,
+                acc,
+                *reuse,
+                cap,
+                rates_known,
+                thresholds,
+            )
+        })
+        .collect();
+    for b in &bind_patterns {
+        let mut total = Acc::default();
+        for (acc, _) in accs
+            .iter()
+            .filter(|(k, _)| k.local_ip == b.local_ip)
+            .map(|(_, v)| v)
+        {
+            total.add_bind_style(acc);
+        }
+        let key = PoolKey {
+            local_ip: b.local_ip,
+            remote_ip: None,
+            remote_port: None,
         };
         pools.push(finish(
             snapshot,
-            scope,
-            *key,
-            acc,
-            *reuse,
+            Scope::LocalAddress,
+            key,
+            &total,
+            false,
             cap,
             rates_known,
             thresholds,
         ));
-    }
-
-    let range_low_parity = range.map(|r| r.low % 2);
-    let mut bind_patterns = Vec::new();
-    for (ip, ports) in &mut ports_by_local {
-        let destinations = dest_count.get(ip).copied().unwrap_or(0);
-        if let Some(p) = detect_bind_pattern(*ip, ports, destinations, range_low_parity) {
-            let mut total = Acc::default();
-            for (key, (acc, _)) in accs.iter().filter(|(k, _)| k.local_ip == *ip) {
-                debug_assert_eq!(key.local_ip, *ip);
-                total.add_bind_style(acc);
-            }
-            let key = PoolKey {
-                local_ip: *ip,
-                remote_ip: None,
-                remote_port: None,
-            };
-            pools.push(finish(
-                snapshot,
-                Scope::LocalAddress,
-                key,
-                &total,
-                false,
-                cap,
-                rates_known,
-                thresholds,
-            ));
-            bind_patterns.push(p);
-        }
     }
     bind_patterns.sort_by_key(|b| b.local_ip);
     sort_pools(&mut pools);
@@ -395,23 +414,28 @@ const STEADY_STATE_TOLERANCE: f64 = 0.05;
 const BIND_MIN_SOCKETS: usize = 32;
 
 /// bind(port 0) before connect() makes ports unique per local address, and Linux 4.2+ gives
-/// bind() ports of the parity opposite to the range start (connect() prefers the same parity).
-/// Both together, over several destinations, are the signature.
+/// bind() ports of the parity opposite to the range start first (connect() prefers the range
+/// start's parity). Ports unique across several destinations, and bind()'s parity for nearly
+/// all of them — or for nearly all that parity has, once bind() had to spill over — are the
+/// signature.
 fn detect_bind_pattern(
     ip: IpAddr,
     ports: &mut [u16],
     destinations: u64,
-    range_low_parity: Option<u16>,
+    range: PortRange,
 ) -> Option<BindPattern> {
     if destinations < 2 || ports.len() < BIND_MIN_SOCKETS {
         return None;
     }
-    let low_parity = range_low_parity?;
+    let low_parity = range.low % 2;
     ports.sort_unstable();
     let shared = ports.windows(2).filter(|w| w[0] == w[1]).count() as u64;
     let bind_parity = ports.iter().filter(|&&p| p % 2 != low_parity).count();
     let share = bind_parity as f64 / ports.len() as f64;
-    (shared == 0 && share >= 0.9).then_some(BindPattern {
+    // Ports of bind()'s parity in the range: every second one.
+    let available = (range.len() / 2) as usize;
+    let expected = ports.len().min(available);
+    (shared == 0 && bind_parity as f64 >= 0.9 * expected as f64).then_some(BindPattern {
         local_ip: ip,
         sockets: ports.len() as u64,
         destinations,

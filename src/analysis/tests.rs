@@ -415,3 +415,33 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn bind_pattern_that_spilled_into_connect_parity_is_still_detected() {
+    // bind() used every port of a 100-port range (both parities) across 4 destinations.
+    let mut b = SnapshotBuilder::linux().range(40000, 40099).tw_reuse(1);
+    for (i, port) in (40000u16..40100).enumerate() {
+        b = b.time_wait(
+            "127.0.0.1",
+            port,
+            "127.0.0.1",
+            22000 + (i % 4) as u16,
+            30_000,
+        );
+    }
+    let a = run(&b.build());
+    assert_eq!(a.bind_before_connect.len(), 1);
+    let local = a
+        .pools
+        .iter()
+        .find(|p| p.scope == Scope::LocalAddress)
+        .unwrap();
+    assert_eq!(local.free(), Some(0));
+    assert!(codes(&a).contains(&"pool_exhausted"));
+    // tw_reuse cannot free bind()'s ports: not offered, and destination pools block fully.
+    assert!(!codes(&a).contains(&"tw_reuse_off"));
+    assert!(a
+        .pools
+        .iter()
+        .all(|p| !p.tw_reuse_applies && p.blocking_time_wait == p.time_wait));
+}
