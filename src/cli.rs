@@ -21,7 +21,8 @@ Examples:
   portdoctor check --top 0 --no-owners      all pools, skip the /proc owner scan
 
 Privileges: any user sees every socket and setting of the namespace; owners of other users'
-sockets need root or CAP_SYS_PTRACE; --netns/--pid need root or CAP_SYS_ADMIN.";
+sockets need root (or CAP_SYS_PTRACE + CAP_DAC_READ_SEARCH); --netns/--pid need root or
+CAP_SYS_ADMIN.";
 
 #[derive(Debug, Parser)]
 #[command(

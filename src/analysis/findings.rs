@@ -321,7 +321,11 @@ fn pool_finding(
     let exhausted = p.free() == Some(0);
     let eta = p
         .eta_seconds
-        .map(|e| format!(", full in ~{}", human_duration(e)))
+        .map(|e| {
+            let d = human_duration(e);
+            let about = if d.starts_with('<') { "" } else { "~" };
+            format!(", full in {about}{d}")
+        })
         .unwrap_or_default();
     let message = if exhausted {
         format!(

@@ -21,7 +21,9 @@ pub fn human_duration(seconds: f64) -> String {
     if !seconds.is_finite() || seconds < 0.0 {
         return "—".into();
     }
-    if seconds < 120.0 {
+    if seconds < 1.0 {
+        "<1 s".into()
+    } else if seconds < 120.0 {
         format!("{seconds:.0} s")
     } else if seconds < 7200.0 {
         format!("{:.0} min", seconds / 60.0)
@@ -43,6 +45,7 @@ mod tests {
         assert_eq!(group(28232), "28,232");
         assert_eq!(group(1_234_567), "1,234,567");
         assert_eq!(human_duration(18.2), "18 s");
+        assert_eq!(human_duration(0.3), "<1 s");
         assert_eq!(human_duration(600.0), "10 min");
         assert_eq!(human_duration(9000.0), "2.5 h");
         assert_eq!(human_duration(f64::NAN), "—");

@@ -272,7 +272,7 @@ pub fn render(snap: &Snapshot, a: &Analysis, opts: &TextOptions) -> String {
     let mut notes: Vec<String> = snap.notes.clone();
     match a.owners_unknown {
         Some(n) if n > 0 => notes.push(format!(
-            "{} sockets have unknown owners (other users' processes need root or CAP_SYS_PTRACE)",
+            "{} sockets have unknown owners (other users' processes need root, or CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH)",
             group(n)
         )),
         None => notes.push("owners not scanned (--no-owners)".into()),

@@ -52,7 +52,7 @@ impl Collector for LinuxCollector {
         if let Some(o) = &owners {
             if o.hidden_processes > 0 {
                 notes.push(format!(
-                    "{} processes could not be inspected for socket owners (run as root or with CAP_SYS_PTRACE to see them)",
+                    "{} processes could not be inspected for socket owners (run as root, or with CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH, to see them)",
                     o.hidden_processes
                 ));
             }

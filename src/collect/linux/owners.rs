@@ -7,8 +7,9 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use super::procfs::socket_inode;
 use crate::snapshot::Owners;
 
-/// Finds the owners of `wanted` inodes. Processes whose fd directory cannot be read (other
-/// users' processes without root or CAP_SYS_PTRACE) are counted in `hidden_processes`.
+/// Finds the owners of `wanted` inodes. Processes whose descriptors cannot be read (other
+/// users' processes without root, or without both CAP_DAC_READ_SEARCH and CAP_SYS_PTRACE) are
+/// counted in `hidden_processes`.
 pub fn scan(wanted: &FxHashSet<u64>) -> Owners {
     let mut owners = Owners::default();
     if wanted.is_empty() {
@@ -36,9 +37,16 @@ pub fn scan(wanted: &FxHashSet<u64>) -> Owners {
             continue;
         };
         let mut owns_any = false;
+        let mut denied = false;
         for fd in fds.flatten() {
-            let Ok(target) = fs::read_link(fd.path()) else {
-                continue;
+            let target = match fs::read_link(fd.path()) {
+                Ok(t) => t,
+                // Listing needs CAP_DAC_READ_SEARCH, reading the links CAP_SYS_PTRACE.
+                Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                    denied = true;
+                    break;
+                }
+                Err(_) => continue,
             };
             let Some(inode) = socket_inode(target.as_os_str().as_encoded_bytes()) else {
                 continue;
@@ -47,6 +55,9 @@ pub fn scan(wanted: &FxHashSet<u64>) -> Owners {
                 found.entry(inode).or_insert(pid);
                 owns_any = true;
             }
+        }
+        if denied {
+            owners.hidden_processes += 1;
         }
         if owns_any {
             let comm = fs::read_to_string(format!("/proc/{pid}/comm"))
