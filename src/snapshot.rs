@@ -221,6 +221,8 @@ pub struct Snapshot {
     pub owners: Option<Owners>,
     /// Things the user should know about the collection itself (fallbacks, hidden data).
     pub notes: Vec<String>,
+    /// Windows-only settings and observations (`None` on Linux).
+    pub windows: Option<WindowsSettings>,
 }
 
 impl Snapshot {
@@ -236,6 +238,114 @@ impl Snapshot {
             counters: Counters::default(),
             owners: None,
             notes: Vec::new(),
+            windows: None,
+        }
+    }
+}
+
+/// A TCP dynamic port range as netsh reports it (`start`, `number of ports`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct DynamicPorts {
+    pub start: u16,
+    pub count: u32,
+}
+
+impl DynamicPorts {
+    /// `start .. start + count - 1`; `None` when the pair is impossible (count 0, past 65535).
+    pub fn range(self) -> Option<PortRange> {
+        let high = u32::from(self.start) + self.count.checked_sub(1)?;
+        PortRange::new(self.start, u16::try_from(high).ok()?)
+    }
+}
+
+/// One line of `netsh int ipv4|ipv6 show excludedportrange protocol=tcp`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ExcludedRange {
+    pub low: u16,
+    pub high: u16,
+    /// Marked `*` by netsh: added by an administrator (`netsh … add excludedportrange`), not
+    /// reserved on the fly by a service such as Hyper-V, WSL, Docker or WinNAT.
+    pub administered: bool,
+}
+
+impl ExcludedRange {
+    pub fn range(self) -> PortRange {
+        PortRange {
+            low: self.low.min(self.high),
+            high: self.high.max(self.low),
+        }
+    }
+}
+
+/// REG_DWORD values under `…\Services\Tcpip\Parameters`. `None` = the value is absent, so the
+/// OS built-in default applies.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+pub struct TcpipRegistry {
+    /// The key that was read (HKLM\SYSTEM\CurrentControlSet\Services\Tcpip\Parameters, or
+    /// the override in `PORTDOCTOR_TCPIP_PARAMS_KEY`).
+    pub key: String,
+    #[serde(rename = "TcpTimedWaitDelay")]
+    pub tcp_timed_wait_delay: Option<u32>,
+    #[serde(rename = "MaxUserPort")]
+    pub max_user_port: Option<u32>,
+    #[serde(rename = "StrictTimeWaitSeqCheck")]
+    pub strict_time_wait_seq_check: Option<u32>,
+    #[serde(rename = "TcpNumConnections")]
+    pub tcp_num_connections: Option<u32>,
+    #[serde(rename = "MaxFreeTcbs")]
+    pub max_free_tcbs: Option<u32>,
+    #[serde(rename = "MaxHashTableSize")]
+    pub max_hash_table_size: Option<u32>,
+}
+
+/// Count and newest time of one event id in the window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct EventStat {
+    pub count: u64,
+    pub last_unix_ms: Option<u64>,
+}
+
+/// Tcpip events 4227 (TIME_WAIT reuse failed) and 4231 (ephemeral port allocation failed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct TcpipEvents {
+    pub window_hours: u32,
+    #[serde(rename = "4227")]
+    pub reuse_failed_4227: EventStat,
+    #[serde(rename = "4231")]
+    pub ports_exhausted_4231: EventStat,
+}
+
+/// What only Windows has. The generic [`Settings`] carry the IPv4 dynamic range
+/// (`ephemeral_ports`), the IPv4 excluded ranges (`reserved_ports`) and the TIME_WAIT length.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+pub struct WindowsSettings {
+    /// Windows build number (e.g. 20348 = Server 2022).
+    pub build: Option<u32>,
+    pub dynamic_ports_v4: Option<DynamicPorts>,
+    pub dynamic_ports_v6: Option<DynamicPorts>,
+    pub excluded_ports_v4: Vec<ExcludedRange>,
+    pub excluded_ports_v6: Vec<ExcludedRange>,
+    /// `None` = the key could not be read at all.
+    pub registry: Option<TcpipRegistry>,
+    /// `None` = the System event log could not be read (never a made-up zero).
+    pub events: Option<TcpipEvents>,
+}
+
+impl WindowsSettings {
+    /// The dynamic range that applies to sockets of `ip`'s family.
+    pub fn dynamic_range_for(&self, ip: IpAddr) -> Option<PortRange> {
+        match ip {
+            IpAddr::V4(_) => self.dynamic_ports_v4,
+            IpAddr::V6(_) => self.dynamic_ports_v6,
+        }
+        .and_then(DynamicPorts::range)
+    }
+
+    /// The excluded ranges of `ip`'s family.
+    pub fn excluded_for(&self, ip: IpAddr) -> &[ExcludedRange] {
+        match ip {
+            IpAddr::V4(_) => &self.excluded_ports_v4,
+            IpAddr::V6(_) => &self.excluded_ports_v6,
         }
     }
 }

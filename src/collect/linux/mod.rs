@@ -78,6 +78,7 @@ impl Collector for LinuxCollector {
             counters,
             owners,
             notes,
+            windows: None,
         })
     }
 }
