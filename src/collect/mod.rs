@@ -3,6 +3,9 @@
 
 #[cfg(target_os = "linux")]
 pub mod linux;
+#[cfg(windows)]
+pub mod windows;
+pub mod windows_text;
 
 use std::path::PathBuf;
 

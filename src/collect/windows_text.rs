@@ -1,0 +1,419 @@
+//! Pure parsers for what the Windows collector reads as text: `netsh` output (any display
+//! language) and event XML. Not cfg-gated, so they are unit- and property-tested on Linux too;
+//! the fixtures in `tests/fixtures/windows/` say where each format comes from.
+//!
+//! netsh prints localized labels ("Start Port", "Startport", "Port de démarrage", …) in the
+//! console code page, so these parsers never look at words: they read numbers by position.
+
+use crate::snapshot::{DynamicPorts, EventStat, ExcludedRange, TcpipEvents};
+
+/// The integer after the last `:` of a line, if that is all that follows it.
+fn value_after_colon(line: &str) -> Option<u32> {
+    let (_, value) = line.rsplit_once(':')?;
+    let value = value.trim();
+    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    value.parse().ok()
+}
+
+/// `netsh int ipv4|ipv6 show dynamicport tcp`: the first two `label : number` lines are the start
+/// port and the number of ports, whatever the language of the labels. `None` when the output
+/// holds no such pair (e.g. Wine's netsh stub prints nothing) or the pair is impossible.
+pub fn parse_dynamic_port(text: &str) -> Option<DynamicPorts> {
+    let mut values = text.lines().filter_map(value_after_colon);
+    let start = u16::try_from(values.next()?).ok()?;
+    let count = values.next()?;
+    let ports = DynamicPorts { start, count };
+    // count 0 or a range past 65535 is not something netsh can hold: do not trust it.
+    ports.range().map(|_| ports)
+}
+
+/// `netsh int ipv4|ipv6 show excludedportrange protocol=tcp`: every line that is two port numbers,
+/// optionally followed by `*` (an administered exclusion). Headers, dashes and the
+/// "* - Administered port exclusions." footer are skipped in any language. Sorted by start.
+pub fn parse_excluded_ranges(text: &str) -> Vec<ExcludedRange> {
+    let mut out: Vec<ExcludedRange> = text
+        .lines()
+        .filter_map(|line| {
+            let mut words = line.split_whitespace();
+            let low: u16 = words.next()?.parse().ok()?;
+            let high: u16 = words.next()?.parse().ok()?;
+            let administered = match (words.next(), words.next()) {
+                (None, _) => false,
+                (Some("*"), None) => true,
+                _ => return None,
+            };
+            (low <= high).then_some(ExcludedRange {
+                low,
+                high,
+                administered,
+            })
+        })
+        .collect();
+    out.sort_by_key(|r| (r.low, r.high));
+    out
+}
+
+/// One event as `EvtRender(EvtRenderEventXml)` gives it: the fields portdoctor needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventRecord {
+    pub provider: String,
+    pub event_id: u32,
+    /// `TimeCreated/@SystemTime` as Unix milliseconds; `None` if missing or unreadable.
+    pub time_unix_ms: Option<u64>,
+}
+
+/// The value of attribute `name` in the first `<tag …>` element (either quote style).
+fn attribute<'a>(xml: &'a str, tag: &str, name: &str) -> Option<&'a str> {
+    let open = format!("<{tag}");
+    let mut rest = xml;
+    loop {
+        let at = rest.find(&open)?;
+        let after = &rest[at + open.len()..];
+        // `<EventIDX` is another tag: need whitespace, `>` or `/` after the name.
+        if after.starts_with(|c: char| c.is_whitespace() || c == '>' || c == '/') {
+            let element = &after[..after.find('>')?];
+            let key = format!("{name}=");
+            let pos = element.find(&key)?;
+            let value = &element[pos + key.len()..];
+            let quote = value.chars().next().filter(|c| *c == '\'' || *c == '"')?;
+            let value = &value[1..];
+            return value.find(quote).map(|end| &value[..end]);
+        }
+        rest = after;
+    }
+}
+
+/// The text inside the first `<tag …>…</tag>`.
+fn element_text<'a>(xml: &'a str, tag: &str) -> Option<&'a str> {
+    let open = format!("<{tag}");
+    let mut rest = xml;
+    loop {
+        let at = rest.find(&open)?;
+        let after = &rest[at + open.len()..];
+        if after.starts_with(|c: char| c.is_whitespace() || c == '>') {
+            let body = &after[after.find('>')? + 1..];
+            let end = body.find(&format!("</{tag}>"))?;
+            return Some(&body[..end]);
+        }
+        rest = after;
+    }
+}
+
+/// Parses one rendered event. `None` when it has no numeric EventID.
+pub fn parse_event_xml(xml: &str) -> Option<EventRecord> {
+    let event_id = element_text(xml, "EventID")?.trim().parse().ok()?;
+    let provider = attribute(xml, "Provider", "Name").unwrap_or("").to_string();
+    let time_unix_ms = attribute(xml, "TimeCreated", "SystemTime").and_then(parse_system_time);
+    Some(EventRecord {
+        provider,
+        event_id,
+        time_unix_ms,
+    })
+}
+
+/// `2026-11-27T21:14:03.5120462Z` (UTC, the form event XML uses) → Unix milliseconds.
+pub fn parse_system_time(s: &str) -> Option<u64> {
+    let s = s.trim().strip_suffix('Z')?;
+    let (date, time) = s.split_once('T')?;
+    let mut ymd = date.split('-');
+    let year: i64 = ymd.next()?.parse().ok()?;
+    let month: u32 = ymd.next()?.parse().ok()?;
+    let day: u32 = ymd.next()?.parse().ok()?;
+    if ymd.next().is_some() || !(1..=12).contains(&month) || !(1..=31).contains(&day) {
+        return None;
+    }
+    let (hms, frac) = time.split_once('.').unwrap_or((time, ""));
+    let mut parts = hms.split(':');
+    let hour: u64 = parts.next()?.parse().ok()?;
+    let min: u64 = parts.next()?.parse().ok()?;
+    let sec: u64 = parts.next()?.parse().ok()?;
+    if parts.next().is_some() || hour > 23 || min > 59 || sec > 60 {
+        return None;
+    }
+    if !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let ms: u64 = format!("{frac:0<3}")[..3].parse().ok()?;
+    let days = days_from_civil(year, month, day);
+    let secs = days.checked_mul(86_400)? + (hour * 3600 + min * 60 + sec) as i64;
+    u64::try_from(secs).ok()?.checked_mul(1000)?.checked_add(ms)
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
+fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let m = i64::from(month);
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(day) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// Counts Tcpip 4227 and 4231 events newer than `now - window_hours`. Events of other
+/// providers or ids are ignored; events without a time count (the query already limited the
+/// window) but do not set `last_unix_ms`.
+pub fn summarize_events(
+    records: &[EventRecord],
+    now_unix_ms: u64,
+    window_hours: u32,
+) -> TcpipEvents {
+    let since = now_unix_ms.saturating_sub(u64::from(window_hours) * 3_600_000);
+    let mut out = TcpipEvents {
+        window_hours,
+        ..TcpipEvents::default()
+    };
+    for r in records {
+        if !r.provider.eq_ignore_ascii_case("tcpip") {
+            continue;
+        }
+        if r.time_unix_ms.is_some_and(|t| t < since) {
+            continue;
+        }
+        let stat: &mut EventStat = match r.event_id {
+            4227 => &mut out.reuse_failed_4227,
+            4231 => &mut out.ports_exhausted_4231,
+            _ => continue,
+        };
+        stat.count += 1;
+        stat.last_unix_ms = stat.last_unix_ms.max(r.time_unix_ms);
+    }
+    out
+}
+
+/// Windows build number from `CurrentBuildNumber` ("20348"); `None` if not a number.
+pub fn parse_build_number(s: &str) -> Option<u32> {
+    s.trim().trim_end_matches('\0').parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn fixture(name: &str) -> String {
+        let path = format!(
+            "{}/tests/fixtures/windows/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    #[test]
+    fn dynamic_port_english_default() {
+        let p = parse_dynamic_port(&fixture("dynamicport_ipv4_tcp_en_default.txt")).unwrap();
+        assert_eq!(
+            p,
+            DynamicPorts {
+                start: 49152,
+                count: 16384
+            }
+        );
+        let r = p.range().unwrap();
+        assert_eq!((r.low, r.high), (49152, 65535));
+    }
+
+    #[test]
+    fn dynamic_port_off_by_one_advice() {
+        let p = parse_dynamic_port(&fixture("dynamicport_ipv4_tcp_en_offbyone.txt")).unwrap();
+        let r = p.range().unwrap();
+        assert_eq!((r.low, r.high), (32767, 65534));
+    }
+
+    #[test]
+    fn dynamic_port_localized_by_position() {
+        let de = parse_dynamic_port(&fixture("dynamicport_ipv6_tcp_de.txt")).unwrap();
+        assert_eq!(
+            de,
+            DynamicPorts {
+                start: 10000,
+                count: 55535
+            }
+        );
+        let fr = parse_dynamic_port(&fixture("dynamicport_ipv4_tcp_fr_cp1252.txt")).unwrap();
+        assert_eq!(
+            fr,
+            DynamicPorts {
+                start: 49152,
+                count: 16384
+            }
+        );
+    }
+
+    #[test]
+    fn dynamic_port_rejects_empty_and_impossible() {
+        // Wine's netsh is a stub that prints nothing.
+        assert_eq!(parse_dynamic_port(""), None);
+        assert_eq!(
+            parse_dynamic_port("Start Port : 60000\nNumber of Ports : 10000\n"),
+            None
+        );
+        assert_eq!(
+            parse_dynamic_port("Start Port : 60000\nNumber of Ports : 0\n"),
+            None
+        );
+        assert_eq!(
+            parse_dynamic_port("Start Port : 70000\nNumber of Ports : 10\n"),
+            None
+        );
+        assert_eq!(parse_dynamic_port("Start Port : 49152\n"), None);
+    }
+
+    #[test]
+    fn excluded_ranges_hyperv_with_administered_block() {
+        let r = parse_excluded_ranges(&fixture("excludedportrange_ipv4_tcp_hyperv.txt"));
+        assert_eq!(r.len(), 9);
+        assert_eq!(
+            r[5],
+            ExcludedRange {
+                low: 50000,
+                high: 50059,
+                administered: true
+            }
+        );
+        assert_eq!(r.iter().filter(|x| x.administered).count(), 1);
+        assert_eq!((r[3].low, r[3].high), (49671, 49770));
+        assert_eq!((r[0].low, r[0].high), (5357, 5357));
+    }
+
+    #[test]
+    fn excluded_ranges_wsl_docker_none_and_german() {
+        let r = parse_excluded_ranges(&fixture("excludedportrange_ipv4_tcp_wsl_docker.txt"));
+        assert_eq!(r.len(), 15);
+        assert_eq!((r[0].low, r[0].high), (1031, 1130));
+        assert!(r
+            .iter()
+            .any(|x| x.low == 50000 && x.high == 50099 && x.administered));
+        assert!(parse_excluded_ranges(&fixture("excludedportrange_ipv4_tcp_none.txt")).is_empty());
+        let de = parse_excluded_ranges(&fixture("excludedportrange_ipv6_tcp_de.txt"));
+        assert_eq!(de.len(), 4);
+        assert_eq!(
+            de[3],
+            ExcludedRange {
+                low: 52315,
+                high: 52315,
+                administered: true
+            }
+        );
+    }
+
+    #[test]
+    fn excluded_ranges_skip_odd_lines() {
+        let text = "  10 5\n 1 2 3\n 7 8 x\n65536 65537\n 100 200 *\n";
+        assert_eq!(
+            parse_excluded_ranges(text),
+            vec![ExcludedRange {
+                low: 100,
+                high: 200,
+                administered: true
+            }]
+        );
+    }
+
+    #[test]
+    fn event_xml_fixtures() {
+        let e = parse_event_xml(&fixture("event_tcpip_4231.xml")).unwrap();
+        assert_eq!(e.provider, "Tcpip");
+        assert_eq!(e.event_id, 4231);
+        // 2026-11-27T21:14:03.512Z
+        assert_eq!(e.time_unix_ms, Some(1_795_814_043_512));
+        let w = parse_event_xml(&fixture("event_tcpip_4227.xml")).unwrap();
+        assert_eq!(w.event_id, 4227);
+        assert_eq!(w.time_unix_ms, Some(1_795_814_038_007));
+        // Double quotes work too; EventIDX is not EventID.
+        let e2 = parse_event_xml(
+            "<Event><System><Provider Name=\"Tcpip\"/><EventIDX>1</EventIDX><EventID>4227</EventID><TimeCreated SystemTime=\"1970-01-01T00:00:01Z\"/></System></Event>",
+        )
+        .unwrap();
+        assert_eq!((e2.event_id, e2.time_unix_ms), (4227, Some(1000)));
+        assert_eq!(parse_event_xml("<Event/>"), None);
+    }
+
+    #[test]
+    fn system_time_parsing() {
+        assert_eq!(parse_system_time("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(
+            parse_system_time("2000-03-01T00:00:00.5Z"),
+            Some(951_868_800_500)
+        );
+        assert_eq!(
+            parse_system_time("2024-02-29T12:00:00.0000000Z"),
+            Some(1_709_208_000_000)
+        );
+        assert_eq!(parse_system_time("2024-13-01T00:00:00Z"), None);
+        assert_eq!(parse_system_time("2024-01-01T00:00:00"), None);
+        assert_eq!(parse_system_time("1969-12-31T23:59:59Z"), None);
+    }
+
+    #[test]
+    fn events_are_counted_in_the_window() {
+        let now = parse_system_time("2026-11-28T04:00:00Z").unwrap();
+        let mut recs: Vec<EventRecord> = ["event_tcpip_4231.xml", "event_tcpip_4227.xml"]
+            .iter()
+            .map(|f| parse_event_xml(&fixture(f)).unwrap())
+            .collect();
+        recs.push(EventRecord {
+            provider: "Tcpip".into(),
+            event_id: 4231,
+            time_unix_ms: Some(now - 25 * 3_600_000),
+        });
+        recs.push(EventRecord {
+            provider: "Other".into(),
+            event_id: 4231,
+            time_unix_ms: Some(now),
+        });
+        let s = summarize_events(&recs, now, 24);
+        assert_eq!(s.window_hours, 24);
+        assert_eq!(s.ports_exhausted_4231.count, 1);
+        assert_eq!(s.ports_exhausted_4231.last_unix_ms, Some(1_795_814_043_512));
+        assert_eq!(s.reuse_failed_4227.count, 1);
+    }
+
+    #[test]
+    fn build_numbers() {
+        assert_eq!(parse_build_number("20348"), Some(20348));
+        assert_eq!(parse_build_number(" 19045\0"), Some(19045));
+        assert_eq!(parse_build_number("x"), None);
+    }
+
+    proptest! {
+        #[test]
+        fn parsers_never_panic_on_arbitrary_text(s in "\\PC*") {
+            let _ = parse_dynamic_port(&s);
+            let _ = parse_excluded_ranges(&s);
+            let _ = parse_event_xml(&s);
+            let _ = parse_system_time(&s);
+            let _ = parse_build_number(&s);
+        }
+
+        #[test]
+        fn parsers_never_panic_on_netsh_like_text(
+            lines in proptest::collection::vec("[ a-zA-Z:*\\-0-9äöü<>='/]{0,40}", 0..20)
+        ) {
+            let s = lines.join("\r\n");
+            if let Some(p) = parse_dynamic_port(&s) {
+                let r = p.range().unwrap();
+                prop_assert!(r.low <= r.high);
+            }
+            for r in parse_excluded_ranges(&s) {
+                prop_assert!(r.low <= r.high);
+            }
+            let _ = parse_event_xml(&s);
+        }
+
+        #[test]
+        fn dynamic_port_round_trip(start in 1u16..=65535, count in 1u32..=65535, lang in 0usize..3) {
+            let (a, b) = [("Start Port", "Number of Ports"), ("Startport", "Anzahl der Ports"), ("Port de démarrage", "Nombre de ports")][lang];
+            let text = format!("\r\nProtocol tcp X\r\n-----\r\n{a} : {start}\r\n{b} : {count}\r\n");
+            let parsed = parse_dynamic_port(&text);
+            if u32::from(start) + count - 1 <= 65535 {
+                prop_assert_eq!(parsed, Some(DynamicPorts { start, count }));
+            } else {
+                prop_assert_eq!(parsed, None);
+            }
+        }
+    }
+}
