@@ -4,7 +4,8 @@
 use std::net::IpAddr;
 
 use crate::snapshot::{
-    Os, PortRange, Settings, Snapshot, Socket, SocketSource, TcpState, ValueSource,
+    DynamicPorts, Os, PortRange, Settings, Snapshot, Socket, SocketSource, TcpState, TcpipEvents,
+    TcpipRegistry, ValueSource, WindowsSettings,
 };
 
 pub struct SnapshotBuilder {
@@ -40,6 +41,54 @@ impl SnapshotBuilder {
             snap,
             next_port: 32768,
         }
+    }
+
+    /// A Windows Server 2022 host with the defaults: dynamic range 49152–65535 for both IP
+    /// versions, no exclusions, no Tcpip registry values (TIME_WAIT = the 120 s default), an
+    /// event log without 4227/4231. Change it with [`Self::windows_settings`].
+    pub fn windows() -> Self {
+        let mut snap = Snapshot::empty(Os::Windows);
+        snap.source = SocketSource::Fixture;
+        snap.host.hostname = Some("fixture-win".into());
+        snap.host.os_version = Some("10.0.20348".into());
+        let default_range = DynamicPorts {
+            start: 49152,
+            count: 16384,
+        };
+        let w = WindowsSettings {
+            build: Some(20348),
+            dynamic_ports_v4: Some(default_range),
+            dynamic_ports_v6: Some(default_range),
+            excluded_ports_v4: Vec::new(),
+            excluded_ports_v6: Vec::new(),
+            registry: Some(TcpipRegistry {
+                key: crate::knobs::TCPIP_PARAMETERS_KEY.into(),
+                ..TcpipRegistry::default()
+            }),
+            events: Some(TcpipEvents {
+                window_hours: 24,
+                ..TcpipEvents::default()
+            }),
+        };
+        snap.settings = crate::collect::windows_text::derive_settings(&w);
+        snap.windows = Some(w);
+        Self {
+            snap,
+            next_port: 49152,
+        }
+    }
+
+    /// Edits the Windows block and re-derives the generic settings from it, as the collector
+    /// does. No-op on a Linux builder.
+    pub fn windows_settings(mut self, f: impl FnOnce(&mut WindowsSettings)) -> Self {
+        if let Some(w) = self.snap.windows.as_mut() {
+            f(w);
+            self.snap.settings = crate::collect::windows_text::derive_settings(w);
+            if let Some(r) = self.snap.settings.ephemeral_ports {
+                self.next_port = r.low;
+            }
+        }
+        self
     }
 
     pub fn range(mut self, low: u16, high: u16) -> Self {
@@ -194,7 +243,24 @@ impl SnapshotBuilder {
         self
     }
 
-    pub fn build(self) -> Snapshot {
+    pub fn build(mut self) -> Snapshot {
+        if self.snap.os == Os::Windows {
+            // Like GetExtendedTcpTable: no TIME_WAIT timers, owners as pids on the rows.
+            let owners = self.snap.owners.clone();
+            for s in &mut self.snap.sockets {
+                s.time_wait_left_ms = None;
+                if s.state != TcpState::TimeWait {
+                    s.pid = s
+                        .pid
+                        .or_else(|| owners.as_ref()?.by_inode.get(&s.inode).copied());
+                }
+                s.inode = 0;
+                s.uid = None;
+            }
+            if let Some(o) = self.snap.owners.as_mut() {
+                o.by_inode.clear();
+            }
+        }
         self.snap
     }
 }

@@ -293,6 +293,10 @@ pub(super) fn verdict(
         }
     }
 
+    if snapshot.os == Os::Windows {
+        findings.extend(super::windows::findings(snapshot, pools));
+    }
+
     let level = findings
         .iter()
         .map(|f| match f.severity {
@@ -381,6 +385,9 @@ fn pool_finding(
                 sysctl_fix("net.ipv4.ip_local_port_range", "15000 65000")
             ));
         }
+    }
+    if snapshot.os == Os::Windows {
+        fixes.extend(super::windows::pool_fixes(snapshot, p));
     }
     let code = if exhausted {
         "pool_exhausted"

@@ -3,6 +3,7 @@
 
 mod findings;
 mod pools;
+mod windows;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -12,7 +13,7 @@ use serde::Serialize;
 pub use findings::{Finding, Level, Severity, Verdict};
 pub use pools::{build_pools, Pool, PoolKey, ProcessCount, Scope};
 
-use crate::snapshot::{PortRange, Snapshot};
+use crate::snapshot::{Os, PortRange, Snapshot};
 
 /// When a pool counts as full enough to warn about.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -127,6 +128,8 @@ pub fn analyze(snapshot: &Snapshot, thresholds: Thresholds) -> Analysis {
 
 /// Range − reserved − bound ports in the range. Bound ports leave *every* connect pool of the
 /// namespace whatever address they are bound to (domain.md, measured on 6.18).
+/// On Windows only wildcard binds leave every pool (a pool is one local address; see
+/// [`windows_pool_capacity`]), so this is the capacity of an address without its own listeners.
 pub fn capacity(snapshot: &Snapshot) -> Option<Capacity> {
     let range = snapshot.settings.ephemeral_ports?;
     let reserved = &snapshot.settings.reserved_ports;
@@ -135,10 +138,12 @@ pub fn capacity(snapshot: &Snapshot) -> Option<Capacity> {
         .filter_map(|r| r.intersect(range))
         .map(PortRange::len)
         .sum();
+    let windows = snapshot.os == Os::Windows;
     let mut bound: Vec<u16> = snapshot
         .sockets
         .iter()
         .filter(|s| s.state.holds_bind_port())
+        .filter(|s| !windows || (s.local_ip.is_unspecified() && s.local_ip.is_ipv4()))
         .map(|s| s.local_port)
         .filter(|&p| range.contains(p) && !reserved.iter().any(|r| r.contains(p)))
         .collect();
@@ -155,6 +160,8 @@ pub fn capacity(snapshot: &Snapshot) -> Option<Capacity> {
         usable,
     })
 }
+
+pub use windows::{merge as merge_ranges, windows_pool_capacity};
 
 #[cfg(test)]
 mod tests;

@@ -173,6 +173,11 @@ pub fn build_pools(
             inbound += 1;
             continue;
         }
+        let range = if per_local_address {
+            super::windows::range_for(snapshot, s.local_ip)
+        } else {
+            range
+        };
         if range.is_some_and(|r| !r.contains(s.local_port)) {
             other += 1;
             continue;
@@ -231,7 +236,13 @@ pub fn build_pools(
     }
 
     let cap = capacity.map(|c| c.usable);
-    let rates_known = tw_len_ms.is_some();
+    // Windows tables carry no TIME_WAIT timers: without them a rate would be a made-up zero.
+    let rates_known = tw_len_ms.is_some()
+        && (!per_local_address
+            || snapshot
+                .sockets
+                .iter()
+                .all(|s| s.state != TcpState::TimeWait || s.time_wait_left_ms.is_some()));
     let mut dest_count: FxHashMap<IpAddr, u64> = FxHashMap::default();
     for key in accs.keys() {
         *dest_count.entry(key.local_ip).or_default() += 1;
@@ -263,6 +274,12 @@ pub fn build_pools(
     let mut pools: Vec<Pool> = accs
         .iter()
         .map(|(key, (acc, reuse))| {
+            // Windows: each local address has its own capacity (its own and wildcard binds).
+            let cap = if per_local_address {
+                super::windows::windows_pool_capacity(snapshot, key.local_ip)
+            } else {
+                cap
+            };
             finish(
                 snapshot,
                 scope,

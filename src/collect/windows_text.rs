@@ -5,7 +5,34 @@
 //! netsh prints localized labels ("Start Port", "Startport", "Port de démarrage", …) in the
 //! console code page, so these parsers never look at words: they read numbers by position.
 
-use crate::snapshot::{DynamicPorts, EventStat, ExcludedRange, TcpipEvents};
+use crate::snapshot::{
+    DynamicPorts, EventStat, ExcludedRange, PortRange, Settings, TcpipEvents, ValueSource,
+    WindowsSettings,
+};
+
+/// TIME_WAIT length when `TcpTimedWaitDelay` is absent: documented as 120 s for Vista and later
+/// (older documents say 240 s); reported with source `default`.
+pub const DEFAULT_TIME_WAIT_SECONDS: u32 = 120;
+
+/// The generic settings the model reads, derived from what the Windows collector found: the
+/// IPv4 dynamic range, the IPv4 excluded ranges (merged), and the TIME_WAIT length from
+/// `TcpTimedWaitDelay` (`read`) or the OS default (`default`). Linux-only knobs stay `None`.
+pub fn derive_settings(w: &WindowsSettings) -> Settings {
+    let mut reserved: Vec<PortRange> = w.excluded_ports_v4.iter().map(|e| e.range()).collect();
+    crate::analysis::merge_ranges(&mut reserved);
+    let delay = w.registry.as_ref().and_then(|r| r.tcp_timed_wait_delay);
+    Settings {
+        ephemeral_ports: w.dynamic_ports_v4.and_then(DynamicPorts::range),
+        reserved_ports: reserved,
+        time_wait_seconds: Some(delay.unwrap_or(DEFAULT_TIME_WAIT_SECONDS)),
+        time_wait_source: Some(if delay.is_some() {
+            ValueSource::Read
+        } else {
+            ValueSource::Default
+        }),
+        ..Settings::default()
+    }
+}
 
 /// The integer after the last `:` of a line, if that is all that follows it.
 fn value_after_colon(line: &str) -> Option<u32> {

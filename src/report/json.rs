@@ -9,7 +9,9 @@ use serde_json::Value;
 use crate::analysis::{
     Analysis, BindPattern, Finding, Level, Pool, ProcessCount, Scope, Thresholds,
 };
-use crate::snapshot::{HostInfo, Os, PortRange, Snapshot, SocketSource, ValueSource};
+use crate::snapshot::{
+    HostInfo, Os, PortRange, Snapshot, SocketSource, ValueSource, WindowsSettings,
+};
 
 pub const SCHEMA: &str = "portdoctor.check/v1";
 
@@ -38,7 +40,7 @@ pub struct CheckReport<'a> {
     pub host: &'a HostInfo,
     pub collected_at_unix_ms: u64,
     pub source: SocketSource,
-    pub settings: SettingsOut,
+    pub settings: SettingsOut<'a>,
     pub capacity: Option<CapacityOut>,
     pub states: &'a BTreeMap<&'static str, u64>,
     pub sockets: SocketCounts,
@@ -58,7 +60,7 @@ pub struct Tool {
 }
 
 #[derive(Serialize)]
-pub struct SettingsOut {
+pub struct SettingsOut<'a> {
     pub ephemeral_ports: Option<PortRange>,
     pub reserved_ports: Vec<[u16; 2]>,
     pub time_wait_seconds: Option<u32>,
@@ -69,6 +71,10 @@ pub struct SettingsOut {
     pub max_tw_buckets: Option<u64>,
     pub tcp_timestamps: Option<u8>,
     pub fin_timeout_seconds: Option<u32>,
+    /// Windows only (absent on Linux): dynamic ranges per IP version, excluded ranges, Tcpip
+    /// registry values (`null` = absent, OS default) and events 4227/4231 (`null` = unreadable).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub windows: Option<&'a WindowsSettings>,
 }
 
 #[derive(Serialize)]
@@ -179,6 +185,7 @@ pub fn check_report<'a>(
             max_tw_buckets: s.max_tw_buckets,
             tcp_timestamps: s.tcp_timestamps,
             fin_timeout_seconds: s.fin_timeout_seconds,
+            windows: snap.windows.as_ref(),
         },
         capacity: a.capacity.as_ref().map(|c| CapacityOut {
             range_ports: c.range.len(),

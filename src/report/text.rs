@@ -65,8 +65,10 @@ fn fit(s: &str, max: usize) -> String {
     out
 }
 
-fn pool_label(p: &Pool) -> String {
+fn pool_label(p: &Pool, os: Os) -> String {
     match p.scope {
+        // Windows pools are per local address by design, not because of bind().
+        Scope::LocalAddress if os == Os::Windows => format!("{} → any", p.key.local_ip),
         Scope::LocalAddress => format!("{} → any (bind)", p.key.local_ip),
         _ => p.key.to_string(),
     }
@@ -133,7 +135,12 @@ pub fn render(snap: &Snapshot, a: &Analysis, opts: &TextOptions) -> String {
                 group(u64::from(c.range.len()))
             ));
             parts.push(format!(
-                "reserved {}",
+                "{} {}",
+                if snap.os == Os::Windows {
+                    "excluded"
+                } else {
+                    "reserved"
+                },
                 group(u64::from(c.reserved_in_range))
             ));
             if !c.bound_in_range.is_empty() {
@@ -143,7 +150,16 @@ pub fn render(snap: &Snapshot, a: &Analysis, opts: &TextOptions) -> String {
         None => parts.push("range unknown".into()),
     }
     if let Some(t) = s.time_wait_seconds {
-        parts.push(format!("TIME_WAIT {t} s"));
+        if snap.os == Os::Windows {
+            parts.push(match s.time_wait_source {
+                Some(crate::snapshot::ValueSource::Read) => {
+                    format!("TIME_WAIT {t} s (TcpTimedWaitDelay)")
+                }
+                _ => format!("TIME_WAIT {t} s (default; TcpTimedWaitDelay not set)"),
+            });
+        } else {
+            parts.push(format!("TIME_WAIT {t} s"));
+        }
     }
     if snap.os == Os::Linux {
         parts.push(match s.tw_reuse {
@@ -155,6 +171,11 @@ pub fn render(snap: &Snapshot, a: &Analysis, opts: &TextOptions) -> String {
         });
     }
     let _ = writeln!(out, "{}", parts.join(" · "));
+    if let Some(w) = &snap.windows {
+        for line in windows_lines(w) {
+            let _ = writeln!(out, "{line}");
+        }
+    }
 
     // Population line.
     let counts = |lvl: Level| a.pools.iter().filter(|p| p.level == lvl).count();
@@ -198,7 +219,7 @@ pub fn render(snap: &Snapshot, a: &Analysis, opts: &TextOptions) -> String {
                 .map_or("—".into(), |u| format!("{:.0}%", u * 100.0));
             let line = format!(
                 "{:<POOL_COL$} {:>7} {:>9} {:>8} {:>4} {:>6} {:>7}  {}",
-                fit(&pool_label(p), POOL_COL),
+                fit(&pool_label(p, snap.os), POOL_COL),
                 group(p.in_use),
                 group(p.time_wait),
                 p.capacity.map_or("—".into(), |c| group(u64::from(c))),
@@ -285,6 +306,81 @@ pub fn render(snap: &Snapshot, a: &Analysis, opts: &TextOptions) -> String {
         }
     }
     out
+}
+
+/// Windows settings under the settings line: IPv6 range, excluded ranges, registry, events.
+fn windows_lines(w: &crate::snapshot::WindowsSettings) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut first = Vec::new();
+    if let Some(b) = w.build {
+        first.push(format!("build {b}"));
+    }
+    first.push(
+        match w
+            .dynamic_ports_v6
+            .and_then(crate::snapshot::DynamicPorts::range)
+        {
+            Some(r) => format!(
+                "ipv6 range {}–{} ({} ports)",
+                r.low,
+                r.high,
+                group(u64::from(r.len()))
+            ),
+            None => "ipv6 range unknown".into(),
+        },
+    );
+    match &w.registry {
+        Some(reg) => {
+            let show = |name: &str, v: Option<u32>| match v {
+                Some(v) => format!("{name} {v}"),
+                None => format!("{name} default"),
+            };
+            first.push(show("MaxUserPort", reg.max_user_port));
+            if let Some(v) = reg.strict_time_wait_seq_check {
+                first.push(format!("StrictTimeWaitSeqCheck {v}"));
+            }
+        }
+        None => first.push("Tcpip registry unreadable".into()),
+    }
+    first.push(match &w.events {
+        Some(e) => format!(
+            "events ({} h): 4231 ×{}, 4227 ×{}",
+            e.window_hours,
+            group(e.ports_exhausted_4231.count),
+            group(e.reuse_failed_4227.count)
+        ),
+        None => "event log unreadable".into(),
+    });
+    lines.push(first.join(" · "));
+    if !w.excluded_ports_v4.is_empty() {
+        let shown: Vec<String> = w
+            .excluded_ports_v4
+            .iter()
+            .take(6)
+            .map(|e| {
+                let star = if e.administered { "*" } else { "" };
+                if e.low == e.high {
+                    format!("{}{star}", e.low)
+                } else {
+                    format!("{}–{}{star}", e.low, e.high)
+                }
+            })
+            .collect();
+        let more = w.excluded_ports_v4.len().saturating_sub(6);
+        lines.push(fit(
+            &format!(
+                "excluded (ipv4): {}{}",
+                shown.join(", "),
+                if more > 0 {
+                    format!(", … {more} more")
+                } else {
+                    String::new()
+                }
+            ),
+            WIDTH,
+        ));
+    }
+    lines
 }
 
 #[cfg(test)]

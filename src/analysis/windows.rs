@@ -1,0 +1,646 @@
+//! The Windows part of the model: per-local-address capacity (dynamic range − excluded ranges −
+//! ports bound on that address or the wildcard) and the Windows findings. Pure, like the rest
+//! of `analysis`; the facts and their confidence come from domain.md and the knob base.
+
+use std::net::IpAddr;
+
+use serde_json::{json, Map, Value};
+
+use super::{Finding, Level, Pool, Severity};
+use crate::knobs::{netsh_dynamicport_fix, reg_add_fix, reg_delete_fix, tcpip_value_range};
+use crate::report::group;
+use crate::snapshot::{DynamicPorts, PortRange, Snapshot, TcpipRegistry, WindowsSettings};
+
+/// The dynamic range for sockets of `ip`'s family: the Windows block when collected, else the
+/// generic setting (fixtures without a Windows block).
+pub(super) fn range_for(snapshot: &Snapshot, ip: IpAddr) -> Option<PortRange> {
+    match &snapshot.windows {
+        Some(w) => w.dynamic_range_for(ip).or(match ip {
+            IpAddr::V4(_) => snapshot.settings.ephemeral_ports,
+            IpAddr::V6(_) => None,
+        }),
+        None => snapshot.settings.ephemeral_ports,
+    }
+}
+
+/// Excluded ranges of `ip`'s family, merged and sorted.
+fn excluded_for(snapshot: &Snapshot, ip: IpAddr) -> Vec<PortRange> {
+    let mut ranges: Vec<PortRange> = match &snapshot.windows {
+        Some(w) => w.excluded_for(ip).iter().map(|e| e.range()).collect(),
+        None => snapshot.settings.reserved_ports.clone(),
+    };
+    merge(&mut ranges);
+    ranges
+}
+
+/// Sorts and merges overlapping or touching ranges in place.
+pub fn merge(ranges: &mut Vec<PortRange>) {
+    ranges.sort_by_key(|r| (r.low, r.high));
+    let mut out: Vec<PortRange> = Vec::with_capacity(ranges.len());
+    for r in ranges.drain(..) {
+        match out.last_mut() {
+            Some(last) if u32::from(r.low) <= u32::from(last.high) + 1 => {
+                last.high = last.high.max(r.high);
+            }
+            _ => out.push(r),
+        }
+    }
+    *ranges = out;
+}
+
+fn excluded_in(range: PortRange, excluded: &[PortRange]) -> u32 {
+    excluded
+        .iter()
+        .filter_map(|r| r.intersect(range))
+        .map(PortRange::len)
+        .sum()
+}
+
+/// Capacity of the Windows pool of local address `ip`: the dynamic range of its IP version −
+/// excluded ports in it − ports in it held by listeners or bound sockets on `ip` or on the
+/// wildcard of the same family. `None` when the range is unknown.
+pub fn windows_pool_capacity(snapshot: &Snapshot, ip: IpAddr) -> Option<u32> {
+    let range = range_for(snapshot, ip)?;
+    let excluded = excluded_for(snapshot, ip);
+    let mut bound: Vec<u16> = snapshot
+        .sockets
+        .iter()
+        .filter(|s| s.state.holds_bind_port() && s.local_ip.is_ipv4() == ip.is_ipv4())
+        .filter(|s| s.local_ip == ip || s.local_ip.is_unspecified())
+        .map(|s| s.local_port)
+        .filter(|&p| range.contains(p) && !excluded.iter().any(|r| r.contains(p)))
+        .collect();
+    bound.sort_unstable();
+    bound.dedup();
+    Some(
+        range
+            .len()
+            .saturating_sub(excluded_in(range, &excluded))
+            .saturating_sub(bound.len() as u32),
+    )
+}
+
+fn evidence(v: Value) -> Map<String, Value> {
+    match v {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    }
+}
+
+fn range_text(r: PortRange) -> String {
+    if r.low == r.high {
+        r.low.to_string()
+    } else {
+        format!("{}–{}", r.low, r.high)
+    }
+}
+
+/// `1795814043512` → "2026-11-27 21:14:03 UTC".
+pub(crate) fn format_utc(unix_ms: u64) -> String {
+    let secs = unix_ms / 1000;
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // H. Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Extra fix lines for a pressured Windows pool: host-wide knobs and the reuse options.
+pub(super) fn pool_fixes(snapshot: &Snapshot, p: &Pool) -> Vec<String> {
+    let mut fixes = Vec::new();
+    if range_for(snapshot, p.key.local_ip).is_some_and(|r| r.len() < 32768) {
+        fixes.push(format!(
+            "or host-wide, widen the range: {}",
+            netsh_dynamicport_fix(32768, 32768)
+        ));
+    }
+    let tw_delay = snapshot
+        .windows
+        .as_ref()
+        .and_then(|w| w.registry.as_ref())
+        .and_then(|r| r.tcp_timed_wait_delay);
+    if p.time_wait * 2 >= p.in_use && tw_delay.is_none_or(|d| d > 30) {
+        fixes.push(format!(
+            "and shorten TIME_WAIT: {}",
+            reg_add_fix("TcpTimedWaitDelay", 30)
+        ));
+    }
+    fixes.push("portdoctor counts one range per local address (the classic, conservative limit); Windows 10 / Server 2016+ may share ports across destinations for implicit binds (SO_REUSE_UNICASTPORT; .NET Framework: ServicePointManager.ReusePort = true; Server 2019+: Set-NetTCPSetting -AutoReusePortRangeStartPort/-NumberOfPorts)".into());
+    fixes
+}
+
+/// Windows-only findings: excluded ranges, the dynamic-range advice judged honestly, registry
+/// values out of range, and the Tcpip events that prove ports ran out.
+pub(super) fn findings(snapshot: &Snapshot, pools: &[Pool]) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let Some(w) = &snapshot.windows else {
+        return out;
+    };
+    let pressured = pools.iter().any(|p| p.level > Level::Ok);
+    excluded_overlap(snapshot, w, pressured, &mut out);
+    off_by_one(w, &mut out);
+    if let Some(reg) = &w.registry {
+        registry_findings(w, reg, &mut out);
+    }
+    if let Some(ev) = &w.events {
+        let n4231 = ev.ports_exhausted_4231.count;
+        let n4227 = ev.reuse_failed_4227.count;
+        if n4231 + n4227 > 0 {
+            let last = ev
+                .ports_exhausted_4231
+                .last_unix_ms
+                .max(ev.reuse_failed_4227.last_unix_ms);
+            let widen = w
+                .dynamic_ports_v4
+                .and_then(DynamicPorts::range)
+                .is_none_or(|r| r.len() < 32768);
+            let mut fix = vec![
+                "reuse connections in the application (keep-alive / one shared HttpClient / a connection pool): the owners in the pool table open them".to_string(),
+            ];
+            if widen {
+                fix.push(format!(
+                    "widen the range: {}",
+                    netsh_dynamicport_fix(32768, 32768)
+                ));
+            }
+            fix.push(format!(
+                "shorten TIME_WAIT: {}",
+                reg_add_fix("TcpTimedWaitDelay", 30)
+            ));
+            fix.push("look at the events: Get-WinEvent -FilterHashtable @{LogName='System'; ProviderName='Tcpip'; Id=4227,4231; StartTime=(Get-Date).AddDays(-1)}".into());
+            out.push(Finding {
+                code: "port_exhaustion_events",
+                severity: Severity::Critical,
+                pool: None,
+                message: format!(
+                    "the System log has Tcpip event 4231 (no ephemeral port left) ×{} and 4227 (TIME_WAIT reuse failed) ×{} in the last {} h{}: connections have already failed",
+                    group(n4231),
+                    group(n4227),
+                    ev.window_hours,
+                    last.map(|t| format!(", last {}", format_utc(t))).unwrap_or_default()
+                ),
+                evidence: evidence(json!({
+                    "4231": n4231, "4227": n4227, "window_hours": ev.window_hours,
+                    "last_unix_ms": last,
+                })),
+                fix: fix.join("\n"),
+            });
+        }
+    }
+    out
+}
+
+fn excluded_overlap(
+    snapshot: &Snapshot,
+    w: &WindowsSettings,
+    pressured: bool,
+    out: &mut Vec<Finding>,
+) {
+    let v4: IpAddr = IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED);
+    let v6: IpAddr = IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED);
+    let mut seen: Vec<(PortRange, Vec<PortRange>)> = Vec::new();
+    for (ip, version) in [(v4, "ipv4"), (v6, "ipv6")] {
+        let Some(range) = range_for(snapshot, ip) else {
+            continue;
+        };
+        let excluded = excluded_for(snapshot, ip);
+        let inside: Vec<PortRange> = excluded.iter().filter_map(|r| r.intersect(range)).collect();
+        if inside.is_empty() {
+            continue;
+        }
+        // netsh shows the same TCP exclusions for both versions: report them once.
+        if seen.iter().any(|(r, e)| *r == range && *e == inside) {
+            continue;
+        }
+        seen.push((range, inside.clone()));
+        let ports: u32 = inside.iter().map(|r| r.len()).sum();
+        let administered = w
+            .excluded_for(ip)
+            .iter()
+            .filter(|e| e.administered && e.range().intersect(range).is_some())
+            .count();
+        let shown: Vec<String> = inside.iter().take(4).map(|r| range_text(*r)).collect();
+        let more = inside.len().saturating_sub(4);
+        let share = f64::from(ports) / f64::from(range.len());
+        out.push(Finding {
+            code: "excluded_range_overlap",
+            severity: if pressured || share >= 0.1 {
+                Severity::Warning
+            } else {
+                Severity::Info
+            },
+            pool: None,
+            message: format!(
+                "{} of the {} ports of the {version} dynamic range {} are excluded ({}{}; {administered} administered): every local address loses them, and bind() there fails with 10013",
+                group(u64::from(ports)),
+                group(u64::from(range.len())),
+                range_text(range),
+                shown.join(", "),
+                if more > 0 { format!(", … {more} more") } else { String::new() },
+            ),
+            evidence: evidence(json!({
+                "ip_version": version,
+                "range": [range.low, range.high],
+                "excluded_in_range": ports,
+                "ranges": inside.iter().map(|r| [r.low, r.high]).collect::<Vec<_>>(),
+                "administered": administered,
+            })),
+            fix: format!(
+                "see them: netsh int {version} show excludedportrange protocol=tcp (100-port blocks without * usually come from Hyper-V/WSL/Docker through WinNAT); to keep them out of the dynamic range reserve what those services need first: net stop winnat && netsh int {version} add excludedportrange protocol=tcp startport=PORT numberofports=N && net start winnat"
+            ),
+        });
+    }
+}
+
+fn off_by_one(w: &WindowsSettings, out: &mut Vec<Finding>) {
+    for (version, d) in [("ipv4", w.dynamic_ports_v4), ("ipv6", w.dynamic_ports_v6)] {
+        let Some(d) = d else { continue };
+        let Some(r) = d.range() else { continue };
+        if r.high != 65534 {
+            continue;
+        }
+        let (start, num, meant) = if d.start == 32767 {
+            (32768, 32768, "32768–65535".to_string())
+        } else {
+            (d.start, d.count + 1, format!("{}–65535", d.start))
+        };
+        out.push(Finding {
+            code: "dynamic_range_off_by_one",
+            severity: Severity::Info,
+            pool: None,
+            message: format!(
+                "the {version} dynamic range is start={} num={} = {}–65534: the widely copied start=32767 num=32768 leaves out 65535 (high = start + num − 1); you probably meant {meant}",
+                d.start, d.count, d.start
+            ),
+            evidence: evidence(json!({"ip_version": version, "start": d.start, "num": d.count, "high": r.high})),
+            fix: format!("netsh int {version} set dynamicport tcp start={start} num={num}"),
+        });
+    }
+}
+
+fn registry_findings(w: &WindowsSettings, reg: &TcpipRegistry, out: &mut Vec<Finding>) {
+    let build = w.build;
+    let values = [
+        ("TcpTimedWaitDelay", reg.tcp_timed_wait_delay),
+        ("MaxUserPort", reg.max_user_port),
+        ("StrictTimeWaitSeqCheck", reg.strict_time_wait_seq_check),
+        ("TcpNumConnections", reg.tcp_num_connections),
+        ("MaxHashTableSize", reg.max_hash_table_size),
+    ];
+    for (name, value) in values {
+        let Some(v) = value else { continue };
+        let Some((lo, hi)) = tcpip_value_range(name, build) else {
+            continue;
+        };
+        let pow2_bad = name == "MaxHashTableSize" && !v.is_power_of_two();
+        if (lo..=hi).contains(&v) && !pow2_bad {
+            continue;
+        }
+        let timed_wait = name == "TcpTimedWaitDelay";
+        out.push(Finding {
+            code: if timed_wait {
+                "time_wait_delay_out_of_range"
+            } else {
+                "registry_value_out_of_range"
+            },
+            severity: if timed_wait {
+                Severity::Warning
+            } else {
+                Severity::Info
+            },
+            pool: None,
+            message: format!(
+                "{name}={v} is outside the documented {lo}–{hi}{}{}: Windows may ignore or clamp it (unverified which), so the value in effect is unknown",
+                if pow2_bad { " (and not a power of 2)" } else { "" },
+                build.map(|b| format!(" for build {b}")).unwrap_or_default()
+            ),
+            evidence: evidence(json!({"value": name, "data": v, "valid": [lo, hi], "build": build})),
+            fix: if timed_wait {
+                reg_add_fix("TcpTimedWaitDelay", 30)
+            } else {
+                reg_delete_fix(name)
+            },
+        });
+    }
+    if let (Some(max), Some(range)) = (
+        reg.max_user_port,
+        w.dynamic_ports_v4.and_then(DynamicPorts::range),
+    ) {
+        // 65534 is MaxUserPort's documented ceiling, so it "agrees" with a range ending at 65535.
+        let disagree = u32::from(range.high) != max && !(max == 65534 && range.high == 65535);
+        out.push(Finding {
+            code: "max_user_port_ignored",
+            severity: Severity::Info,
+            pool: None,
+            message: format!(
+                "MaxUserPort={max} is set, but since Vista the netsh dynamic range ({}) decides which ports are used{}; whether MaxUserPort still has any effect is unverified",
+                range_text(range),
+                if disagree { format!(" — the two disagree ({max} vs {})", range.high) } else { String::new() }
+            ),
+            evidence: evidence(json!({"MaxUserPort": max, "dynamic_range": [range.low, range.high], "build": w.build})),
+            fix: format!(
+                "size the range with netsh ({}) and remove the legacy value to avoid confusion: {}",
+                netsh_dynamicport_fix(range.low, range.len()),
+                reg_delete_fix("MaxUserPort")
+            ),
+        });
+    }
+    if let Some(v) = reg.strict_time_wait_seq_check {
+        out.push(Finding {
+            code: "strict_time_wait_seq_check_unverified",
+            severity: Severity::Info,
+            pool: None,
+            message: format!(
+                "StrictTimeWaitSeqCheck={v} is set; it is said to make TcpTimedWaitDelay take effect on some older versions — its effect on this build{} is unverified, and portdoctor assumes none",
+                w.build.map(|b| format!(" ({b})")).unwrap_or_default()
+            ),
+            evidence: evidence(json!({"StrictTimeWaitSeqCheck": v, "TcpTimedWaitDelay": reg.tcp_timed_wait_delay, "build": w.build})),
+            fix: "no change needed; to know, measure: close a burst of outbound connections and time how long they stay in TIME_WAIT (netstat -anq)".into(),
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analysis::{analyze, Level, Scope, Thresholds};
+    use crate::fixture::SnapshotBuilder;
+    use crate::snapshot::{DynamicPorts, EventStat, ExcludedRange, ValueSource};
+
+    fn ex(low: u16, high: u16, administered: bool) -> ExcludedRange {
+        ExcludedRange {
+            low,
+            high,
+            administered,
+        }
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn codes(s: &Snapshot) -> Vec<&'static str> {
+        analyze(s, Thresholds::default())
+            .verdict
+            .findings
+            .iter()
+            .map(|f| f.code)
+            .collect()
+    }
+
+    #[test]
+    fn capacity_is_per_local_address() {
+        let s = SnapshotBuilder::windows()
+            .windows_settings(|w| {
+                w.excluded_ports_v4 = vec![ex(49671, 49770, false), ex(50000, 50059, true)];
+            })
+            .listen("0.0.0.0", 50500) // every IPv4 pool loses it
+            .listen("10.0.0.5", 51000) // only 10.0.0.5's pool
+            .bound("10.0.0.6", 52000) // only 10.0.0.6's pool
+            .listen("10.0.0.5", 49700) // excluded already: not counted twice
+            .listen("::", 53000) // IPv6 only
+            .listen("10.0.0.5", 8080) // outside the range
+            .build();
+        assert_eq!(
+            windows_pool_capacity(&s, ip("10.0.0.5")),
+            Some(16384 - 160 - 2)
+        );
+        assert_eq!(
+            windows_pool_capacity(&s, ip("10.0.0.6")),
+            Some(16384 - 160 - 2)
+        );
+        assert_eq!(
+            windows_pool_capacity(&s, ip("10.0.0.7")),
+            Some(16384 - 160 - 1)
+        );
+        assert_eq!(
+            windows_pool_capacity(&s, ip("2001:db8::5")),
+            Some(16384 - 1)
+        );
+        // The host-wide figure: wildcard binds only.
+        let a = analyze(&s, Thresholds::default());
+        let c = a.capacity.unwrap();
+        assert_eq!((c.reserved_in_range, c.usable), (160, 16384 - 160 - 1));
+        assert_eq!(s.settings.time_wait_seconds, Some(120));
+        assert_eq!(s.settings.time_wait_source, Some(ValueSource::Default));
+    }
+
+    #[test]
+    fn pools_group_all_destinations_of_a_local_address() {
+        let s = SnapshotBuilder::windows()
+            .pool("10.0.0.5", "10.0.0.9", 1433, 100, 12_000, (0, 100_000))
+            .pool("10.0.0.5", "10.0.0.12", 443, 50, 3000, (0, 100_000))
+            .restart_ports()
+            .pool("2001:db8::5", "2001:db8::9", 443, 10, 0, (0, 0))
+            .owned_by(4242, "w3wp.exe")
+            .build();
+        let a = analyze(&s, Thresholds::default());
+        assert_eq!(a.pools.len(), 2);
+        let p = &a.pools[0];
+        assert_eq!(p.scope, Scope::LocalAddress);
+        assert_eq!((p.key.local_ip, p.key.remote_ip), (ip("10.0.0.5"), None));
+        assert_eq!(
+            (p.in_use, p.time_wait, p.blocking_time_wait),
+            (15_150, 15_000, 15_000)
+        );
+        assert_eq!(p.capacity, Some(16384));
+        assert_eq!(p.level, Level::Critical); // 15,150 / 16,384 = 92 %
+                                              // No TIME_WAIT timers on Windows: no made-up rate or forecast.
+        assert_eq!((p.connect_rate_per_s, p.eta_seconds), (None, None));
+        assert_eq!(p.processes[0].name, "w3wp.exe");
+        assert!(!p.tw_reuse_applies);
+        let f = a
+            .verdict
+            .findings
+            .iter()
+            .find(|f| f.pool.is_some())
+            .unwrap();
+        assert!(
+            f.fix.contains("TcpTimedWaitDelay /t REG_DWORD /d 30"),
+            "{}",
+            f.fix
+        );
+        assert!(f.fix.contains("SO_REUSE_UNICASTPORT"), "{}", f.fix);
+    }
+
+    #[test]
+    fn excluded_ranges_inside_the_dynamic_range_are_a_finding() {
+        let s = SnapshotBuilder::windows()
+            .windows_settings(|w| {
+                let hyperv = vec![
+                    ex(5357, 5357, false),
+                    ex(49671, 49770, false),
+                    ex(50000, 50059, true),
+                ];
+                w.excluded_ports_v4.clone_from(&hyperv);
+                w.excluded_ports_v6 = hyperv;
+            })
+            .build();
+        let a = analyze(&s, Thresholds::default());
+        let f: Vec<_> = a
+            .verdict
+            .findings
+            .iter()
+            .filter(|f| f.code == "excluded_range_overlap")
+            .collect();
+        // Same list for both versions: reported once.
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].severity, Severity::Info);
+        assert!(
+            f[0].message.starts_with("160 of the 16,384 ports"),
+            "{}",
+            f[0].message
+        );
+        assert!(f[0].message.contains("1 administered"), "{}", f[0].message);
+        assert_eq!(f[0].evidence["excluded_in_range"], 160);
+        assert_eq!(a.verdict.level, Level::Ok);
+        // No exclusions inside the range: no finding.
+        let s = SnapshotBuilder::windows()
+            .windows_settings(|w| w.excluded_ports_v4 = vec![ex(5357, 5357, false)])
+            .build();
+        assert!(!codes(&s).contains(&"excluded_range_overlap"));
+    }
+
+    #[test]
+    fn off_by_one_advice_is_spotted() {
+        let s = SnapshotBuilder::windows()
+            .windows_settings(|w| {
+                w.dynamic_ports_v4 = Some(DynamicPorts {
+                    start: 32767,
+                    count: 32768,
+                });
+            })
+            .build();
+        let a = analyze(&s, Thresholds::default());
+        let f = a
+            .verdict
+            .findings
+            .iter()
+            .find(|f| f.code == "dynamic_range_off_by_one")
+            .unwrap();
+        assert_eq!(
+            f.fix,
+            "netsh int ipv4 set dynamicport tcp start=32768 num=32768"
+        );
+        assert!(f.message.contains("32767–65534"), "{}", f.message);
+        assert_eq!(s.settings.ephemeral_ports, PortRange::new(32767, 65534));
+        let ok = SnapshotBuilder::windows()
+            .windows_settings(|w| {
+                w.dynamic_ports_v4 = Some(DynamicPorts {
+                    start: 32768,
+                    count: 32768,
+                });
+            })
+            .build();
+        assert!(!codes(&ok).contains(&"dynamic_range_off_by_one"));
+    }
+
+    #[test]
+    fn registry_advice_is_judged_honestly() {
+        let s = SnapshotBuilder::windows()
+            .windows_settings(|w| {
+                let r = w.registry.as_mut().unwrap();
+                r.max_user_port = Some(5000);
+                r.strict_time_wait_seq_check = Some(1);
+                r.tcp_timed_wait_delay = Some(1);
+                r.max_hash_table_size = Some(1000);
+            })
+            .build();
+        assert_eq!(s.settings.time_wait_seconds, Some(1));
+        assert_eq!(s.settings.time_wait_source, Some(ValueSource::Read));
+        let a = analyze(&s, Thresholds::default());
+        let find = |code: &str| a.verdict.findings.iter().find(|f| f.code == code).unwrap();
+        let m = find("max_user_port_ignored");
+        assert!(
+            m.message.contains("unverified") && m.message.contains("disagree"),
+            "{}",
+            m.message
+        );
+        assert!(m.fix.contains("reg delete"), "{}", m.fix);
+        let st = find("strict_time_wait_seq_check_unverified");
+        assert_eq!(st.severity, Severity::Info);
+        assert!(st.message.contains("unverified"));
+        let tw = find("time_wait_delay_out_of_range");
+        assert_eq!(tw.severity, Severity::Warning);
+        assert!(tw.message.contains("2–300"), "{}", tw.message);
+        assert!(find("registry_value_out_of_range")
+            .message
+            .contains("power of 2"));
+        assert_eq!(a.verdict.level, Level::Warning);
+        // Older build: 30–300.
+        let old = SnapshotBuilder::windows()
+            .windows_settings(|w| {
+                w.build = Some(7601);
+                w.registry.as_mut().unwrap().tcp_timed_wait_delay = Some(10);
+            })
+            .build();
+        assert!(codes(&old).contains(&"time_wait_delay_out_of_range"));
+        let fine = SnapshotBuilder::windows()
+            .windows_settings(|w| w.registry.as_mut().unwrap().tcp_timed_wait_delay = Some(30))
+            .build();
+        assert!(codes(&fine).is_empty(), "{:?}", codes(&fine));
+    }
+
+    #[test]
+    fn tcpip_events_are_critical_and_unreadable_logs_invent_nothing() {
+        let s = SnapshotBuilder::windows()
+            .windows_settings(|w| {
+                let e = w.events.as_mut().unwrap();
+                e.ports_exhausted_4231 = EventStat {
+                    count: 3,
+                    last_unix_ms: Some(1_795_814_043_512),
+                };
+                e.reuse_failed_4227 = EventStat {
+                    count: 1,
+                    last_unix_ms: Some(1_795_814_038_007),
+                };
+            })
+            .build();
+        let a = analyze(&s, Thresholds::default());
+        assert_eq!(a.verdict.level, Level::Critical);
+        let f = &a.verdict.findings[0];
+        assert_eq!(f.code, "port_exhaustion_events");
+        assert!(
+            f.message.contains("4231 (no ephemeral port left) ×3"),
+            "{}",
+            f.message
+        );
+        assert!(
+            f.message.contains("last 2026-11-27 21:14:03 UTC"),
+            "{}",
+            f.message
+        );
+        let unreadable = SnapshotBuilder::windows()
+            .windows_settings(|w| w.events = None)
+            .build();
+        assert!(codes(&unreadable).is_empty());
+    }
+
+    #[test]
+    fn utc_formatting() {
+        assert_eq!(format_utc(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(format_utc(1_795_814_043_512), "2026-11-27 21:14:03 UTC");
+        assert_eq!(format_utc(951_868_800_000), "2000-03-01 00:00:00 UTC");
+    }
+
+    #[test]
+    fn merging_ranges() {
+        let r = |a, b| PortRange::new(a, b).unwrap();
+        let mut v = vec![r(10, 20), r(5, 9), r(30, 40), r(35, 50), r(65535, 65535)];
+        merge(&mut v);
+        assert_eq!(v, vec![r(5, 20), r(30, 50), r(65535, 65535)]);
+    }
+}
