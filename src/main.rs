@@ -90,6 +90,14 @@ fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::from(EXIT_USAGE));
     }
+    if cfg!(windows) && (args.netns.is_some() || args.pid.is_some()) {
+        eprintln!("portdoctor: error: --netns and --pid inspect Linux network namespaces; on Windows run `portdoctor check` without them");
+        return Ok(ExitCode::from(EXIT_USAGE));
+    }
+    if cfg!(windows) && args.source != SourceArg::Auto {
+        eprintln!("portdoctor: error: --source netlink|procfs is Linux-only; Windows always reads the IP Helper tables");
+        return Ok(ExitCode::from(EXIT_USAGE));
+    }
     let namespace = match (&args.netns, args.pid) {
         (Some(name), _) => Namespace::Named(name.clone()),
         (None, Some(pid)) => Namespace::Pid(pid),

@@ -69,6 +69,8 @@ pub enum CollectError {
     NetlinkProtocol(String),
     #[error("{0} is not supported on this operating system")]
     Unsupported(&'static str),
+    #[error("{call} failed with Windows error {code}")]
+    WinApi { call: &'static str, code: u32 },
 }
 
 /// The collector for the OS this binary was built for.
@@ -77,7 +79,11 @@ pub fn native(opts: CollectOptions) -> Result<Box<dyn Collector>, CollectError> 
     {
         Ok(Box::new(linux::LinuxCollector::new(opts)))
     }
-    #[cfg(not(target_os = "linux"))]
+    #[cfg(windows)]
+    {
+        Ok(Box::new(windows::WindowsCollector::new(opts)))
+    }
+    #[cfg(not(any(target_os = "linux", windows)))]
     {
         let _ = opts;
         Err(CollectError::Unsupported("collecting sockets"))

@@ -5,9 +5,11 @@
 //! netsh prints localized labels ("Start Port", "Startport", "Port de démarrage", …) in the
 //! console code page, so these parsers never look at words: they read numbers by position.
 
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
 use crate::snapshot::{
-    DynamicPorts, EventStat, ExcludedRange, PortRange, Settings, TcpipEvents, ValueSource,
-    WindowsSettings,
+    normalize_ip, DynamicPorts, EventStat, ExcludedRange, PortRange, Settings, Socket, TcpState,
+    TcpipEvents, ValueSource, WindowsSettings,
 };
 
 /// TIME_WAIT length when `TcpTimedWaitDelay` is absent: documented as 120 s for Vista and later
@@ -215,6 +217,115 @@ pub fn parse_build_number(s: &str) -> Option<u32> {
     s.trim().trim_end_matches('\0').parse().ok()
 }
 
+/// A registry root portdoctor reads from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RegistryRoot {
+    LocalMachine,
+    CurrentUser,
+}
+
+/// `HKLM\SYSTEM\…` / `HKEY_CURRENT_USER\Software\…` → root and subkey. Used for the
+/// `PORTDOCTOR_TCPIP_PARAMS_KEY` override (tests point it at a scratch HKCU key).
+pub fn parse_registry_path(path: &str) -> Option<(RegistryRoot, String)> {
+    let path = path.trim().trim_matches('\\');
+    let (root, rest) = path.split_once('\\').unwrap_or((path, ""));
+    let root = match root.to_ascii_uppercase().as_str() {
+        "HKLM" | "HKEY_LOCAL_MACHINE" => RegistryRoot::LocalMachine,
+        "HKCU" | "HKEY_CURRENT_USER" => RegistryRoot::CurrentUser,
+        _ => return None,
+    };
+    let rest = rest.trim_matches('\\');
+    (!rest.is_empty()).then(|| (root, rest.to_string()))
+}
+
+/// MIB_TCP_STATE (1 CLOSED … 12 DELETE_TCB) → our states. CLOSED rows are bound, unconnected
+/// sockets where the API lists them; DELETE_TCB still holds its port, shown as CLOSING.
+pub fn tcp_state_from_mib(state: u32) -> Option<TcpState> {
+    Some(match state {
+        1 => TcpState::Close,
+        2 => TcpState::Listen,
+        3 => TcpState::SynSent,
+        4 => TcpState::SynRecv,
+        5 => TcpState::Established,
+        6 => TcpState::FinWait1,
+        7 => TcpState::FinWait2,
+        8 => TcpState::CloseWait,
+        9 | 12 => TcpState::Closing,
+        10 => TcpState::LastAck,
+        11 => TcpState::TimeWait,
+        _ => return None,
+    })
+}
+
+fn u32_at(b: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_ne_bytes(b.get(at..at + 4)?.try_into().ok()?))
+}
+
+/// A port as IP Helper stores it: network byte order in the low 16 bits of a DWORD, i.e. the
+/// first two bytes in memory.
+fn port_at(b: &[u8], at: usize) -> Option<u16> {
+    let p = b.get(at..at + 2)?;
+    Some(u16::from_be_bytes([p[0], p[1]]))
+}
+
+/// Size of `MIB_TCPROW_OWNER_PID` (6 DWORDs) and `MIB_TCP6ROW_OWNER_PID`.
+pub const ROW_V4_BYTES: usize = 24;
+pub const ROW_V6_BYTES: usize = 56;
+
+/// Decodes the buffer `GetExtendedTcpTable(TCP_TABLE_OWNER_PID_ALL)` filled: a DWORD count, then
+/// rows (DWORD-aligned, so they start at byte 4). `None` when the count does not fit the buffer.
+/// PIDs of 0 (TIME_WAIT, System Idle, unknown) become `None`.
+pub fn parse_tcp_table(bytes: &[u8], ipv6: bool) -> Option<Vec<Socket>> {
+    let n = u32_at(bytes, 0)? as usize;
+    let row = if ipv6 { ROW_V6_BYTES } else { ROW_V4_BYTES };
+    if n.checked_mul(row)?.checked_add(4)? > bytes.len() {
+        return None;
+    }
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let r = &bytes[4 + i * row..4 + (i + 1) * row];
+        let (state, lip, lport, rip, rport, pid) = if ipv6 {
+            // ucLocalAddr[16], dwLocalScopeId, dwLocalPort, ucRemoteAddr[16], dwRemoteScopeId,
+            // dwRemotePort, dwState, dwOwningPid
+            let l: [u8; 16] = r[0..16].try_into().ok()?;
+            let rm: [u8; 16] = r[24..40].try_into().ok()?;
+            (
+                u32_at(r, 48)?,
+                IpAddr::V6(Ipv6Addr::from(l)),
+                port_at(r, 20)?,
+                IpAddr::V6(Ipv6Addr::from(rm)),
+                port_at(r, 44)?,
+                u32_at(r, 52)?,
+            )
+        } else {
+            // dwState, dwLocalAddr, dwLocalPort, dwRemoteAddr, dwRemotePort, dwOwningPid
+            (
+                u32_at(r, 0)?,
+                IpAddr::V4(Ipv4Addr::new(r[4], r[5], r[6], r[7])),
+                port_at(r, 8)?,
+                IpAddr::V4(Ipv4Addr::new(r[12], r[13], r[14], r[15])),
+                port_at(r, 16)?,
+                u32_at(r, 20)?,
+            )
+        };
+        let Some(state) = tcp_state_from_mib(state) else {
+            continue;
+        };
+        out.push(Socket {
+            state,
+            local_ip: normalize_ip(lip),
+            local_port: lport,
+            remote_ip: normalize_ip(rip),
+            remote_port: rport,
+            time_wait_left_ms: None,
+            inode: 0,
+            uid: None,
+            pid: (pid != 0).then_some(pid),
+        });
+    }
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -406,7 +517,97 @@ mod tests {
         assert_eq!(parse_build_number("x"), None);
     }
 
+    #[test]
+    fn registry_paths() {
+        assert_eq!(
+            parse_registry_path(r"HKCU\Software\portdoctor-test\Parameters"),
+            Some((
+                RegistryRoot::CurrentUser,
+                r"Software\portdoctor-test\Parameters".into()
+            ))
+        );
+        assert_eq!(
+            parse_registry_path(r"HKEY_LOCAL_MACHINE\SYSTEM\X\"),
+            Some((RegistryRoot::LocalMachine, "SYSTEM\\X".into()))
+        );
+        assert_eq!(parse_registry_path("HKCR\\x"), None);
+        assert_eq!(parse_registry_path("HKLM"), None);
+    }
+
+    fn row_v4(state: u32, l: [u8; 4], lport: u16, r: [u8; 4], rport: u16, pid: u32) -> Vec<u8> {
+        let mut v = state.to_ne_bytes().to_vec();
+        v.extend(l);
+        v.extend(lport.to_be_bytes());
+        v.extend([0, 0]);
+        v.extend(r);
+        v.extend(rport.to_be_bytes());
+        v.extend([0, 0]);
+        v.extend(pid.to_ne_bytes());
+        v
+    }
+
+    #[test]
+    fn tcp_table_v4_rows() {
+        let mut buf = 3u32.to_ne_bytes().to_vec();
+        buf.extend(row_v4(2, [0, 0, 0, 0], 80, [0, 0, 0, 0], 0, 4));
+        buf.extend(row_v4(5, [10, 0, 0, 5], 50123, [10, 0, 0, 9], 1433, 4242));
+        buf.extend(row_v4(11, [10, 0, 0, 5], 50124, [10, 0, 0, 9], 1433, 0));
+        buf.extend([0xAA; 8]); // slack after the rows, as a too-big buffer has
+        let t = parse_tcp_table(&buf, false).unwrap();
+        assert_eq!(t.len(), 3);
+        assert_eq!(
+            (t[0].state, t[0].local_port, t[0].pid),
+            (TcpState::Listen, 80, Some(4))
+        );
+        assert_eq!(t[1].local_ip, "10.0.0.5".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            (t[1].local_port, t[1].remote_port, t[1].pid),
+            (50123, 1433, Some(4242))
+        );
+        assert_eq!((t[2].state, t[2].pid), (TcpState::TimeWait, None));
+        // A count larger than the buffer is rejected, not read past.
+        let mut bad = 9u32.to_ne_bytes().to_vec();
+        bad.extend(row_v4(5, [1, 2, 3, 4], 1, [1, 2, 3, 4], 2, 0));
+        assert_eq!(parse_tcp_table(&bad, false), None);
+        assert_eq!(parse_tcp_table(&[1, 2], false), None);
+        assert_eq!(parse_tcp_table(&0u32.to_ne_bytes(), true), Some(vec![]));
+    }
+
+    #[test]
+    fn tcp_table_v6_rows_and_mapped_addresses() {
+        let mut row = Vec::new();
+        let local: Ipv6Addr = "::ffff:127.0.0.1".parse().unwrap();
+        let remote: Ipv6Addr = "::1".parse().unwrap();
+        row.extend(local.octets());
+        row.extend(0u32.to_ne_bytes());
+        row.extend(50000u16.to_be_bytes());
+        row.extend([0, 0]);
+        row.extend(remote.octets());
+        row.extend(0u32.to_ne_bytes());
+        row.extend(443u16.to_be_bytes());
+        row.extend([0, 0]);
+        row.extend(5u32.to_ne_bytes());
+        row.extend(77u32.to_ne_bytes());
+        assert_eq!(row.len(), ROW_V6_BYTES);
+        let mut buf = 1u32.to_ne_bytes().to_vec();
+        buf.extend(row);
+        let t = parse_tcp_table(&buf, true).unwrap();
+        assert_eq!(t[0].local_ip, "127.0.0.1".parse::<IpAddr>().unwrap());
+        assert_eq!(t[0].remote_ip, "::1".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            (t[0].state, t[0].local_port, t[0].remote_port),
+            (TcpState::Established, 50000, 443)
+        );
+        assert_eq!(t[0].pid, Some(77));
+    }
+
     proptest! {
+        #[test]
+        fn tcp_table_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..400), v6 in any::<bool>()) {
+            let _ = parse_tcp_table(&bytes, v6);
+            let _ = parse_registry_path(&String::from_utf8_lossy(&bytes));
+        }
+
         #[test]
         fn parsers_never_panic_on_arbitrary_text(s in "\\PC*") {
             let _ = parse_dynamic_port(&s);

@@ -1,1 +1,239 @@
-//! placeholder
+//! Windows: sockets from IP Helper (`GetExtendedTcpTable`, TCP_TABLE_OWNER_PID_ALL, IPv4 and
+//! IPv6), owners from a toolhelp snapshot, settings from `netsh` and the Tcpip registry key,
+//! counters from `GetTcpStatisticsEx`, Tcpip events 4227/4231 from the System log (`EvtQuery`).
+//!
+//! The only module besides `collect` that may use `unsafe`: each block carries a `// SAFETY:`
+//! note. Text is parsed by the pure functions in [`super::windows_text`].
+//!
+//! Environment: `PORTDOCTOR_TCPIP_PARAMS_KEY` (e.g. `HKCU\Software\portdoctor-test\Parameters`)
+//! reads the Tcpip values from another key instead of
+//! `HKLM\SYSTEM\CurrentControlSet\Services\Tcpip\Parameters` — for tests and for looking at an
+//! exported copy; documented in docs/windows.md.
+#![allow(unsafe_code)]
+
+mod events;
+mod process;
+mod registry;
+mod stats;
+mod tcptable;
+
+use std::process::Command;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rustc_hash::FxHashSet;
+
+use super::windows_text::{self, parse_dynamic_port, parse_excluded_ranges, RegistryRoot};
+use super::{CollectError, CollectOptions, Collector, Namespace};
+use crate::snapshot::{
+    Counters, HostInfo, Os, Owners, Snapshot, SocketSource, TcpipRegistry, WindowsSettings,
+};
+
+/// The env var that overrides the Tcpip parameters key.
+pub const PARAMS_KEY_ENV: &str = "PORTDOCTOR_TCPIP_PARAMS_KEY";
+const PARAMS_KEY: &str = r"HKLM\SYSTEM\CurrentControlSet\Services\Tcpip\Parameters";
+const EVENT_WINDOW_HOURS: u32 = 24;
+
+pub struct WindowsCollector {
+    opts: CollectOptions,
+}
+
+impl WindowsCollector {
+    pub fn new(opts: CollectOptions) -> Self {
+        Self { opts }
+    }
+}
+
+impl Collector for WindowsCollector {
+    fn snapshot(&self) -> Result<Snapshot, CollectError> {
+        if self.opts.namespace != Namespace::Current {
+            return Err(CollectError::Unsupported(
+                "--netns/--pid (Linux network namespaces)",
+            ));
+        }
+        let mut notes = Vec::new();
+        let mut sockets = tcptable::read(false)?;
+        sockets.extend(tcptable::read(true)?);
+
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let windows = read_settings(now_ms, &mut notes);
+        let settings = windows_text::derive_settings(&windows);
+        if settings.ephemeral_ports.is_none() {
+            notes.push("the TCP dynamic port range could not be read (`netsh int ipv4 show dynamicport tcp` printed no range; Wine's netsh is a stub): capacities are unknown".into());
+        }
+        let counters = read_counters();
+        let owners = self.opts.owners.then(|| {
+            let pids: FxHashSet<u32> = sockets.iter().filter_map(|s| s.pid).collect();
+            let names = process::names();
+            let mut owners = Owners::default();
+            for pid in pids {
+                match names.get(&pid) {
+                    Some(n) => {
+                        owners.processes.insert(pid, n.clone());
+                    }
+                    None => owners.hidden_processes += 1,
+                }
+            }
+            owners
+        });
+        if let Some(o) = &owners {
+            if o.hidden_processes > 0 {
+                notes.push(format!(
+                    "{} owning processes have no name (exited, or not visible to this user)",
+                    o.hidden_processes
+                ));
+            }
+        }
+        let version = registry::read_string(
+            RegistryRoot::LocalMachine,
+            r"SOFTWARE\Microsoft\Windows NT\CurrentVersion",
+            "CurrentBuildNumber",
+        );
+        let major = registry::read_dword(
+            RegistryRoot::LocalMachine,
+            r"SOFTWARE\Microsoft\Windows NT\CurrentVersion",
+            "CurrentMajorVersionNumber",
+        )
+        .ok()
+        .flatten();
+        let minor = registry::read_dword(
+            RegistryRoot::LocalMachine,
+            r"SOFTWARE\Microsoft\Windows NT\CurrentVersion",
+            "CurrentMinorVersionNumber",
+        )
+        .ok()
+        .flatten();
+        let os_version = match (major, minor, windows.build) {
+            (Some(a), Some(b), Some(build)) => Some(format!("{a}.{b}.{build}")),
+            (_, _, Some(build)) => Some(format!("build {build}")),
+            _ => version,
+        };
+        Ok(Snapshot {
+            os: Os::Windows,
+            host: HostInfo {
+                hostname: std::env::var("COMPUTERNAME").ok().filter(|h| !h.is_empty()),
+                os_version,
+                netns: None,
+            },
+            source: SocketSource::Iphelper,
+            taken_at_unix_ms: now_ms,
+            settings,
+            sockets,
+            counters,
+            owners,
+            notes,
+            windows: Some(windows),
+        })
+    }
+}
+
+/// Runs `netsh ARGS` and returns its stdout (lossy: the console code page is not UTF-8).
+fn netsh(args: &[&str]) -> Option<String> {
+    let out = Command::new("netsh").args(args).output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn read_settings(now_ms: u64, notes: &mut Vec<String>) -> WindowsSettings {
+    let dynamic = |v: &str| {
+        netsh(&["int", v, "show", "dynamicport", "tcp"])
+            .as_deref()
+            .and_then(parse_dynamic_port)
+    };
+    let excluded = |v: &str| {
+        netsh(&["int", v, "show", "excludedportrange", "protocol=tcp"])
+            .filter(|out| !out.trim().is_empty())
+            .as_deref()
+            .map(parse_excluded_ranges)
+    };
+    let excluded_v4 = excluded("ipv4");
+    let excluded_v6 = excluded("ipv6");
+    if excluded_v4.is_none() {
+        notes.push(
+            "`netsh int ipv4 show excludedportrange protocol=tcp` failed or printed nothing (Wine's netsh is a stub): excluded ranges unknown, taken as none"
+                .into(),
+        );
+    }
+    let build = registry::read_string(
+        RegistryRoot::LocalMachine,
+        r"SOFTWARE\Microsoft\Windows NT\CurrentVersion",
+        "CurrentBuildNumber",
+    )
+    .as_deref()
+    .and_then(windows_text::parse_build_number);
+    let events = match events::read(now_ms, EVENT_WINDOW_HOURS) {
+        Ok(e) => Some(e),
+        Err(why) => {
+            notes.push(format!(
+                "event log unreadable ({why}): Tcpip events 4227/4231 were not counted; on Windows run as Administrator to read the System log"
+            ));
+            None
+        }
+    };
+    WindowsSettings {
+        build,
+        dynamic_ports_v4: dynamic("ipv4"),
+        dynamic_ports_v6: dynamic("ipv6"),
+        excluded_ports_v4: excluded_v4.unwrap_or_default(),
+        excluded_ports_v6: excluded_v6.unwrap_or_default(),
+        registry: read_tcpip_registry(notes),
+        events,
+    }
+}
+
+fn read_tcpip_registry(notes: &mut Vec<String>) -> Option<TcpipRegistry> {
+    let key = std::env::var(PARAMS_KEY_ENV)
+        .ok()
+        .filter(|k| !k.trim().is_empty())
+        .unwrap_or_else(|| PARAMS_KEY.to_string());
+    let Some((root, subkey)) = windows_text::parse_registry_path(&key) else {
+        notes.push(format!(
+            "{PARAMS_KEY_ENV}={key:?} is not a HKLM\\… or HKCU\\… key: Tcpip registry values not read"
+        ));
+        return None;
+    };
+    let mut reg = TcpipRegistry {
+        key: key.clone(),
+        ..TcpipRegistry::default()
+    };
+    let slots: [(&str, &mut Option<u32>); 6] = [
+        ("TcpTimedWaitDelay", &mut reg.tcp_timed_wait_delay),
+        ("MaxUserPort", &mut reg.max_user_port),
+        (
+            "StrictTimeWaitSeqCheck",
+            &mut reg.strict_time_wait_seq_check,
+        ),
+        ("TcpNumConnections", &mut reg.tcp_num_connections),
+        ("MaxFreeTcbs", &mut reg.max_free_tcbs),
+        ("MaxHashTableSize", &mut reg.max_hash_table_size),
+    ];
+    for (name, slot) in slots {
+        match registry::read_dword(root, &subkey, name) {
+            Ok(v) => *slot = v,
+            Err(registry::RegError::KeyMissing) => {
+                notes.push(format!(
+                    "registry key {key} not found: Tcpip values unknown"
+                ));
+                return None;
+            }
+            Err(registry::RegError::Other(code)) => notes.push(format!(
+                "registry value {key}\\{name} could not be read as a REG_DWORD (Windows error {code}); taken as absent"
+            )),
+        }
+    }
+    Some(reg)
+}
+
+fn read_counters() -> Counters {
+    let mut c = Counters::default();
+    for (prefix, v6) in [("", false), ("ipv6.", true)] {
+        if let Some(st) = stats::read(v6) {
+            for (name, v) in st {
+                c.tcp.insert(format!("{prefix}{name}"), v);
+            }
+        }
+    }
+    c
+}
