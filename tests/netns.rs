@@ -859,3 +859,64 @@ fn pid_namespace_matches_named_namespace() {
 
     assert_eq!(pop.stop(), Some(0));
 }
+
+/// The one-walk legacy dump (TCPDIAG_GETSOCK, both families at once) and the per-family
+/// SOCK_DIAG_BY_FAMILY pair return the same sockets, bound-only ones included.
+#[test]
+fn legacy_and_per_family_dumps_agree() {
+    use portdoctor::collect::linux::{netlink, netns};
+    use portdoctor::collect::Namespace;
+
+    require_root!("legacy_and_per_family_dumps_agree");
+    let ns = Netns::new("dumps");
+    ns.sysctl("net.ipv4.ip_local_port_range", "40000 40999");
+    let mut bound = ns.python_bound(&[("127.0.0.1", 40600), ("::1", 40601)]);
+    let mut pop = ns.sockpop(&[
+        "--ports",
+        "20000-20002",
+        "--dst",
+        "127.0.0.1",
+        "--dst",
+        "::1",
+        "--established",
+        "60",
+        "--time-wait",
+        "90",
+    ]);
+    // setns() moves only the calling thread: do it on a thread of its own.
+    let name = ns.name.clone();
+    let (legacy, per_family) = thread::spawn(move || {
+        netns::enter(&Namespace::Named(name)).expect("entering the test namespace");
+        let a = netlink::dump_tcp().expect("legacy dump");
+        let b = netlink::dump_tcp_per_family().expect("per-family dump");
+        (a, b)
+    })
+    .join()
+    .expect("dump thread");
+    let key = |s: &portdoctor::snapshot::Socket| {
+        (
+            s.state as u8,
+            s.local_ip,
+            s.local_port,
+            s.remote_ip,
+            s.remote_port,
+            s.inode,
+        )
+    };
+    let mut a: Vec<_> = legacy.sockets.iter().map(key).collect();
+    let mut b: Vec<_> = per_family.sockets.iter().map(key).collect();
+    a.sort_unstable();
+    b.sort_unstable();
+    assert_eq!(a, b);
+    // 6 listeners + 2 bound-only + 60 × 2 established + 90 TIME_WAIT.
+    assert_eq!(a.len(), 6 + 2 + 120 + 90, "{a:?}");
+    let bound_only = legacy
+        .sockets
+        .iter()
+        .filter(|s| s.state == portdoctor::snapshot::TcpState::Close)
+        .count();
+    assert_eq!(bound_only, 2);
+    assert!(!legacy.interrupted && !per_family.interrupted);
+    assert_eq!(pop.stop(), Some(0));
+    bound.stop();
+}
