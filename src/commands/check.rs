@@ -1,0 +1,67 @@
+//! `portdoctor check`: collect one snapshot, analyze it, render text or JSON, exit by verdict.
+
+use std::process::ExitCode;
+
+use portdoctor::analysis::{analyze, Level, Thresholds};
+use portdoctor::collect::{self, CollectOptions, Namespace, SourcePreference};
+use portdoctor::report::{json, text};
+
+use super::{use_color, write_stdout, EXIT_USAGE};
+use crate::cli::{CheckArgs, SourceArg};
+
+pub fn run(args: &CheckArgs) -> anyhow::Result<ExitCode> {
+    if args.warn > args.crit {
+        eprintln!(
+            "portdoctor: error: --warn ({}) must not be above --crit ({})",
+            args.warn, args.crit
+        );
+        return Ok(ExitCode::from(EXIT_USAGE));
+    }
+    if cfg!(windows) && (args.netns.is_some() || args.pid.is_some()) {
+        eprintln!("portdoctor: error: --netns and --pid inspect Linux network namespaces; on Windows run `portdoctor check` without them");
+        return Ok(ExitCode::from(EXIT_USAGE));
+    }
+    if cfg!(windows) && args.source != SourceArg::Auto {
+        eprintln!("portdoctor: error: --source netlink|procfs is Linux-only; Windows always reads the IP Helper tables");
+        return Ok(ExitCode::from(EXIT_USAGE));
+    }
+    let namespace = match (&args.netns, args.pid) {
+        (Some(name), _) => Namespace::Named(name.clone()),
+        (None, Some(pid)) => Namespace::Pid(pid),
+        (None, None) => Namespace::Current,
+    };
+    let opts = CollectOptions {
+        source: match args.source {
+            SourceArg::Auto => SourcePreference::Auto,
+            SourceArg::Netlink => SourcePreference::Netlink,
+            SourceArg::Procfs => SourcePreference::Procfs,
+        },
+        owners: !args.no_owners,
+        namespace,
+    };
+    let snapshot = collect::native(opts)?.snapshot()?;
+    let thresholds = Thresholds {
+        warn: args.warn,
+        crit: args.crit,
+        eta_seconds: args.eta,
+    };
+    let analysis = analyze(&snapshot, thresholds);
+    let top = match args.top {
+        Some(0) => None,
+        Some(n) => Some(n),
+        None if args.json => None,
+        None => Some(20),
+    };
+    let rendered = if args.json {
+        json::render(&snapshot, &analysis, top)
+    } else {
+        let color = use_color(args.color);
+        text::render(&snapshot, &analysis, &text::TextOptions { color, top })
+    };
+    write_stdout(rendered.as_bytes())?;
+    Ok(ExitCode::from(match analysis.verdict.level {
+        Level::Ok => 0,
+        Level::Warning => 1,
+        Level::Critical => 2,
+    }))
+}
