@@ -27,6 +27,8 @@ CAP_SYS_ADMIN.";
 #[derive(Debug, Parser)]
 #[command(
     name = "portdoctor",
+    // Not argv[0]: on Windows that is `portdoctor.exe`, and usage lines should read the same.
+    bin_name = "portdoctor",
     version,
     about = "Find, explain, predict and fix TCP ephemeral-port exhaustion",
     long_about = "portdoctor groups outbound TCP sockets into the pools the kernel allocates ports \

@@ -178,16 +178,23 @@ fn read_settings(now_ms: u64, notes: &mut Vec<String>) -> WindowsSettings {
         dynamic_ports_v6: dynamic("ipv6"),
         excluded_ports_v4: excluded_v4.unwrap_or_default(),
         excluded_ports_v6: excluded_v6.unwrap_or_default(),
-        registry: read_tcpip_registry(notes),
+        registry: read_tcpip_registry(&tcpip_params_key(), notes),
         events,
     }
 }
 
-fn read_tcpip_registry(notes: &mut Vec<String>) -> Option<TcpipRegistry> {
-    let key = std::env::var(PARAMS_KEY_ENV)
+/// The Tcpip key to read: `PORTDOCTOR_TCPIP_PARAMS_KEY` when set, else the real one.
+pub fn tcpip_params_key() -> String {
+    std::env::var(PARAMS_KEY_ENV)
         .ok()
         .filter(|k| !k.trim().is_empty())
-        .unwrap_or_else(|| PARAMS_KEY.to_string());
+        .unwrap_or_else(|| PARAMS_KEY.to_string())
+}
+
+/// Reads the Tcpip REG_DWORD values from `key` (`HKLM\…` or `HKCU\…`). Absent values are
+/// `None` (OS default); `None` overall when the key cannot be read (with a note why).
+pub fn read_tcpip_registry(key: &str, notes: &mut Vec<String>) -> Option<TcpipRegistry> {
+    let key = key.to_string();
     let Some((root, subkey)) = windows_text::parse_registry_path(&key) else {
         notes.push(format!(
             "{PARAMS_KEY_ENV}={key:?} is not a HKLM\\… or HKCU\\… key: Tcpip registry values not read"

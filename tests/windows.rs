@@ -1,0 +1,329 @@
+//! Windows integration tests, run under Wine in CI (../shared/ci/windows): real sockets opened
+//! here must show up in the collector's table, registry values written to a scratch HKCU key
+//! must be read back, statistics must be numbers, and the built `portdoctor.exe check --json`
+//! must honour the contract.
+//!
+//! Under Wine the socket table is the Linux kernel's (every socket of the network namespace),
+//! so the tests filter on their own ports; PIDs are only "0 (unknown) or ours" there.
+#![cfg(windows)]
+
+use std::io::Read;
+use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use portdoctor::collect::windows::read_tcpip_registry;
+use portdoctor::collect::{self, CollectOptions};
+use portdoctor::snapshot::{Snapshot, Socket, TcpState};
+use serde_json::Value;
+
+fn collect_now() -> Snapshot {
+    collect::native(CollectOptions {
+        owners: true,
+        ..CollectOptions::default()
+    })
+    .expect("a Windows collector")
+    .snapshot()
+    .expect("a snapshot")
+}
+
+fn find(snap: &Snapshot, f: impl Fn(&Socket) -> bool) -> Vec<&Socket> {
+    snap.sockets.iter().filter(|s| f(s)).collect()
+}
+
+/// A listener and two connections to it on `ip`; checks all five rows.
+fn listener_and_connections(ip: &str) {
+    let listener = TcpListener::bind((ip, 0)).expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let clients: Vec<TcpStream> = (0..2)
+        .map(|_| TcpStream::connect(addr).expect("connect"))
+        .collect();
+    let servers: Vec<TcpStream> = (0..2)
+        .map(|_| listener.accept().expect("accept").0)
+        .collect();
+    let snap = collect_now();
+    let ip: IpAddr = ip.parse().expect("ip");
+    let listen = find(&snap, |s| {
+        s.state == TcpState::Listen && s.local_port == addr.port() && s.local_ip == ip
+    });
+    assert_eq!(listen.len(), 1, "listener {addr} not in the table");
+    let me = std::process::id();
+    for c in &clients {
+        let cport = c.local_addr().expect("client addr").port();
+        let client_rows = find(&snap, |s| {
+            s.state == TcpState::Established
+                && s.local_port == cport
+                && s.remote_port == addr.port()
+                && s.local_ip == ip
+                && s.remote_ip == ip
+        });
+        assert_eq!(client_rows.len(), 1, "client side of {cport} → {addr}");
+        let server_rows = find(&snap, |s| {
+            s.state == TcpState::Established
+                && s.local_port == addr.port()
+                && s.remote_port == cport
+        });
+        assert_eq!(server_rows.len(), 1, "server side of {cport} → {addr}");
+        for s in client_rows.iter().chain(&server_rows).chain(&listen) {
+            assert!(
+                s.pid.is_none() || s.pid == Some(me),
+                "pid {:?} is neither unknown nor ours ({me})",
+                s.pid
+            );
+        }
+    }
+    drop(servers);
+}
+
+#[test]
+fn socket_table_lists_our_ipv4_listener_and_connections() {
+    listener_and_connections("127.0.0.1");
+}
+
+#[test]
+fn socket_table_lists_our_ipv6_listener_and_connections() {
+    if TcpListener::bind("[::1]:0").is_err() {
+        println!("SKIP: no IPv6 loopback here");
+        return;
+    }
+    listener_and_connections("::1");
+}
+
+#[test]
+fn active_close_leaves_client_ports_in_time_wait() {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let mut ports = Vec::new();
+    for _ in 0..3 {
+        let c = TcpStream::connect(addr).expect("connect");
+        let (mut s, _) = listener.accept().expect("accept");
+        ports.push(c.local_addr().expect("addr").port());
+        // The client closes first, so TIME_WAIT lands on its side.
+        c.shutdown(Shutdown::Both).expect("shutdown");
+        drop(c);
+        let mut buf = [0u8; 8];
+        let _ = s.read(&mut buf);
+        drop(s);
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let snap = collect_now();
+        let tw = find(&snap, |s| {
+            s.state == TcpState::TimeWait
+                && ports.contains(&s.local_port)
+                && s.remote_port == addr.port()
+        });
+        if tw.len() == ports.len() {
+            // Windows tables carry no TIME_WAIT timers and no owner.
+            assert!(tw
+                .iter()
+                .all(|s| s.time_wait_left_ms.is_none() && s.pid.is_none()));
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "TIME_WAIT rows for {ports:?}: {}",
+            tw.len()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn tcp_statistics_are_numbers() {
+    let snap = collect_now();
+    for key in [
+        "ActiveOpens",
+        "PassiveOpens",
+        "CurrEstab",
+        "ipv6.ActiveOpens",
+    ] {
+        let v = snap.counters.tcp.get(key).copied();
+        assert!(v.is_some_and(|v| v >= 0), "{key}: {v:?}");
+    }
+}
+
+/// A scratch key under HKCU, created with Windows' own `reg.exe` and deleted on drop.
+struct ScratchKey {
+    root: String,
+    params: String,
+}
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+fn reg(args: &[&str]) {
+    let out = Command::new("reg")
+        .args(args)
+        .output()
+        .expect("run reg.exe");
+    assert!(
+        out.status.success(),
+        "reg {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl ScratchKey {
+    fn new(values: &[(&str, u32)]) -> Self {
+        let root = format!(
+            r"HKCU\Software\portdoctor-test-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let params = format!(r"{root}\Parameters");
+        reg(&["add", &params, "/f"]);
+        for (name, v) in values {
+            reg(&[
+                "add",
+                &params,
+                "/v",
+                name,
+                "/t",
+                "REG_DWORD",
+                "/d",
+                &v.to_string(),
+                "/f",
+            ]);
+        }
+        Self { root, params }
+    }
+}
+
+impl Drop for ScratchKey {
+    fn drop(&mut self) {
+        let _ = Command::new("reg")
+            .args(["delete", &self.root, "/f"])
+            .output();
+    }
+}
+
+#[test]
+fn registry_values_come_from_the_scratch_key() {
+    let key = ScratchKey::new(&[
+        ("TcpTimedWaitDelay", 30),
+        ("MaxUserPort", 65534),
+        ("StrictTimeWaitSeqCheck", 1),
+    ]);
+    let mut notes = Vec::new();
+    let r = read_tcpip_registry(&key.params, &mut notes).expect("key readable");
+    assert_eq!(r.tcp_timed_wait_delay, Some(30));
+    assert_eq!(r.max_user_port, Some(65534));
+    assert_eq!(r.strict_time_wait_seq_check, Some(1));
+    // Absent values are the OS default, not zero.
+    assert_eq!(r.tcp_num_connections, None);
+    assert_eq!(r.max_hash_table_size, None);
+    assert!(notes.is_empty(), "{notes:?}");
+    // A missing key is unknown, with a note.
+    let root = key.root.clone();
+    drop(key);
+    let mut notes = Vec::new();
+    assert_eq!(
+        read_tcpip_registry(&format!(r"{root}\Parameters"), &mut notes),
+        None
+    );
+    assert!(notes[0].contains("not found"), "{notes:?}");
+    // The real key is readable (under Wine it holds none of these values).
+    let mut notes = Vec::new();
+    assert!(read_tcpip_registry(
+        r"HKLM\SYSTEM\CurrentControlSet\Services\Tcpip\Parameters",
+        &mut notes
+    )
+    .is_some());
+}
+
+fn portdoctor(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_portdoctor"))
+        .args(args)
+        .envs(env.iter().copied())
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run portdoctor.exe");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn check_json_reports_a_real_table_and_registry() {
+    let key = ScratchKey::new(&[("TcpTimedWaitDelay", 45), ("MaxUserPort", 5000)]);
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let (code, out, err) = portdoctor(
+        &["check", "--json"],
+        &[("PORTDOCTOR_TCPIP_PARAMS_KEY", key.params.as_str())],
+    );
+    assert!((0..=2).contains(&code), "exit {code}: {err}");
+    let v: Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(v["schema"], "portdoctor.check/v1");
+    assert_eq!(v["os"], "windows");
+    assert_eq!(v["source"], "iphelper");
+    assert!(
+        v["states"]["LISTEN"].as_u64().is_some_and(|n| n >= 1),
+        "{}",
+        v["states"]
+    );
+    let w = &v["settings"]["windows"];
+    assert_eq!(w["registry"]["TcpTimedWaitDelay"], 45);
+    assert_eq!(w["registry"]["MaxUserPort"], 5000);
+    assert!(w["registry"]["TcpNumConnections"].is_null());
+    assert_eq!(v["settings"]["time_wait_seconds"], 45);
+    assert_eq!(v["settings"]["time_wait_source"], "read");
+    assert!(v["counters"]["tcp"]["ActiveOpens"].is_i64());
+    // An unreadable event log is said, never counted as zero.
+    if w["events"].is_null() {
+        let notes = v["notes"].as_array().expect("notes");
+        assert!(
+            notes.iter().any(|n| n
+                .as_str()
+                .is_some_and(|n| n.contains("event log unreadable"))),
+            "{notes:?}"
+        );
+    }
+    drop(listener);
+    let _ = port;
+}
+
+#[test]
+fn check_human_report_runs() {
+    let (code, out, err) = portdoctor(&["check", "--top", "5"], &[]);
+    assert!((0..=2).contains(&code), "exit {code}: {err}");
+    assert!(out.starts_with("portdoctor check · "), "{out}");
+    assert!(out.contains("windows"), "{out}");
+    assert!(out.contains("TIME_WAIT"), "{out}");
+}
+
+#[test]
+fn linux_only_flags_are_usage_errors() {
+    for args in [
+        &["check", "--netns", "x"][..],
+        &["check", "--pid", "1"],
+        &["check", "--source", "procfs"],
+    ] {
+        let (code, _, err) = portdoctor(args, &[]);
+        assert_eq!(code, 4, "{args:?}: {err}");
+        assert!(err.contains("Linux"), "{err}");
+    }
+}
+
+#[test]
+fn collector_sees_a_bound_address_we_choose() {
+    // The table's addresses and ports are decoded in the right byte order: a listener on
+    // 127.0.0.2 (Linux routes all of 127/8 to loopback) shows exactly that address.
+    let Ok(listener) = TcpListener::bind("127.0.0.2:0") else {
+        println!("SKIP: cannot bind 127.0.0.2");
+        return;
+    };
+    let addr: SocketAddr = listener.local_addr().expect("addr");
+    let snap = collect_now();
+    assert_eq!(
+        find(&snap, |s| s.state == TcpState::Listen
+            && s.local_port == addr.port()
+            && s.local_ip == addr.ip())
+        .len(),
+        1
+    );
+}
