@@ -21,7 +21,9 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use portdoctor::analysis::{analyze, Thresholds};
 use portdoctor::report::json;
-use portdoctor::snapshot::{Os, PortRange, Settings, Snapshot, Socket, SocketSource, TcpState, ValueSource};
+use portdoctor::snapshot::{
+    Os, PortRange, Settings, Snapshot, Socket, SocketSource, TcpState, ValueSource,
+};
 
 /// The Linux default range: 28,232 ports per pool.
 const RANGE: (u16, u16) = (32768, 60999);
@@ -66,7 +68,14 @@ fn settings() -> Settings {
 }
 
 /// A client-side socket in `state`; TIME_WAIT gets a random remaining lifetime.
-fn client(rng: &mut Rng, state: TcpState, local: IpAddr, port: u16, remote: IpAddr, rport: u16) -> Socket {
+fn client(
+    rng: &mut Rng,
+    state: TcpState,
+    local: IpAddr,
+    port: u16,
+    remote: IpAddr,
+    rport: u16,
+) -> Socket {
     let tw = state == TcpState::TimeWait;
     Socket {
         state,
@@ -90,8 +99,16 @@ fn snapshot(n: usize) -> Snapshot {
 
     // Listeners: half on 0.0.0.0, half on one address; a few ports inside the range.
     for i in 0..LISTENERS {
-        let port = if i % 10 == 0 { RANGE.0 + 100 + i } else { 8000 + i };
-        let ip = if i % 2 == 0 { v4(0, 0, 0, 0) } else { v4(10, 0, 0, 1) };
+        let port = if i % 10 == 0 {
+            RANGE.0 + 100 + i
+        } else {
+            8000 + i
+        };
+        let ip = if i % 2 == 0 {
+            v4(0, 0, 0, 0)
+        } else {
+            v4(10, 0, 0, 1)
+        };
         sockets.push(Socket {
             state: TcpState::Listen,
             local_ip: ip,
@@ -108,9 +125,20 @@ fn snapshot(n: usize) -> Snapshot {
     // The hot pool: 10.0.0.1 → 10.2.0.1:5432, mostly TIME_WAIT.
     let hot_dst = v4(10, 2, 0, 1);
     for k in 0..HOT_POOL_SOCKETS {
-        let state = if k % 20 == 0 { TcpState::Established } else { TcpState::TimeWait };
+        let state = if k % 20 == 0 {
+            TcpState::Established
+        } else {
+            TcpState::TimeWait
+        };
         let port = RANGE.0 + (k as u16);
-        sockets.push(client(&mut rng, state, v4(10, 0, 0, 1), port, hot_dst, 5432));
+        sockets.push(client(
+            &mut rng,
+            state,
+            v4(10, 0, 0, 1),
+            port,
+            hot_dst,
+            5432,
+        ));
     }
 
     // bind()-before-connect from 10.0.0.9: ports unique across its 8 destinations, all of the
@@ -118,14 +146,25 @@ fn snapshot(n: usize) -> Snapshot {
     for k in 0..BIND_STYLE_SOCKETS {
         let port = RANGE.0 + 1 + 2 * (k as u16);
         let dst = server(k as u16 % 8);
-        sockets.push(client(&mut rng, TcpState::TimeWait, v4(10, 0, 0, 9), port, dst, 443));
+        sockets.push(client(
+            &mut rng,
+            TcpState::TimeWait,
+            v4(10, 0, 0, 9),
+            port,
+            dst,
+            443,
+        ));
     }
 
     // Inbound ESTABLISHED to the listeners: 10% of the rest.
     let rest = n - sockets.len();
     for k in 0..rest / 10 {
         let i = (k % usize::from(LISTENERS)) as u16;
-        let lport = if i % 10 == 0 { RANGE.0 + 100 + i } else { 8000 + i };
+        let lport = if i % 10 == 0 {
+            RANGE.0 + 100 + i
+        } else {
+            8000 + i
+        };
         let peer = v4(192, 168, (k / 60_000) as u8, (k % 250) as u8 + 1);
         sockets.push(Socket {
             state: TcpState::Established,
@@ -149,7 +188,11 @@ fn snapshot(n: usize) -> Snapshot {
         let local = v4(10, 0, 0, 1 + (p % 4) as u8);
         let dst = server(((p / 4) % 5) as u16);
         let rport = 6000 + (p / 20) as u16;
-        let state = if rng.below(10) == 0 { TcpState::Established } else { TcpState::TimeWait };
+        let state = if rng.below(10) == 0 {
+            TcpState::Established
+        } else {
+            TcpState::TimeWait
+        };
         sockets.push(client(&mut rng, state, local, next_port[p], dst, rport));
         next_port[p] += 1;
         k += 1;
@@ -168,9 +211,19 @@ fn bench_model(c: &mut Criterion) {
         let snap = snapshot(n);
         let thresholds = Thresholds::default();
         let analysis = analyze(&snap, thresholds);
-        assert!(analysis.pools.len() > 1000, "expected ~1,000 pools, got {}", analysis.pools.len());
-        assert!(!analysis.bind_before_connect.is_empty(), "bind pattern not detected");
-        assert!(!analysis.verdict.findings.is_empty(), "hot pool should give findings");
+        assert!(
+            analysis.pools.len() > 1000,
+            "expected ~1,000 pools, got {}",
+            analysis.pools.len()
+        );
+        assert!(
+            !analysis.bind_before_connect.is_empty(),
+            "bind pattern not detected"
+        );
+        assert!(
+            !analysis.verdict.findings.is_empty(),
+            "hot pool should give findings"
+        );
 
         let mut g = c.benchmark_group(format!("model/{label}"));
         g.sample_size(10)

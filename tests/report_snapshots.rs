@@ -45,9 +45,14 @@ fn human_report_critical_host() {
 fn human_report_top_limits_pools() {
     let mut b = SnapshotBuilder::linux();
     for i in 0..30u16 {
-        b = b
-            .restart_ports()
-            .pool("10.0.0.5", "10.0.0.9", 10_000 + i, u32::from(i) * 10, 0, (0, 0));
+        b = b.restart_ports().pool(
+            "10.0.0.5",
+            "10.0.0.9",
+            10_000 + i,
+            u32::from(i) * 10,
+            0,
+            (0, 0),
+        );
     }
     insta::assert_snapshot!(human(&b.build(), Some(3)));
 }
@@ -78,8 +83,17 @@ fn json_contract_shape() {
     }
     let pool = &v["pools"][0];
     for key in [
-        "scope", "local_ip", "remote_ip", "remote_port", "in_use", "time_wait",
-        "blocking_time_wait", "capacity", "utilization", "connect_rate_per_s", "eta_seconds",
+        "scope",
+        "local_ip",
+        "remote_ip",
+        "remote_port",
+        "in_use",
+        "time_wait",
+        "blocking_time_wait",
+        "capacity",
+        "utilization",
+        "connect_rate_per_s",
+        "eta_seconds",
         "processes",
     ] {
         assert!(pool.get(key).is_some(), "pool lacks {key}");
@@ -156,13 +170,23 @@ fn usage_errors_exit_4_with_a_reason() {
 fn man_page_and_completions_are_generated() {
     let (code, man, _) = cli(&["man"]);
     assert_eq!(code, 0);
-    assert!(man.contains(".TH portdoctor"), "{}", &man[..80.min(man.len())]);
+    assert!(
+        man.contains(".TH portdoctor"),
+        "{}",
+        &man[..80.min(man.len())]
+    );
     let (code, man, _) = cli(&["man", "check"]);
     assert_eq!(code, 0);
-    assert!(man.contains("portdoctor\\-check") && man.contains("\\-\\-netns"), "{man}");
+    assert!(
+        man.contains("portdoctor\\-check") && man.contains("\\-\\-netns"),
+        "{man}"
+    );
     for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
         let (code, out, _) = cli(&["completions", shell]);
         assert_eq!(code, 0, "{shell}");
-        assert!(out.contains("netns"), "{shell} completion lacks check's flags");
+        assert!(
+            out.contains("netns"),
+            "{shell} completion lacks check's flags"
+        );
     }
 }
