@@ -164,11 +164,14 @@ pub enum ValueSource {
     Default,
 }
 
-/// Settings that govern the ephemeral pools. `None` = could not be read.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+/// Settings that govern the ephemeral pools. `None` = could not be read. Serialized as the
+/// `settings` object of the `portdoctor.check/v1` contract.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
 pub struct Settings {
     pub ephemeral_ports: Option<PortRange>,
-    /// Reserved (Linux) or excluded (Windows) port ranges, merged and sorted.
+    /// Reserved (Linux) or excluded (Windows) port ranges, merged and sorted; `[[low, high]]`
+    /// in JSON.
+    #[serde(serialize_with = "ranges_as_pairs")]
     pub reserved_ports: Vec<PortRange>,
     pub time_wait_seconds: Option<u32>,
     pub time_wait_source: Option<ValueSource>,
@@ -178,6 +181,10 @@ pub struct Settings {
     pub max_tw_buckets: Option<u64>,
     pub tcp_timestamps: Option<u8>,
     pub fin_timeout_seconds: Option<u32>,
+}
+
+fn ranges_as_pairs<S: serde::Serializer>(ranges: &[PortRange], ser: S) -> Result<S::Ok, S::Error> {
+    ser.collect_seq(ranges.iter().map(|r| [r.low, r.high]))
 }
 
 /// Kernel counters since boot (of the namespace). Names follow `/proc/net/{snmp,netstat}`.

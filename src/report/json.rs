@@ -9,9 +9,7 @@ use serde_json::Value;
 use crate::analysis::{
     Analysis, BindPattern, Finding, Level, Pool, ProcessCount, Scope, Thresholds,
 };
-use crate::snapshot::{
-    HostInfo, Os, PortRange, Snapshot, SocketSource, ValueSource, WindowsSettings,
-};
+use crate::snapshot::{HostInfo, Os, Settings, Snapshot, SocketSource, WindowsSettings};
 
 pub const SCHEMA: &str = "portdoctor.check/v1";
 
@@ -61,16 +59,8 @@ pub struct Tool {
 
 #[derive(Serialize)]
 pub struct SettingsOut<'a> {
-    pub ephemeral_ports: Option<PortRange>,
-    pub reserved_ports: Vec<[u16; 2]>,
-    pub time_wait_seconds: Option<u32>,
-    pub time_wait_source: Option<ValueSource>,
-    pub tw_reuse: Option<u8>,
-    pub tw_reuse_delay_ms: Option<u32>,
-    pub tw_reuse_delay_source: Option<ValueSource>,
-    pub max_tw_buckets: Option<u64>,
-    pub tcp_timestamps: Option<u8>,
-    pub fin_timeout_seconds: Option<u32>,
+    #[serde(flatten)]
+    pub common: &'a Settings,
     /// Windows only (absent on Linux): dynamic ranges per IP version, excluded ranges, Tcpip
     /// registry values (`null` = absent, OS default) and events 4227/4231 (`null` = unreadable).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -146,7 +136,6 @@ pub fn check_report<'a>(
     a: &'a Analysis,
     top: Option<usize>,
 ) -> CheckReport<'a> {
-    let s = &snap.settings;
     let pick = |names: &[&'static str], map: &BTreeMap<String, i64>| {
         names
             .iter()
@@ -175,16 +164,7 @@ pub fn check_report<'a>(
         collected_at_unix_ms: snap.taken_at_unix_ms,
         source: snap.source,
         settings: SettingsOut {
-            ephemeral_ports: s.ephemeral_ports,
-            reserved_ports: s.reserved_ports.iter().map(|r| [r.low, r.high]).collect(),
-            time_wait_seconds: s.time_wait_seconds,
-            time_wait_source: s.time_wait_source,
-            tw_reuse: s.tw_reuse,
-            tw_reuse_delay_ms: s.tw_reuse_delay_ms,
-            tw_reuse_delay_source: s.tw_reuse_delay_source,
-            max_tw_buckets: s.max_tw_buckets,
-            tcp_timestamps: s.tcp_timestamps,
-            fin_timeout_seconds: s.fin_timeout_seconds,
+            common: &snap.settings,
             windows: snap.windows.as_ref(),
         },
         capacity: a.capacity.as_ref().map(|c| CapacityOut {
