@@ -47,6 +47,8 @@ pub enum Command {
     /// One-shot diagnosis: verdict, pools, findings with fixes
     #[command(after_help = format!("{CHECK_EXAMPLES}\n\n{EXIT_CODES}"))]
     Check(CheckArgs),
+    /// What-if model: sustainable connection rate, headroom, time to exhaustion, what fixes it
+    Capacity(crate::commands::capacity::CapacityArgs),
     /// Print shell completions to stdout
     #[command(
         after_help = "Example:\n  portdoctor completions bash > /etc/bash_completion.d/portdoctor"

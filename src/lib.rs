@@ -4,6 +4,7 @@
 //! model, verdict) → [`report`] (text, JSON). [`knobs`] is the knowledge base of OS settings.
 
 pub mod analysis;
+pub mod capacity;
 pub mod collect;
 pub mod fixture;
 pub mod knobs;

@@ -1,6 +1,7 @@
 //! One module per command: each turns parsed arguments into calls to the library and an
 //! exit code. Shared plumbing (stdout, exit codes, colour) lives here.
 
+pub mod capacity;
 pub mod check;
 
 use std::io::{IsTerminal, Write};

@@ -1,0 +1,261 @@
+//! Text and JSON (`portdoctor.capacity/v1`) rendering of a capacity answer.
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use super::{Change, HoldReason, Outcome, Preset, Scenario};
+use crate::analysis::Scope;
+use crate::report::{group, human_duration};
+use crate::snapshot::Os;
+
+pub const SCHEMA: &str = "portdoctor.capacity/v1";
+
+/// Everything `portdoctor capacity` prints.
+#[derive(Debug, Clone, Serialize)]
+pub struct CapacityReport {
+    pub schema: &'static str,
+    pub preset: Option<Preset>,
+    /// Where the inputs came from: `flags`, `host` or `netns:NAME`.
+    pub source: String,
+    pub scenario: Scenario,
+    pub outcome: Outcome,
+    /// Best first; empty when the demand fits or none was given.
+    pub changes: Vec<Change>,
+    /// Id of the first change (best first) that makes the demand fit alone.
+    pub recommended: Option<String>,
+    pub notes: Vec<String>,
+}
+
+impl CapacityReport {
+    pub fn new(
+        preset: Option<Preset>,
+        source: String,
+        scenario: Scenario,
+        mut notes: Vec<String>,
+    ) -> Self {
+        let outcome = super::evaluate(&scenario);
+        let changes = super::changes(&scenario);
+        let recommended = changes.iter().find(|c| c.fits).map(|c| c.id.clone());
+        if scenario.os == Os::Windows {
+            notes.push("Windows pools are per local address (the classic, conservative limit): ports may be shared across destinations with SO_REUSE_UNICASTPORT or an auto-reuse range, which portdoctor cannot see".into());
+        }
+        if scenario.rate_per_s.is_some() && scenario.destinations > 1 {
+            notes.push("traffic is assumed to spread evenly over destinations and source IPs; an uneven spread fills the busiest pool first".into());
+        }
+        Self {
+            schema: SCHEMA,
+            preset,
+            source,
+            scenario,
+            outcome,
+            changes,
+            recommended,
+            notes,
+        }
+    }
+}
+
+pub fn render_json(r: &CapacityReport) -> String {
+    let mut s =
+        serde_json::to_string_pretty(r).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
+    s.push('\n');
+    s
+}
+
+/// A rate as "470/s" (whole numbers from 10 up, one decimal below).
+pub fn rate(r: f64) -> String {
+    if !r.is_finite() {
+        "unlimited".into()
+    } else if r.abs() >= 10.0 {
+        let g = group(r.abs().round() as u64);
+        if r < 0.0 {
+            format!("-{g}/s")
+        } else {
+            format!("{g}/s")
+        }
+    } else {
+        format!("{r:.1}/s")
+    }
+}
+
+fn opt_rate(r: Option<f64>) -> String {
+    r.map_or_else(|| "unlimited (ports are not held)".into(), rate)
+}
+
+fn secs(s: f64) -> String {
+    if (s - s.round()).abs() < 1e-9 {
+        format!("{s:.0} s")
+    } else {
+        format!("{s:.2} s")
+    }
+}
+
+/// A count per second without the unit: "3,000", "2.5".
+fn per_s(r: f64) -> String {
+    rate(r).trim_end_matches("/s").to_string()
+}
+
+pub fn render_text(r: &CapacityReport) -> String {
+    let s = &r.scenario;
+    let o = &r.outcome;
+    let mut out = String::new();
+    let preset = r
+        .preset
+        .map_or_else(String::new, |p| format!(", preset {}", p.name()));
+    let _ = writeln!(
+        out,
+        "Capacity model ({}{preset}; inputs from {})",
+        match s.os {
+            Os::Linux => "Linux",
+            Os::Windows => "Windows",
+        },
+        r.source
+    );
+    let _ = writeln!(
+        out,
+        "  usable ports per pool  {}  (range {}-{}: {} ports, {} reserved/excluded, {} bound)",
+        group(u64::from(o.usable_ports)),
+        s.range.low,
+        s.range.high,
+        group(u64::from(o.range_ports)),
+        group(u64::from(o.reserved_in_range)),
+        group(u64::from(s.bound_ports))
+    );
+    let why = match o.hold_reason {
+        HoldReason::TimeWait => format!(
+            "lifetime {} + TIME_WAIT {}{}",
+            secs(s.lifetime_s),
+            secs(s.time_wait_s),
+            if s.os == Os::Linux && s.tw_reuse != 0 && !s.bind_before_connect {
+                if s.timestamps {
+                    " (tcp_tw_reuse does not apply to these destinations)"
+                } else {
+                    " (tcp_tw_reuse needs tcp_timestamps)"
+                }
+            } else if s.bind_before_connect {
+                " (bind() owns the ports through TIME_WAIT: no reuse)"
+            } else {
+                ""
+            }
+        ),
+        HoldReason::TwReuse => format!(
+            "lifetime {} + tcp_tw_reuse_delay {} (TIME_WAIT ports are reused)",
+            secs(s.lifetime_s),
+            secs(s.tw_reuse_delay_s)
+        ),
+        HoldReason::ServerClosesFirst => format!(
+            "lifetime {} (the server closes first: TIME_WAIT is on its side)",
+            secs(s.lifetime_s)
+        ),
+    };
+    let _ = writeln!(out, "  hold time per port     {}  ({why})", secs(o.hold_s));
+    let _ = writeln!(
+        out,
+        "  pools                  {}  ({})",
+        group(o.pools),
+        match o.scope {
+            Scope::Destination => format!(
+                "{} source IP(s) x {} destination(s): connect() ports are unique per destination",
+                s.source_ips.max(1),
+                s.destinations.max(1)
+            ),
+            _ if s.bind_before_connect && s.os == Os::Linux => format!(
+                "{} source IP(s): bind() before connect() makes ports unique per source IP",
+                s.source_ips.max(1)
+            ),
+            _ => format!("{} local address(es)", s.source_ips.max(1)),
+        }
+    );
+    let _ = writeln!(
+        out,
+        "  sustainable rate       {} per pool, {} in total",
+        opt_rate(o.per_pool_per_s),
+        opt_rate(o.total_per_s)
+    );
+    if let Some(d) = &o.demand {
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "Demand: {} requests/s offered, {:.0}% on reused connections -> {} new connections/s ({} per pool)",
+            per_s(d.offered_per_s),
+            s.keepalive_share * 100.0,
+            per_s(d.new_connections_per_s),
+            rate(d.per_pool_per_s)
+        );
+        let _ = writeln!(
+            out,
+            "  ports needed per pool  {} of {} ({:.0}%; Little's law: rate x hold time)",
+            group(d.ports_needed_per_pool.ceil() as u64),
+            group(u64::from(o.usable_ports)),
+            d.utilization * 100.0
+        );
+        if let Some(h) = d.headroom_per_s {
+            let _ = writeln!(
+                out,
+                "  headroom               {}{}",
+                rate(h),
+                if d.fits {
+                    format!(
+                        " ({:.0}% of the sustainable rate is free)",
+                        (1.0 - d.utilization).max(0.0) * 100.0
+                    )
+                } else {
+                    " (short: the demand does NOT fit)".into()
+                }
+            );
+        }
+        match d.time_to_exhaustion_s {
+            Some(t) => {
+                let _ = writeln!(
+                    out,
+                    "  time to exhaustion     {} from an empty pool ({:.1} s); then connect() fails with EADDRNOTAVAIL",
+                    human_duration(t),
+                    t
+                );
+            }
+            None => {
+                let _ = writeln!(
+                    out,
+                    "  time to exhaustion     never: the pools settle below their capacity"
+                );
+            }
+        }
+    }
+    if !r.changes.is_empty() {
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "Changes that make it fit (best first; + fits alone, - does not){}:",
+            r.recommended
+                .as_deref()
+                .map_or_else(String::new, |id| format!("; smallest: {id}"))
+        );
+        for c in &r.changes {
+            let _ = writeln!(
+                out,
+                "  {} {}  [{}]",
+                if c.fits { "+" } else { "-" },
+                c.what,
+                c.id
+            );
+            let _ = writeln!(
+                out,
+                "      capacity then {} in total; ports needed per pool {} of {}",
+                opt_rate(c.total_per_s_after),
+                group(c.ports_needed_per_pool.ceil() as u64),
+                group(u64::from(c.usable_ports))
+            );
+            for line in c.how.lines() {
+                let _ = writeln!(out, "      how: {line}");
+            }
+            if !c.tradeoff.is_empty() {
+                let _ = writeln!(out, "      cost: {}", c.tradeoff);
+            }
+        }
+    }
+    for n in &r.notes {
+        let _ = writeln!(out, "note: {n}");
+    }
+    out
+}
