@@ -10,4 +10,5 @@ pub mod fixture;
 pub mod knobs;
 pub mod report;
 pub mod snapshot;
+pub mod tune;
 pub mod units;

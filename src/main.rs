@@ -40,6 +40,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Check(args) => commands::check::run(&args),
+        Command::Tune(args) => commands::tune::run(&args),
         Command::Capacity(args) => commands::capacity::run(&args),
         Command::Completions { shell } => {
             let mut cmd = Cli::command();

@@ -278,6 +278,292 @@ pub fn tcpip_value_range(value: &str, build: Option<u32>) -> Option<(u32, u32)> 
     }
 }
 
+/// The machine check behind a knob's `valid` text: what `tune` accepts for `--set`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Check {
+    /// `LOW HIGH` (whitespace-separated), `min <= LOW <= HIGH <= max`.
+    PortRange { min: u16, max: u16 },
+    /// Comma-separated ports and `A-B` ranges, possibly empty (`ip_local_reserved_ports`).
+    PortList,
+    /// A decimal integer in `min..=max`.
+    Int { min: u64, max: u64 },
+    /// A REG_DWORD in `min..=max`, a power of two when `pow2`.
+    Dword { min: u32, max: u32, pow2: bool },
+    /// `start=S num=N` (or `S N`): `S >= min_start`, `N >= min_num`, `S + N <= 65536`.
+    StartNum { min_start: u16, min_num: u32 },
+}
+
+/// A value that passed a knob's [`Check`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum KnobValue {
+    Range(crate::snapshot::PortRange),
+    List(Vec<crate::snapshot::PortRange>),
+    Int(u64),
+    StartNum { start: u16, num: u32 },
+}
+
+impl KnobValue {
+    /// The text as `sysctl` prints it and as /proc/sys and sysctl.d accept it
+    /// (`10000 65000`, `8080,9000-9010`, `1`); `start=S num=N` for netsh ranges.
+    pub fn text(&self) -> String {
+        match self {
+            KnobValue::Range(r) => format!("{} {}", r.low, r.high),
+            KnobValue::List(l) => l
+                .iter()
+                .map(|r| {
+                    if r.low == r.high {
+                        r.low.to_string()
+                    } else {
+                        format!("{}-{}", r.low, r.high)
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(","),
+            KnobValue::Int(v) => v.to_string(),
+            KnobValue::StartNum { start, num } => format!("start={start} num={num}"),
+        }
+    }
+}
+
+impl std::fmt::Display for KnobValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text())
+    }
+}
+
+/// A value a knob does not accept, with the knob and its valid range.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid value {value:?} for {knob}: {problem}; valid: {valid}")]
+pub struct KnobError {
+    pub knob: String,
+    pub value: String,
+    pub problem: String,
+    /// The machine range and the knowledge-base words, e.g. `0..=2 (0 off, 1 on, 2 loopback only)`.
+    pub valid: String,
+}
+
+impl Check {
+    /// The accepted values in one line, e.g. `1024 <= LOW <= HIGH <= 65535`.
+    pub fn describe(self) -> String {
+        match self {
+            Check::PortRange { min, max } => {
+                format!("\"LOW HIGH\" with {min} <= LOW <= HIGH <= {max}")
+            }
+            Check::PortList => {
+                "comma-separated ports 1-65535 and ranges A-B (A <= B), or empty".into()
+            }
+            Check::Int { min, max } => format!("an integer {min}..={max}"),
+            Check::Dword { min, max, pow2 } => format!(
+                "an integer {min}..={max}{}",
+                if pow2 { ", a power of 2" } else { "" }
+            ),
+            Check::StartNum { min_start, min_num } => {
+                format!("\"start=S num=N\" with S >= {min_start}, N >= {min_num}, S + N <= 65536")
+            }
+        }
+    }
+
+    /// Parses and checks `text`; the error says what is wrong (without the knob name).
+    pub fn parse(self, text: &str) -> Result<KnobValue, String> {
+        use crate::snapshot::PortRange;
+        let t = text.trim();
+        match self {
+            Check::PortRange { min, max } => {
+                let words: Vec<&str> = t.split_whitespace().collect();
+                let [lo, hi] = words[..] else {
+                    return Err("want two ports LOW HIGH".into());
+                };
+                let port = |w: &str| {
+                    w.parse::<u16>()
+                        .map_err(|_| format!("{w:?} is not a port number 0-65535"))
+                };
+                let (lo, hi) = (port(lo)?, port(hi)?);
+                if lo > hi {
+                    return Err(format!("LOW {lo} is above HIGH {hi}"));
+                }
+                if lo < min {
+                    return Err(format!("LOW {lo} is below {min}"));
+                }
+                if hi > max {
+                    return Err(format!("HIGH {hi} is above {max}"));
+                }
+                Ok(KnobValue::Range(PortRange { low: lo, high: hi }))
+            }
+            Check::PortList => {
+                let mut out = Vec::new();
+                for item in t.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                    let port = |w: &str| match w.trim().parse::<u16>() {
+                        Ok(p) if p > 0 => Ok(p),
+                        _ => Err(format!("{w:?} is not a port number 1-65535")),
+                    };
+                    let r = if let Some((a, b)) = item.split_once('-') {
+                        let (a, b) = (port(a)?, port(b)?);
+                        PortRange::new(a, b)
+                            .ok_or_else(|| format!("range {item:?} runs backwards"))?
+                    } else {
+                        let p = port(item)?;
+                        PortRange { low: p, high: p }
+                    };
+                    out.push(r);
+                }
+                Ok(KnobValue::List(merge_port_ranges(out)))
+            }
+            Check::Int { min, max } => match t.parse::<u64>() {
+                Ok(v) if (min..=max).contains(&v) => Ok(KnobValue::Int(v)),
+                Ok(v) => Err(format!("{v} is outside {min}..={max}")),
+                Err(_) => Err(format!("{t:?} is not a non-negative integer")),
+            },
+            Check::Dword { min, max, pow2 } => match t.parse::<u32>() {
+                Ok(v) if !(min..=max).contains(&v) => Err(format!("{v} is outside {min}..={max}")),
+                Ok(v) if pow2 && !v.is_power_of_two() => Err(format!("{v} is not a power of 2")),
+                Ok(v) => Ok(KnobValue::Int(u64::from(v))),
+                Err(_) => Err(format!("{t:?} is not an integer 0..=4294967295")),
+            },
+            Check::StartNum { min_start, min_num } => {
+                let mut start = None;
+                let mut num = None;
+                let words: Vec<&str> = t.split_whitespace().collect();
+                for (i, &w) in words.iter().enumerate() {
+                    let (key, val) = match w.split_once('=') {
+                        Some((k, v)) => (k.to_ascii_lowercase(), v),
+                        None if words.len() == 2 => {
+                            ((if i == 0 { "start" } else { "num" }).to_string(), w)
+                        }
+                        None => return Err("want start=S num=N".into()),
+                    };
+                    let n: u32 = val
+                        .parse()
+                        .map_err(|_| format!("{val:?} is not a non-negative integer"))?;
+                    match key.as_str() {
+                        "start" => start = Some(n),
+                        "num" => num = Some(n),
+                        _ => return Err(format!("unknown field {key:?}; want start=S num=N")),
+                    }
+                }
+                let (Some(start), Some(num)) = (start, num) else {
+                    return Err("want start=S num=N".into());
+                };
+                if start < u32::from(min_start) || start > 65535 {
+                    return Err(format!("start {start} is outside {min_start}..=65535"));
+                }
+                if num < min_num {
+                    return Err(format!("num {num} is below {min_num}"));
+                }
+                if start + num > 65536 {
+                    return Err(format!(
+                        "start + num = {} is above 65536 (the last port would be {})",
+                        start + num,
+                        start + num - 1
+                    ));
+                }
+                Ok(KnobValue::StartNum {
+                    start: start as u16,
+                    num,
+                })
+            }
+        }
+    }
+}
+
+fn merge_port_ranges(
+    mut ranges: Vec<crate::snapshot::PortRange>,
+) -> Vec<crate::snapshot::PortRange> {
+    ranges.sort_by_key(|r| (r.low, r.high));
+    let mut merged: Vec<crate::snapshot::PortRange> = Vec::with_capacity(ranges.len());
+    for r in ranges {
+        match merged.last_mut() {
+            Some(last) if u32::from(r.low) <= u32::from(last.high) + 1 => {
+                last.high = last.high.max(r.high);
+            }
+            _ => merged.push(r),
+        }
+    }
+    merged
+}
+
+impl Knob {
+    /// The machine check of [`Knob::valid`]. For Tcpip values it is the widest documented
+    /// range (any build); `tune` narrows by build where it knows it.
+    pub fn check(&self) -> Check {
+        match self.id {
+            "net.ipv4.ip_local_port_range" => Check::PortRange {
+                min: 1024,
+                max: 65535,
+            },
+            "net.ipv4.ip_local_reserved_ports" => Check::PortList,
+            "net.ipv4.tcp_tw_reuse" | "net.ipv4.tcp_timestamps" => Check::Int { min: 0, max: 2 },
+            "net.ipv4.tcp_tw_reuse_delay" => Check::Int {
+                min: 1,
+                max: 60_000,
+            },
+            "net.ipv4.tcp_max_tw_buckets" => Check::Int {
+                min: 0,
+                max: i32::MAX as u64,
+            },
+            // proc_dointvec_jiffies refuses more than INT_MAX / HZ; HZ is at most 1000.
+            "net.ipv4.tcp_fin_timeout" => Check::Int {
+                min: 1,
+                max: 2_147_483,
+            },
+            "netsh.ipv4.dynamicport.tcp" | "netsh.ipv6.dynamicport.tcp" => Check::StartNum {
+                min_start: 1025,
+                min_num: 255,
+            },
+            "NetTCPSetting.AutoReusePortRange" => Check::StartNum {
+                min_start: 1025,
+                min_num: 0,
+            },
+            "tcpip.MaxHashTableSize" => Check::Dword {
+                min: 64,
+                max: 65536,
+                pow2: true,
+            },
+            "tcpip.MaxFreeTcbs" => Check::Dword {
+                min: 1,
+                max: u32::MAX,
+                pow2: false,
+            },
+            other => {
+                let name = other.trim_start_matches("tcpip.");
+                let (min, max) = tcpip_value_range(name, None).unwrap_or((0, u32::MAX));
+                Check::Dword {
+                    min,
+                    max,
+                    pow2: false,
+                }
+            }
+        }
+    }
+
+    /// Parses and checks a value for this knob; the error names the knob and its valid range.
+    pub fn validate(&self, value: &str) -> Result<KnobValue, KnobError> {
+        let check = self.check();
+        check.parse(value).map_err(|problem| KnobError {
+            knob: self.id.to_string(),
+            value: value.to_string(),
+            problem,
+            valid: format!("{} ({})", check.describe(), self.valid),
+        })
+    }
+
+    /// `/proc/sys/...` of a Linux sysctl (`net.ipv4.tcp_tw_reuse` → `net/ipv4/tcp_tw_reuse`,
+    /// relative to /proc/sys); `None` for other OSes.
+    pub fn proc_sys_path(&self) -> Option<String> {
+        (self.os == Os::Linux).then(|| self.id.replace('.', "/"))
+    }
+}
+
+/// Finds a knob by its id or, for Linux sysctls, by the name without `net.ipv4.`.
+pub fn find_knob(name: &str) -> Option<&'static Knob> {
+    let name = name.trim();
+    knob(name).or_else(|| {
+        KNOBS
+            .iter()
+            .find(|k| k.os == Os::Linux && k.id.strip_prefix("net.ipv4.") == Some(name))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

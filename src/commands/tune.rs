@@ -1,0 +1,475 @@
+//! `portdoctor tune plan | apply | rollback | history`.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand, ValueEnum};
+use portdoctor::collect::{self, CollectOptions, Namespace, SourcePreference};
+use portdoctor::snapshot::Snapshot;
+use portdoctor::tune::{self, plan, render, Goal, Plan, Profile};
+
+use super::{write_stdout, EXIT_COLLECT, EXIT_USAGE};
+
+const TUNE_EXAMPLES: &str = "\
+Examples:
+  portdoctor tune plan --set net.ipv4.ip_local_port_range=\"10000 65000\"
+  portdoctor tune plan --profile client-heavy
+  portdoctor tune plan --target-rate 2000/s --lifetime 200ms
+  portdoctor tune apply --profile conservative            dry run: prints the plan
+  portdoctor tune apply --profile conservative --yes      backup, apply, verify
+  portdoctor tune history
+  portdoctor tune rollback                                 undo the latest apply
+
+Exit codes:
+  0  done (or nothing to change)
+  3  could not collect, apply or roll back (not root, kernel refused; what changed was restored)
+  4  bad command line, invalid value, or a refused (unsafe) plan";
+
+#[derive(Debug, Args)]
+#[command(after_help = TUNE_EXAMPLES)]
+pub struct TuneArgs {
+    #[command(subcommand)]
+    pub command: TuneCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TuneCommand {
+    /// Show what would change, what it buys, the exact commands and the risks (changes nothing)
+    #[command(after_help = TUNE_EXAMPLES)]
+    Plan(GoalArgs),
+    /// Apply a plan: dry run unless --yes; backup first, verify, roll back on failure
+    #[command(after_help = TUNE_EXAMPLES)]
+    Apply(ApplyArgs),
+    /// Restore the exact prior values from a backup (default: the latest not rolled back)
+    #[command(after_help = TUNE_EXAMPLES)]
+    Rollback(RollbackArgs),
+    /// List backups: id, time, namespace, status, changes
+    History(HistoryArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProfileArg {
+    /// Many short outbound connections: range 10000-65535, tcp_tw_reuse=1
+    ClientHeavy,
+    /// Inbound and outbound: as client-heavy, tcp_max_tw_buckets >= 262144
+    Proxy,
+    /// Only a wider range (15000-65000)
+    Conservative,
+}
+
+#[derive(Debug, Args)]
+pub struct GoalArgs {
+    /// Set KNOB to VALUE (repeatable); KNOB as in `sysctl`, e.g. net.ipv4.tcp_tw_reuse=1
+    #[arg(long = "set", value_name = "KNOB=VALUE")]
+    pub set: Vec<String>,
+    /// A ready-made set of changes
+    #[arg(long, value_enum)]
+    pub profile: Option<ProfileArg>,
+    /// New outbound connections per second one pool must sustain, e.g. 2000/s
+    #[arg(long, value_name = "N/s")]
+    pub target_rate: Option<String>,
+    /// How long connections stay open before they close (for --target-rate)
+    #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = crate::units_parse_duration)]
+    pub lifetime: f64,
+    /// Work in the network namespace /run/netns/NAME
+    #[arg(long, value_name = "NAME")]
+    pub netns: Option<String>,
+    /// Print JSON (schema portdoctor.tune-plan/v1)
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    #[command(flatten)]
+    pub goal: GoalArgs,
+    /// Really apply (without it: a dry run that prints the plan)
+    #[arg(long)]
+    pub yes: bool,
+    /// Where backups are written
+    #[arg(long, value_name = "DIR", default_value = tune::DEFAULT_STATE_DIR)]
+    pub state_dir: PathBuf,
+    /// Where the persistent drop-in 90-portdoctor.conf goes [default: /etc/sysctl.d; with
+    /// --netns: none, runtime only]
+    #[arg(long, value_name = "DIR")]
+    pub sysctl_dir: Option<PathBuf>,
+    /// Change the runtime values only; write no drop-in
+    #[arg(long, conflicts_with = "sysctl_dir")]
+    pub no_persist: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    /// The backup to restore (see `tune history`) [default: the latest not rolled back]
+    #[arg(long, value_name = "ID")]
+    pub id: Option<String>,
+    /// Only consider backups taken in the network namespace NAME
+    #[arg(long, value_name = "NAME")]
+    pub netns: Option<String>,
+    #[arg(long, value_name = "DIR", default_value = tune::DEFAULT_STATE_DIR)]
+    pub state_dir: PathBuf,
+    /// Print JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    #[arg(long, value_name = "DIR", default_value = tune::DEFAULT_STATE_DIR)]
+    pub state_dir: PathBuf,
+    /// Print JSON (the backup records)
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: &TuneArgs) -> anyhow::Result<ExitCode> {
+    match &args.command {
+        TuneCommand::Plan(g) => run_plan(g),
+        TuneCommand::Apply(a) => run_apply(a),
+        TuneCommand::Rollback(r) => run_rollback(r),
+        TuneCommand::History(h) => run_history(h),
+    }
+}
+
+fn usage(msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("portdoctor: error: {msg}");
+    ExitCode::from(EXIT_USAGE)
+}
+
+fn failed(msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("portdoctor: error: {msg}");
+    ExitCode::from(EXIT_COLLECT)
+}
+
+fn goal_of(g: &GoalArgs) -> Result<Goal, plan::PlanError> {
+    let sets = g
+        .set
+        .iter()
+        .map(|s| plan::parse_set(s))
+        .collect::<Result<Vec<_>, _>>()?;
+    let target_rate_per_s = g.target_rate.as_deref().map(plan::parse_rate).transpose()?;
+    let goal = Goal {
+        sets,
+        profile: g.profile.map(|p| match p {
+            ProfileArg::ClientHeavy => Profile::ClientHeavy,
+            ProfileArg::Proxy => Profile::Proxy,
+            ProfileArg::Conservative => Profile::Conservative,
+        }),
+        target_rate_per_s,
+        lifetime_seconds: g.lifetime,
+    };
+    if goal.is_empty() {
+        return Err(plan::PlanError::NoGoal);
+    }
+    Ok(goal)
+}
+
+fn snapshot(netns: Option<&String>) -> anyhow::Result<Snapshot> {
+    if cfg!(windows) && netns.is_some() {
+        anyhow::bail!("--netns is Linux-only");
+    }
+    let opts = CollectOptions {
+        source: SourcePreference::Auto,
+        owners: false,
+        namespace: netns.map_or(Namespace::Current, |n| Namespace::Named(n.clone())),
+    };
+    Ok(collect::native(opts)?.snapshot()?)
+}
+
+/// The plan for `g` on this host (or namespace); `Err(code)` when it must stop.
+fn make_plan(g: &GoalArgs, sysctl_dir: Option<&PathBuf>) -> Result<Plan, ExitCode> {
+    let goal = goal_of(g).map_err(usage)?;
+    let snap = snapshot(g.netns.as_ref()).map_err(|e| failed(format!("{e:#}")))?;
+    let mut p = plan::plan(&snap, &goal).map_err(usage)?;
+    if let Some(d) = p.dropin.as_mut() {
+        match sysctl_dir {
+            Some(dir) => d.path = dir.join(tune::DROPIN_NAME).display().to_string(),
+            None if g.netns.is_some() => p.dropin = None,
+            None => {}
+        }
+    }
+    Ok(p)
+}
+
+fn apply_hint(g: &GoalArgs) -> String {
+    let mut s = String::from("portdoctor tune apply");
+    for set in &g.set {
+        let (k, v) = set.split_once('=').unwrap_or((set, ""));
+        if v.contains(' ') {
+            let _ = write!(s, " --set {k}=\"{v}\"");
+        } else {
+            let _ = write!(s, " --set {set}");
+        }
+    }
+    if let Some(p) = g.profile {
+        let _ = write!(
+            s,
+            " --profile {}",
+            p.to_possible_value()
+                .map_or(String::new(), |v| v.get_name().to_string())
+        );
+    }
+    if let Some(r) = &g.target_rate {
+        let _ = write!(s, " --target-rate {r}");
+    }
+    if g.lifetime > 0.0 {
+        let _ = write!(s, " --lifetime {}s", g.lifetime);
+    }
+    if let Some(n) = &g.netns {
+        let _ = write!(s, " --netns {n}");
+    }
+    s.push_str(" --yes");
+    s
+}
+
+fn run_plan(g: &GoalArgs) -> anyhow::Result<ExitCode> {
+    let p = match make_plan(g, None) {
+        Ok(p) => p,
+        Err(code) => return Ok(code),
+    };
+    if g.json {
+        write_stdout((serde_json::to_string_pretty(&p)? + "\n").as_bytes())?;
+    } else {
+        write_stdout(render::plan_text(&p, Some(&apply_hint(g))).as_bytes())?;
+    }
+    Ok(ExitCode::from(if p.is_refused() { EXIT_USAGE } else { 0 }))
+}
+
+#[cfg(target_os = "linux")]
+fn run_apply(a: &ApplyArgs) -> anyhow::Result<ExitCode> {
+    use portdoctor::tune::linux;
+
+    let g = &a.goal;
+    let sysctl_dir = if a.no_persist {
+        None
+    } else {
+        match (&a.sysctl_dir, &g.netns) {
+            (Some(d), _) => Some(d.clone()),
+            (None, Some(_)) => None,
+            (None, None) => Some(PathBuf::from(tune::DEFAULT_SYSCTL_DIR)),
+        }
+    };
+    let p = match make_plan(g, sysctl_dir.as_ref()) {
+        Ok(p) => p,
+        Err(code) => return Ok(code),
+    };
+    if p.is_refused() {
+        if g.json {
+            write_stdout((serde_json::to_string_pretty(&p)? + "\n").as_bytes())?;
+        } else {
+            write_stdout(render::plan_text(&p, None).as_bytes())?;
+        }
+        eprintln!(
+            "portdoctor: error: the plan is refused (see REFUSED above); nothing was changed"
+        );
+        return Ok(ExitCode::from(EXIT_USAGE));
+    }
+    if !a.yes {
+        if g.json {
+            write_stdout((serde_json::to_string_pretty(&p)? + "\n").as_bytes())?;
+        } else {
+            let mut out = render::plan_text(&p, Some(&apply_hint(g)));
+            out.push_str("\ndry run: nothing was changed; add --yes to apply\n");
+            write_stdout(out.as_bytes())?;
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let paths = linux::Paths {
+        state_dir: a.state_dir.clone(),
+        sysctl_dir: sysctl_dir.filter(|_| p.dropin.is_some()),
+        proc_sys: PathBuf::from("/proc/sys"),
+    };
+    match linux::apply(&p, &paths) {
+        Ok(outcome) => {
+            if g.json {
+                let v = serde_json::json!({
+                    "schema": "portdoctor.tune-apply/v1",
+                    "plan": p,
+                    "outcome": outcome,
+                });
+                write_stdout((serde_json::to_string_pretty(&v)? + "\n").as_bytes())?;
+            } else {
+                write_stdout(apply_text(&p, &outcome, g.netns.as_deref()).as_bytes())?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => Ok(failed(e)),
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn apply_text(p: &Plan, o: &portdoctor::tune::linux::ApplyOutcome, netns: Option<&str>) -> String {
+    let mut s = String::new();
+    if o.backup_id.is_none() {
+        s.push_str("nothing to change: every value is already as planned (no backup written)\n");
+        for a in &o.already {
+            let _ = writeln!(s, "same     {a}");
+        }
+        for u in &p.unchanged {
+            let _ = writeln!(s, "same     {u}");
+        }
+        return s;
+    }
+    if let (Some(id), Some(path)) = (&o.backup_id, &o.backup_path) {
+        let _ = writeln!(s, "backup   {id}  ({})", path.display());
+    }
+    for c in &o.changed {
+        let knob = c.split(':').next().unwrap_or("");
+        let when = p
+            .changes
+            .iter()
+            .find(|x| x.knob == knob)
+            .map_or("", |x| x.takes_effect);
+        let _ = writeln!(s, "changed  {c}  ({when})");
+    }
+    for a in &o.already {
+        let _ = writeln!(s, "same     {a}");
+    }
+    match (&o.dropin, o.dropin_changed) {
+        (Some(d), true) => {
+            let _ = writeln!(s, "persist  {} written", d.display());
+        }
+        (Some(d), false) => {
+            let _ = writeln!(s, "persist  {} already up to date", d.display());
+        }
+        (None, _) => {
+            let _ = writeln!(
+                s,
+                "persist  none: runtime values only (lost at reboot or when the namespace goes)"
+            );
+        }
+    }
+    let _ = writeln!(s, "verified every value reads back as written");
+    let _ = writeln!(s, "capacity {}", render::capacity_line(&p.capacity_after));
+    let _ = writeln!(
+        s,
+        "undo     portdoctor tune rollback --id {}{}",
+        o.backup_id.as_deref().unwrap_or("?"),
+        netns.map(|n| format!(" --netns {n}")).unwrap_or_default()
+    );
+    s
+}
+
+#[cfg(target_os = "linux")]
+fn run_rollback(r: &RollbackArgs) -> anyhow::Result<ExitCode> {
+    use portdoctor::collect::linux::netns;
+    use portdoctor::tune::linux;
+
+    let b = match linux::pick_backup(&r.state_dir, r.id.as_deref(), r.netns.as_deref()) {
+        Ok(b) => b,
+        Err(e) => return Ok(failed(e)),
+    };
+    if let (Some(want), Some(id)) = (&r.netns, &r.id) {
+        if b.netns.as_deref() != Some(want.as_str()) {
+            return Ok(usage(format!(
+                "backup {id} was taken in namespace {}, not {want}",
+                b.netns.as_deref().unwrap_or("default (the host's own)")
+            )));
+        }
+    }
+    // The backup says where its values live: enter that namespace before opening /proc/sys.
+    if let Some(n) = &b.netns {
+        if let Err(e) = netns::enter(&Namespace::Named(n.clone())) {
+            return Ok(failed(e));
+        }
+    }
+    match linux::rollback(&b, &r.state_dir) {
+        Ok(o) => {
+            if r.json {
+                write_stdout((serde_json::to_string_pretty(&o)? + "\n").as_bytes())?;
+            } else {
+                let mut s = format!(
+                    "rolled back {} (netns {})\n",
+                    o.id,
+                    b.netns.as_deref().unwrap_or("default")
+                );
+                for v in &o.restored {
+                    let _ = writeln!(s, "restored {v}");
+                }
+                if let Some(d) = &o.dropin {
+                    let _ = writeln!(s, "persist  {d}");
+                }
+                s.push_str("verified every value reads back byte for byte as before\n");
+                write_stdout(s.as_bytes())?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => Ok(failed(e)),
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn run_history(h: &HistoryArgs) -> anyhow::Result<ExitCode> {
+    use portdoctor::tune::linux;
+
+    let (all, notes) = match linux::history(&h.state_dir) {
+        Ok(x) => x,
+        Err(e) => return Ok(failed(e)),
+    };
+    if h.json {
+        write_stdout((serde_json::to_string_pretty(&all)? + "\n").as_bytes())?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut s = String::new();
+    if all.is_empty() {
+        let _ = writeln!(s, "no backups in {}", h.state_dir.display());
+    } else {
+        let _ = writeln!(
+            s,
+            "{:<24} {:<20} {:<16} {:<26} CHANGES",
+            "ID", "CREATED", "NETNS", "STATUS"
+        );
+    }
+    for b in &all {
+        let changes: Vec<String> = b
+            .values
+            .iter()
+            .map(|v| {
+                format!(
+                    "{}: {} → {}",
+                    v.knob,
+                    linux::shown(&v.prior),
+                    linux::shown(&v.new)
+                )
+            })
+            .chain(b.dropin.as_ref().map(|d| format!("{}", d.path.display())))
+            .collect();
+        let _ = writeln!(
+            s,
+            "{:<24} {:<20} {:<16} {:<26} {}",
+            b.id,
+            b.created,
+            b.netns.as_deref().unwrap_or("default"),
+            b.status,
+            changes.join("; ")
+        );
+    }
+    for n in notes {
+        let _ = writeln!(s, "note: {n}");
+    }
+    write_stdout(s.as_bytes())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn run_apply(a: &ApplyArgs) -> anyhow::Result<ExitCode> {
+    let _ = a;
+    Ok(failed("`tune apply` is implemented for Linux only so far; on Windows run the commands `tune plan` prints"))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn run_rollback(r: &RollbackArgs) -> anyhow::Result<ExitCode> {
+    let _ = r;
+    Ok(failed(
+        "`tune rollback` is implemented for Linux only so far",
+    ))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn run_history(h: &HistoryArgs) -> anyhow::Result<ExitCode> {
+    let _ = h;
+    Ok(failed(
+        "`tune history` is implemented for Linux only so far",
+    ))
+}

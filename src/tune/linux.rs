@@ -1,0 +1,661 @@
+//! Applying a Linux plan: backup first (fsync'd JSON in the state dir), then /proc/sys and the
+//! sysctl.d drop-in, verify by re-reading, roll back on any failure; `rollback` restores the
+//! exact prior bytes; `history` lists backups.
+//!
+//! Every write goes through [`Writer`], which counts it. Debug builds (what `cargo test` runs)
+//! honour `PORTDOCTOR_FAULT_AFTER_WRITES=N`: the process aborts right after its N-th write, so
+//! the crash-safety test can stop an apply between every pair of writes. Release builds compile
+//! the hook out (`cfg(debug_assertions)`).
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use super::plan::Plan;
+use crate::knobs;
+
+/// Schema of a backup file.
+pub const BACKUP_SCHEMA: &str = "portdoctor.tune-backup/v1";
+
+#[derive(Debug, thiserror::Error)]
+pub enum TuneError {
+    #[error(
+        "`tune {0}` changes kernel settings and needs root (run it with sudo); nothing was changed"
+    )]
+    NotRoot(&'static str),
+    #[error("{what} {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Other(String),
+    #[error("no backup {0:?} in {1}; list them with `portdoctor tune history`")]
+    NoSuchBackup(String, PathBuf),
+    #[error("no backup to roll back in {0} (every backup there is already rolled back, or there is none)")]
+    NothingToRollBack(PathBuf),
+}
+
+fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> TuneError {
+    let path = path.to_path_buf();
+    move |source| TuneError::Io { what, path, source }
+}
+
+/// One value as it was before apply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavedValue {
+    pub knob: String,
+    pub path: PathBuf,
+    /// The exact bytes the kernel printed before (UTF-8; sysctl text is ASCII).
+    pub prior: String,
+    /// What apply writes.
+    pub new: String,
+}
+
+/// The drop-in as it was before apply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavedDropIn {
+    pub path: PathBuf,
+    /// `None` = the file did not exist.
+    pub prior: Option<String>,
+    pub new: String,
+}
+
+/// A backup file in the state dir: everything rollback needs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Backup {
+    pub schema: String,
+    pub id: String,
+    pub created_unix_ms: u64,
+    /// UTC, `2026-11-28T04:45:10Z`.
+    pub created: String,
+    pub netns: Option<String>,
+    pub hostname: Option<String>,
+    pub kernel: Option<String>,
+    /// `applying` (written before the first change; a crash leaves it so), `applied`,
+    /// `apply_failed_rolled_back`, `rolled_back`.
+    pub status: String,
+    #[serde(default)]
+    pub status_detail: Option<String>,
+    pub values: Vec<SavedValue>,
+    pub dropin: Option<SavedDropIn>,
+}
+
+/// Where things live; tests point all of them at temporary directories.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    pub state_dir: PathBuf,
+    /// `None` = do not persist (runtime only).
+    pub sysctl_dir: Option<PathBuf>,
+    pub proc_sys: PathBuf,
+}
+
+/// Counts writes; the fault-injection hook lives here.
+struct Writer {
+    count: u32,
+    fault_after: Option<u32>,
+}
+
+impl Writer {
+    fn new() -> Self {
+        #[cfg(debug_assertions)]
+        let fault_after = std::env::var("PORTDOCTOR_FAULT_AFTER_WRITES")
+            .ok()
+            .and_then(|v| v.parse().ok());
+        #[cfg(not(debug_assertions))]
+        let fault_after = None;
+        Writer {
+            count: 0,
+            fault_after,
+        }
+    }
+
+    fn wrote(&mut self) {
+        self.count += 1;
+        if self.fault_after == Some(self.count) {
+            eprintln!(
+                "portdoctor: fault injection: aborting after write {}",
+                self.count
+            );
+            std::process::abort();
+        }
+    }
+
+    /// Writes a /proc/sys value in one write(2), as sysctl(8) does.
+    fn sysctl(&mut self, path: &Path, value: &str) -> Result<(), TuneError> {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .open(path)
+            .map_err(io("cannot open for writing", path))?;
+        let res = f
+            .write_all(value.as_bytes())
+            .map_err(io("the kernel refused the value for", path));
+        // A failed write may still have changed something; count it either way.
+        self.wrote();
+        res
+    }
+
+    /// Replaces a file atomically: temp file, fsync, rename, fsync the directory.
+    fn file(&mut self, path: &Path, content: &str) -> Result<(), TuneError> {
+        let dir = path.parent().unwrap_or(Path::new("."));
+        fs::create_dir_all(dir).map_err(io("cannot create directory", dir))?;
+        let tmp = dir.join(format!(
+            ".{}.tmp-{}",
+            path.file_name().map_or("f".into(), |n| n.to_string_lossy()),
+            std::process::id()
+        ));
+        {
+            let mut f = File::create(&tmp).map_err(io("cannot create", &tmp))?;
+            f.write_all(content.as_bytes())
+                .and_then(|()| f.sync_all())
+                .map_err(io("cannot write", &tmp))?;
+        }
+        fs::rename(&tmp, path).map_err(io("cannot rename into place", path))?;
+        sync_dir(dir)?;
+        self.wrote();
+        Ok(())
+    }
+
+    fn remove(&mut self, path: &Path) -> Result<(), TuneError> {
+        match fs::remove_file(path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io("cannot remove", path)(e)),
+        }
+        sync_dir(path.parent().unwrap_or(Path::new(".")))?;
+        self.wrote();
+        Ok(())
+    }
+}
+
+fn sync_dir(dir: &Path) -> Result<(), TuneError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io("cannot fsync directory", dir))
+}
+
+/// A sysctl value for people: whitespace runs as one space, `(empty)` for nothing.
+pub fn shown(v: &str) -> String {
+    let t = v.split_whitespace().collect::<Vec<_>>().join(" ");
+    if t.is_empty() {
+        "(empty)".into()
+    } else {
+        t
+    }
+}
+
+/// Effective uid 0 (from /proc/self/status, no unsafe needed).
+pub fn is_root() -> bool {
+    fs::read_to_string("/proc/self/status").ok().and_then(|s| {
+        let line = s.lines().find(|l| l.starts_with("Uid:"))?.to_string();
+        line.split_whitespace().nth(2)?.parse::<u32>().ok()
+    }) == Some(0)
+}
+
+fn read(path: &Path) -> Result<String, TuneError> {
+    fs::read_to_string(path).map_err(io("cannot read", path))
+}
+
+fn read_optional(path: &Path) -> Result<Option<String>, TuneError> {
+    match fs::read_to_string(path) {
+        Ok(s) => Ok(Some(s)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io("cannot read", path)(e)),
+    }
+}
+
+/// The drop-in with `lines` merged in: other lines stay, lines for the same keys are replaced.
+pub fn merge_dropin(prior: Option<&str>, lines: &[(String, String)]) -> String {
+    let key_of = |l: &str| -> Option<String> {
+        let t = l.trim().trim_start_matches('-');
+        if t.starts_with('#') || t.starts_with(';') {
+            return None;
+        }
+        let (k, _) = t.split_once('=')?;
+        Some(k.trim().replace('/', "."))
+    };
+    let mut out = String::new();
+    let mut had_header = false;
+    for l in prior.unwrap_or("").lines() {
+        if l.starts_with("# Written by portdoctor tune") {
+            had_header = true;
+        }
+        if key_of(l).is_some_and(|k| lines.iter().any(|(lk, _)| *lk == k)) {
+            continue;
+        }
+        out.push_str(l);
+        out.push('\n');
+    }
+    if !had_header && prior.is_none() {
+        out.insert_str(
+            0,
+            "# Written by portdoctor tune apply; undo with `portdoctor tune rollback`.\n",
+        );
+    }
+    for (k, v) in lines {
+        let _ = writeln!(out, "{k} = {v}");
+    }
+    out
+}
+
+use std::fmt::Write as _;
+
+/// `2026-11-28T04:45:10Z` from Unix milliseconds (civil-from-days, proleptic Gregorian).
+pub fn utc_string(unix_ms: u64) -> String {
+    let secs = unix_ms / 1000;
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// What apply did.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ApplyOutcome {
+    /// `None` when nothing needed changing (no backup written).
+    pub backup_id: Option<String>,
+    pub backup_path: Option<PathBuf>,
+    /// `knob: prior → new` for each value written.
+    pub changed: Vec<String>,
+    /// Knobs of the plan that already had the value.
+    pub already: Vec<String>,
+    pub dropin: Option<PathBuf>,
+    pub dropin_changed: bool,
+}
+
+fn backup_path(state_dir: &Path, id: &str) -> PathBuf {
+    state_dir.join(format!("{id}.json"))
+}
+
+fn write_backup(w: &mut Writer, state_dir: &Path, b: &Backup) -> Result<PathBuf, TuneError> {
+    let path = backup_path(state_dir, &b.id);
+    let json = serde_json::to_string_pretty(b).map_err(|e| TuneError::Other(e.to_string()))?;
+    w.file(&path, &(json + "\n"))?;
+    Ok(path)
+}
+
+fn new_id(state_dir: &Path, unix_ms: u64) -> String {
+    let t = utc_string(unix_ms).replace([':', '-'], "");
+    let base = format!("{}.{:03}Z", t.trim_end_matches('Z'), unix_ms % 1000);
+    let mut id = base.clone();
+    let mut n = 2;
+    while backup_path(state_dir, &id).exists() {
+        id = format!("{base}-{n}");
+        n += 1;
+    }
+    id
+}
+
+/// Parses a kernel value and the wanted one with the knob's syntax, so `32768\t60999` equals
+/// `32768 60999`. Falls back to whitespace-insensitive text comparison.
+fn same_value(knob_id: &str, current: &str, wanted: &str) -> bool {
+    let norm = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
+    match knobs::knob(knob_id).map(knobs::Knob::check) {
+        Some(c) => match (c.parse(current), c.parse(wanted)) {
+            (Ok(a), Ok(b)) => a == b,
+            _ => norm(current) == norm(wanted),
+        },
+        None => norm(current) == norm(wanted),
+    }
+}
+
+/// Applies `plan` (already checked: no refusals) in the current namespace.
+pub fn apply(plan: &Plan, paths: &Paths) -> Result<ApplyOutcome, TuneError> {
+    if plan.is_refused() {
+        return Err(TuneError::Other(format!(
+            "the plan is refused: {}",
+            plan.refusals.join("; ")
+        )));
+    }
+    let mut values = Vec::new();
+    let mut already = Vec::new();
+    for c in &plan.changes {
+        let knob = knobs::knob(c.knob).ok_or_else(|| TuneError::Other(c.knob.to_string()))?;
+        let rel = knob
+            .proc_sys_path()
+            .ok_or_else(|| TuneError::Other(format!("{} is not a Linux sysctl", c.knob)))?;
+        let path = paths.proc_sys.join(rel);
+        let prior = match fs::read_to_string(&path) {
+            Ok(p) => p,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(TuneError::Other(format!(
+                    "{} does not exist on this kernel ({}): it cannot be set here; nothing was changed",
+                    c.knob,
+                    path.display()
+                )))
+            }
+            Err(e) => return Err(io("cannot read", &path)(e)),
+        };
+        if same_value(c.knob, &prior, &c.proposed) {
+            already.push(format!("{} is already {}", c.knob, c.proposed));
+            continue;
+        }
+        values.push(SavedValue {
+            knob: c.knob.to_string(),
+            path,
+            prior,
+            new: c.proposed.clone(),
+        });
+    }
+    // Persistent part: every planned knob, so a value set at runtime by hand gets persisted too.
+    let dropin = match (&paths.sysctl_dir, &plan.dropin) {
+        (Some(dir), Some(d)) if !plan.changes.is_empty() => {
+            let path = dir.join(super::DROPIN_NAME);
+            let prior = read_optional(&path)?;
+            let lines: Vec<(String, String)> = plan
+                .changes
+                .iter()
+                .map(|c| (c.knob.to_string(), c.proposed.clone()))
+                .collect();
+            let _ = d;
+            let new = merge_dropin(prior.as_deref(), &lines);
+            (prior.as_deref() != Some(new.as_str())).then_some(SavedDropIn { path, prior, new })
+        }
+        _ => None,
+    };
+    if values.is_empty() && dropin.is_none() {
+        return Ok(ApplyOutcome {
+            backup_id: None,
+            backup_path: None,
+            changed: Vec::new(),
+            already,
+            dropin: paths
+                .sysctl_dir
+                .as_ref()
+                .map(|d| d.join(super::DROPIN_NAME)),
+            dropin_changed: false,
+        });
+    }
+    if !is_root() {
+        return Err(TuneError::NotRoot("apply"));
+    }
+    let created_unix_ms = now_ms();
+    let mut backup = Backup {
+        schema: BACKUP_SCHEMA.into(),
+        id: new_id(&paths.state_dir, created_unix_ms),
+        created_unix_ms,
+        created: utc_string(created_unix_ms),
+        netns: plan.netns.clone(),
+        hostname: plan.hostname.clone(),
+        kernel: plan.os_version.clone(),
+        status: "applying".into(),
+        status_detail: None,
+        values,
+        dropin,
+    };
+    let mut w = Writer::new();
+    // 1. The backup, durable before anything changes.
+    let bpath = write_backup(&mut w, &paths.state_dir, &backup)?;
+    // 2. Runtime values, then the drop-in; 3. verify.
+    let result = write_all(&mut w, &backup).and_then(|()| verify_new(&backup));
+    match result {
+        Ok(()) => {
+            backup.status = "applied".into();
+            write_backup(&mut w, &paths.state_dir, &backup)?;
+            Ok(ApplyOutcome {
+                backup_id: Some(backup.id.clone()),
+                backup_path: Some(bpath),
+                changed: backup
+                    .values
+                    .iter()
+                    .map(|v| format!("{}: {} → {}", v.knob, shown(&v.prior), shown(&v.new)))
+                    .collect(),
+                already,
+                dropin: backup.dropin.as_ref().map(|d| d.path.clone()),
+                dropin_changed: backup.dropin.is_some(),
+            })
+        }
+        Err(e) => {
+            let undo = restore(&mut w, &backup);
+            backup.status = "apply_failed_rolled_back".into();
+            backup.status_detail = Some(match &undo {
+                Ok(()) => format!("{e}"),
+                Err(u) => format!("{e}; rollback also failed: {u}"),
+            });
+            let _ = write_backup(&mut w, &paths.state_dir, &backup);
+            Err(match undo {
+                Ok(()) => TuneError::Other(format!(
+                    "{e}. Everything this run changed was restored to the prior values (backup {} in {})",
+                    backup.id,
+                    paths.state_dir.display()
+                )),
+                Err(u) => TuneError::Other(format!(
+                    "{e}. Restoring the prior values failed too ({u}): run `portdoctor tune rollback --id {}`",
+                    backup.id
+                )),
+            })
+        }
+    }
+}
+
+fn write_all(w: &mut Writer, b: &Backup) -> Result<(), TuneError> {
+    for v in &b.values {
+        w.sysctl(&v.path, &v.new)?;
+    }
+    if let Some(d) = &b.dropin {
+        w.file(&d.path, &d.new)?;
+    }
+    Ok(())
+}
+
+fn verify_new(b: &Backup) -> Result<(), TuneError> {
+    for v in &b.values {
+        let now = read(&v.path)?;
+        if !same_value(&v.knob, &now, &v.new) {
+            return Err(TuneError::Other(format!(
+                "{} reads {:?} after writing {:?}: the kernel did not take the value",
+                v.knob,
+                now.trim(),
+                v.new
+            )));
+        }
+    }
+    if let Some(d) = &b.dropin {
+        if read_optional(&d.path)?.as_deref() != Some(d.new.as_str()) {
+            return Err(TuneError::Other(format!(
+                "{} does not hold what was written",
+                d.path.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Writes every prior value back (only where it differs) and the prior drop-in, then checks
+/// that each reads back byte for byte.
+fn restore(w: &mut Writer, b: &Backup) -> Result<(), TuneError> {
+    let mut errors = Vec::new();
+    for v in &b.values {
+        let now = read_optional(&v.path)?;
+        if now.as_deref() != Some(v.prior.as_str()) {
+            if let Err(e) = w.sysctl(&v.path, &v.prior) {
+                errors.push(e.to_string());
+            }
+        }
+    }
+    if let Some(d) = &b.dropin {
+        let now = read_optional(&d.path)?;
+        if now != d.prior {
+            let r = match &d.prior {
+                Some(c) => w.file(&d.path, c),
+                None => w.remove(&d.path),
+            };
+            if let Err(e) = r {
+                errors.push(e.to_string());
+            }
+        }
+    }
+    for v in &b.values {
+        let now = read_optional(&v.path)?;
+        if now.as_deref() != Some(v.prior.as_str()) {
+            errors.push(format!(
+                "{} reads {:?}, not the prior {:?}",
+                v.knob,
+                now.unwrap_or_default(),
+                v.prior
+            ));
+        }
+    }
+    if let Some(d) = &b.dropin {
+        if read_optional(&d.path)? != d.prior {
+            errors.push(format!(
+                "{} differs from its prior content",
+                d.path.display()
+            ));
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(TuneError::Other(errors.join("; ")))
+    }
+}
+
+/// Every backup in the state dir, oldest first. Unreadable files are skipped with a note.
+pub fn history(state_dir: &Path) -> Result<(Vec<Backup>, Vec<String>), TuneError> {
+    let mut out = Vec::new();
+    let mut notes = Vec::new();
+    let entries = match fs::read_dir(state_dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((out, notes)),
+        Err(e) => return Err(io("cannot list", state_dir)(e)),
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.extension().is_none_or(|x| x != "json") {
+            continue;
+        }
+        match fs::read_to_string(&p)
+            .map_err(|e| e.to_string())
+            .and_then(|t| serde_json::from_str::<Backup>(&t).map_err(|e| e.to_string()))
+        {
+            Ok(b) if b.schema == BACKUP_SCHEMA => out.push(b),
+            Ok(_) => notes.push(format!("{}: not a portdoctor backup", p.display())),
+            Err(e) => notes.push(format!("{}: unreadable ({e})", p.display())),
+        }
+    }
+    out.sort_by(|a, b| {
+        a.created_unix_ms
+            .cmp(&b.created_unix_ms)
+            .then(a.id.cmp(&b.id))
+    });
+    Ok((out, notes))
+}
+
+/// Picks the backup to roll back: `id`, or the newest not yet rolled back (of `netns` when
+/// given).
+pub fn pick_backup(
+    state_dir: &Path,
+    id: Option<&str>,
+    netns: Option<&str>,
+) -> Result<Backup, TuneError> {
+    let (all, _) = history(state_dir)?;
+    if let Some(id) = id {
+        return all
+            .into_iter()
+            .find(|b| b.id == id)
+            .ok_or_else(|| TuneError::NoSuchBackup(id.to_string(), state_dir.to_path_buf()));
+    }
+    all.into_iter()
+        .rev()
+        .filter(|b| netns.is_none() || b.netns.as_deref() == netns)
+        .find(|b| b.status == "applying" || b.status == "applied")
+        .ok_or_else(|| TuneError::NothingToRollBack(state_dir.to_path_buf()))
+}
+
+/// What rollback did.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RollbackOutcome {
+    pub id: String,
+    pub restored: Vec<String>,
+    pub dropin: Option<String>,
+}
+
+/// Restores `b` in the current namespace (the caller enters `b.netns` first) and marks it.
+pub fn rollback(b: &Backup, state_dir: &Path) -> Result<RollbackOutcome, TuneError> {
+    if !is_root() {
+        return Err(TuneError::NotRoot("rollback"));
+    }
+    let mut w = Writer {
+        count: 0,
+        fault_after: None,
+    };
+    restore(&mut w, b)?;
+    let mut done = b.clone();
+    done.status = "rolled_back".into();
+    done.status_detail = Some(format!("rolled back at {}", utc_string(now_ms())));
+    write_backup(&mut w, state_dir, &done)?;
+    Ok(RollbackOutcome {
+        id: b.id.clone(),
+        restored: b
+            .values
+            .iter()
+            .map(|v| format!("{} = {}", v.knob, shown(&v.prior)))
+            .collect(),
+        dropin: b.dropin.as_ref().map(|d| match &d.prior {
+            Some(_) => format!("{} restored", d.path.display()),
+            None => format!("{} removed (it did not exist before)", d.path.display()),
+        }),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_strings() {
+        assert_eq!(utc_string(0), "1970-01-01T00:00:00Z");
+        assert_eq!(utc_string(1_709_210_096_000), "2024-02-29T12:34:56Z");
+    }
+
+    #[test]
+    fn dropin_merge_replaces_own_keys_and_keeps_others() {
+        let lines = vec![("net.ipv4.tcp_tw_reuse".to_string(), "1".to_string())];
+        let fresh = merge_dropin(None, &lines);
+        assert!(fresh.starts_with("# Written by portdoctor"));
+        assert!(fresh.ends_with("net.ipv4.tcp_tw_reuse = 1\n"));
+        let prior = "# mine\nnet.core.somaxconn = 4096\nnet/ipv4/tcp_tw_reuse=0\n";
+        let merged = merge_dropin(Some(prior), &lines);
+        assert_eq!(
+            merged,
+            "# mine\nnet.core.somaxconn = 4096\nnet.ipv4.tcp_tw_reuse = 1\n"
+        );
+        assert_eq!(merge_dropin(Some(&merged), &lines), merged);
+    }
+
+    #[test]
+    fn same_value_ignores_kernel_whitespace() {
+        assert!(same_value(
+            "net.ipv4.ip_local_port_range",
+            "32768\t60999\n",
+            "32768 60999"
+        ));
+        assert!(same_value("net.ipv4.ip_local_reserved_ports", "\n", ""));
+        assert!(!same_value("net.ipv4.tcp_tw_reuse", "2\n", "1"));
+    }
+}
