@@ -5,7 +5,8 @@
 //! Every write goes through [`Writer`], which counts it. Debug builds (what `cargo test` runs)
 //! honour `PORTDOCTOR_FAULT_AFTER_WRITES=N`: the process aborts right after its N-th write, so
 //! the crash-safety test can stop an apply between every pair of writes. Release builds compile
-//! the hook out (`cfg(debug_assertions)`).
+//! the hook out (`cfg(debug_assertions)`). `PORTDOCTOR_FAULT_FAIL_WRITE=N` (also debug only)
+//! makes the N-th write fail with an I/O error instead, to exercise the roll-back-on-failure path.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -99,20 +100,31 @@ pub struct Paths {
 struct Writer {
     count: u32,
     fault_after: Option<u32>,
+    fail_at: Option<u32>,
 }
 
 impl Writer {
     fn new() -> Self {
         #[cfg(debug_assertions)]
-        let fault_after = std::env::var("PORTDOCTOR_FAULT_AFTER_WRITES")
-            .ok()
-            .and_then(|v| v.parse().ok());
+        let env = |k: &str| std::env::var(k).ok().and_then(|v| v.parse().ok());
         #[cfg(not(debug_assertions))]
-        let fault_after = None;
+        let env = |_: &str| None;
         Writer {
             count: 0,
-            fault_after,
+            fault_after: env("PORTDOCTOR_FAULT_AFTER_WRITES"),
+            fail_at: env("PORTDOCTOR_FAULT_FAIL_WRITE"),
         }
+    }
+
+    /// The injected failure, when the next write is the one to fail.
+    fn injected(&mut self, path: &Path) -> Result<(), TuneError> {
+        if self.fail_at == Some(self.count + 1) {
+            self.count += 1;
+            return Err(io("fault injection: failed to write", path)(
+                std::io::Error::other("injected"),
+            ));
+        }
+        Ok(())
     }
 
     fn wrote(&mut self) {
@@ -128,6 +140,7 @@ impl Writer {
 
     /// Writes a /proc/sys value in one write(2), as sysctl(8) does.
     fn sysctl(&mut self, path: &Path, value: &str) -> Result<(), TuneError> {
+        self.injected(path)?;
         let mut f = OpenOptions::new()
             .write(true)
             .open(path)
@@ -142,6 +155,7 @@ impl Writer {
 
     /// Replaces a file atomically: temp file, fsync, rename, fsync the directory.
     fn file(&mut self, path: &Path, content: &str) -> Result<(), TuneError> {
+        self.injected(path)?;
         let dir = path.parent().unwrap_or(Path::new("."));
         fs::create_dir_all(dir).map_err(io("cannot create directory", dir))?;
         let tmp = dir.join(format!(
@@ -603,6 +617,7 @@ pub fn rollback(b: &Backup, state_dir: &Path) -> Result<RollbackOutcome, TuneErr
     let mut w = Writer {
         count: 0,
         fault_after: None,
+        fail_at: None,
     };
     restore(&mut w, b)?;
     let mut done = b.clone();

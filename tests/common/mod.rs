@@ -1036,3 +1036,25 @@ pub fn assert_procfs_agrees(ns: &Netns, report: &Value, compare_rates: bool) {
         "procfs vs netlink sockets"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// tune (tests/tune.rs)
+// ---------------------------------------------------------------------------------------------
+
+impl Netns {
+    /// The exact text of /proc/sys/REL (e.g. `net/ipv4/tcp_tw_reuse`) inside the namespace.
+    pub fn proc_sys_text(&self, rel: &str) -> String {
+        run_ok(self.exec("cat").arg(Path::new("/proc/sys").join(rel)))
+    }
+}
+
+/// Runs the binary with ARGS and extra environment (bounded); unlike [`portdoctor`] the process
+/// may end by a signal (fault injection aborts it), so the raw output comes back.
+pub fn portdoctor_raw(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(PORTDOCTOR);
+    cmd.args(args).env_remove("NO_COLOR");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    run_bounded(&mut cmd, CMD_TIMEOUT)
+}
