@@ -67,6 +67,8 @@ pub enum Command {
         /// A command whose page to print (e.g. check)
         command: Option<String>,
     },
+    /// Prometheus exporter (/metrics) or node_exporter textfile writer for the pool model
+    Serve(crate::commands::serve::ServeArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -9,6 +9,7 @@ pub mod collect;
 pub mod fixture;
 pub mod knobs;
 pub mod report;
+pub mod serve;
 pub mod snapshot;
 pub mod tune;
 pub mod units;

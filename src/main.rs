@@ -47,6 +47,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             clap_complete::generate(shell, &mut cmd, "portdoctor", &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)
         }
+        Command::Serve(args) => commands::serve::run(&args),
         Command::Man { command } => {
             let root = Cli::command();
             let page = match command.as_deref() {

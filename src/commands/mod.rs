@@ -3,6 +3,7 @@
 
 pub mod capacity;
 pub mod check;
+pub mod serve;
 pub mod tune;
 
 use std::io::{IsTerminal, Write};
