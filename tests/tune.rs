@@ -672,3 +672,28 @@ fn plan_json_has_the_schema_and_commands() {
         "net.ipv4.ip_local_port_range = 10000 65000"
     );
 }
+
+/// Windows plan on a Hyper-V host (exclusions inside the range): exact netsh / reg.exe commands,
+/// undo commands, reboot note. Rendered from a fixture, so it runs on Linux.
+#[test]
+fn windows_plan_human_output_snapshot() {
+    use portdoctor::snapshot::ExcludedRange;
+    let snap = SnapshotBuilder::windows()
+        .windows_settings(|w| {
+            w.excluded_ports_v4 = vec![ExcludedRange {
+                low: 49671,
+                high: 49770,
+                administered: false,
+            }];
+        })
+        .listen("0.0.0.0", 443)
+        .build();
+    let goal = Goal {
+        profile: Some(Profile::Conservative),
+        sets: vec![("tcpip.TcpTimedWaitDelay".into(), "30".into())],
+        ..Goal::default()
+    };
+    let p = plan(&snap, &goal).expect("plans");
+    assert!(!p.is_refused(), "{:?}", p.refusals);
+    insta::assert_snapshot!(render::plan_text(&p, None));
+}

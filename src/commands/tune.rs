@@ -341,7 +341,11 @@ fn apply_text(p: &Plan, o: &portdoctor::tune::linux::ApplyOutcome, netns: Option
         }
     }
     let _ = writeln!(s, "verified every value reads back as written");
-    let _ = writeln!(s, "capacity {}", render::capacity_line(&p.capacity_after));
+    let _ = writeln!(
+        s,
+        "capacity {}",
+        render::capacity_line(&p.capacity_after, p.os)
+    );
     let _ = writeln!(
         s,
         "undo     portdoctor tune rollback --id {}{}",

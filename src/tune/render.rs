@@ -39,12 +39,21 @@ fn hold(c: &CapacityPoint) -> String {
     }
 }
 
-/// `28,232 ports, 470/s (port held 60 s)`.
-pub fn capacity_line(c: &CapacityPoint) -> String {
+/// What one pool is on `os`: a remote destination (Linux connect) or a local address (Windows).
+fn per(os: Os) -> &'static str {
+    match os {
+        Os::Linux => "per remote destination",
+        Os::Windows => "per local address",
+    }
+}
+
+/// `28,232 ports per pool, 470/s per remote destination (port held 60 s after close)`.
+pub fn capacity_line(c: &CapacityPoint, os: Os) -> String {
     format!(
-        "{} ports per pool, {} per remote destination (port held {} after close)",
+        "{} ports per pool, {} {} (port held {} after close)",
         ports(c),
         rate(c),
+        per(os),
         hold(c)
     )
 }
@@ -59,7 +68,10 @@ pub fn plan_text(plan: &Plan, apply_hint: Option<&str>) -> String {
         Os::Windows => "windows",
     };
     let ver = plan.os_version.as_deref().unwrap_or("?");
-    let ns = plan.netns.as_deref().unwrap_or("default");
+    let ns = match plan.os {
+        Os::Linux => format!(" · netns {}", plan.netns.as_deref().unwrap_or("default")),
+        Os::Windows => String::new(),
+    };
     let head = if plan.is_refused() {
         "REFUSED"
     } else if plan.changes.is_empty() {
@@ -69,12 +81,16 @@ pub fn plan_text(plan: &Plan, apply_hint: Option<&str>) -> String {
     };
     let _ = writeln!(
         o,
-        "portdoctor tune plan · {host} · {os} {ver} · netns {ns}    {head}"
+        "portdoctor tune plan · {host} · {os} {ver}{ns}    {head}"
     );
     let _ = writeln!(o);
-    let _ = writeln!(o, "now    {}", capacity_line(&plan.capacity_before));
+    let _ = writeln!(
+        o,
+        "now    {}",
+        capacity_line(&plan.capacity_before, plan.os)
+    );
     if !plan.changes.is_empty() {
-        let _ = writeln!(o, "after  {}", capacity_line(&plan.capacity_after));
+        let _ = writeln!(o, "after  {}", capacity_line(&plan.capacity_after, plan.os));
     }
     let mut prev = plan.capacity_before;
     for c in &plan.changes {
@@ -104,11 +120,12 @@ pub fn plan_text(plan: &Plan, apply_hint: Option<&str>) -> String {
         } else {
             let _ = writeln!(
                 o,
-                "  buys     {} → {} ports per pool, {} → {} per remote destination",
+                "  buys     {} → {} ports per pool, {} → {} {}",
                 ports(&prev),
                 ports(&a),
                 rate(&prev),
-                rate(&a)
+                rate(&a),
+                per(plan.os)
             );
         }
         prev = a;
@@ -121,7 +138,15 @@ pub fn plan_text(plan: &Plan, apply_hint: Option<&str>) -> String {
         let _ = writeln!(o, "\nSAME   {u}");
     }
     if !plan.commands.is_empty() {
-        let _ = writeln!(o, "\ncommands (runtime):");
+        let _ = writeln!(
+            o,
+            "\n{}",
+            if plan.os == Os::Linux {
+                "commands (runtime):"
+            } else {
+                "commands (elevated prompt):"
+            }
+        );
         for c in &plan.commands {
             let _ = writeln!(o, "  {c}");
         }
