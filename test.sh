@@ -18,11 +18,17 @@ command -v cc >/dev/null 2>&1 || need+=(gcc libc6-dev)
 command -v setpriv >/dev/null 2>&1 || need+=(util-linux)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 command -v sysctl >/dev/null 2>&1 || need+=(procps)
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 if [ ${#need[@]} -gt 0 ]; then
   echo "test.sh: installing ${need[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  if [[ " ${need[*]} " == *" prometheus "* ]]; then
+    # The package may start its own service; tests/serve.rs runs its own instance on a free port.
+    if command -v systemctl >/dev/null 2>&1; then systemctl stop prometheus >/dev/null 2>&1 || true; fi
+    for pid in $(pgrep -x prometheus || true); do kill "$pid" 2>/dev/null || true; done
+  fi
 fi
 
 cargo test --locked "$@"

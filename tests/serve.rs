@@ -1,0 +1,582 @@
+//! `portdoctor serve` against the real world: a real Prometheus (Debian package `prometheus`)
+//! scraping a real exporter that collects inside a test namespace full of sockpop sockets, with
+//! the values checked against `check --json` of the same namespace; promtool on the rules, their
+//! unit tests and a real scrape; the Grafana dashboard's queries against a real scrape; load and
+//! abuse on loopback (bounded in count and time). Needs root (namespaces), like tests/netns.rs.
+#![cfg(target_os = "linux")]
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{pools, run_bounded, u64_at, wait_until, Netns, PORTDOCTOR};
+use serde_json::Value;
+
+macro_rules! require_root {
+    ($name:literal) => {
+        if !common::require_root($name) {
+            return;
+        }
+    };
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A loopback port nobody listens on right now.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// A child process killed (and reaped) on drop; `timeout` bounds its life even if we die.
+struct Proc {
+    child: Child,
+    stderr: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Proc {
+    fn start(what: &str, max_seconds: u32, program: &str, args: &[&str]) -> Proc {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let stderr = dir.path().join(format!("{what}.stderr"));
+        let child = Command::new("timeout")
+            .arg(max_seconds.to_string())
+            .arg(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&stderr).expect("stderr file"))
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
+        Proc {
+            child,
+            stderr,
+            _dir: dir,
+        }
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `portdoctor serve --listen 127.0.0.1:PORT ARGS` (with a raised fd limit) and waits
+/// until /healthz answers.
+fn serve(args: &[&str]) -> (Proc, SocketAddr) {
+    let port = free_port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
+    let listen = addr.to_string();
+    let mut all = vec![
+        "-c",
+        "ulimit -n 8192; exec \"$0\" \"$@\"",
+        PORTDOCTOR,
+        "serve",
+        "--listen",
+        &listen,
+    ];
+    all.extend_from_slice(args);
+    let mut p = Proc::start("serve", 120, "sh", &all);
+    let up = wait_until(Duration::from_secs(10), || {
+        http_get(addr, "/healthz", &[]).ok().filter(|r| r.0 == 200)
+    });
+    assert!(
+        up.is_some(),
+        "serve did not come up (alive {}): {}",
+        p.alive(),
+        p.stderr()
+    );
+    (p, addr)
+}
+
+/// Sends raw bytes, returns (status, headers, body) of the answer (the server closes or we do
+/// after `Connection: close`).
+fn http_raw(addr: SocketAddr, request: &[u8]) -> std::io::Result<(u16, String, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    s.set_read_timeout(Some(Duration::from_secs(15)))?;
+    s.set_write_timeout(Some(Duration::from_secs(5)))?;
+    s.write_all(request)?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf)?;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    Ok((status, head.to_string(), body.to_string()))
+}
+
+fn http_get(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[&str],
+) -> std::io::Result<(u16, String, String)> {
+    let mut req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for h in headers {
+        req.push_str(h);
+        req.push_str("\r\n");
+    }
+    req.push_str("\r\n");
+    http_raw(addr, req.as_bytes())
+}
+
+fn scrape(addr: SocketAddr) -> String {
+    let (status, head, body) = http_get(addr, "/metrics", &[]).expect("scrape");
+    assert_eq!(status, 200, "{head}\n{body}");
+    body
+}
+
+/// The value of the first sample line `name{labels} v` (or `name v`) starting with `prefix`.
+fn sample(text: &str, prefix: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// Runs promtool with ARGS (stdin from `input` if given) and asserts success.
+fn promtool(args: &[&str], input: Option<&str>, dir: &Path) {
+    let mut cmd = Command::new("promtool");
+    cmd.args(args).current_dir(dir);
+    let out = if let Some(text) = input {
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("promtool is installed (Debian package prometheus; test.sh installs it)");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(text.as_bytes())
+            .expect("writing to promtool");
+        child.wait_with_output().expect("promtool output")
+    } else {
+        run_bounded(&mut cmd, Duration::from_secs(60))
+    };
+    assert!(
+        out.status.success(),
+        "promtool {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A sockpop population in a fresh namespace: IPv4 and IPv6 pools with ESTABLISHED and
+/// TIME_WAIT sockets (all TIME_WAIT blocks: the harness sets tcp_tw_reuse=0).
+fn populated(tag: &str) -> (Netns, common::Sockpop) {
+    let ns = Netns::new(tag);
+    let pop = ns.sockpop(&[
+        "--ports",
+        "20000-20002",
+        "--dst",
+        "127.0.0.1",
+        "--dst",
+        "::1",
+        "--established",
+        "60",
+        "--time-wait",
+        "40",
+    ]);
+    (ns, pop)
+}
+
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn prometheus_scrapes_serve_in_netns_and_values_match_check_json() {
+    require_root!("prometheus_scrapes_serve_in_netns_and_values_match_check_json");
+    let ns = Netns::new("prom");
+    // A small range, so the model has findings (range_small) and the findings family exists.
+    ns.sysctl("net.ipv4.ip_local_port_range", "40000 40999");
+    let _pop = ns.sockpop(&[
+        "--ports",
+        "20000-20002",
+        "--dst",
+        "127.0.0.1",
+        "--dst",
+        "::1",
+        "--established",
+        "60",
+        "--time-wait",
+        "40",
+    ]);
+    let (mut exporter, addr) = serve(&["--netns", &ns.name, "--min-interval", "1s"]);
+
+    // promtool check metrics on a real scrape (classic text, as promtool reads it).
+    let text = scrape(addr);
+    assert_eq!(sample(&text, "portdoctor_collection_success "), Some(1.0));
+    promtool(&["check", "metrics"], Some(&text), &repo());
+
+    // The dashboard parses and every metric it queries exists in a real scrape, except the two
+    // that exist only sometimes (docs/serve.md): the ETA while a pool grows, the Windows events
+    // on Windows.
+    let dash: Value = serde_json::from_str(
+        &std::fs::read_to_string(repo().join("deploy/grafana/portdoctor.json")).expect("dashboard"),
+    )
+    .expect("dashboard JSON parses");
+    let mut exprs = Vec::new();
+    for p in dash["panels"].as_array().expect("panels") {
+        for t in p["targets"].as_array().expect("targets") {
+            exprs.push(t["expr"].as_str().expect("expr").to_string());
+        }
+    }
+    exprs.push(
+        dash["templating"]["list"][0]["definition"]
+            .as_str()
+            .expect("variable query")
+            .to_string(),
+    );
+    let mut names = BTreeSet::new();
+    for e in &exprs {
+        let mut rest = e.as_str();
+        while let Some(i) = rest.find("portdoctor_") {
+            let tail = &rest[i..];
+            let end = tail
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(tail.len());
+            names.insert(tail[..end].to_string());
+            rest = &tail[end..];
+        }
+    }
+    assert!(names.len() >= 12, "dashboard queries: {names:?}");
+    for n in &names {
+        if n == "portdoctor_windows_tcpip_events" || n == "portdoctor_pool_eta_seconds" {
+            continue;
+        }
+        assert!(
+            text.contains(&format!("# HELP {n} ")),
+            "dashboard uses {n}, which a real scrape lacks"
+        );
+    }
+
+    // A real Prometheus scraping every second.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cfg = dir.path().join("prometheus.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: portdoctor\n    static_configs:\n      - targets: ['{addr}']\n"
+        ),
+    )
+    .expect("prometheus config");
+    let prom_port = free_port();
+    let prom_addr: SocketAddr = format!("127.0.0.1:{prom_port}").parse().expect("addr");
+    let mut prom = Proc::start(
+        "prometheus",
+        120,
+        "prometheus",
+        &[
+            &format!("--config.file={}", cfg.display()),
+            &format!("--storage.tsdb.path={}", dir.path().join("data").display()),
+            &format!("--web.listen-address={prom_addr}"),
+            "--storage.tsdb.retention.time=1h",
+        ],
+    );
+
+    let (report, _) = ns.check_json(&["--no-owners"]);
+    let want: Vec<&Value> = pools(&report)
+        .iter()
+        .filter(|p| p["scope"] == "destination")
+        .collect();
+    assert_eq!(want.len(), 6, "3 ports × 2 families");
+    let query = |q: &str| -> Option<Value> {
+        let path = format!("/api/v1/query?query={q}");
+        let (status, _, body) = http_get(prom_addr, &path, &[]).ok()?;
+        (status == 200).then(|| serde_json::from_str(&body).ok())?
+    };
+    let metrics = [
+        ("portdoctor_pool_in_use", "in_use"),
+        ("portdoctor_pool_time_wait", "time_wait"),
+        ("portdoctor_pool_blocking_time_wait", "blocking_time_wait"),
+        ("portdoctor_pool_capacity", "capacity"),
+        ("portdoctor_pool_utilization_ratio", "utilization"),
+    ];
+    let mut last = String::new();
+    let matched = wait_until(Duration::from_secs(40), || {
+        for (metric, field) in metrics {
+            let v = query(metric)?;
+            let series = v["data"]["result"].as_array()?;
+            if series.len() != want.len() {
+                last = format!("{metric}: {} series, want {}", series.len(), want.len());
+                return None;
+            }
+            for p in &want {
+                let port = p["remote_port"].to_string();
+                let got = series.iter().find(|s| {
+                    s["metric"]["local_ip"] == p["local_ip"]
+                        && s["metric"]["remote_ip"] == p["remote_ip"]
+                        && s["metric"]["remote_port"].as_str() == Some(port.as_str())
+                })?;
+                let got: f64 = got["value"][1].as_str()?.parse().ok()?;
+                let expect = p[field].as_f64()?;
+                if (got - expect).abs() > 1e-9 {
+                    last = format!("{metric} {p}: prometheus {got}, check {expect}");
+                    return None;
+                }
+            }
+        }
+        Some(())
+    });
+    assert!(
+        matched.is_some(),
+        "Prometheus never agreed with check --json: {last}\nprometheus: {}\nserve: {}",
+        prom.stderr(),
+        exporter.stderr()
+    );
+    // Host series too.
+    let tw = query("portdoctor_time_wait_sockets").expect("query");
+    let tw: f64 = tw["data"]["result"][0]["value"][1]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .expect("time_wait value");
+    assert_eq!(tw as u64, u64_at(&report, "sockets.time_wait"));
+    assert!(prom.alive() && exporter.alive());
+}
+
+#[test]
+fn promtool_checks_and_unit_tests_every_alert() {
+    let dir = repo().join("deploy/prometheus");
+    promtool(&["check", "rules", "portdoctor.rules.yml"], None, &dir);
+    promtool(&["test", "rules", "portdoctor.rules.test.yml"], None, &dir);
+    let rules = std::fs::read_to_string(dir.join("portdoctor.rules.yml")).expect("rules");
+    let tests = std::fs::read_to_string(dir.join("portdoctor.rules.test.yml")).expect("tests");
+    for alert in rules
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- alert: "))
+    {
+        let fires = tests.matches(&format!("alertname: {alert}\n")).count();
+        assert!(
+            fires >= 2,
+            "{alert}: want a firing and a silent case, found {fires}"
+        );
+    }
+}
+
+#[test]
+fn fifty_concurrent_scrapes_share_one_collection() {
+    require_root!("fifty_concurrent_scrapes_share_one_collection");
+    let ns = Netns::new("load");
+    // 50,000 connections over 10 pools = 100k sockets (both ends).
+    let _pop = ns.sockpop(&["--ports", "20000-20009", "--established", "50000"]);
+    let (_exporter, addr) = serve(&["--netns", &ns.name, "--min-interval", "60s"]);
+    let t0 = Instant::now();
+    let handles: Vec<_> = (0..50)
+        .map(|_| thread::spawn(move || http_get(addr, "/metrics", &[])))
+        .collect();
+    let bodies: Vec<String> = handles
+        .into_iter()
+        .map(|h| {
+            let (status, head, body) = h.join().expect("thread").expect("scrape");
+            assert_eq!(status, 200, "{head}");
+            body
+        })
+        .collect();
+    let took = t0.elapsed();
+    for b in &bodies {
+        assert_eq!(sample(b, "portdoctor_collections_total "), Some(1.0));
+        assert_eq!(
+            sample(b, "portdoctor_sockets{state=\"ESTABLISHED\"} "),
+            Some(100_000.0)
+        );
+    }
+    assert!(took < Duration::from_secs(30), "50 scrapes took {took:?}");
+    println!("50 concurrent scrapes at 100k sockets: {took:?}, 1 collection");
+}
+
+/// Holds N connections to ADDR, each with half a request sent, writes READY, holds HOLD s.
+const SLOWLORIS_PY: &str = r"
+import os, resource, socket, sys, time
+host, port, n, ready, hold = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], float(sys.argv[5])
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, n + 256), hard))
+held = []
+for i in range(n):
+    s = socket.create_connection((host, port), timeout=5)
+    if i % 2:
+        s.sendall(b'GET /metrics HTTP/1.1\r\nHost: x\r\nX-Slow: ')
+    held.append(s)
+open(ready, 'w').write(str(len(held)))
+time.sleep(hold)
+";
+
+#[test]
+fn thousand_idle_connections_do_not_block_scrapes() {
+    require_root!("thousand_idle_connections_do_not_block_scrapes");
+    let (ns, _pop) = populated("loris");
+    let (mut exporter, addr) = serve(&["--netns", &ns.name, "--min-interval", "1s"]);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ready = dir.path().join("ready");
+    let _loris = Proc::start(
+        "slowloris",
+        60,
+        common::python(),
+        &[
+            "-c",
+            SLOWLORIS_PY,
+            "127.0.0.1",
+            &addr.port().to_string(),
+            "1000",
+            &ready.display().to_string(),
+            "30",
+        ],
+    );
+    let held = wait_until(Duration::from_secs(20), || {
+        std::fs::read_to_string(&ready).ok()
+    });
+    assert_eq!(held.as_deref(), Some("1000"), "slowloris helper not ready");
+    for _ in 0..5 {
+        let t0 = Instant::now();
+        let body = scrape(addr);
+        let took = t0.elapsed();
+        assert!(took < Duration::from_secs(1), "scrape took {took:?}");
+        assert!(body.contains("portdoctor_pool_in_use{"));
+        thread::sleep(Duration::from_millis(300));
+    }
+    assert!(exporter.alive(), "{}", exporter.stderr());
+}
+
+#[test]
+fn malformed_huge_and_unauthorized_requests_get_clean_4xx() {
+    require_root!("malformed_huge_and_unauthorized_requests_get_clean_4xx");
+    let (ns, _pop) = populated("abuse");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let web = dir.path().join("web.yml");
+    let hash = bcrypt::hash("s3cret", 4).expect("bcrypt");
+    std::fs::write(&web, format!("basic_auth_users:\n  prom: {hash}\n")).expect("web config");
+    let web = web.display().to_string();
+    let (mut exporter, addr) = serve(&["--netns", &ns.name, "--web-config", &web]);
+    // prom:s3cret, prom:wrong
+    let good = "Authorization: Basic cHJvbTpzM2NyZXQ=";
+    let bad = "Authorization: Basic cHJvbTp3cm9uZw==";
+
+    let cases: Vec<(&str, Vec<u8>, u16)> = vec![
+        (
+            "garbage request line",
+            b"HELLO THERE\r\n\r\n".to_vec(),
+            400,
+        ),
+        ("binary", vec![0, 1, 2, 255, 13, 10, 13, 10], 400),
+        (
+            "huge header",
+            format!(
+                "GET /metrics HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+                "a".repeat(64 * 1024)
+            )
+            .into_bytes(),
+            431,
+        ),
+        (
+            "no auth",
+            b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".to_vec(),
+            401,
+        ),
+        (
+            "wrong password",
+            format!("GET /metrics HTTP/1.1\r\nHost: x\r\n{bad}\r\nConnection: close\r\n\r\n")
+                .into_bytes(),
+            401,
+        ),
+        (
+            "bad auth header",
+            b"GET /metrics HTTP/1.1\r\nHost: x\r\nAuthorization: Basic !!!\r\nConnection: close\r\n\r\n".to_vec(),
+            401,
+        ),
+        (
+            "POST",
+            format!("POST /metrics HTTP/1.1\r\nHost: x\r\n{good}\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc")
+                .into_bytes(),
+            405,
+        ),
+        (
+            "unknown path",
+            format!("GET /nope HTTP/1.1\r\nHost: x\r\n{good}\r\nConnection: close\r\n\r\n")
+                .into_bytes(),
+            404,
+        ),
+    ];
+    for (what, req, want) in &cases {
+        let (status, head, _) = http_raw(addr, req).unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert_eq!(status, *want, "{what}: {head}");
+    }
+    let (status, _, body) = http_get(addr, "/metrics", &[good]).expect("scrape");
+    assert_eq!(status, 200);
+    assert!(body.contains("portdoctor_pool_in_use{"));
+    let (status, _, body) = http_get(addr, "/", &[good]).expect("index");
+    assert_eq!(status, 200);
+    assert!(body.contains("metrics"));
+    assert!(exporter.alive(), "{}", exporter.stderr());
+}
+
+#[test]
+fn port_taken_exits_3_and_textfile_is_written_atomically() {
+    let taken = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr").to_string();
+    let out = run_bounded(
+        Command::new(PORTDOCTOR).args(["serve", "--listen", &addr]),
+        Duration::from_secs(20),
+    );
+    assert_eq!(out.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("port is taken"), "{err}");
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = run_bounded(
+        Command::new(PORTDOCTOR)
+            .args(["serve", "--textfile"])
+            .arg(dir.path()),
+        Duration::from_secs(60),
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let names: Vec<String> = std::fs::read_dir(dir.path())
+        .expect("dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        names,
+        vec!["portdoctor.prom".to_string()],
+        "no temp file left"
+    );
+    let text = std::fs::read_to_string(dir.path().join("portdoctor.prom")).expect("textfile");
+    assert!(
+        !text.contains("# EOF"),
+        "classic text format for node_exporter"
+    );
+    assert_eq!(sample(&text, "portdoctor_collection_success "), Some(1.0));
+    promtool(&["check", "metrics"], Some(&text), &repo());
+
+    // Wrong usage exits 4.
+    let out = run_bounded(
+        Command::new(PORTDOCTOR).args(["serve", "--loop", "5s"]),
+        Duration::from_secs(20),
+    );
+    assert_eq!(out.status.code(), Some(4));
+}
