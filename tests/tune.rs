@@ -697,3 +697,40 @@ fn windows_plan_human_output_snapshot() {
     assert!(!p.is_refused(), "{:?}", p.refusals);
     insta::assert_snapshot!(render::plan_text(&p, None));
 }
+
+/// The binary's contract for plans: usage errors exit 4 naming the knob and range; `--json`
+/// carries the schema. Reads the caller's namespace only (a plan never writes).
+#[test]
+fn plan_cli_usage_errors_and_json() {
+    let bad = portdoctor(&["tune", "plan", "--set", "net.ipv4.tcp_tw_reuse=7"]);
+    assert_eq!(bad.code, 4, "{}", bad.stderr);
+    assert!(
+        bad.stderr.contains("net.ipv4.tcp_tw_reuse") && bad.stderr.contains("0..=2"),
+        "{}",
+        bad.stderr
+    );
+    let none = portdoctor(&["tune", "plan"]);
+    assert_eq!(none.code, 4, "{}", none.stderr);
+    let unknown = portdoctor(&["tune", "plan", "--set", "net.ipv4.tcp_tw_recycle=1"]);
+    assert_eq!(unknown.code, 4);
+    assert!(
+        unknown.stderr.contains("unknown knob"),
+        "{}",
+        unknown.stderr
+    );
+    let twice = portdoctor(&[
+        "tune",
+        "plan",
+        "--set",
+        "tcp_tw_reuse=1",
+        "--set",
+        "net.ipv4.tcp_tw_reuse=0",
+    ]);
+    assert_eq!(twice.code, 4);
+    let ok = portdoctor(&["tune", "plan", "--json", "--profile", "conservative"]);
+    assert!(ok.code == 0 || ok.code == 4, "{}", ok.stderr);
+    let v: serde_json::Value = serde_json::from_str(&ok.stdout).expect("plan JSON");
+    assert_eq!(v["schema"], "portdoctor.tune-plan/v1");
+    assert_eq!(v["os"], "linux");
+    assert!(v["capacity_before"]["usable_ports"].is_u64(), "{v}");
+}
