@@ -49,6 +49,8 @@ pub enum Command {
     Check(CheckArgs),
     /// What-if model: sustainable connection rate, headroom, time to exhaustion, what fixes it
     Capacity(crate::commands::capacity::CapacityArgs),
+    /// Reproduce exhaustion in a throwaway network namespace and compare with the model
+    Lab(crate::commands::lab::LabArgs),
     /// Plan, apply and roll back kernel settings safely (backup first, verified rollback)
     Tune(crate::commands::tune::TuneArgs),
     /// Print shell completions to stdout

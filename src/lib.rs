@@ -8,6 +8,7 @@ pub mod capacity;
 pub mod collect;
 pub mod fixture;
 pub mod knobs;
+pub mod lab;
 pub mod report;
 pub mod serve;
 pub mod snapshot;

@@ -42,6 +42,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Check(args) => commands::check::run(&args),
         Command::Tune(args) => commands::tune::run(&args),
         Command::Capacity(args) => commands::capacity::run(&args),
+        Command::Lab(args) => commands::lab::run(&args),
         Command::Completions { shell } => {
             let mut cmd = Cli::command();
             clap_complete::generate(shell, &mut cmd, "portdoctor", &mut std::io::stdout());

@@ -3,6 +3,7 @@
 
 pub mod capacity;
 pub mod check;
+pub mod lab;
 pub mod serve;
 pub mod tune;
 
