@@ -241,6 +241,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// setns on this (the main) thread; threads started later inherit it.
+#[cfg_attr(not(target_os = "linux"), allow(clippy::unnecessary_wraps))]
 fn enter_namespace(ns: &Namespace) -> anyhow::Result<()> {
     #[cfg(target_os = "linux")]
     collect::linux::netns::enter(ns)?;
