@@ -302,3 +302,21 @@ fn hard_limits_refuse_to_start() {
         );
     }
 }
+
+#[test]
+fn without_privileges_it_says_what_is_needed() {
+    if !require_root("without_privileges_it_says_what_is_needed") {
+        return;
+    }
+    // As nobody: `ip netns add` is refused, nothing is left behind, exit 3.
+    let out = run_bounded(
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(PORTDOCTOR)
+            .args(["lab", "--duration", "1s"]),
+        LAB_TIMEOUT,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("needs root"), "{stderr}");
+}

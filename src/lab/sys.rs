@@ -11,6 +11,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::collect::linux::netns;
@@ -21,6 +22,37 @@ use super::LabError;
 /// Set by SIGINT/SIGTERM: every loop of the lab checks it and winds down, so the namespace
 /// guard's Drop still runs.
 static STOP: AtomicBool = AtomicBool::new(false);
+
+/// The lab namespace's name while it exists, for the panic hook: release builds abort on
+/// panic, so Drop would not run.
+static LIVE_NAME: Mutex<Option<String>> = Mutex::new(None);
+
+fn ip_netns_del(name: &str) {
+    let _ = Command::new("ip")
+        .args(["netns", "del", name])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// Chains a panic hook that removes the live lab namespace before the process dies.
+fn install_panic_cleanup() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let name = LIVE_NAME
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take();
+            if let Some(name) = name {
+                ip_netns_del(&name);
+            }
+            previous(info);
+        }));
+    });
+}
 
 pub fn stop_requested() -> bool {
     STOP.load(Ordering::Relaxed)
@@ -101,7 +133,9 @@ impl LabNamespace {
             what: "reading /proc/self/ns/net".into(),
             source: e,
         })?;
+        install_panic_cleanup();
         ip(&["netns", "add", &name])?;
+        *LIVE_NAME.lock().unwrap_or_else(PoisonError::into_inner) = Some(name.clone());
         // From here on the guard exists, so any error below still removes the namespace.
         let mut ns = LabNamespace {
             name,
@@ -157,14 +191,10 @@ impl LabNamespace {
     pub fn remove(&mut self) -> bool {
         if !self.removed {
             for _ in 0..20 {
-                let _ = Command::new("ip")
-                    .args(["netns", "del", &self.name])
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .status();
+                ip_netns_del(&self.name);
                 if !PathBuf::from("/run/netns").join(&self.name).exists() {
                     self.removed = true;
+                    *LIVE_NAME.lock().unwrap_or_else(PoisonError::into_inner) = None;
                     break;
                 }
                 std::thread::sleep(std::time::Duration::from_millis(50));
