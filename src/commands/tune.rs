@@ -457,12 +457,14 @@ fn run_history(h: &HistoryArgs) -> anyhow::Result<ExitCode> {
 }
 
 #[cfg(not(target_os = "linux"))]
+#[allow(clippy::unnecessary_wraps)] // the same signature as the Linux version
 fn run_apply(a: &ApplyArgs) -> anyhow::Result<ExitCode> {
     let _ = a;
     Ok(failed("`tune apply` is implemented for Linux only so far; on Windows run the commands `tune plan` prints"))
 }
 
 #[cfg(not(target_os = "linux"))]
+#[allow(clippy::unnecessary_wraps)] // the same signature as the Linux version
 fn run_rollback(r: &RollbackArgs) -> anyhow::Result<ExitCode> {
     let _ = r;
     Ok(failed(
@@ -471,6 +473,7 @@ fn run_rollback(r: &RollbackArgs) -> anyhow::Result<ExitCode> {
 }
 
 #[cfg(not(target_os = "linux"))]
+#[allow(clippy::unnecessary_wraps)] // the same signature as the Linux version
 fn run_history(h: &HistoryArgs) -> anyhow::Result<ExitCode> {
     let _ = h;
     Ok(failed(
