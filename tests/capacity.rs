@@ -3,7 +3,9 @@
 
 mod common;
 
-use common::{portdoctor, require_root, Netns};
+use common::portdoctor;
+#[cfg(target_os = "linux")]
+use common::{require_root, Netns};
 use serde_json::Value;
 
 fn json(args: &[&str]) -> (Value, i32) {
@@ -86,6 +88,7 @@ fn usage_errors_exit_4() {
     }
 }
 
+#[cfg(target_os = "linux")]
 #[test]
 fn from_host_reads_the_namespace() {
     if !require_root("from_host_reads_the_namespace") {

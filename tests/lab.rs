@@ -3,6 +3,7 @@
 //! says none, bind-before-connect failing earlier, the chart's series, the namespace gone after
 //! every run (also after SIGTERM), and the hard limits. Small ranges keep the whole file at a
 //! few seconds per test.
+#![cfg(target_os = "linux")]
 
 mod common;
 

@@ -7,7 +7,7 @@ use clap::Args;
 use portdoctor::lab::{LabConfig, LabError};
 use portdoctor::snapshot::PortRange;
 
-use super::{write_stdout, EXIT_COLLECT, EXIT_USAGE};
+use super::EXIT_USAGE;
 
 const LAB_HELP: &str = "\
 Examples:
@@ -95,6 +95,8 @@ impl LabArgs {
     }
 }
 
+// Off Linux it only refuses; the signature stays the same for main.rs.
+#[cfg_attr(not(target_os = "linux"), allow(clippy::unnecessary_wraps))]
 pub fn run(args: &LabArgs) -> anyhow::Result<ExitCode> {
     let cfg = match args.config() {
         Ok(c) => c,
@@ -107,12 +109,23 @@ pub fn run(args: &LabArgs) -> anyhow::Result<ExitCode> {
         eprintln!("portdoctor: error: {e} (limits: see `portdoctor lab --help`)");
         return Ok(ExitCode::from(EXIT_USAGE));
     }
-    run_linux(args, &cfg)
+    #[cfg(target_os = "linux")]
+    {
+        run_linux(args, &cfg)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (args, cfg);
+        eprintln!("portdoctor: error: {}", LabError::Unsupported);
+        Ok(ExitCode::from(EXIT_USAGE))
+    }
 }
 
 #[cfg(target_os = "linux")]
 fn run_linux(args: &LabArgs, cfg: &LabConfig) -> anyhow::Result<ExitCode> {
     use portdoctor::lab::report::{render_json, render_text, second_line, SECOND_HEADER};
+
+    use super::{write_stdout, EXIT_COLLECT};
     // Live lines only for a person watching; the final table repeats them on stdout.
     let live = !args.json && std::io::IsTerminal::is_terminal(&std::io::stderr());
     if live {
@@ -153,10 +166,4 @@ fn run_linux(args: &LabArgs, cfg: &LabConfig) -> anyhow::Result<ExitCode> {
     write_stdout(text.as_bytes())?;
     let ok = report.comparison.agrees && report.observed.completed && report.namespace_removed;
     Ok(ExitCode::from(u8::from(!ok)))
-}
-
-#[cfg(not(target_os = "linux"))]
-fn run_linux(_args: &LabArgs, _cfg: &LabConfig) -> anyhow::Result<ExitCode> {
-    eprintln!("portdoctor: error: {}", LabError::Unsupported);
-    Ok(ExitCode::from(EXIT_USAGE))
 }
