@@ -211,6 +211,24 @@ fn bind_before_connect_fails_earlier_as_predicted() {
         bind_onset < 0.6 * connect_onset,
         "bind {bind_onset} vs connect {connect_onset}"
     );
+    // check's own model recognises the pattern: one pool per local address, full.
+    let last = b["pool_samples"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(last["scope"], "local_address", "{last}");
+    assert_eq!(last["used"], 200, "{last}");
+    let last = c["pool_samples"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(last["scope"], "destination", "{last}");
+    assert_eq!(last["used"], 200, "{last}");
+    assert_eq!(last["time_wait"], 400, "two full destination pools: {last}");
     assert!(b["observed"]["first_failure"]
         .as_str()
         .unwrap()
