@@ -642,6 +642,45 @@ pub fn rollback(b: &Backup, state_dir: &Path) -> Result<RollbackOutcome, TuneErr
 mod tests {
     use super::*;
 
+    /// A kernel without tcp_tw_reuse_delay (before 6.14), faked with a /proc/sys directory that
+    /// lacks it: clear error, no backup, nothing written.
+    #[test]
+    fn missing_sysctl_is_a_clear_error_and_changes_nothing() {
+        use crate::fixture::SnapshotBuilder;
+        use crate::tune::plan::{plan, Goal};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ipv4 = dir.path().join("proc/net/ipv4");
+        fs::create_dir_all(&ipv4).expect("fake /proc/sys");
+        fs::write(ipv4.join("tcp_tw_reuse"), "2\n").expect("fake value");
+        let snap = SnapshotBuilder::linux().build();
+        let goal = Goal {
+            sets: vec![
+                ("net.ipv4.tcp_tw_reuse".into(), "1".into()),
+                ("net.ipv4.tcp_tw_reuse_delay".into(), "500".into()),
+            ],
+            ..Goal::default()
+        };
+        let p = plan(&snap, &goal).expect("plans");
+        assert!(!p.is_refused(), "{:?}", p.refusals);
+        let paths = Paths {
+            state_dir: dir.path().join("state"),
+            sysctl_dir: Some(dir.path().join("sysctl.d")),
+            proc_sys: dir.path().join("proc"),
+        };
+        let e = apply(&p, &paths).expect_err("tcp_tw_reuse_delay is missing");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("net.ipv4.tcp_tw_reuse_delay does not exist on this kernel")
+                && msg.contains("nothing was changed"),
+            "{msg}"
+        );
+        assert_eq!(
+            fs::read_to_string(ipv4.join("tcp_tw_reuse")).expect("read"),
+            "2\n"
+        );
+        assert!(!paths.state_dir.exists() && !dir.path().join("sysctl.d").exists());
+    }
+
     #[test]
     fn utc_strings() {
         assert_eq!(utc_string(0), "1970-01-01T00:00:00Z");
