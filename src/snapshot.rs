@@ -31,6 +31,21 @@ impl PortRange {
         (self.low..=self.high).contains(&port)
     }
 
+    /// Sorts ranges and merges overlapping or adjacent ones (reserved/excluded port lists).
+    pub fn merge_all(mut ranges: Vec<PortRange>) -> Vec<PortRange> {
+        ranges.sort_by_key(|r| (r.low, r.high));
+        let mut merged: Vec<PortRange> = Vec::with_capacity(ranges.len());
+        for r in ranges {
+            match merged.last_mut() {
+                Some(last) if u32::from(r.low) <= u32::from(last.high) + 1 => {
+                    last.high = last.high.max(r.high);
+                }
+                _ => merged.push(r),
+            }
+        }
+        merged
+    }
+
     /// The part of `self` that lies inside `other`.
     pub fn intersect(self, other: PortRange) -> Option<PortRange> {
         PortRange::new(self.low.max(other.low), self.high.min(other.high))
@@ -380,6 +395,16 @@ mod tests {
         );
         assert_eq!(r.intersect(PortRange::new(1, 100).unwrap()), None);
         assert!(PortRange::new(5, 4).is_none());
+    }
+
+    #[test]
+    fn merging_ranges() {
+        let r = |a, b| PortRange::new(a, b).unwrap();
+        let v = vec![r(10, 20), r(5, 9), r(30, 40), r(35, 50), r(65535, 65535)];
+        assert_eq!(
+            PortRange::merge_all(v),
+            vec![r(5, 20), r(30, 50), r(65535, 65535)]
+        );
     }
 
     #[test]

@@ -161,7 +161,7 @@ pub fn capacity(snapshot: &Snapshot) -> Option<Capacity> {
     })
 }
 
-pub use windows::{merge as merge_ranges, windows_pool_capacity};
+pub use windows::windows_pool_capacity;
 
 #[cfg(test)]
 mod tests;

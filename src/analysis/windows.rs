@@ -25,27 +25,10 @@ pub(super) fn range_for(snapshot: &Snapshot, ip: IpAddr) -> Option<PortRange> {
 
 /// Excluded ranges of `ip`'s family, merged and sorted.
 fn excluded_for(snapshot: &Snapshot, ip: IpAddr) -> Vec<PortRange> {
-    let mut ranges: Vec<PortRange> = match &snapshot.windows {
+    PortRange::merge_all(match &snapshot.windows {
         Some(w) => w.excluded_for(ip).iter().map(|e| e.range()).collect(),
         None => snapshot.settings.reserved_ports.clone(),
-    };
-    merge(&mut ranges);
-    ranges
-}
-
-/// Sorts and merges overlapping or touching ranges in place.
-pub fn merge(ranges: &mut Vec<PortRange>) {
-    ranges.sort_by_key(|r| (r.low, r.high));
-    let mut out: Vec<PortRange> = Vec::with_capacity(ranges.len());
-    for r in ranges.drain(..) {
-        match out.last_mut() {
-            Some(last) if u32::from(r.low) <= u32::from(last.high) + 1 => {
-                last.high = last.high.max(r.high);
-            }
-            _ => out.push(r),
-        }
-    }
-    *ranges = out;
+    })
 }
 
 fn excluded_in(range: PortRange, excluded: &[PortRange]) -> u32 {
@@ -97,24 +80,10 @@ fn range_text(r: PortRange) -> String {
 
 /// `1795814043512` → "2026-11-27 21:14:03 UTC".
 pub(crate) fn format_utc(unix_ms: u64) -> String {
-    let secs = unix_ms / 1000;
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // H. Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
+    let t = crate::units::UtcTime::from_unix_ms(unix_ms);
     format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC",
+        t.year, t.month, t.day, t.hour, t.minute, t.second
     )
 }
 
@@ -634,13 +603,5 @@ mod tests {
         assert_eq!(format_utc(0), "1970-01-01 00:00:00 UTC");
         assert_eq!(format_utc(1_795_814_043_512), "2026-11-27 21:14:03 UTC");
         assert_eq!(format_utc(951_868_800_000), "2000-03-01 00:00:00 UTC");
-    }
-
-    #[test]
-    fn merging_ranges() {
-        let r = |a, b| PortRange::new(a, b).unwrap();
-        let mut v = vec![r(10, 20), r(5, 9), r(30, 40), r(35, 50), r(65535, 65535)];
-        merge(&mut v);
-        assert_eq!(v, vec![r(5, 20), r(30, 50), r(65535, 65535)]);
     }
 }

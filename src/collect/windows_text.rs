@@ -20,8 +20,8 @@ pub const DEFAULT_TIME_WAIT_SECONDS: u32 = 120;
 /// IPv4 dynamic range, the IPv4 excluded ranges (merged), and the TIME_WAIT length from
 /// `TcpTimedWaitDelay` (`read`) or the OS default (`default`). Linux-only knobs stay `None`.
 pub fn derive_settings(w: &WindowsSettings) -> Settings {
-    let mut reserved: Vec<PortRange> = w.excluded_ports_v4.iter().map(|e| e.range()).collect();
-    crate::analysis::merge_ranges(&mut reserved);
+    let reserved: Vec<PortRange> = w.excluded_ports_v4.iter().map(|e| e.range()).collect();
+    let reserved = PortRange::merge_all(reserved);
     let delay = w.registry.as_ref().and_then(|r| r.tcp_timed_wait_delay);
     Settings {
         ephemeral_ports: w.dynamic_ports_v4.and_then(DynamicPorts::range),

@@ -3,10 +3,10 @@
 use std::process::ExitCode;
 
 use portdoctor::analysis::{analyze, Level, Thresholds};
-use portdoctor::collect::{self, CollectOptions, Namespace, SourcePreference};
+use portdoctor::collect;
 use portdoctor::report::{json, text};
 
-use super::{use_color, write_stdout, EXIT_USAGE};
+use super::{collect_options, use_color, write_stdout, EXIT_USAGE};
 use crate::cli::{CheckArgs, SourceArg};
 
 pub fn run(args: &CheckArgs) -> anyhow::Result<ExitCode> {
@@ -25,20 +25,7 @@ pub fn run(args: &CheckArgs) -> anyhow::Result<ExitCode> {
         eprintln!("portdoctor: error: --source netlink|procfs is Linux-only; Windows always reads the IP Helper tables");
         return Ok(ExitCode::from(EXIT_USAGE));
     }
-    let namespace = match (&args.netns, args.pid) {
-        (Some(name), _) => Namespace::Named(name.clone()),
-        (None, Some(pid)) => Namespace::Pid(pid),
-        (None, None) => Namespace::Current,
-    };
-    let opts = CollectOptions {
-        source: match args.source {
-            SourceArg::Auto => SourcePreference::Auto,
-            SourceArg::Netlink => SourcePreference::Netlink,
-            SourceArg::Procfs => SourcePreference::Procfs,
-        },
-        owners: !args.no_owners,
-        namespace,
-    };
+    let opts = collect_options(args.netns.as_ref(), args.pid, args.source, !args.no_owners);
     let snapshot = collect::native(opts)?.snapshot()?;
     let thresholds = Thresholds {
         warn: args.warn,

@@ -11,7 +11,9 @@ use std::io::{IsTerminal, Write};
 
 use anyhow::Context;
 
-use crate::cli::ColorArg;
+use portdoctor::collect::{CollectOptions, Namespace, SourcePreference};
+
+use crate::cli::{ColorArg, SourceArg};
 
 /// Could not collect or apply: namespace missing, permission denied, kernel refused.
 pub const EXIT_COLLECT: u8 = 3;
@@ -24,6 +26,29 @@ pub fn write_stdout(bytes: &[u8]) -> anyhow::Result<()> {
         // `portdoctor check | head` is fine.
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         other => other.context("writing to stdout"),
+    }
+}
+
+/// What `--netns`, `--pid` and `--source` ask to collect from (clap keeps the first two
+/// exclusive).
+pub fn collect_options(
+    netns: Option<&String>,
+    pid: Option<u32>,
+    source: SourceArg,
+    owners: bool,
+) -> CollectOptions {
+    CollectOptions {
+        source: match source {
+            SourceArg::Auto => SourcePreference::Auto,
+            SourceArg::Netlink => SourcePreference::Netlink,
+            SourceArg::Procfs => SourcePreference::Procfs,
+        },
+        owners,
+        namespace: match (netns, pid) {
+            (Some(name), _) => Namespace::Named(name.clone()),
+            (None, Some(pid)) => Namespace::Pid(pid),
+            (None, None) => Namespace::Current,
+        },
     }
 }
 

@@ -27,7 +27,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{watch, Semaphore};
 
 use portdoctor::analysis::{analyze, Thresholds};
-use portdoctor::collect::{self, CollectOptions, Namespace, SourcePreference};
+use portdoctor::collect::{self, CollectOptions, Namespace};
 use portdoctor::serve::metrics::{self, Collection, ExporterCounters, MetricsOptions};
 use portdoctor::serve::textfmt;
 use portdoctor::serve::webconfig::{self, WebConfig};
@@ -166,21 +166,8 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     if web.tls_server_config.is_some() {
         return usage_error("this portdoctor was built without the `tls` feature; rebuild with it or remove tls_server_config");
     }
-    let namespace = match (&args.netns, args.pid) {
-        (Some(name), _) => Namespace::Named(name.clone()),
-        (None, Some(pid)) => Namespace::Pid(pid),
-        (None, None) => Namespace::Current,
-    };
-    let opts = CollectOptions {
-        source: match args.source {
-            SourceArg::Auto => SourcePreference::Auto,
-            SourceArg::Netlink => SourcePreference::Netlink,
-            SourceArg::Procfs => SourcePreference::Procfs,
-        },
-        // Metrics carry no process names: skip the /proc owner scan (fast, no privileges).
-        owners: false,
-        namespace,
-    };
+    // Metrics carry no process names: skip the /proc owner scan (fast, no privileges).
+    let opts = super::collect_options(args.netns.as_ref(), args.pid, args.source, false);
     let shared = Shared {
         opts,
         thresholds: Thresholds {

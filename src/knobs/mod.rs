@@ -407,7 +407,7 @@ impl Check {
                     };
                     out.push(r);
                 }
-                Ok(KnobValue::List(merge_port_ranges(out)))
+                Ok(KnobValue::List(crate::snapshot::PortRange::merge_all(out)))
             }
             Check::Int { min, max } => match t.parse::<u64>() {
                 Ok(v) if (min..=max).contains(&v) => Ok(KnobValue::Int(v)),
@@ -464,22 +464,6 @@ impl Check {
             }
         }
     }
-}
-
-fn merge_port_ranges(
-    mut ranges: Vec<crate::snapshot::PortRange>,
-) -> Vec<crate::snapshot::PortRange> {
-    ranges.sort_by_key(|r| (r.low, r.high));
-    let mut merged: Vec<crate::snapshot::PortRange> = Vec::with_capacity(ranges.len());
-    for r in ranges {
-        match merged.last_mut() {
-            Some(last) if u32::from(r.low) <= u32::from(last.high) + 1 => {
-                last.high = last.high.max(r.high);
-            }
-            _ => merged.push(r),
-        }
-    }
-    merged
 }
 
 impl Knob {

@@ -105,22 +105,7 @@ pub fn parse_port_list(text: &str) -> Option<Vec<PortRange>> {
         };
         ranges.push(r);
     }
-    Some(merge_ranges(ranges))
-}
-
-/// Sorts ranges and merges overlapping or adjacent ones.
-pub fn merge_ranges(mut ranges: Vec<PortRange>) -> Vec<PortRange> {
-    ranges.sort_by_key(|r| (r.low, r.high));
-    let mut merged: Vec<PortRange> = Vec::with_capacity(ranges.len());
-    for r in ranges {
-        match merged.last_mut() {
-            Some(last) if u32::from(r.low) <= u32::from(last.high) + 1 => {
-                last.high = last.high.max(r.high);
-            }
-            _ => merged.push(r),
-        }
-    }
-    merged
+    Some(PortRange::merge_all(ranges))
 }
 
 /// A single integer sysctl value.
@@ -293,7 +278,7 @@ mod tests {
         #[test]
         fn merged_ranges_are_disjoint_and_sorted(v in proptest::collection::vec((0u16..2000, 0u16..50), 0..20)) {
             let ranges: Vec<PortRange> = v.iter().map(|&(a, l)| PortRange::new(a, a.saturating_add(l)).unwrap()).collect();
-            let merged = merge_ranges(ranges.clone());
+            let merged = PortRange::merge_all(ranges.clone());
             for w in merged.windows(2) {
                 proptest::prop_assert!(u32::from(w[0].high) + 1 < u32::from(w[1].low));
             }
