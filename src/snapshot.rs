@@ -248,6 +248,19 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// Ports with a listener on any address, sorted and unique.
+    pub fn listen_ports(&self) -> Vec<u16> {
+        let mut v: Vec<u16> = self
+            .sockets
+            .iter()
+            .filter(|s| s.state == TcpState::Listen)
+            .map(|s| s.local_port)
+            .collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+
     /// An empty Linux snapshot with default settings; a starting point for fixtures.
     pub fn empty(os: Os) -> Self {
         Snapshot {

@@ -257,22 +257,10 @@ pub fn capacity_point(snapshot: &Snapshot, settings: &Settings, lifetime: f64) -
     }
 }
 
-/// Listening ports of the namespace (any address).
-fn listener_ports(snapshot: &Snapshot) -> Vec<u16> {
-    let mut v: Vec<u16> = snapshot
-        .sockets
-        .iter()
-        .filter(|s| s.state == TcpState::Listen)
-        .map(|s| s.local_port)
-        .collect();
-    v.sort_unstable();
-    v.dedup();
-    v
-}
-
 /// Listeners inside `range` that `reserved` does not cover.
 fn exposed_listeners(snapshot: &Snapshot, range: PortRange, reserved: &[PortRange]) -> Vec<u16> {
-    listener_ports(snapshot)
+    snapshot
+        .listen_ports()
         .into_iter()
         .filter(|&p| range.contains(p) && !reserved.iter().any(|r| r.contains(p)))
         .collect()

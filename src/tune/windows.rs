@@ -8,7 +8,7 @@
 use super::plan::{capacity_point, CapacityPoint, Change, Goal, Plan, Profile, WantedValue};
 use crate::collect::windows_text::derive_settings;
 use crate::knobs::{self, tcpip_value_range, Activation, Confidence, KnobValue};
-use crate::snapshot::{DynamicPorts, PortRange, Snapshot, TcpState, WindowsSettings};
+use crate::snapshot::{DynamicPorts, PortRange, Snapshot, WindowsSettings};
 
 /// Lowest start an automatic Windows plan uses (as on Linux: below 10000 live services).
 pub const AUTO_START_FLOOR: u16 = 10_000;
@@ -233,19 +233,6 @@ fn auto_wants(
     }
 }
 
-/// Listener ports of the snapshot.
-fn listeners(snapshot: &Snapshot) -> Vec<u16> {
-    let mut v: Vec<u16> = snapshot
-        .sockets
-        .iter()
-        .filter(|s| s.state == TcpState::Listen)
-        .map(|s| s.local_port)
-        .collect();
-    v.sort_unstable();
-    v.dedup();
-    v
-}
-
 /// Plans Windows changes: explicit `wanted` values (already checked against the knob base)
 /// plus profile / target-rate values.
 pub fn plan(
@@ -359,7 +346,8 @@ pub fn plan(
                         ));
                     }
                 }
-                let newly: Vec<u16> = listeners(snapshot)
+                let newly: Vec<u16> = snapshot
+                    .listen_ports()
                     .into_iter()
                     .filter(|&p| new.contains(p) && !old.is_some_and(|o| o.contains(p)))
                     .filter(|&p| !excluded.iter().any(|e| e.range().contains(p)))
