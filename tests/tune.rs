@@ -464,6 +464,47 @@ fn story_check_plan_apply_check_rollback() {
     );
 }
 
+/// Every `portdoctor tune apply …` fix that `check` prints for a namespace is a plan that
+/// `tune plan` accepts for that same namespace (the fix text is not just prose).
+#[test]
+fn check_fixes_are_plans_tune_accepts() {
+    require_root!("check_fixes_are_plans_tune_accepts");
+    let ns = Netns::new("tune-fixes");
+    ns.sysctl("net.ipv4.ip_local_port_range", "40000 40099");
+    ns.sysctl("net.ipv4.tcp_max_tw_buckets", "50");
+    let _pop = ns.sockpop(&[
+        "--ports",
+        "5000",
+        "--dst",
+        "127.0.0.1",
+        "--time-wait",
+        "150",
+    ]);
+    let (report, _) = ns.check_json(&[]);
+    let mut tried = 0;
+    for f in report["verdict"]["findings"].as_array().expect("findings") {
+        let fix = f["fix"].as_str().expect("fix text");
+        for line in fix.lines() {
+            let Some(at) = line.find("portdoctor tune apply") else {
+                continue;
+            };
+            let cmd = &line[at..];
+            let cmd = &cmd[..cmd.find("  (").unwrap_or(cmd.len())];
+            assert!(cmd.contains(&format!("--netns {}", ns.name)), "{cmd}");
+            // `--set KNOB=VALUE` with VALUE maybe quoted ("15000 65000").
+            let set = cmd
+                .split_once("--set ")
+                .map(|(_, rest)| rest.trim_end_matches(" --yes").replace('"', ""))
+                .expect("a --set in the fix");
+            let p = portdoctor(&["tune", "plan", "--netns", &ns.name, "--set", &set]);
+            assert_eq!(p.code, 0, "{}: {}\n{}", f["code"], p.stdout, p.stderr);
+            tried += 1;
+        }
+    }
+    // range_small, tw_reuse_off, tw_bucket_overflow and the pool's host-wide knob at least.
+    assert!(tried >= 3, "only {tried} tune fixes in {report}");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Pure: property tests and the plan snapshot (no root needed)
 // ---------------------------------------------------------------------------------------------

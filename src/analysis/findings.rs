@@ -4,7 +4,7 @@ use serde::Serialize;
 use serde_json::{json, Map, Value};
 
 use super::{BindPattern, Capacity, Pool, Scope, Thresholds};
-use crate::knobs::sysctl_fix;
+use crate::knobs::{sysctl_fix, tune_fix};
 use crate::report::{group, human_duration};
 use crate::snapshot::{Os, Snapshot};
 
@@ -80,6 +80,16 @@ fn round(v: f64, digits: i32) -> f64 {
     (v * f).round() / f
 }
 
+/// The `--netns` name the snapshot came from, so fixes act on the same namespace (`--pid`
+/// snapshots have no name that `tune` could take).
+fn named_netns(snapshot: &Snapshot) -> Option<&str> {
+    snapshot
+        .host
+        .netns
+        .as_deref()
+        .filter(|n| !n.starts_with("pid:"))
+}
+
 pub(super) fn verdict(
     snapshot: &Snapshot,
     capacity: Option<&Capacity>,
@@ -89,6 +99,7 @@ pub(super) fn verdict(
     thresholds: Thresholds,
 ) -> Verdict {
     let s = &snapshot.settings;
+    let netns = named_netns(snapshot);
     let mut findings = Vec::new();
     let linux = snapshot.os == Os::Linux;
 
@@ -136,8 +147,8 @@ pub(super) fn verdict(
                     )
                 } else {
                     format!(
-                        "{}  (outbound connections only; safe for clients)",
-                        sysctl_fix("net.ipv4.tcp_tw_reuse", "1")
+                        "{}\n(outbound connections only; safe for clients)",
+                        tune_fix("net.ipv4.tcp_tw_reuse", "1", netns)
                     )
                 },
             });
@@ -151,8 +162,12 @@ pub(super) fn verdict(
         .unwrap_or(0);
     if let Some(max) = s.max_tw_buckets {
         let fix = format!(
-            "{}  (and reduce churn: reuse connections)",
-            sysctl_fix("net.ipv4.tcp_max_tw_buckets", &(max.max(1) * 2).to_string())
+            "{}\n(and reduce churn: reuse connections)",
+            tune_fix(
+                "net.ipv4.tcp_max_tw_buckets",
+                &(max.max(1) * 2).to_string(),
+                netns
+            )
         );
         if overflow > 0 {
             findings.push(Finding {
@@ -208,7 +223,7 @@ pub(super) fn verdict(
                 evidence: evidence(
                     json!({"low": cap.range.low, "high": cap.range.high, "ports": cap.range.len()}),
                 ),
-                fix: sysctl_fix("net.ipv4.ip_local_port_range", "15000 65000"),
+                fix: tune_fix("net.ipv4.ip_local_port_range", "15000 65000", netns),
             });
         }
         if !cap.bound_in_range.is_empty() {
@@ -243,7 +258,7 @@ pub(super) fn verdict(
                 ),
                 evidence: evidence(json!({"ports": cap.bound_in_range})),
                 fix: if linux {
-                    sysctl_fix("net.ipv4.ip_local_reserved_ports", &reserved.join(","))
+                    tune_fix("net.ipv4.ip_local_reserved_ports", &reserved.join(","), netns)
                 } else {
                     "move the listener out of the dynamic range, or exclude its port: netsh int ipv4 add excludedportrange protocol=tcp startport=PORT numberofports=1".into()
                 },
@@ -319,6 +334,7 @@ fn pool_finding(
     thresholds: Thresholds,
 ) -> Finding {
     let s = &snapshot.settings;
+    let netns = named_netns(snapshot);
     let cap = p.capacity.unwrap_or(0);
     let used = p.used();
     let util = p.utilization.unwrap_or(0.0);
@@ -377,12 +393,12 @@ fn pool_finding(
         if !p.tw_reuse_applies && p.blocking_time_wait * 2 >= used && s.tw_reuse != Some(1) {
             fixes.push(format!(
                 "or host-wide: {}",
-                sysctl_fix("net.ipv4.tcp_tw_reuse", "1")
+                tune_fix("net.ipv4.tcp_tw_reuse", "1", netns)
             ));
         } else if s.ephemeral_ports.is_some_and(|r| r.len() < 50000) {
             fixes.push(format!(
                 "or host-wide: {}",
-                sysctl_fix("net.ipv4.ip_local_port_range", "15000 65000")
+                tune_fix("net.ipv4.ip_local_port_range", "15000 65000", netns)
             ));
         }
     }

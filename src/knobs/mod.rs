@@ -238,6 +238,21 @@ pub fn sysctl_fix(id: &str, value: &str) -> String {
     format!("sysctl -w {id}={quoted} && echo '{id} = {value}' >> /etc/sysctl.d/90-portdoctor.conf")
 }
 
+/// The fix as a `portdoctor tune` command (plan, backup, verify, rollback), with the manual
+/// commands on a second line. `netns`: the named namespace the snapshot came from.
+pub fn tune_fix(id: &str, value: &str, netns: Option<&str>) -> String {
+    let quoted = if value.contains(' ') {
+        format!("\"{value}\"")
+    } else {
+        value.to_string()
+    };
+    let ns = netns.map_or(String::new(), |n| format!(" --netns {n}"));
+    format!(
+        "portdoctor tune apply{ns} --set {id}={quoted} --yes  (backup first; undo: portdoctor tune rollback)\nby hand: {}",
+        sysctl_fix(id, value)
+    )
+}
+
 /// Where the Tcpip registry values live.
 pub const TCPIP_PARAMETERS_KEY: &str = r"HKLM\SYSTEM\CurrentControlSet\Services\Tcpip\Parameters";
 
