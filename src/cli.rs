@@ -51,6 +51,8 @@ pub enum Command {
     Capacity(crate::commands::capacity::CapacityArgs),
     /// Reproduce exhaustion in a throwaway network namespace and compare with the model
     Lab(crate::commands::lab::LabArgs),
+    /// Live view of every port pool: fill, rates, owners, findings (q quits)
+    Top(crate::commands::top::TopArgs),
     /// Plan, apply and roll back kernel settings safely (backup first, verified rollback)
     Tune(crate::commands::tune::TuneArgs),
     /// Print shell completions to stdout

@@ -12,5 +12,6 @@ pub mod lab;
 pub mod report;
 pub mod serve;
 pub mod snapshot;
+pub mod top;
 pub mod tune;
 pub mod units;

@@ -41,6 +41,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Check(args) => commands::check::run(&args),
         Command::Tune(args) => commands::tune::run(&args),
+        Command::Top(args) => commands::top::run(&args),
         Command::Capacity(args) => commands::capacity::run(&args),
         Command::Lab(args) => commands::lab::run(&args),
         Command::Completions { shell } => {

@@ -5,6 +5,7 @@ pub mod capacity;
 pub mod check;
 pub mod lab;
 pub mod serve;
+pub mod top;
 pub mod tune;
 
 use std::io::{IsTerminal, Write};

@@ -1,0 +1,404 @@
+//! The state of `portdoctor top`, pure: fed successive `(Instant, Snapshot)` samples and keys,
+//! it keeps per-pool rates from consecutive snapshots, bounded history for sparklines, sorting,
+//! filter, pause, selection and the refresh interval. No terminal, no clock, no OS here: the
+//! shell (`commands/top.rs`) passes time in, which is what makes it testable.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use rustc_hash::FxHashMap;
+
+use crate::analysis::{analyze, Analysis, Finding, Pool, PoolKey, Scope, Thresholds};
+use crate::snapshot::Snapshot;
+
+/// Refresh intervals offered by `+`/`-`.
+pub const INTERVALS: [Duration; 7] = [
+    Duration::from_millis(500),
+    Duration::from_secs(1),
+    Duration::from_secs(2),
+    Duration::from_secs(5),
+    Duration::from_secs(10),
+    Duration::from_secs(30),
+    Duration::from_secs(60),
+];
+
+/// How far back the history of each pool reaches.
+pub const HISTORY_WINDOW: Duration = Duration::from_secs(600);
+/// Upper bound on points per pool whatever the interval (memory stays bounded at 0.5 s).
+pub const HISTORY_MAX_POINTS: usize = 600;
+
+/// A pool's identity across snapshots.
+pub type PoolId = (Scope, PoolKey);
+
+pub fn pool_id(p: &Pool) -> PoolId {
+    (p.scope, p.key)
+}
+
+/// One point of a pool's history.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Point {
+    pub at: Instant,
+    pub utilization: Option<f64>,
+    pub connect_per_s: Option<f64>,
+}
+
+/// What top knows about one pool beyond the latest snapshot.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PoolStats {
+    /// Ports no new connection can take, at the last sample.
+    pub used: u64,
+    pub in_use: u64,
+    pub last_seen: Instant,
+    /// Net change of used ports per second between the last two samples (exact; signed).
+    pub growth_per_s: Option<f64>,
+    /// New connections per second: from TIME_WAIT ages where the OS gives them (Linux), else
+    /// from the rise of in_use between the last two samples (a lower bound).
+    pub connect_per_s: Option<f64>,
+    /// Seconds until full at the growth between the last two samples; on the first sample,
+    /// the analysis' TIME_WAIT-based forecast.
+    pub eta_seconds: Option<f64>,
+    pub history: VecDeque<Point>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SortBy {
+    Utilization,
+    InUse,
+    Rate,
+    Eta,
+    Name,
+}
+
+impl SortBy {
+    pub fn next(self) -> Self {
+        match self {
+            SortBy::Utilization => SortBy::InUse,
+            SortBy::InUse => SortBy::Rate,
+            SortBy::Rate => SortBy::Eta,
+            SortBy::Eta => SortBy::Name,
+            SortBy::Name => SortBy::Utilization,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            SortBy::Utilization => "use",
+            SortBy::InUse => "in use",
+            SortBy::Rate => "rate",
+            SortBy::Eta => "full in",
+            SortBy::Name => "name",
+        }
+    }
+}
+
+/// Keys top understands, independent of the terminal library.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Key {
+    Char(char),
+    Enter,
+    Esc,
+    Backspace,
+    Up,
+    Down,
+    PageUp,
+    PageDown,
+    Home,
+    End,
+    CtrlC,
+}
+
+/// What the shell should do after a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    None,
+    Redraw,
+    /// The interval changed: reschedule the next collection.
+    Reschedule,
+    /// Collect now (`r`).
+    Refresh,
+    Quit,
+}
+
+/// The latest sample, analysed.
+pub struct Current {
+    pub snapshot: Snapshot,
+    pub analysis: Analysis,
+    pub at: Instant,
+}
+
+pub struct App {
+    pub thresholds: Thresholds,
+    pub interval: Duration,
+    pub current: Option<Current>,
+    pub stats: FxHashMap<PoolId, PoolStats>,
+    pub sort: SortBy,
+    pub filter: String,
+    /// Typing into the filter (after `/`).
+    pub editing_filter: bool,
+    pub paused: bool,
+    pub detail: bool,
+    pub selected: Option<PoolId>,
+    pub samples: u64,
+    /// The last collection error, shown in the footer until the next good sample.
+    pub error: Option<String>,
+}
+
+impl App {
+    pub fn new(interval: Duration, thresholds: Thresholds) -> Self {
+        Self {
+            thresholds,
+            interval,
+            current: None,
+            stats: FxHashMap::default(),
+            sort: SortBy::Utilization,
+            filter: String::new(),
+            editing_filter: false,
+            paused: false,
+            detail: false,
+            selected: None,
+            samples: 0,
+            error: None,
+        }
+    }
+
+    /// Feeds one sample. Ignored while paused (the shell does not collect then either).
+    pub fn ingest(&mut self, at: Instant, snapshot: Snapshot) {
+        if self.paused {
+            return;
+        }
+        let analysis = analyze(&snapshot, self.thresholds);
+        let prev_at = self.current.as_ref().map(|c| c.at);
+        for p in &analysis.pools {
+            let used = p.used();
+            let entry = self.stats.entry(pool_id(p));
+            let stats = entry.or_insert_with(|| PoolStats {
+                used,
+                in_use: p.in_use,
+                last_seen: at,
+                growth_per_s: None,
+                connect_per_s: None,
+                eta_seconds: None,
+                history: VecDeque::new(),
+            });
+            // A pool absent from the previous sample had 0 ports then.
+            let (before_used, before_in_use) = if prev_at == Some(stats.last_seen) {
+                (stats.used, stats.in_use)
+            } else {
+                (0, 0)
+            };
+            let elapsed = prev_at
+                .map(|t| at.saturating_duration_since(t).as_secs_f64())
+                .filter(|e| *e > 0.0);
+            let growth = elapsed.map(|e| (used as f64 - before_used as f64) / e);
+            stats.growth_per_s = growth;
+            stats.connect_per_s = p
+                .connect_rate_per_s
+                .or_else(|| elapsed.map(|e| (p.in_use.saturating_sub(before_in_use)) as f64 / e));
+            stats.eta_seconds = match growth {
+                Some(g) if g > 0.0 => p.free().map(|f| f as f64 / g),
+                Some(_) => None,
+                None => p.eta_seconds,
+            };
+            stats.used = used;
+            stats.in_use = p.in_use;
+            stats.last_seen = at;
+            stats.history.push_back(Point {
+                at,
+                utilization: p.utilization,
+                connect_per_s: stats.connect_per_s,
+            });
+            trim_history(&mut stats.history, at);
+        }
+        // Pools gone from the snapshot: keep their history for the window (they may come
+        // back), record that they are empty now, then forget them.
+        let present: rustc_hash::FxHashSet<PoolId> = analysis.pools.iter().map(pool_id).collect();
+        self.stats.retain(|id, s| {
+            if present.contains(id) {
+                return true;
+            }
+            if s.last_seen + HISTORY_WINDOW < at {
+                return false;
+            }
+            if s.used > 0 || s.in_use > 0 {
+                s.growth_per_s = prev_at
+                    .map(|t| at.saturating_duration_since(t).as_secs_f64())
+                    .filter(|e| *e > 0.0)
+                    .map(|e| -(s.used as f64) / e);
+            }
+            s.used = 0;
+            s.in_use = 0;
+            true
+        });
+        self.current = Some(Current {
+            snapshot,
+            analysis,
+            at,
+        });
+        self.samples += 1;
+        self.error = None;
+        self.fix_selection();
+    }
+
+    /// Pools shown, in display order: filtered, then sorted.
+    pub fn visible(&self) -> Vec<&Pool> {
+        let Some(cur) = &self.current else {
+            return Vec::new();
+        };
+        let needle = self.filter.to_lowercase();
+        let mut rows: Vec<&Pool> = cur
+            .analysis
+            .pools
+            .iter()
+            .filter(|p| needle.is_empty() || matches_filter(p, &needle))
+            .collect();
+        let stat = |p: &Pool| self.stats.get(&pool_id(p));
+        match self.sort {
+            // The analysis order already is utilization, then size, then key.
+            SortBy::Utilization => {}
+            SortBy::InUse => rows.sort_by_key(|p| std::cmp::Reverse(p.in_use)),
+            SortBy::Rate => rows.sort_by(|a, b| {
+                let ra = stat(a).and_then(|s| s.connect_per_s).unwrap_or(-1.0);
+                let rb = stat(b).and_then(|s| s.connect_per_s).unwrap_or(-1.0);
+                rb.total_cmp(&ra)
+            }),
+            SortBy::Eta => rows.sort_by(|a, b| {
+                let ea = stat(a).and_then(|s| s.eta_seconds).unwrap_or(f64::INFINITY);
+                let eb = stat(b).and_then(|s| s.eta_seconds).unwrap_or(f64::INFINITY);
+                ea.total_cmp(&eb)
+            }),
+            SortBy::Name => rows.sort_by(|a, b| a.key.cmp(&b.key).then(a.scope.cmp(&b.scope))),
+        }
+        rows
+    }
+
+    pub fn selected_pool(&self) -> Option<&Pool> {
+        let id = self.selected?;
+        self.current
+            .as_ref()?
+            .analysis
+            .pools
+            .iter()
+            .find(|p| pool_id(p) == id)
+    }
+
+    /// The finding about the selected pool, most severe first.
+    pub fn findings_for(&self, p: &Pool) -> Vec<&Finding> {
+        let name = p.key.to_string();
+        let Some(cur) = &self.current else {
+            return Vec::new();
+        };
+        let mut out: Vec<&Finding> = cur
+            .analysis
+            .verdict
+            .findings
+            .iter()
+            .filter(|f| f.pool.as_deref() == Some(name.as_str()))
+            .collect();
+        out.sort_by_key(|f| std::cmp::Reverse(f.severity));
+        out
+    }
+
+    /// Keeps the selection on the same pool across refreshes, or on the first row.
+    fn fix_selection(&mut self) {
+        let rows: Vec<PoolId> = self.visible().iter().map(|p| pool_id(p)).collect();
+        if self.selected.is_none_or(|s| !rows.contains(&s)) {
+            self.selected = rows.first().copied();
+        }
+    }
+
+    fn move_selection(&mut self, delta: isize) {
+        let rows: Vec<PoolId> = self.visible().iter().map(|p| pool_id(p)).collect();
+        if rows.is_empty() {
+            self.selected = None;
+            return;
+        }
+        let at = self
+            .selected
+            .and_then(|s| rows.iter().position(|r| *r == s))
+            .unwrap_or(0);
+        let last = rows.len() as isize - 1;
+        let to = (at as isize + delta).clamp(0, last) as usize;
+        self.selected = Some(rows[to]);
+    }
+
+    pub fn handle_key(&mut self, key: Key) -> Action {
+        if key == Key::CtrlC {
+            return Action::Quit;
+        }
+        if self.editing_filter {
+            match key {
+                Key::Char(c) => self.filter.push(c),
+                Key::Backspace => {
+                    self.filter.pop();
+                }
+                Key::Enter => self.editing_filter = false,
+                Key::Esc => {
+                    self.filter.clear();
+                    self.editing_filter = false;
+                }
+                _ => return Action::None,
+            }
+            self.fix_selection();
+            return Action::Redraw;
+        }
+        match key {
+            Key::Char('q') => return Action::Quit,
+            Key::Esc if !self.filter.is_empty() => self.filter.clear(),
+            Key::Esc if self.detail => self.detail = false,
+            Key::Char('/') => self.editing_filter = true,
+            Key::Char('s') => self.sort = self.sort.next(),
+            Key::Char('u') => self.sort = SortBy::Utilization,
+            Key::Char('i') => self.sort = SortBy::InUse,
+            Key::Char('n') => self.sort = SortBy::Rate,
+            Key::Char('e') => self.sort = SortBy::Eta,
+            Key::Char('a') => self.sort = SortBy::Name,
+            Key::Char(' ' | 'p') => self.paused = !self.paused,
+            Key::Char('r') => return Action::Refresh,
+            Key::Enter | Key::Char('d') => self.detail = !self.detail,
+            Key::Char('+' | '=') => return self.step_interval(1),
+            Key::Char('-') => return self.step_interval(-1),
+            Key::Up | Key::Char('k') => self.move_selection(-1),
+            Key::Down | Key::Char('j') => self.move_selection(1),
+            Key::PageUp => self.move_selection(-10),
+            Key::PageDown => self.move_selection(10),
+            Key::Home => self.move_selection(isize::MIN / 2),
+            Key::End => self.move_selection(isize::MAX / 2),
+            _ => return Action::None,
+        }
+        self.fix_selection();
+        Action::Redraw
+    }
+
+    fn step_interval(&mut self, dir: isize) -> Action {
+        let at = INTERVALS
+            .iter()
+            .position(|i| *i >= self.interval)
+            .unwrap_or(INTERVALS.len() - 1) as isize;
+        let to = (at + dir).clamp(0, INTERVALS.len() as isize - 1) as usize;
+        if INTERVALS[to] == self.interval {
+            return Action::None;
+        }
+        self.interval = INTERVALS[to];
+        Action::Reschedule
+    }
+}
+
+fn trim_history(h: &mut VecDeque<Point>, now: Instant) {
+    while h
+        .front()
+        .is_some_and(|p| p.at + HISTORY_WINDOW < now || h.len() > HISTORY_MAX_POINTS)
+    {
+        h.pop_front();
+    }
+}
+
+fn matches_filter(p: &Pool, needle: &str) -> bool {
+    p.key.to_string().to_lowercase().contains(needle)
+        || p.processes
+            .iter()
+            .any(|o| o.name.to_lowercase().contains(needle) || o.pid.to_string() == needle)
+}
+
+#[cfg(test)]
+#[path = "state_tests.rs"]
+mod tests;

@@ -1,0 +1,209 @@
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::fixture::SnapshotBuilder;
+
+/// A Linux host with one pool to 10.0.0.9:5432 of `est` established connections (no
+/// TIME_WAIT, so the TIME_WAIT-age rate is 0 and the count change is all there is).
+fn one_pool(est: u32) -> Snapshot {
+    SnapshotBuilder::linux()
+        .pool("10.0.0.5", "10.0.0.9", 5432, est, 0, (0, 0))
+        .build()
+}
+
+fn two_pools(a: u32, b: u32) -> Snapshot {
+    SnapshotBuilder::linux()
+        .pool("10.0.0.5", "10.0.0.9", 5432, a, 0, (0, 0))
+        .restart_ports()
+        .pool("10.0.0.5", "10.0.0.12", 443, b, 0, (0, 0))
+        .build()
+}
+
+fn app() -> App {
+    App::new(Duration::from_secs(1), Thresholds::default())
+}
+
+fn stats_of<'a>(app: &'a App, remote: &str) -> &'a PoolStats {
+    let p = app
+        .current
+        .as_ref()
+        .unwrap()
+        .analysis
+        .pools
+        .iter()
+        .find(|p| p.key.remote_ip.unwrap().to_string() == remote)
+        .unwrap();
+    &app.stats[&pool_id(p)]
+}
+
+#[test]
+fn growth_is_exact_change_over_elapsed() {
+    let t0 = Instant::now();
+    let mut a = app();
+    a.ingest(t0, one_pool(100));
+    // First sample: no growth known yet; rate from TIME_WAIT ages (0 here).
+    assert_eq!(stats_of(&a, "10.0.0.9").growth_per_s, None);
+    assert_eq!(stats_of(&a, "10.0.0.9").connect_per_s, Some(0.0));
+    a.ingest(t0 + Duration::from_millis(2500), one_pool(600));
+    let s = stats_of(&a, "10.0.0.9");
+    assert_eq!(s.growth_per_s, Some(200.0)); // 500 ports in 2.5 s
+                                             // ETA = free / growth = (28232 - 600) / 200.
+    assert_eq!(s.eta_seconds, Some((28_232.0 - 600.0) / 200.0));
+    a.ingest(t0 + Duration::from_millis(3500), one_pool(400));
+    let s = stats_of(&a, "10.0.0.9");
+    assert_eq!(s.growth_per_s, Some(-200.0));
+    assert_eq!(s.eta_seconds, None);
+    assert_eq!(s.history.len(), 3);
+}
+
+#[test]
+fn time_wait_ages_give_the_rate_on_the_first_sample() {
+    // 300 TIME_WAIT entries aged 0..10 s: 30/s over the 10 s window.
+    let snap = SnapshotBuilder::linux()
+        .tw_reuse(0)
+        .pool("10.0.0.5", "10.0.0.9", 80, 0, 300, (0, 9_999))
+        .build();
+    let mut a = app();
+    a.ingest(Instant::now(), snap);
+    assert_eq!(stats_of(&a, "10.0.0.9").connect_per_s, Some(30.0));
+}
+
+#[test]
+fn windows_without_timers_uses_rise_of_in_use() {
+    let t0 = Instant::now();
+    let win = |n: u32| {
+        SnapshotBuilder::windows()
+            .pool("10.0.0.5", "10.0.0.9", 80, n, 5, (0, 0))
+            .build()
+    };
+    let mut a = App::new(Duration::from_secs(1), Thresholds::default());
+    a.ingest(t0, win(10));
+    let id = pool_id(&a.current.as_ref().unwrap().analysis.pools[0]);
+    assert_eq!(a.stats[&id].connect_per_s, None);
+    a.ingest(t0 + Duration::from_secs(2), win(50));
+    assert_eq!(a.stats[&id].connect_per_s, Some(20.0));
+}
+
+#[test]
+fn a_pool_that_appears_grows_from_zero_and_one_that_goes_drains_to_zero() {
+    let t0 = Instant::now();
+    let mut a = app();
+    a.ingest(t0, one_pool(10));
+    a.ingest(t0 + Duration::from_secs(1), two_pools(10, 40));
+    assert_eq!(stats_of(&a, "10.0.0.12").growth_per_s, Some(40.0));
+    let gone = pool_id(
+        a.current
+            .as_ref()
+            .unwrap()
+            .analysis
+            .pools
+            .iter()
+            .find(|p| p.in_use == 40)
+            .unwrap(),
+    );
+    a.ingest(t0 + Duration::from_secs(3), one_pool(10));
+    assert_eq!(a.stats[&gone].growth_per_s, Some(-20.0));
+    assert_eq!(a.stats[&gone].used, 0);
+    // Forgotten once out of the history window.
+    a.ingest(t0 + HISTORY_WINDOW + Duration::from_secs(5), one_pool(10));
+    assert!(!a.stats.contains_key(&gone));
+}
+
+#[test]
+fn history_is_bounded_by_window_and_points() {
+    let t0 = Instant::now();
+    let mut a = app();
+    for i in 0..2000u64 {
+        a.ingest(t0 + Duration::from_millis(500 * i), one_pool(10));
+    }
+    let s = stats_of(&a, "10.0.0.9");
+    assert_eq!(s.history.len(), HISTORY_MAX_POINTS);
+    let mut b = app();
+    for i in 0..100u64 {
+        b.ingest(t0 + Duration::from_secs(30 * i), one_pool(10));
+    }
+    let s = stats_of(&b, "10.0.0.9");
+    // 600 s window at 30 s: the points at most 600 s old (21 of them).
+    assert_eq!(s.history.len(), 21);
+    let newest = s.history.back().unwrap().at;
+    assert!(s.history.iter().all(|p| newest - p.at <= HISTORY_WINDOW));
+}
+
+#[test]
+fn sorting_and_filter() {
+    let snap = SnapshotBuilder::linux()
+        .pool("10.0.0.5", "10.0.0.9", 5432, 30, 0, (0, 0))
+        .restart_ports()
+        .pool("10.0.0.5", "10.0.0.12", 443, 50, 0, (0, 0))
+        .restart_ports()
+        .pool("10.0.0.5", "10.0.0.7", 6379, 20, 0, (0, 0))
+        .owned_by(77, "redis-client")
+        .build();
+    let mut a = app();
+    a.ingest(Instant::now(), snap);
+    let order = |a: &App| -> Vec<u64> { a.visible().iter().map(|p| p.in_use).collect() };
+    assert_eq!(order(&a), vec![50, 30, 20]); // utilization
+    assert_eq!(a.handle_key(Key::Char('a')), Action::Redraw);
+    assert_eq!(order(&a), vec![20, 30, 50]); // by name: 10.0.0.7 < 10.0.0.9 < 10.0.0.12
+    a.handle_key(Key::Char('s'));
+    assert_eq!(a.sort, SortBy::Utilization);
+    a.handle_key(Key::Char('/'));
+    for c in "6379".chars() {
+        a.handle_key(Key::Char(c));
+    }
+    assert!(a.editing_filter);
+    assert_eq!(order(&a), vec![20]);
+    a.handle_key(Key::Enter);
+    assert!(!a.editing_filter);
+    assert_eq!(a.selected_pool().unwrap().in_use, 20);
+    // q while not editing quits; while editing it is a filter character.
+    a.handle_key(Key::Esc);
+    assert_eq!(order(&a).len(), 3);
+    a.handle_key(Key::Char('/'));
+    a.handle_key(Key::Char('q'));
+    assert_eq!(a.filter, "q");
+    a.handle_key(Key::Esc);
+    // Owner names match too.
+    a.handle_key(Key::Char('/'));
+    for c in "redis".chars() {
+        a.handle_key(Key::Char(c));
+    }
+    a.handle_key(Key::Enter);
+    assert_eq!(
+        order(&a).len(),
+        3,
+        "every socket here is owned by redis-client"
+    );
+    assert_eq!(a.handle_key(Key::Char('q')), Action::Quit);
+    assert_eq!(a.handle_key(Key::CtrlC), Action::Quit);
+}
+
+#[test]
+fn pause_ignores_samples_and_selection_follows_the_pool() {
+    let t0 = Instant::now();
+    let mut a = app();
+    a.ingest(t0, two_pools(10, 40));
+    a.handle_key(Key::Down);
+    let chosen = a.selected.unwrap();
+    assert_eq!(a.selected_pool().unwrap().in_use, 10);
+    a.handle_key(Key::Char(' '));
+    a.ingest(t0 + Duration::from_secs(1), two_pools(10, 99));
+    assert_eq!(a.samples, 1);
+    a.handle_key(Key::Char(' '));
+    // The 10-pool overtakes the other: the selection stays on it.
+    a.ingest(t0 + Duration::from_secs(2), two_pools(60, 5));
+    assert_eq!(a.selected, Some(chosen));
+    assert_eq!(a.visible()[0].in_use, 60);
+}
+
+#[test]
+fn interval_steps_within_bounds() {
+    let mut a = app();
+    assert_eq!(a.handle_key(Key::Char('+')), Action::Reschedule);
+    assert_eq!(a.interval, Duration::from_secs(2));
+    for _ in 0..10 {
+        a.handle_key(Key::Char('-'));
+    }
+    assert_eq!(a.interval, Duration::from_millis(500));
+    assert_eq!(a.handle_key(Key::Char('-')), Action::None);
+}

@@ -1,0 +1,526 @@
+//! Draws an [`App`] with ratatui: header (host, range, TIME_WAIT vs buckets, verdict,
+//! interval), the pools table, the detail pane of the selected pool, and a footer with keys.
+//! Pure over a [`Buffer`], so tests render on `TestBackend` and `--once` prints the same frame.
+
+use ratatui::buffer::Buffer;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{
+    Block, Borders, Cell, Paragraph, Row, Sparkline, StatefulWidget, Table, TableState, Widget,
+    Wrap,
+};
+
+use super::state::{pool_id, App, PoolStats};
+use crate::analysis::{Level, Pool, Scope, Severity};
+use crate::report::{group, human_duration};
+use crate::snapshot::Os;
+
+#[derive(Debug, Clone, Copy)]
+pub struct ViewOptions {
+    pub color: bool,
+}
+
+struct Theme(bool);
+
+impl Theme {
+    fn fg(&self, c: Color) -> Style {
+        if self.0 {
+            Style::default().fg(c)
+        } else {
+            Style::default()
+        }
+    }
+    fn level(&self, l: Level) -> Style {
+        match l {
+            Level::Ok => self.fg(Color::Green),
+            Level::Warning => self.fg(Color::Yellow),
+            Level::Critical => self.fg(Color::Red).add_modifier(Modifier::BOLD),
+        }
+    }
+    fn severity(&self, s: Severity) -> Style {
+        match s {
+            Severity::Info => self.fg(Color::Cyan),
+            Severity::Warning => self.level(Level::Warning),
+            Severity::Critical => self.level(Level::Critical),
+        }
+    }
+    fn dim(&self) -> Style {
+        if self.0 {
+            Style::default().add_modifier(Modifier::DIM)
+        } else {
+            Style::default()
+        }
+    }
+}
+
+fn bold() -> Style {
+    Style::default().add_modifier(Modifier::BOLD)
+}
+
+/// The pool as people say it: who → whom.
+pub fn pool_label(p: &Pool, os: Os) -> String {
+    match p.scope {
+        Scope::LocalAddress if os == Os::Windows => format!("{} → any", p.key.local_ip),
+        Scope::LocalAddress => format!("{} → any (bind)", p.key.local_ip),
+        _ => p.key.to_string(),
+    }
+}
+
+fn owner_cell(p: &Pool, scanned: bool) -> String {
+    match p.processes.as_slice() {
+        _ if !scanned => "—".into(),
+        [] => "—".into(),
+        [one] => format!("{} ({})", one.name, one.pid),
+        [first, rest @ ..] if rest.iter().all(|o| o.name == first.name) => {
+            format!("{} ×{}", first.name, rest.len() + 1)
+        }
+        [first, rest @ ..] => format!("{} +{}", first.name, rest.len()),
+    }
+}
+
+fn rate(r: Option<f64>) -> String {
+    let Some(r) = r else {
+        return "—".into();
+    };
+    let a = r.abs();
+    let s = if a < 10.0 && a.fract() != 0.0 {
+        format!("{a:.1}")
+    } else {
+        group(a.round() as u64)
+    };
+    if r < 0.0 && s != "0" && s != "0.0" {
+        format!("-{s}")
+    } else {
+        s
+    }
+}
+
+fn severity_name(s: Severity) -> &'static str {
+    match s {
+        Severity::Info => "INFO",
+        Severity::Warning => "WARNING",
+        Severity::Critical => "CRITICAL",
+    }
+}
+
+fn signed_rate(r: Option<f64>) -> String {
+    match r {
+        Some(r) if r > 0.0 => format!("+{}", rate(Some(r))),
+        other => rate(other),
+    }
+}
+
+/// `███░░░ 62%`: a bar of `width` cells and the percentage.
+fn bar(u: Option<f64>, width: usize) -> String {
+    let Some(u) = u else {
+        return format!("{:>w$}", "—", w = width + 5);
+    };
+    let filled = ((u.clamp(0.0, 1.0) * width as f64).round() as usize).min(width);
+    format!(
+        "{}{} {:>3.0}%",
+        "█".repeat(filled),
+        "░".repeat(width - filled),
+        (u * 100.0).min(999.0)
+    )
+}
+
+/// The last `n` utilization points as one-line block characters.
+fn trend(stats: Option<&PoolStats>, n: usize) -> String {
+    const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
+    let Some(s) = stats else {
+        return String::new();
+    };
+    let skip = s.history.len().saturating_sub(n);
+    s.history
+        .iter()
+        .skip(skip)
+        .map(|p| match p.utilization {
+            Some(u) => BARS[((u.clamp(0.0, 1.0) * 7.0).round() as usize).min(7)],
+            None => ' ',
+        })
+        .collect()
+}
+
+/// Draws the whole screen into `buf`.
+pub fn render(app: &App, opts: ViewOptions, area: Rect, buf: &mut Buffer) {
+    let t = Theme(opts.color);
+    let detail_height = if app.detail && app.selected_pool().is_some() {
+        (area.height / 2).clamp(6, 12)
+    } else {
+        0
+    };
+    let [header, table, detail, footer] = Layout::vertical([
+        Constraint::Length(3),
+        Constraint::Min(2),
+        Constraint::Length(detail_height),
+        Constraint::Length(1),
+    ])
+    .areas(area);
+    render_header(app, &t, header, buf);
+    render_table(app, &t, table, buf);
+    if detail_height > 0 {
+        render_detail(app, &t, detail, buf);
+    }
+    render_footer(app, &t, footer, buf);
+}
+
+fn render_header(app: &App, t: &Theme, area: Rect, buf: &mut Buffer) {
+    let Some(cur) = &app.current else {
+        let msg = app
+            .error
+            .clone()
+            .unwrap_or_else(|| "portdoctor top · collecting…".into());
+        Paragraph::new(msg).render(area, buf);
+        return;
+    };
+    let (snap, a) = (&cur.snapshot, &cur.analysis);
+    let os = match snap.os {
+        Os::Linux => "linux",
+        Os::Windows => "windows",
+    };
+    let mut who = format!(
+        "portdoctor top · {} · {os} {}",
+        snap.host.hostname.as_deref().unwrap_or("?"),
+        snap.host.os_version.as_deref().unwrap_or("")
+    )
+    .trim_end()
+    .to_string();
+    if let Some(ns) = &snap.host.netns {
+        who = format!("{who} · netns {ns}");
+    }
+    let verdict = a.verdict.level.name().to_uppercase();
+    let state = if app.paused {
+        "PAUSED".to_string()
+    } else {
+        format!("every {}", human_duration(app.interval.as_secs_f64()))
+    };
+    let right = format!("{state}  {verdict}");
+    let gap = (area.width as usize).saturating_sub(who.chars().count() + right.chars().count());
+    let line1 = Line::from(vec![
+        Span::styled(who, bold()),
+        Span::raw(" ".repeat(gap.max(1))),
+        Span::styled(
+            state,
+            if app.paused {
+                t.fg(Color::Yellow)
+            } else {
+                t.dim()
+            },
+        ),
+        Span::raw("  "),
+        Span::styled(verdict, t.level(a.verdict.level)),
+    ]);
+
+    let mut parts = Vec::new();
+    match &a.capacity {
+        Some(c) => {
+            parts.push(format!(
+                "range {}–{} ({})",
+                c.range.low,
+                c.range.high,
+                group(u64::from(c.range.len()))
+            ));
+            let word = if snap.os == Os::Windows {
+                "excluded"
+            } else {
+                "reserved"
+            };
+            parts.push(format!("{word} {}", group(u64::from(c.reserved_in_range))));
+            if !c.bound_in_range.is_empty() {
+                parts.push(format!("bound {}", group(c.bound_in_range.len() as u64)));
+            }
+        }
+        None => parts.push("range unknown".into()),
+    }
+    parts.push(match snap.settings.max_tw_buckets {
+        Some(m) => format!(
+            "TIME_WAIT {} of {} buckets",
+            group(a.time_wait_total),
+            group(m)
+        ),
+        None => format!("TIME_WAIT {}", group(a.time_wait_total)),
+    });
+    if let Some(s) = snap.settings.time_wait_seconds {
+        parts.push(format!("held {s} s"));
+    }
+    if snap.os == Os::Linux {
+        parts.push(match snap.settings.tw_reuse {
+            Some(v) => format!("tw_reuse {v}"),
+            None => "tw_reuse ?".into(),
+        });
+    }
+    let line2 = Line::from(parts.join(" · "));
+
+    let count = |l: Level| a.pools.iter().filter(|p| p.level == l).count();
+    let shown = app.visible().len();
+    let mut line3 = vec![
+        Span::raw(format!(
+            "sockets {} · outbound {} · pools ",
+            group(snap.sockets.len() as u64),
+            group(a.outbound),
+        )),
+        Span::styled(
+            format!("{} critical", count(Level::Critical)),
+            t.level(Level::Critical),
+        ),
+        Span::raw(", "),
+        Span::styled(
+            format!("{} warning", count(Level::Warning)),
+            t.level(Level::Warning),
+        ),
+        Span::raw(format!(", {} ok", count(Level::Ok))),
+        Span::styled(format!(" · sort {}", app.sort.name()), t.dim()),
+    ];
+    if !app.filter.is_empty() || app.editing_filter {
+        let cursor = if app.editing_filter { "_" } else { "" };
+        line3.push(Span::styled(
+            format!(
+                " · filter \"{}{cursor}\" {shown}/{}",
+                app.filter,
+                a.pools.len()
+            ),
+            t.fg(Color::Cyan),
+        ));
+    }
+    Paragraph::new(vec![line1, line2, Line::from(line3)]).render(area, buf);
+}
+
+fn render_table(app: &App, t: &Theme, area: Rect, buf: &mut Buffer) {
+    let Some(cur) = &app.current else {
+        return;
+    };
+    let rows_data = app.visible();
+    if rows_data.is_empty() {
+        let msg = if cur.analysis.pools.is_empty() {
+            "no outbound connections use the ephemeral range"
+        } else {
+            "no pool matches the filter (Esc clears it)"
+        };
+        Paragraph::new(Line::styled(msg, t.dim())).render(area, buf);
+        return;
+    }
+    let wide = area.width >= 120;
+    let medium = area.width >= 100;
+    let scanned = cur.snapshot.owners.is_some();
+    let os = cur.snapshot.os;
+    let bar_w: usize = if medium { 6 } else { 4 };
+
+    let mut header = vec!["POOL local → remote", "IN USE"];
+    let mut widths = vec![Constraint::Min(18), Constraint::Length(7)];
+    if medium {
+        header.extend(["TIME_WAIT", "CAPACITY"]);
+        widths.extend([Constraint::Length(9), Constraint::Length(8)]);
+    }
+    header.extend(["USE", "NEW/s", "GROW/s", "FULL IN"]);
+    widths.extend([
+        Constraint::Length(bar_w as u16 + 5),
+        Constraint::Length(6),
+        Constraint::Length(6),
+        Constraint::Length(7),
+    ]);
+    if wide {
+        header.push("TREND");
+        widths.push(Constraint::Length(12));
+    }
+    header.push("OWNER");
+    widths.push(Constraint::Length(if medium { 18 } else { 12 }));
+
+    let right = |s: String| Cell::from(Line::from(s).right_aligned());
+    let rows: Vec<Row> = rows_data
+        .iter()
+        .map(|p| {
+            let st = app.stats.get(&pool_id(p));
+            let mut cells = vec![Cell::from(pool_label(p, os)), right(group(p.in_use))];
+            if medium {
+                cells.push(right(if p.blocking_time_wait == p.time_wait {
+                    group(p.time_wait)
+                } else {
+                    format!("{}/{}", group(p.blocking_time_wait), group(p.time_wait))
+                }));
+                cells.push(right(
+                    p.capacity.map_or("—".into(), |c| group(u64::from(c))),
+                ));
+            }
+            cells.push(Cell::from(bar(p.utilization, bar_w)));
+            cells.push(right(rate(st.and_then(|s| s.connect_per_s))));
+            cells.push(right(signed_rate(st.and_then(|s| s.growth_per_s))));
+            cells.push(right(
+                st.and_then(|s| s.eta_seconds)
+                    .map_or("—".into(), human_duration),
+            ));
+            if wide {
+                cells.push(Cell::from(trend(st, 12)));
+            }
+            cells.push(Cell::from(owner_cell(p, scanned)));
+            Row::new(cells).style(t.level(p.level).remove_modifier(Modifier::BOLD))
+        })
+        .collect();
+    let selected = app
+        .selected
+        .and_then(|s| rows_data.iter().position(|p| pool_id(p) == s));
+    let mut state = TableState::default().with_selected(selected);
+    let table = Table::new(rows, widths)
+        .header(Row::new(header).style(bold()))
+        .column_spacing(1)
+        .row_highlight_style(Style::default().add_modifier(Modifier::REVERSED));
+    StatefulWidget::render(table, area, buf, &mut state);
+}
+
+fn render_detail(app: &App, t: &Theme, area: Rect, buf: &mut Buffer) {
+    let (Some(p), Some(cur)) = (app.selected_pool(), &app.current) else {
+        return;
+    };
+    let os = cur.snapshot.os;
+    let block = Block::default()
+        .borders(Borders::TOP)
+        .title(Span::styled(format!(" {} ", pool_label(p, os)), bold()));
+    let inner = block.inner(area);
+    block.render(area, buf);
+    let spark_w = if inner.width >= 90 { 30 } else { 0 };
+    let [text_area, spark_area] =
+        Layout::horizontal([Constraint::Min(20), Constraint::Length(spark_w)]).areas(inner);
+
+    let reusable = p.time_wait - p.blocking_time_wait;
+    let other = p.in_use - p.established - p.time_wait;
+    let mut lines = vec![Line::from(format!(
+        "ESTABLISHED {} · TIME_WAIT {} ({} blocking, {} reusable) · other {}",
+        group(p.established),
+        group(p.time_wait),
+        group(p.blocking_time_wait),
+        group(reusable),
+        group(other)
+    ))];
+    lines.push(Line::from(format!(
+        "used {} of {} · free {} · tw_reuse {}",
+        group(p.used()),
+        p.capacity.map_or("—".into(), |c| group(u64::from(c))),
+        p.free().map_or("—".into(), group),
+        if p.tw_reuse_applies {
+            "applies"
+        } else {
+            "does not apply"
+        }
+    )));
+    lines.push(Line::from(if cur.snapshot.owners.is_none() {
+        "owners not scanned (--no-owners)".to_string()
+    } else if p.processes.is_empty() {
+        "owners unknown (other users' processes need root)".to_string()
+    } else {
+        let list: Vec<String> = p
+            .processes
+            .iter()
+            .map(|o| format!("{} ({}) {}", o.name, o.pid, group(o.sockets)))
+            .collect();
+        format!("owners {}", list.join(" · "))
+    }));
+    let findings = app.findings_for(p);
+    if findings.is_empty() {
+        lines.push(Line::styled("no finding about this pool", t.dim()));
+    }
+    for f in findings.iter().take(2) {
+        lines.push(Line::from(vec![
+            Span::styled(
+                format!("{} ", severity_name(f.severity)),
+                t.severity(f.severity),
+            ),
+            Span::styled(f.code, bold()),
+            Span::raw(format!("  {}", f.message)),
+        ]));
+        for (i, l) in f.fix.lines().enumerate() {
+            let label = if i == 0 { "fix " } else { "    " };
+            lines.push(Line::from(vec![
+                Span::styled(label, t.dim()),
+                Span::raw(l.to_string()),
+            ]));
+        }
+    }
+    Paragraph::new(lines)
+        .wrap(Wrap { trim: false })
+        .render(text_area, buf);
+
+    if spark_w > 0 {
+        let stats = app.stats.get(&pool_id(p));
+        let n = spark_area.width as usize;
+        let hist: Vec<_> = stats
+            .map(|s| {
+                let skip = s.history.len().saturating_sub(n);
+                s.history.iter().skip(skip).copied().collect()
+            })
+            .unwrap_or_default();
+        let util: Vec<u64> = hist
+            .iter()
+            .map(|h| h.utilization.map_or(0, |u| (u * 100.0).round() as u64))
+            .collect();
+        let rates: Vec<u64> = hist
+            .iter()
+            .map(|h| h.connect_per_s.map_or(0, |r| r.round() as u64))
+            .collect();
+        let max_rate = rates.iter().copied().max().unwrap_or(0);
+        let half = spark_area.height / 2;
+        let [u_area, r_area] =
+            Layout::vertical([Constraint::Length(half), Constraint::Min(1)]).areas(spark_area);
+        Sparkline::default()
+            .block(Block::default().title(format!(
+                "use {}",
+                p.utilization
+                    .map_or("—".into(), |u| format!("{:.0}%", u * 100.0))
+            )))
+            .data(util)
+            .max(100)
+            .style(t.level(p.level))
+            .render(u_area, buf);
+        Sparkline::default()
+            .block(Block::default().title(format!("new/s max {}", group(max_rate))))
+            .data(rates)
+            .style(t.fg(Color::Cyan))
+            .render(r_area, buf);
+    }
+}
+
+fn render_footer(app: &App, t: &Theme, area: Rect, buf: &mut Buffer) {
+    let text = if app.editing_filter {
+        "type to filter pools and owners · Enter keep · Esc clear".to_string()
+    } else if let Some(e) = &app.error {
+        format!("error: {e}")
+    } else if area.width >= 100 {
+        "q quit · s sort · / filter · space pause · +/- interval · ↑↓ select · enter detail · r refresh"
+            .to_string()
+    } else {
+        "q quit · s sort · / filter · space pause · +/- interval · enter detail".to_string()
+    };
+    let style = if app.error.is_some() {
+        t.fg(Color::Red)
+    } else {
+        t.dim()
+    };
+    Paragraph::new(Line::styled(text, style)).render(area, buf);
+}
+
+/// The buffer as plain text: one line per row, trailing spaces trimmed.
+pub fn buffer_text(buf: &Buffer) -> String {
+    let area = buf.area;
+    let mut out = String::new();
+    for y in area.top()..area.bottom() {
+        let mut line = String::new();
+        for x in area.left()..area.right() {
+            if let Some(c) = buf.cell((x, y)) {
+                line.push_str(c.symbol());
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    while out.ends_with("\n\n") {
+        out.pop();
+    }
+    out
+}
+
+/// One frame as text, for `--once` and tests.
+pub fn render_text(app: &App, width: u16, height: u16) -> String {
+    let area = Rect::new(0, 0, width, height);
+    let mut buf = Buffer::empty(area);
+    render(app, ViewOptions { color: false }, area, &mut buf);
+    buffer_text(&buf)
+}
