@@ -17,6 +17,7 @@ command -v ss >/dev/null 2>&1 || need+=(iproute2)
 command -v cc >/dev/null 2>&1 || need+=(gcc libc6-dev)
 command -v setpriv >/dev/null 2>&1 || need+=(util-linux)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
+command -v tmux >/dev/null 2>&1 || need+=(tmux)
 command -v sysctl >/dev/null 2>&1 || need+=(procps)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 if [ ${#need[@]} -gt 0 ]; then

@@ -193,7 +193,12 @@ fn render_header(app: &App, t: &Theme, area: Rect, buf: &mut Buffer) {
     let state = if app.paused {
         "PAUSED".to_string()
     } else {
-        format!("every {}", human_duration(app.interval.as_secs_f64()))
+        let secs = app.interval.as_secs_f64();
+        if secs < 1.0 {
+            format!("every {} ms", app.interval.as_millis())
+        } else {
+            format!("every {}", human_duration(secs))
+        }
     };
     let right = format!("{state}  {verdict}");
     let gap = (area.width as usize).saturating_sub(who.chars().count() + right.chars().count());
@@ -309,8 +314,12 @@ fn render_table(app: &App, t: &Theme, area: Rect, buf: &mut Buffer) {
     let mut header = vec!["POOL local → remote", "IN USE"];
     let mut widths = vec![Constraint::Min(18), Constraint::Length(7)];
     if medium {
-        header.extend(["TIME_WAIT", "CAPACITY"]);
-        widths.extend([Constraint::Length(9), Constraint::Length(8)]);
+        header.push("TIME_WAIT");
+        widths.push(Constraint::Length(9));
+    }
+    if wide {
+        header.push("CAPACITY");
+        widths.push(Constraint::Length(8));
     }
     header.extend(["USE", "NEW/s", "GROW/s", "FULL IN"]);
     widths.extend([
@@ -338,6 +347,8 @@ fn render_table(app: &App, t: &Theme, area: Rect, buf: &mut Buffer) {
                 } else {
                     format!("{}/{}", group(p.blocking_time_wait), group(p.time_wait))
                 }));
+            }
+            if wide {
                 cells.push(right(
                     p.capacity.map_or("—".into(), |c| group(u64::from(c))),
                 ));
@@ -379,7 +390,9 @@ fn render_detail(app: &App, t: &Theme, area: Rect, buf: &mut Buffer) {
     block.render(area, buf);
     let spark_w = if inner.width >= 90 { 30 } else { 0 };
     let [text_area, spark_area] =
-        Layout::horizontal([Constraint::Min(20), Constraint::Length(spark_w)]).areas(inner);
+        Layout::horizontal([Constraint::Min(20), Constraint::Length(spark_w)])
+            .spacing(2)
+            .areas(inner);
 
     let reusable = p.time_wait - p.blocking_time_wait;
     let other = p.in_use - p.established - p.time_wait;
@@ -405,7 +418,7 @@ fn render_detail(app: &App, t: &Theme, area: Rect, buf: &mut Buffer) {
     lines.push(Line::from(if cur.snapshot.owners.is_none() {
         "owners not scanned (--no-owners)".to_string()
     } else if p.processes.is_empty() {
-        "owners unknown (other users' processes need root)".to_string()
+        "owners unknown (TIME_WAIT has none; other users' sockets need root)".to_string()
     } else {
         let list: Vec<String> = p
             .processes

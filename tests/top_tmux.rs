@@ -1,0 +1,187 @@
+//! `portdoctor top` end to end in tmux (root): a detached session runs `top --netns` while a
+//! bounded Python loop churns loopback connections inside a test namespace; capture-pane shows
+//! the pool appear and its count rise; keys sort, filter, pause and quit; afterwards the pane is
+//! back at the shell prompt with the same `stty -a` as before. The session is killed on drop.
+#![cfg(target_os = "linux")]
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::{python, require_root, wait_until, Netns, PORTDOCTOR};
+
+/// A detached tmux session on its own server socket; killed (server and all) on drop.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn new(tag: &str, width: u16, height: u16) -> Tmux {
+        let t = Tmux {
+            socket: format!("pdt-top-{}-{tag}", std::process::id()),
+        };
+        let ok = t
+            .cmd()
+            .args(["new-session", "-d", "-s", "top", "-x"])
+            .arg(width.to_string())
+            .arg("-y")
+            .arg(height.to_string())
+            .args([
+                "env",
+                "PS1=READY$ ",
+                "TERM=xterm-256color",
+                "bash",
+                "--norc",
+                "--noprofile",
+            ])
+            .status()
+            .expect("tmux must be installed (test.sh installs it)");
+        assert!(ok.success(), "tmux new-session failed");
+        t
+    }
+
+    fn cmd(&self) -> Command {
+        let mut c = Command::new("tmux");
+        c.args(["-L", &self.socket]);
+        c
+    }
+
+    fn capture(&self) -> String {
+        let out = self
+            .cmd()
+            .args(["capture-pane", "-p", "-t", "top"])
+            .output()
+            .expect("tmux capture-pane");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        let ok = self
+            .cmd()
+            .args(["send-keys", "-t", "top"])
+            .args(keys)
+            .status()
+            .expect("tmux send-keys");
+        assert!(ok.success());
+    }
+
+    fn wait_for(&self, what: &str, timeout: Duration, f: impl Fn(&str) -> bool) -> String {
+        wait_until(timeout, || {
+            let screen = self.capture();
+            f(&screen).then_some(screen)
+        })
+        .unwrap_or_else(|| panic!("timed out waiting for {what}; screen:\n{}", self.capture()))
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.cmd().arg("kill-server").status();
+    }
+}
+
+const POOL: &str = "127.0.0.1 → 127.0.0.1:47010";
+
+/// IN USE of the test pool on this screen.
+fn in_use(screen: &str) -> Option<u64> {
+    let line = screen.lines().find(|l| l.starts_with(POOL))?;
+    line.split_whitespace()
+        .nth(3)?
+        .replace(',', "")
+        .parse()
+        .ok()
+}
+
+/// Server accepts and closes; the client connects and closes first (client-side TIME_WAIT),
+/// about 100 connections/s, for at most 25 s.
+const LOAD: &str = r"
+import socket, threading, time
+srv = socket.socket(); srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind(('127.0.0.1', 47010)); srv.listen(256); srv.settimeout(0.5)
+end = time.time() + 25
+def accept():
+    while time.time() < end + 1:
+        try:
+            c, _ = srv.accept(); c.close()
+        except OSError:
+            pass
+threading.Thread(target=accept, daemon=True).start()
+while time.time() < end:
+    for _ in range(10):
+        s = socket.socket(); s.connect(('127.0.0.1', 47010)); s.close()
+    time.sleep(0.1)
+";
+
+#[test]
+fn top_in_tmux_shows_a_rising_pool_and_restores_the_terminal() {
+    if !require_root("top_in_tmux_shows_a_rising_pool_and_restores_the_terminal") {
+        return;
+    }
+    let ns = Netns::new("top");
+    let tmux = Tmux::new("rise", 100, 30);
+    tmux.wait_for("the shell prompt", Duration::from_secs(10), |s| {
+        s.contains("READY$")
+    });
+    let before = ns.path("stty-before");
+    let after = ns.path("stty-after");
+    tmux.keys(&[&format!("stty -a > {}", before.display()), "Enter"]);
+    tmux.keys(&[
+        &format!("{PORTDOCTOR} top --netns {} --interval 500ms", ns.name),
+        "Enter",
+    ]);
+    tmux.wait_for("top's first frame", Duration::from_secs(15), |s| {
+        s.contains("portdoctor top ·") && s.contains(&format!("netns {}", ns.name))
+    });
+
+    let mut load = ns.exec(python());
+    load.args(["-c", LOAD]);
+    let _load = ns.spawn("load", load);
+
+    let first = tmux.wait_for("the pool to appear", Duration::from_secs(15), |s| {
+        in_use(s).is_some()
+    });
+    let n0 = in_use(&first).unwrap_or(0);
+    let rising = tmux.wait_for("its count to rise", Duration::from_secs(15), |s| {
+        in_use(s).is_some_and(|n| n >= n0 + 100)
+    });
+    assert!(rising.contains("NEW/s"), "{rising}");
+
+    // Sort by in use, then filter by the port.
+    tmux.keys(&["i"]);
+    tmux.wait_for("sort by in use", Duration::from_secs(5), |s| {
+        s.contains("sort in use")
+    });
+    tmux.keys(&["/", "47010", "Enter"]);
+    tmux.wait_for("the filter", Duration::from_secs(5), |s| {
+        s.contains("filter \"47010\" 1/1")
+    });
+
+    // Pause: the count stops moving.
+    tmux.keys(&["Space"]);
+    let paused = tmux.wait_for("PAUSED", Duration::from_secs(5), |s| s.contains("PAUSED"));
+    let frozen = in_use(&paused);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(in_use(&tmux.capture()), frozen, "counts moved while paused");
+    tmux.keys(&["Space"]);
+    tmux.wait_for("running again", Duration::from_secs(5), |s| {
+        s.contains("every 500 ms")
+    });
+
+    tmux.keys(&["q"]);
+    tmux.wait_for("the shell after quit", Duration::from_secs(10), |s| {
+        !s.contains("portdoctor top ·") && s.contains("READY$")
+    });
+    tmux.keys(&[&format!("stty -a > {}", after.display()), "Enter"]);
+    let stty_after = wait_until(Duration::from_secs(5), || {
+        std::fs::read_to_string(&after)
+            .ok()
+            .filter(|t| !t.is_empty())
+    })
+    .expect("stty -a after quit");
+    let stty_before = std::fs::read_to_string(&before).expect("stty -a before");
+    assert_eq!(
+        stty_before, stty_after,
+        "top left the terminal modes changed"
+    );
+}
