@@ -7,7 +7,7 @@ use clap::{Args, ValueEnum};
 use portdoctor::analysis::{analyze, Thresholds};
 use portdoctor::capacity::report::{render_json, render_text, CapacityReport};
 use portdoctor::capacity::{Preset, Scenario};
-use portdoctor::collect::{self, CollectOptions, Namespace, SourcePreference};
+use portdoctor::collect;
 use portdoctor::snapshot::{Os, PortRange};
 
 use super::{write_stdout, EXIT_USAGE};
@@ -146,11 +146,7 @@ fn parse_port_range(s: &str) -> Result<PortRange, String> {
 
 /// The scenario the host's snapshot describes, and notes on what it could not tell.
 fn from_host(netns: Option<&String>) -> anyhow::Result<(Scenario, Vec<String>)> {
-    let opts = CollectOptions {
-        source: SourcePreference::Auto,
-        owners: false,
-        namespace: netns.map_or(Namespace::Current, |n| Namespace::Named(n.clone())),
-    };
+    let opts = super::collect_options(netns, None, crate::cli::SourceArg::Auto, false);
     let snap = collect::native(opts)?.snapshot()?;
     let analysis = analyze(&snap, Thresholds::default());
     let mut notes = Vec::new();

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand, ValueEnum};
-use portdoctor::collect::{self, CollectOptions, Namespace, SourcePreference};
+use portdoctor::collect::{self, Namespace};
 use portdoctor::snapshot::Snapshot;
 use portdoctor::tune::{self, plan, render, Goal, Plan, Profile};
 
@@ -169,11 +169,7 @@ fn snapshot(netns: Option<&String>) -> anyhow::Result<Snapshot> {
     if cfg!(windows) && netns.is_some() {
         anyhow::bail!("--netns is Linux-only");
     }
-    let opts = CollectOptions {
-        source: SourcePreference::Auto,
-        owners: false,
-        namespace: netns.map_or(Namespace::Current, |n| Namespace::Named(n.clone())),
-    };
+    let opts = super::collect_options(netns, None, crate::cli::SourceArg::Auto, false);
     Ok(collect::native(opts)?.snapshot()?)
 }
 
