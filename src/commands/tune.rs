@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand, ValueEnum};
-use portdoctor::collect::{self, Namespace};
+use portdoctor::collect;
 use portdoctor::snapshot::Snapshot;
 use portdoctor::tune::{self, plan, render, Goal, Plan, Profile};
 
@@ -370,7 +370,7 @@ fn run_rollback(r: &RollbackArgs) -> anyhow::Result<ExitCode> {
     }
     // The backup says where its values live: enter that namespace before opening /proc/sys.
     if let Some(n) = &b.netns {
-        if let Err(e) = netns::enter(&Namespace::Named(n.clone())) {
+        if let Err(e) = netns::enter(&collect::Namespace::Named(n.clone())) {
             return Ok(failed(e));
         }
     }
