@@ -3,17 +3,45 @@
 
 #[cfg(target_os = "linux")]
 pub mod linux;
+pub mod refresh;
 #[cfg(windows)]
 pub mod windows;
 pub mod windows_text;
 
 use std::path::PathBuf;
 
-use crate::snapshot::Snapshot;
+use crate::snapshot::{Owners, Snapshot, Socket};
 
 /// Produces one snapshot of the OS state.
 pub trait Collector {
     fn snapshot(&self) -> Result<Snapshot, CollectError>;
+
+    /// The parts of a snapshot one at a time, for collectors where the socket dump or the
+    /// owner scan is costly enough that a [`refresh::Refresher`] should skip them when nothing
+    /// changed. `None` (the default): every refresh takes a full snapshot.
+    fn parts(&self) -> Option<&dyn PartialCollector> {
+        None
+    }
+}
+
+/// A snapshot in parts (see [`Collector::parts`]).
+pub trait PartialCollector {
+    /// Settings and counters only: `sockets` empty, `owners` `None`. A few small reads.
+    fn without_sockets(&self) -> Result<Snapshot, CollectError>;
+    /// Everything but the owner scan.
+    fn without_owners(&self) -> Result<Snapshot, CollectError>;
+    /// The owners of these sockets.
+    fn scan_owners(&self, sockets: &[Socket]) -> Owners;
+}
+
+/// The note a snapshot carries when some processes could not be inspected for owners.
+pub fn hidden_owners_note(owners: &Owners) -> Option<String> {
+    (owners.hidden_processes > 0).then(|| {
+        format!(
+            "{} processes could not be inspected for socket owners (run as root, or with CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH, to see them)",
+            owners.hidden_processes
+        )
+    })
 }
 
 /// Which socket source to use on Linux.

@@ -15,6 +15,7 @@ use ratatui::crossterm::{cursor, execute, terminal};
 use ratatui::Terminal;
 
 use portdoctor::analysis::Thresholds;
+use portdoctor::collect::refresh::{Policy, RefreshInfo, Refresher};
 use portdoctor::collect::{self, CollectOptions};
 use portdoctor::snapshot::Snapshot;
 use portdoctor::top::{render, render_text, state::Action, App, Key, ViewOptions};
@@ -116,7 +117,7 @@ enum ToWorker {
     Now,
 }
 
-type Sample = (Instant, Result<Snapshot, String>);
+type Sample = (Instant, Result<(Snapshot, RefreshInfo), String>);
 
 /// Collects every `interval` (or at once on `Now`), not while paused; ends when `top` drops
 /// its sender.
@@ -126,6 +127,7 @@ fn worker(
     rx: &mpsc::Receiver<ToWorker>,
     tx: &mpsc::Sender<Sample>,
 ) {
+    let owners = opts.owners;
     let collector = match collect::native(opts) {
         Ok(c) => c,
         Err(e) => {
@@ -133,6 +135,7 @@ fn worker(
             return;
         }
     };
+    let mut refresher = Refresher::new(collector, owners, Policy::default());
     let mut paused = false;
     let mut next = Instant::now();
     loop {
@@ -156,8 +159,9 @@ fn worker(
             Ok(ToWorker::Now) | Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => return,
         }
-        let result = collector.snapshot().map_err(|e| e.to_string());
-        if tx.send((Instant::now(), result)).is_err() {
+        let now = Instant::now();
+        let result = refresher.refresh(now).map_err(|e| e.to_string());
+        if tx.send((now, result)).is_err() {
             return;
         }
         next = Instant::now() + interval;
@@ -263,7 +267,10 @@ fn interactive(mut app: App, opts: CollectOptions, view: ViewOptions) -> anyhow:
         }
         while let Ok((at, result)) = samples.try_recv() {
             match result {
-                Ok(snapshot) => app.ingest(at, snapshot),
+                Ok((snapshot, info)) => {
+                    app.ingest(at, snapshot);
+                    app.refresh = Some(info);
+                }
                 Err(e) => app.error = Some(e),
             }
             dirty = true;

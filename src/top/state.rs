@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use rustc_hash::FxHashMap;
 
 use crate::analysis::{analyze, Analysis, Finding, Pool, PoolKey, Scope, Thresholds};
+use crate::collect::refresh::RefreshInfo;
 use crate::snapshot::Snapshot;
 
 /// Refresh intervals offered by `+`/`-`.
@@ -141,6 +142,8 @@ pub struct App {
     pub samples: u64,
     /// The last collection error, shown in the footer until the next good sample.
     pub error: Option<String>,
+    /// What the last refresh did (dump reused or taken, owner scan age).
+    pub refresh: Option<RefreshInfo>,
 }
 
 impl App {
@@ -158,6 +161,7 @@ impl App {
             selected: None,
             samples: 0,
             error: None,
+            refresh: None,
         }
     }
 

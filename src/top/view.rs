@@ -427,6 +427,18 @@ fn render_detail(app: &App, t: &Theme, area: Rect, buf: &mut Buffer) {
             .collect();
         format!("owners {}", list.join(" · "))
     }));
+    // Owner scans are paced by their cost (collect::refresh); say how old the one shown is.
+    if let Some(age) = app.refresh.and_then(|r| r.owners_age) {
+        if age > app.interval && cur.snapshot.owners.is_some() {
+            lines.push(Line::styled(
+                format!(
+                    "owners as of {} ago (the /proc scan is paced by its cost; new sockets show up at the next)",
+                    human_duration(age.as_secs_f64().round())
+                ),
+                t.dim(),
+            ));
+        }
+    }
     let findings = app.findings_for(p);
     if findings.is_empty() {
         lines.push(Line::styled("no finding about this pool", t.dim()));

@@ -12,9 +12,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use rustc_hash::FxHashSet;
 
-use super::{CollectError, CollectOptions, Collector, Namespace, SourcePreference};
+use super::{
+    hidden_owners_note, CollectError, CollectOptions, Collector, Namespace, PartialCollector,
+    SourcePreference,
+};
 use crate::snapshot::{
-    Counters, HostInfo, Os, Settings, Snapshot, Socket, SocketSource, ValueSource,
+    Counters, HostInfo, Os, Owners, Settings, Snapshot, Socket, SocketSource, ValueSource,
 };
 
 /// Linux has no sysctl for it: TCP_TIMEWAIT_LEN is compiled into the kernel.
@@ -34,28 +37,54 @@ impl LinuxCollector {
 
 impl Collector for LinuxCollector {
     fn snapshot(&self) -> Result<Snapshot, CollectError> {
+        self.collect(true, self.opts.owners)
+    }
+
+    fn parts(&self) -> Option<&dyn PartialCollector> {
+        Some(self)
+    }
+}
+
+impl PartialCollector for LinuxCollector {
+    fn without_sockets(&self) -> Result<Snapshot, CollectError> {
+        self.collect(false, false)
+    }
+
+    fn without_owners(&self) -> Result<Snapshot, CollectError> {
+        self.collect(true, false)
+    }
+
+    fn scan_owners(&self, sockets: &[Socket]) -> Owners {
+        netns_independent_owner_scan(sockets)
+    }
+}
+
+/// Owners come from /proc/*/fd, which shows every process of the host whatever the namespace.
+fn netns_independent_owner_scan(sockets: &[Socket]) -> Owners {
+    let wanted: FxHashSet<u64> = sockets
+        .iter()
+        .map(|s| s.inode)
+        .filter(|&i| i != 0)
+        .collect();
+    owners::scan(&wanted)
+}
+
+impl LinuxCollector {
+    fn collect(&self, with_sockets: bool, with_owners: bool) -> Result<Snapshot, CollectError> {
         // Entering is one-way for this thread; the CLI runs one collection per process, and
         // repeated collections (top, serve) keep living in the namespace they entered.
         netns::enter(&self.opts.namespace)?;
         let mut notes = Vec::new();
-        let (sockets, source) = collect_sockets(self.opts.source, &mut notes)?;
+        let (sockets, source) = if with_sockets {
+            collect_sockets(self.opts.source, &mut notes)?
+        } else {
+            (Vec::new(), SocketSource::Netlink)
+        };
         let settings = read_settings(&mut notes);
         let counters = read_counters();
-        let owners = self.opts.owners.then(|| {
-            let wanted: FxHashSet<u64> = sockets
-                .iter()
-                .map(|s| s.inode)
-                .filter(|&i| i != 0)
-                .collect();
-            owners::scan(&wanted)
-        });
-        if let Some(o) = &owners {
-            if o.hidden_processes > 0 {
-                notes.push(format!(
-                    "{} processes could not be inspected for socket owners (run as root, or with CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH, to see them)",
-                    o.hidden_processes
-                ));
-            }
+        let owners = with_owners.then(|| netns_independent_owner_scan(&sockets));
+        if let Some(note) = owners.as_ref().and_then(hidden_owners_note) {
+            notes.push(note);
         }
         let taken_at_unix_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -118,17 +147,13 @@ fn read_procfs_sockets(notes: &mut Vec<String>) -> Result<Vec<Socket>, CollectEr
     let ms_per_tick = 10;
     let mut sockets = Vec::new();
     let mut skipped = 0;
-    for path in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        match fs::read_to_string(path) {
+    for name in ["tcp", "tcp6"] {
+        let path = proc_net(name);
+        match fs::read_to_string(&path) {
             Ok(text) => skipped += procfs::parse_proc_net_tcp(&text, ms_per_tick, &mut sockets),
             // No IPv6 in this kernel: nothing to count there.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && path.ends_with('6') => {}
-            Err(source) => {
-                return Err(CollectError::Read {
-                    path: path.into(),
-                    source,
-                })
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && name.ends_with('6') => {}
+            Err(source) => return Err(CollectError::Read { path, source }),
         }
     }
     if skipped > 0 {
@@ -137,6 +162,19 @@ fn read_procfs_sockets(notes: &mut Vec<String>) -> Result<Vec<Socket>, CollectEr
         ));
     }
     Ok(sockets)
+}
+
+/// A file of this thread's network namespace. `/proc/net` follows the namespace of the
+/// process' main thread, so a collector running on a thread that entered another namespace
+/// must read `/proc/thread-self/net` (Linux 3.17+; `/proc/net` before that).
+fn proc_net(name: &str) -> std::path::PathBuf {
+    let thread_self = Path::new("/proc/thread-self/net");
+    let dir = if thread_self.is_dir() {
+        thread_self
+    } else {
+        Path::new("/proc/net")
+    };
+    dir.join(name)
 }
 
 fn read_trimmed(path: impl AsRef<Path>) -> Option<String> {
@@ -189,14 +227,14 @@ fn read_settings(notes: &mut Vec<String>) -> Settings {
 
 fn read_counters() -> Counters {
     let mut c = Counters::default();
-    if let Ok(t) = fs::read_to_string("/proc/net/snmp") {
+    if let Ok(t) = fs::read_to_string(proc_net("snmp")) {
         c.tcp = procfs::parse_counter_section(&t, "Tcp");
     }
-    if let Ok(t) = fs::read_to_string("/proc/net/netstat") {
+    if let Ok(t) = fs::read_to_string(proc_net("netstat")) {
         c.tcp_ext = procfs::parse_counter_section(&t, "TcpExt");
     }
-    for path in ["/proc/net/sockstat", "/proc/net/sockstat6"] {
-        if let Ok(t) = fs::read_to_string(path) {
+    for name in ["sockstat", "sockstat6"] {
+        if let Ok(t) = fs::read_to_string(proc_net(name)) {
             procfs::parse_sockstat(&t, &mut c.sockstat);
         }
     }
