@@ -66,6 +66,19 @@ impl Tmux {
         assert!(ok.success());
     }
 
+    /// Resizes the window as a terminal emulator would (top gets SIGWINCH).
+    fn resize(&self, width: u16, height: u16) {
+        let ok = self
+            .cmd()
+            .args(["resize-window", "-t", "top", "-x"])
+            .arg(width.to_string())
+            .arg("-y")
+            .arg(height.to_string())
+            .status()
+            .expect("tmux resize-window");
+        assert!(ok.success(), "tmux resize-window failed");
+    }
+
     fn wait_for(&self, what: &str, timeout: Duration, f: impl Fn(&str) -> bool) -> String {
         wait_until(timeout, || {
             let screen = self.capture();
@@ -113,6 +126,60 @@ while time.time() < end:
     time.sleep(0.1)
 ";
 
+/// The table's header row.
+fn table_header(screen: &str) -> Option<&str> {
+    screen.lines().find(|l| l.starts_with("POOL "))
+}
+
+/// `stty -a` inside the pane, written to `path` and read back, without the first line (speed,
+/// rows and columns: the window size is the test's to change).
+fn stty(tmux: &Tmux, path: &std::path::Path) -> String {
+    tmux.keys(&[&format!("stty -a > {}", path.display()), "Enter"]);
+    let text = wait_until(Duration::from_secs(5), || {
+        std::fs::read_to_string(path)
+            .ok()
+            .filter(|t| t.lines().count() > 1)
+    })
+    .expect("stty -a");
+    text.lines().skip(1).collect::<Vec<_>>().join("\n")
+}
+
+/// A panic inside top (injected after two samples; debug builds only) still leaves raw mode
+/// and the alternate screen: the shell comes back with the same terminal modes, and the panic
+/// message is readable on the normal screen.
+#[test]
+fn top_restores_the_terminal_after_a_panic() {
+    if !require_root("top_restores_the_terminal_after_a_panic") {
+        return;
+    }
+    let ns = Netns::new("toppanic");
+    let tmux = Tmux::new("panic", 100, 30);
+    tmux.wait_for("the shell prompt", Duration::from_secs(10), |s| {
+        s.contains("READY$")
+    });
+    let before = stty(&tmux, &ns.path("stty-before"));
+    tmux.keys(&[
+        &format!(
+            "PORTDOCTOR_FAULT_TOP_PANIC_AFTER_SAMPLES=2 {PORTDOCTOR} top --netns {} --interval 200ms; echo EXIT=$?",
+            ns.name
+        ),
+        "Enter",
+    ]);
+    let after_panic = tmux.wait_for("the shell after the panic", Duration::from_secs(15), |s| {
+        s.contains("EXIT=101")
+    });
+    assert!(
+        after_panic.contains("fault injection"),
+        "panic message not shown:\n{after_panic}"
+    );
+    assert!(
+        !after_panic.contains("POOL local"),
+        "still on top's screen:\n{after_panic}"
+    );
+    let after = stty(&tmux, &ns.path("stty-after"));
+    assert_eq!(before, after, "the panic left the terminal modes changed");
+}
+
 #[test]
 fn top_in_tmux_shows_a_rising_pool_and_restores_the_terminal() {
     if !require_root("top_in_tmux_shows_a_rising_pool_and_restores_the_terminal") {
@@ -123,9 +190,8 @@ fn top_in_tmux_shows_a_rising_pool_and_restores_the_terminal() {
     tmux.wait_for("the shell prompt", Duration::from_secs(10), |s| {
         s.contains("READY$")
     });
-    let before = ns.path("stty-before");
+    let stty_before = stty(&tmux, &ns.path("stty-before"));
     let after = ns.path("stty-after");
-    tmux.keys(&[&format!("stty -a > {}", before.display()), "Enter"]);
     tmux.keys(&[
         &format!("{PORTDOCTOR} top --netns {} --interval 500ms", ns.name),
         "Enter",
@@ -168,18 +234,22 @@ fn top_in_tmux_shows_a_rising_pool_and_restores_the_terminal() {
         s.contains("every 500 ms")
     });
 
+    // Resize: 80 columns drop the TIME_WAIT column, 120 add CAPACITY and TREND.
+    tmux.resize(80, 24);
+    tmux.wait_for("the 80-column layout", Duration::from_secs(5), |s| {
+        table_header(s).is_some_and(|h| !h.contains("TIME_WAIT"))
+            && s.lines().all(|l| l.chars().count() <= 80)
+    });
+    tmux.resize(120, 30);
+    tmux.wait_for("the 120-column layout", Duration::from_secs(5), |s| {
+        table_header(s).is_some_and(|h| h.contains("CAPACITY") && h.contains("TREND"))
+    });
+
     tmux.keys(&["q"]);
     tmux.wait_for("the shell after quit", Duration::from_secs(10), |s| {
         !s.contains("portdoctor top ·") && s.contains("READY$")
     });
-    tmux.keys(&[&format!("stty -a > {}", after.display()), "Enter"]);
-    let stty_after = wait_until(Duration::from_secs(5), || {
-        std::fs::read_to_string(&after)
-            .ok()
-            .filter(|t| !t.is_empty())
-    })
-    .expect("stty -a after quit");
-    let stty_before = std::fs::read_to_string(&before).expect("stty -a before");
+    let stty_after = stty(&tmux, &after);
     assert_eq!(
         stty_before, stty_after,
         "top left the terminal modes changed"

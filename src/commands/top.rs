@@ -229,8 +229,18 @@ fn interactive(mut app: App, opts: CollectOptions, view: ViewOptions) -> anyhow:
     let mut term = Terminal::new(CrosstermBackend::new(std::io::stdout()))?;
     term.clear()?;
 
+    // Fault injection for the terminal-restore test (debug builds only).
+    #[cfg(debug_assertions)]
+    let panic_after: Option<u64> = std::env::var("PORTDOCTOR_FAULT_TOP_PANIC_AFTER_SAMPLES")
+        .ok()
+        .and_then(|v| v.parse().ok());
     let mut dirty = true;
     loop {
+        #[cfg(debug_assertions)]
+        assert!(
+            panic_after.is_none_or(|n| app.samples < n),
+            "fault injection: PORTDOCTOR_FAULT_TOP_PANIC_AFTER_SAMPLES"
+        );
         if dirty {
             term.draw(|f| render(&app, view, f.area(), f.buffer_mut()))?;
             dirty = false;

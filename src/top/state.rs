@@ -35,12 +35,32 @@ pub fn pool_id(p: &Pool) -> PoolId {
     (p.scope, p.key)
 }
 
-/// One point of a pool's history.
+/// One point of a pool's history: 24 bytes (f32 with NaN for unknown), since top keeps up to
+/// `HISTORY_MAX_POINTS` of them for every pool.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Point {
     pub at: Instant,
-    pub utilization: Option<f64>,
-    pub connect_per_s: Option<f64>,
+    utilization: f32,
+    connect_per_s: f32,
+}
+
+impl Point {
+    pub fn new(at: Instant, utilization: Option<f64>, connect_per_s: Option<f64>) -> Self {
+        let pack = |v: Option<f64>| v.map_or(f32::NAN, |x| x as f32);
+        Self {
+            at,
+            utilization: pack(utilization),
+            connect_per_s: pack(connect_per_s),
+        }
+    }
+
+    pub fn utilization(&self) -> Option<f64> {
+        Some(f64::from(self.utilization)).filter(|v| !v.is_nan())
+    }
+
+    pub fn connect_per_s(&self) -> Option<f64> {
+        Some(f64::from(self.connect_per_s)).filter(|v| !v.is_nan())
+    }
 }
 
 /// What top knows about one pool beyond the latest snapshot.
@@ -55,6 +75,8 @@ pub struct PoolStats {
     /// New connections per second: from TIME_WAIT ages where the OS gives them (Linux), else
     /// from the rise of in_use between the last two samples (a lower bound).
     pub connect_per_s: Option<f64>,
+    /// `connect_per_s` is the lower bound (no TIME_WAIT timers: Windows).
+    pub connect_is_lower_bound: bool,
     /// Seconds until full at the growth between the last two samples; on the first sample,
     /// the analysis' TIME_WAIT-based forecast.
     pub eta_seconds: Option<f64>,
@@ -181,8 +203,10 @@ impl App {
                 last_seen: at,
                 growth_per_s: None,
                 connect_per_s: None,
+                connect_is_lower_bound: false,
                 eta_seconds: None,
-                history: VecDeque::new(),
+                // Full size at once: growing by doubling would overshoot to 1,024 points.
+                history: VecDeque::with_capacity(HISTORY_MAX_POINTS + 1),
             });
             // A pool absent from the previous sample had 0 ports then.
             let (before_used, before_in_use) = if prev_at == Some(stats.last_seen) {
@@ -195,6 +219,7 @@ impl App {
                 .filter(|e| *e > 0.0);
             let growth = elapsed.map(|e| (used as f64 - before_used as f64) / e);
             stats.growth_per_s = growth;
+            stats.connect_is_lower_bound = p.connect_rate_per_s.is_none();
             stats.connect_per_s = p
                 .connect_rate_per_s
                 .or_else(|| elapsed.map(|e| (p.in_use.saturating_sub(before_in_use)) as f64 / e));
@@ -206,11 +231,9 @@ impl App {
             stats.used = used;
             stats.in_use = p.in_use;
             stats.last_seen = at;
-            stats.history.push_back(Point {
-                at,
-                utilization: p.utilization,
-                connect_per_s: stats.connect_per_s,
-            });
+            stats
+                .history
+                .push_back(Point::new(at, p.utilization, stats.connect_per_s));
             trim_history(&mut stats.history, at);
         }
         // Pools gone from the snapshot: keep their history for the window (they may come

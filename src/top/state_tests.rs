@@ -66,6 +66,7 @@ fn time_wait_ages_give_the_rate_on_the_first_sample() {
     let mut a = app();
     a.ingest(Instant::now(), snap);
     assert_eq!(stats_of(&a, "10.0.0.9").connect_per_s, Some(30.0));
+    assert!(!stats_of(&a, "10.0.0.9").connect_is_lower_bound);
 }
 
 #[test]
@@ -82,6 +83,10 @@ fn windows_without_timers_uses_rise_of_in_use() {
     assert_eq!(a.stats[&id].connect_per_s, None);
     a.ingest(t0 + Duration::from_secs(2), win(50));
     assert_eq!(a.stats[&id].connect_per_s, Some(20.0));
+    assert!(a.stats[&id].connect_is_lower_bound);
+    // Shown as a lower bound.
+    let screen = crate::top::render_text(&a, 100, 10);
+    assert!(screen.contains("≥20"), "{screen}");
 }
 
 #[test]
@@ -118,6 +123,13 @@ fn history_is_bounded_by_window_and_points() {
     }
     let s = stats_of(&a, "10.0.0.9");
     assert_eq!(s.history.len(), HISTORY_MAX_POINTS);
+    // Memory: no doubling past the bound (2,000 pushes, one allocation).
+    assert!(s.history.capacity() <= HISTORY_MAX_POINTS + 1);
+    assert_eq!(std::mem::size_of::<Point>(), 24);
+    let p = s.history.back().unwrap();
+    assert!((p.utilization().unwrap() - 10.0 / 28_232.0).abs() < 1e-6);
+    assert!(Point::new(t0, None, Some(2.5)).utilization().is_none());
+    assert_eq!(Point::new(t0, None, Some(2.5)).connect_per_s(), Some(2.5));
     let mut b = app();
     for i in 0..100u64 {
         b.ingest(t0 + Duration::from_secs(30 * i), one_pool(10));

@@ -67,7 +67,26 @@ pub fn pool_label(p: &Pool, os: Os) -> String {
     }
 }
 
-fn owner_cell(p: &Pool, scanned: bool) -> String {
+/// The owner column: `name (pid)`, or the name alone when that does not fit `width`.
+fn owner_cell(p: &Pool, scanned: bool, width: usize) -> String {
+    let full = owner_text(p, scanned);
+    if full.chars().count() <= width {
+        return full;
+    }
+    let name = match p.processes.as_slice() {
+        [one] => one.name.clone(),
+        _ => full,
+    };
+    if name.chars().count() <= width {
+        name
+    } else {
+        let mut cut: String = name.chars().take(width.saturating_sub(1)).collect();
+        cut.push('…');
+        cut
+    }
+}
+
+fn owner_text(p: &Pool, scanned: bool) -> String {
     match p.processes.as_slice() {
         _ if !scanned => "—".into(),
         [] => "—".into(),
@@ -135,11 +154,33 @@ fn trend(stats: Option<&PoolStats>, n: usize) -> String {
     s.history
         .iter()
         .skip(skip)
-        .map(|p| match p.utilization {
+        .map(|p| match p.utilization() {
             Some(u) => BARS[((u.clamp(0.0, 1.0) * 7.0).round() as usize).min(7)],
             None => ' ',
         })
         .collect()
+}
+
+/// Joins `parts` with " · " in their order, leaving out the least important (highest number)
+/// until the line fits `width`.
+fn fit_parts(parts: &[(u8, String)], width: usize) -> String {
+    let mut keep: Vec<&(u8, String)> = parts.iter().collect();
+    loop {
+        let line = keep
+            .iter()
+            .map(|(_, t)| t.as_str())
+            .collect::<Vec<_>>()
+            .join(" · ");
+        if line.chars().count() <= width || keep.len() <= 1 {
+            return line;
+        }
+        let drop = keep
+            .iter()
+            .enumerate()
+            .max_by_key(|(i, (prio, _))| (*prio, *i))
+            .map_or(0, |(i, _)| i);
+        keep.remove(drop);
+    }
 }
 
 /// Draws the whole screen into `buf`.
@@ -217,54 +258,73 @@ fn render_header(app: &App, t: &Theme, area: Rect, buf: &mut Buffer) {
         Span::styled(verdict, t.level(a.verdict.level)),
     ]);
 
-    let mut parts = Vec::new();
+    // (priority, text): what does not fit the width goes, least important first.
+    let mut parts: Vec<(u8, String)> = Vec::new();
     match &a.capacity {
         Some(c) => {
-            parts.push(format!(
-                "range {}–{} ({})",
-                c.range.low,
-                c.range.high,
-                group(u64::from(c.range.len()))
+            parts.push((
+                0,
+                format!(
+                    "range {}–{} ({})",
+                    c.range.low,
+                    c.range.high,
+                    group(u64::from(c.range.len()))
+                ),
             ));
             let word = if snap.os == Os::Windows {
                 "excluded"
             } else {
                 "reserved"
             };
-            parts.push(format!("{word} {}", group(u64::from(c.reserved_in_range))));
+            parts.push((
+                2,
+                format!("{word} {}", group(u64::from(c.reserved_in_range))),
+            ));
             if !c.bound_in_range.is_empty() {
-                parts.push(format!("bound {}", group(c.bound_in_range.len() as u64)));
+                parts.push((3, format!("bound {}", group(c.bound_in_range.len() as u64))));
             }
         }
-        None => parts.push("range unknown".into()),
+        None => parts.push((0, "range unknown".into())),
     }
-    parts.push(match snap.settings.max_tw_buckets {
-        Some(m) => format!(
-            "TIME_WAIT {} of {} buckets",
-            group(a.time_wait_total),
-            group(m)
-        ),
-        None => format!("TIME_WAIT {}", group(a.time_wait_total)),
-    });
+    parts.push((
+        1,
+        match snap.settings.max_tw_buckets {
+            Some(m) => format!(
+                "TIME_WAIT {} of {} buckets",
+                group(a.time_wait_total),
+                group(m)
+            ),
+            None => format!("TIME_WAIT {}", group(a.time_wait_total)),
+        },
+    ));
     if let Some(s) = snap.settings.time_wait_seconds {
-        parts.push(format!("held {s} s"));
+        parts.push((4, format!("held {s} s")));
     }
     if snap.os == Os::Linux {
-        parts.push(match snap.settings.tw_reuse {
-            Some(v) => format!("tw_reuse {v}"),
-            None => "tw_reuse ?".into(),
-        });
+        parts.push((
+            2,
+            match snap.settings.tw_reuse {
+                Some(v) => format!("tw_reuse {v}"),
+                None => "tw_reuse ?".into(),
+            },
+        ));
     }
-    let line2 = Line::from(parts.join(" · "));
+    let line2 = Line::from(fit_parts(&parts, area.width as usize));
 
     let count = |l: Level| a.pools.iter().filter(|p| p.level == l).count();
     let shown = app.visible().len();
+    let filtering = !app.filter.is_empty() || app.editing_filter;
+    let narrow = area.width < 100 || (filtering && area.width < 120);
     let mut line3 = vec![
-        Span::raw(format!(
-            "sockets {} · outbound {} · pools ",
-            group(snap.sockets.len() as u64),
-            group(a.outbound),
-        )),
+        Span::raw(if narrow {
+            format!("sockets {} · pools ", group(snap.sockets.len() as u64))
+        } else {
+            format!(
+                "sockets {} · outbound {} · pools ",
+                group(snap.sockets.len() as u64),
+                group(a.outbound),
+            )
+        }),
         Span::styled(
             format!("{} critical", count(Level::Critical)),
             t.level(Level::Critical),
@@ -277,7 +337,7 @@ fn render_header(app: &App, t: &Theme, area: Rect, buf: &mut Buffer) {
         Span::raw(format!(", {} ok", count(Level::Ok))),
         Span::styled(format!(" · sort {}", app.sort.name()), t.dim()),
     ];
-    if !app.filter.is_empty() || app.editing_filter {
+    if filtering {
         let cursor = if app.editing_filter { "_" } else { "" };
         line3.push(Span::styled(
             format!(
@@ -333,7 +393,8 @@ fn render_table(app: &App, t: &Theme, area: Rect, buf: &mut Buffer) {
         widths.push(Constraint::Length(12));
     }
     header.push("OWNER");
-    widths.push(Constraint::Length(if medium { 18 } else { 12 }));
+    let owner_w: u16 = if medium { 18 } else { 12 };
+    widths.push(Constraint::Length(owner_w));
 
     let right = |s: String| Cell::from(Line::from(s).right_aligned());
     let rows: Vec<Row> = rows_data
@@ -354,7 +415,13 @@ fn render_table(app: &App, t: &Theme, area: Rect, buf: &mut Buffer) {
                 ));
             }
             cells.push(Cell::from(bar(p.utilization, bar_w)));
-            cells.push(right(rate(st.and_then(|s| s.connect_per_s))));
+            // Without TIME_WAIT timers (Windows) only the rise of in use is known: at least.
+            cells.push(right(match st {
+                Some(s) if s.connect_is_lower_bound && s.connect_per_s.is_some_and(|r| r > 0.0) => {
+                    format!("≥{}", rate(s.connect_per_s))
+                }
+                _ => rate(st.and_then(|s| s.connect_per_s)),
+            }));
             cells.push(right(signed_rate(st.and_then(|s| s.growth_per_s))));
             cells.push(right(
                 st.and_then(|s| s.eta_seconds)
@@ -363,7 +430,7 @@ fn render_table(app: &App, t: &Theme, area: Rect, buf: &mut Buffer) {
             if wide {
                 cells.push(Cell::from(trend(st, 12)));
             }
-            cells.push(Cell::from(owner_cell(p, scanned)));
+            cells.push(Cell::from(owner_cell(p, scanned, owner_w as usize)));
             Row::new(cells).style(t.level(p.level).remove_modifier(Modifier::BOLD))
         })
         .collect();
@@ -475,11 +542,11 @@ fn render_detail(app: &App, t: &Theme, area: Rect, buf: &mut Buffer) {
             .unwrap_or_default();
         let util: Vec<u64> = hist
             .iter()
-            .map(|h| h.utilization.map_or(0, |u| (u * 100.0).round() as u64))
+            .map(|h| h.utilization().map_or(0, |u| (u * 100.0).round() as u64))
             .collect();
         let rates: Vec<u64> = hist
             .iter()
-            .map(|h| h.connect_per_s.map_or(0, |r| r.round() as u64))
+            .map(|h| h.connect_per_s().map_or(0, |r| r.round() as u64))
             .collect();
         let max_rate = rates.iter().copied().max().unwrap_or(0);
         let half = spark_area.height / 2;
