@@ -11,9 +11,9 @@ mod common;
 
 use std::fs;
 use std::path::PathBuf;
-use std::process::Output;
+use std::process::{Command, Output};
 
-use common::{portdoctor, portdoctor_raw, str_at, u64_at, Netns};
+use common::{portdoctor, portdoctor_raw, run_ok, str_at, u64_at, Netns};
 use portdoctor::fixture::SnapshotBuilder;
 use portdoctor::knobs::{Check, KNOBS};
 use portdoctor::snapshot::{Os, Snapshot};
@@ -482,9 +482,36 @@ fn check_fixes_are_plans_tune_accepts() {
     ]);
     let (report, _) = ns.check_json(&[]);
     let mut tried = 0;
+    let mut by_hand = 0;
     for f in report["verdict"]["findings"].as_array().expect("findings") {
         let fix = f["fix"].as_str().expect("fix text");
         for line in fix.lines() {
+            // The by-hand line runs inside the namespace, as printed, and takes effect there.
+            if let Some(cmd) = line.strip_prefix("by hand: ") {
+                let cmd = &cmd[..cmd.find("  (").unwrap_or(cmd.len())];
+                assert!(
+                    cmd.starts_with(&format!("ip netns exec {} sysctl -w ", ns.name)),
+                    "{cmd}"
+                );
+                run_ok(Command::new("sh").args(["-c", cmd]));
+                let (knob, value) = cmd
+                    .rsplit_once(" sysctl -w ")
+                    .and_then(|(_, kv)| kv.split_once('='))
+                    .expect("sysctl -w KNOB=VALUE");
+                let want = value
+                    .replace('"', "")
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                let got = ns
+                    .read_sysctl(knob)
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                assert_eq!(got, want, "{cmd}");
+                by_hand += 1;
+                continue;
+            }
             let Some(at) = line.find("portdoctor tune apply") else {
                 continue;
             };
@@ -503,6 +530,10 @@ fn check_fixes_are_plans_tune_accepts() {
     }
     // range_small, tw_reuse_off, tw_bucket_overflow and the pool's host-wide knob at least.
     assert!(tried >= 3, "only {tried} tune fixes in {report}");
+    assert_eq!(
+        by_hand, tried,
+        "every tune fix has a by-hand line: {report}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

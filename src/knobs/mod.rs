@@ -247,9 +247,16 @@ pub fn tune_fix(id: &str, value: &str, netns: Option<&str>) -> String {
         value.to_string()
     };
     let ns = netns.map_or(String::new(), |n| format!(" --netns {n}"));
+    // Inside a namespace the sysctl must run there, and /etc/sysctl.d does not reach it: it is
+    // set again by whatever creates the namespace.
+    let by_hand = match netns {
+        Some(n) => format!(
+            "ip netns exec {n} sysctl -w {id}={quoted}  (not persisted: set it where namespace {n} is created)"
+        ),
+        None => sysctl_fix(id, value),
+    };
     format!(
-        "portdoctor tune apply{ns} --set {id}={quoted} --yes  (backup first; undo: portdoctor tune rollback)\nby hand: {}",
-        sysctl_fix(id, value)
+        "portdoctor tune apply{ns} --set {id}={quoted} --yes  (backup first; undo: portdoctor tune rollback)\nby hand: {by_hand}"
     )
 }
 
@@ -566,6 +573,26 @@ pub fn find_knob(name: &str) -> Option<&'static Knob> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fixes_for_a_namespace_run_inside_it_and_say_they_do_not_persist() {
+        let host = tune_fix("net.ipv4.ip_local_port_range", "15000 65000", None);
+        assert!(host.contains("tune apply --set net.ipv4.ip_local_port_range=\"15000 65000\""));
+        assert!(host
+            .contains("by hand: sysctl -w net.ipv4.ip_local_port_range=\"15000 65000\" && echo"));
+        let ns = tune_fix("net.ipv4.tcp_tw_reuse", "1", Some("lab1"));
+        assert!(
+            ns.contains("tune apply --netns lab1 --set net.ipv4.tcp_tw_reuse=1"),
+            "{ns}"
+        );
+        assert!(
+            ns.contains(
+                "by hand: ip netns exec lab1 sysctl -w net.ipv4.tcp_tw_reuse=1  (not persisted"
+            ),
+            "{ns}"
+        );
+        assert!(!ns.contains("/etc/sysctl.d"), "{ns}");
+    }
 
     #[test]
     fn ids_are_unique_and_linux_ones_have_proc_paths() {
