@@ -202,7 +202,7 @@ fn snapshot(n: usize) -> Snapshot {
     snap.source = SocketSource::Fixture;
     snap.taken_at_unix_ms = 1_790_000_000_000;
     snap.settings = settings();
-    snap.sockets = sockets;
+    snap.sockets = sockets.into();
     snap
 }
 

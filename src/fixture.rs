@@ -2,6 +2,7 @@
 //! on these instead of on a live host.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use crate::snapshot::{
     DynamicPorts, Os, PortRange, Settings, Snapshot, Socket, SocketSource, TcpState, TcpipEvents,
@@ -130,7 +131,7 @@ impl SnapshotBuilder {
     }
 
     pub fn socket(mut self, s: Socket) -> Self {
-        self.snap.sockets.push(s);
+        Arc::make_mut(&mut self.snap.sockets).push(s);
         self
     }
 
@@ -197,7 +198,7 @@ impl SnapshotBuilder {
             let p = self.take_port();
             let mut s = Self::raw(TcpState::Established, local, p, remote, rport);
             s.inode = 1_000_000 + self.snap.sockets.len() as u64;
-            self.snap.sockets.push(s);
+            Arc::make_mut(&mut self.snap.sockets).push(s);
         }
         let (from, to) = tw_age_ms;
         for i in 0..time_wait {
@@ -209,7 +210,7 @@ impl SnapshotBuilder {
             };
             let mut s = Self::raw(TcpState::TimeWait, local, p, remote, rport);
             s.time_wait_left_ms = Some(60_000u32.saturating_sub(age));
-            self.snap.sockets.push(s);
+            Arc::make_mut(&mut self.snap.sockets).push(s);
         }
         self
     }
@@ -234,12 +235,17 @@ impl SnapshotBuilder {
 
     /// Marks every socket with an inode as owned by `pid` called `name`.
     pub fn owned_by(mut self, pid: u32, name: &str) -> Self {
-        let mut owners = self.snap.owners.take().unwrap_or_default();
+        let mut owners = self
+            .snap
+            .owners
+            .take()
+            .map(Arc::unwrap_or_clone)
+            .unwrap_or_default();
         owners.processes.insert(pid, name.to_string());
         for s in self.snap.sockets.iter().filter(|s| s.inode != 0) {
             owners.by_inode.insert(s.inode, pid);
         }
-        self.snap.owners = Some(owners);
+        self.snap.owners = Some(Arc::new(owners));
         self
     }
 
@@ -247,7 +253,7 @@ impl SnapshotBuilder {
         if self.snap.os == Os::Windows {
             // Like GetExtendedTcpTable: no TIME_WAIT timers, owners as pids on the rows.
             let owners = self.snap.owners.clone();
-            for s in &mut self.snap.sockets {
+            for s in Arc::make_mut(&mut self.snap.sockets) {
                 s.time_wait_left_ms = None;
                 if s.state != TcpState::TimeWait {
                     s.pid = s
@@ -258,7 +264,7 @@ impl SnapshotBuilder {
                 s.uid = None;
             }
             if let Some(o) = self.snap.owners.as_mut() {
-                o.by_inode.clear();
+                Arc::make_mut(o).by_inode.clear();
             }
         }
         self.snap

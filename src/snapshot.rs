@@ -4,6 +4,7 @@
 //! sockets, counters, owners) must be captured here. Unknown values are `None`, never guessed.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 use serde::Serialize;
@@ -237,10 +238,12 @@ pub struct Snapshot {
     /// Unix time of the collection in milliseconds.
     pub taken_at_unix_ms: u64,
     pub settings: Settings,
-    pub sockets: Vec<Socket>,
+    /// Shared: `top` hands the same dump to consecutive samples while nothing changed
+    /// (collect::refresh) instead of copying 7 MiB per 100k sockets each second.
+    pub sockets: Arc<Vec<Socket>>,
     pub counters: Counters,
-    /// `None` when the owner scan was skipped (`--no-owners`).
-    pub owners: Option<Owners>,
+    /// `None` when the owner scan was skipped (`--no-owners`). Shared like `sockets`.
+    pub owners: Option<Arc<Owners>>,
     /// Things the user should know about the collection itself (fallbacks, hidden data).
     pub notes: Vec<String>,
     /// Windows-only settings and observations (`None` on Linux).
@@ -269,7 +272,7 @@ impl Snapshot {
             source: SocketSource::Fixture,
             taken_at_unix_ms: 0,
             settings: Settings::default(),
-            sockets: Vec::new(),
+            sockets: Arc::default(),
             counters: Counters::default(),
             owners: None,
             notes: Vec::new(),

@@ -92,7 +92,7 @@ pub fn analyze(snapshot: &Snapshot, thresholds: Thresholds) -> Analysis {
     let capacity = capacity(snapshot);
     let built = build_pools(snapshot, capacity.as_ref(), thresholds);
     let mut states: BTreeMap<&'static str, u64> = BTreeMap::new();
-    for s in &snapshot.sockets {
+    for s in snapshot.sockets.iter() {
         *states.entry(s.state.name()).or_default() += 1;
     }
     let owners_unknown = snapshot.owners.as_ref().map(|o| {

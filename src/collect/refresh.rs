@@ -20,6 +20,7 @@
 //!   of the time: after a scan that took `t`, the next waits at least `t / owner_budget`.
 //!   Sockets that appear in between show no owner until then; the age of the scan is reported.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{hidden_owners_note, CollectError, Collector};
@@ -216,12 +217,17 @@ impl Refresher {
         });
         let (mut snapshot, dumped) = if let Some(d) = reuse {
             let mut s = light;
-            s.sockets.clone_from(&d.snapshot.sockets);
+            // Shared, not copied; only TIME_WAIT timers need a copy to run down.
+            s.sockets = Arc::clone(&d.snapshot.sockets);
             s.source = d.snapshot.source;
             s.owners.clone_from(&d.snapshot.owners);
             // Notes about the dump itself (e.g. interrupted) still describe these sockets.
             s.notes.extend(d.snapshot.notes.iter().cloned());
-            age_sockets(&mut s.sockets, now.saturating_duration_since(d.at));
+            let timed = |x: &Socket| x.state == TcpState::TimeWait && x.time_wait_left_ms.is_some();
+            if s.sockets.iter().any(timed) {
+                let by = now.saturating_duration_since(d.at);
+                age_sockets(Arc::make_mut(&mut s.sockets).as_mut_slice(), by);
+            }
             (s, false)
         } else {
             let mut s = parts.without_owners()?;
@@ -235,7 +241,7 @@ impl Refresher {
 
         let mut owners_scanned = false;
         if self.owners && dumped {
-            let missing = unattributed(&snapshot.sockets, snapshot.owners.as_ref());
+            let missing = unattributed(&snapshot.sockets, snapshot.owners.as_deref());
             if snapshot.owners.is_none()
                 || owner_scan_due(missing, self.last_owner_scan, now, &self.policy)
             {
@@ -245,14 +251,14 @@ impl Refresher {
                     at: now,
                     took: scan_started.elapsed(),
                 });
-                snapshot.owners = Some(found);
+                snapshot.owners = Some(Arc::new(found));
                 owners_scanned = true;
             }
         }
         if !self.owners {
             snapshot.owners = None;
         }
-        if let Some(note) = snapshot.owners.as_ref().and_then(hidden_owners_note) {
+        if let Some(note) = snapshot.owners.as_deref().and_then(hidden_owners_note) {
             if !snapshot.notes.contains(&note) {
                 snapshot.notes.push(note);
             }
@@ -366,7 +372,7 @@ mod tests {
             .established("10.0.0.1", 40001, "10.0.0.2", 80)
             .time_wait("10.0.0.1", 40002, "10.0.0.2", 80, 30_000)
             .build();
-        let mut sockets = snap.sockets.clone();
+        let mut sockets = snap.sockets.to_vec();
         sockets[0].inode = 11;
         sockets[1].inode = 12;
         assert_eq!(unattributed(&sockets, None), 2);
@@ -382,7 +388,7 @@ mod tests {
             .time_wait("10.0.0.1", 40003, "10.0.0.2", 80, 500)
             .established("10.0.0.1", 40000, "10.0.0.2", 80)
             .build();
-        let mut sockets = snap.sockets.clone();
+        let mut sockets = snap.sockets.to_vec();
         age_sockets(&mut sockets, Duration::from_millis(1500));
         let left: Vec<_> = sockets.iter().map(|s| s.time_wait_left_ms).collect();
         assert_eq!(left[0], Some(28_500));

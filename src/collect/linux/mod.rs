@@ -8,6 +8,7 @@ pub mod procfs;
 
 use std::fs;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use rustc_hash::FxHashSet;
@@ -103,9 +104,9 @@ impl LinuxCollector {
             source,
             taken_at_unix_ms,
             settings,
-            sockets,
+            sockets: Arc::new(sockets),
             counters,
-            owners,
+            owners: owners.map(Arc::new),
             notes,
             windows: None,
         })

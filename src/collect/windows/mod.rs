@@ -18,6 +18,7 @@ mod stats;
 mod tcptable;
 
 use std::process::Command;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use rustc_hash::FxHashSet;
@@ -119,9 +120,9 @@ impl Collector for WindowsCollector {
             source: SocketSource::Iphelper,
             taken_at_unix_ms: now_ms,
             settings,
-            sockets,
+            sockets: Arc::new(sockets),
             counters,
-            owners,
+            owners: owners.map(Arc::new),
             notes,
             windows: Some(windows),
         })
