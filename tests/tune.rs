@@ -274,6 +274,45 @@ fn crash_after_every_write_then_rollback_restores() {
 
 /// The kernel refuses a value our check accepts (range below ip_unprivileged_port_start): clear
 /// error, exit 3, nothing changed.
+/// A second `tune apply` while one holds the state lock is refused (exit 3, nothing changed,
+/// the holder's pid named); a lock left by a dead process is taken over, and released after.
+#[test]
+fn concurrent_apply_is_refused_and_a_stale_lock_is_taken_over() {
+    require_root!("concurrent_apply_is_refused_and_a_stale_lock_is_taken_over");
+    let ns = Netns::new("tune-lock");
+    let d = Dirs::new(&ns);
+    prepare(&ns, &d);
+    let before = proc_state(&ns);
+    fs::create_dir_all(&d.state).expect("state dir");
+    let lock = d.state.join("lock");
+    // A live holder: this test process itself stands in for the other `tune apply`.
+    fs::write(&lock, format!("{}\n", std::process::id())).expect("lock");
+    let o = apply(&ns, &d, &[]);
+    assert_eq!(o.status.code(), Some(3), "{}", out_text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(&format!("(pid {})", std::process::id()))
+            && err.contains("nothing was changed"),
+        "{err}"
+    );
+    assert_eq!(proc_state(&ns), before);
+    assert!(
+        fs::read_dir(&d.state).expect("state").count() == 1,
+        "only the lock"
+    );
+
+    // The holder died (a pid that cannot exist): stale, taken over; released afterwards.
+    fs::write(&lock, "4194305\n").expect("stale lock");
+    let o = apply(&ns, &d, &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", out_text(&o));
+    assert_ne!(proc_state(&ns), before);
+    assert!(!lock.exists(), "lock not released");
+    let o = rollback(&d, &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", out_text(&o));
+    assert_eq!(proc_state(&ns), before);
+    assert!(!lock.exists(), "lock not released after rollback");
+}
+
 #[test]
 fn kernel_refusal_changes_nothing() {
     require_root!("kernel_refusal_changes_nothing");

@@ -11,7 +11,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
@@ -40,6 +40,66 @@ pub enum TuneError {
     NoSuchBackup(String, PathBuf),
     #[error("no backup to roll back in {0} (every backup there is already rolled back, or there is none)")]
     NothingToRollBack(PathBuf),
+    #[error("another `portdoctor tune` (pid {pid}) is changing settings right now (lock {path}); wait for it to finish and run this again; nothing was changed")]
+    Busy { pid: u32, path: PathBuf },
+}
+
+/// Held while apply or rollback runs. Two applies at once would each read "prior" values the
+/// other is changing, and neither backup could restore the original state. A lock left by a
+/// process that died (crash, kill -9) names a pid that no longer exists and is taken over.
+struct StateLock {
+    path: PathBuf,
+}
+
+impl StateLock {
+    fn acquire(state_dir: &Path) -> Result<Self, TuneError> {
+        fs::create_dir_all(state_dir).map_err(io("cannot create", state_dir))?;
+        let path = state_dir.join("lock");
+        for _ in 0..3 {
+            match OpenOptions::new().write(true).create_new(true).open(&path) {
+                Ok(mut f) => {
+                    writeln!(f, "{}", std::process::id())
+                        .and_then(|()| f.sync_all())
+                        .map_err(io("cannot write", &path))?;
+                    return Ok(Self { path });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let holder = fs::read_to_string(&path)
+                        .ok()
+                        .and_then(|t| t.trim().parse::<u32>().ok());
+                    // A dead holder's lock is stale. No pid yet: the holder may be between
+                    // creating and writing it; only a file older than a few seconds is stale.
+                    let busy = match holder {
+                        Some(pid) => Path::new(&format!("/proc/{pid}")).exists().then_some(pid),
+                        None => (lock_age(&path) < Duration::from_secs(5)).then_some(0),
+                    };
+                    if let Some(pid) = busy {
+                        return Err(TuneError::Busy { pid, path });
+                    }
+                    let _ = fs::remove_file(&path);
+                }
+                Err(e) => return Err(io("cannot create", &path)(e)),
+            }
+        }
+        Err(TuneError::Other(format!(
+            "cannot take the lock {} (it keeps reappearing); nothing was changed",
+            path.display()
+        )))
+    }
+}
+
+fn lock_age(path: &Path) -> Duration {
+    fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .unwrap_or(Duration::MAX)
+}
+
+impl Drop for StateLock {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+    }
 }
 
 fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> TuneError {
@@ -332,6 +392,13 @@ pub fn apply(plan: &Plan, paths: &Paths) -> Result<ApplyOutcome, TuneError> {
             plan.refusals.join("; ")
         )));
     }
+    // Before the prior values are read (without root nothing can change; that error comes
+    // below, after "already set" has had its say).
+    let _lock = if is_root() {
+        Some(StateLock::acquire(&paths.state_dir)?)
+    } else {
+        None
+    };
     let mut values = Vec::new();
     let mut already = Vec::new();
     for c in &plan.changes {
@@ -601,6 +668,7 @@ pub fn rollback(b: &Backup, state_dir: &Path) -> Result<RollbackOutcome, TuneErr
     if !is_root() {
         return Err(TuneError::NotRoot("rollback"));
     }
+    let _lock = StateLock::acquire(state_dir)?;
     let mut w = Writer {
         count: 0,
         fault_after: None,
