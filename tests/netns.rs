@@ -893,21 +893,8 @@ fn legacy_and_per_family_dumps_agree() {
     })
     .join()
     .expect("dump thread");
-    let key = |s: &portdoctor::snapshot::Socket| {
-        (
-            s.state as u8,
-            s.local_ip,
-            s.local_port,
-            s.remote_ip,
-            s.remote_port,
-            s.inode,
-        )
-    };
-    let mut a: Vec<_> = legacy.sockets.iter().map(key).collect();
-    let mut b: Vec<_> = per_family.sockets.iter().map(key).collect();
-    a.sort_unstable();
-    b.sort_unstable();
-    assert_eq!(a, b);
+    let a = common::socket_table(&legacy.sockets);
+    assert_eq!(a, common::socket_table(&per_family.sockets));
     // 6 listeners + 2 bound-only + 60 × 2 established + 90 TIME_WAIT.
     assert_eq!(a.len(), 6 + 2 + 120 + 90, "{a:?}");
     let bound_only = legacy

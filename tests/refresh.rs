@@ -11,35 +11,20 @@ use std::net::{TcpListener, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::Netns;
+use common::{socket_key, socket_table, Netns, SocketKey};
 use portdoctor::collect::refresh::{Policy, RefreshInfo, Refresher};
 use portdoctor::collect::{self, CollectOptions, Namespace};
-use portdoctor::snapshot::{Snapshot, Socket, TcpState};
+use portdoctor::snapshot::{Snapshot, TcpState};
 
-type Key = (u8, std::net::IpAddr, u16, std::net::IpAddr, u16, u64);
-
-fn key(s: &Socket) -> Key {
-    (
-        s.state as u8,
-        s.local_ip,
-        s.local_port,
-        s.remote_ip,
-        s.remote_port,
-        s.inode,
-    )
-}
-
-fn table(s: &Snapshot) -> Vec<Key> {
-    let mut v: Vec<Key> = s.sockets.iter().map(key).collect();
-    v.sort_unstable();
-    v
+fn table(s: &Snapshot) -> Vec<SocketKey> {
+    socket_table(&s.sockets)
 }
 
 /// TIME_WAIT timers by 4-tuple.
-fn timers(s: &Snapshot) -> BTreeMap<Key, u32> {
+fn timers(s: &Snapshot) -> BTreeMap<SocketKey, u32> {
     s.sockets
         .iter()
-        .filter_map(|x| x.time_wait_left_ms.map(|t| (key(x), t)))
+        .filter_map(|x| x.time_wait_left_ms.map(|t| (socket_key(x), t)))
         .collect()
 }
 
