@@ -20,6 +20,8 @@ command -v python3 >/dev/null 2>&1 || need+=(python3)
 command -v tmux >/dev/null 2>&1 || need+=(tmux)
 command -v sysctl >/dev/null 2>&1 || need+=(procps)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
+command -v curl >/dev/null 2>&1 || need+=(curl ca-certificates)
 if [ ${#need[@]} -gt 0 ]; then
   echo "test.sh: installing ${need[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive

@@ -531,6 +531,113 @@ fn malformed_huge_and_unauthorized_requests_get_clean_4xx() {
     assert!(exporter.alive(), "{}", exporter.stderr());
 }
 
+/// `curl` with a CA file and basic auth; returns (exit code, HTTP status or 0, body).
+fn curl(args: &[&str]) -> (i32, u16, String) {
+    let out = common::run_bounded(
+        Command::new("curl")
+            .args(["-sS", "--max-time", "10", "-w", "\n%{http_code}"])
+            .args(args),
+        Duration::from_secs(20),
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+    (
+        out.status.code().unwrap_or(-1),
+        code.trim().parse().unwrap_or(0),
+        body.to_string(),
+    )
+}
+
+/// `--web-config` with `tls_server_config` and basic auth: HTTPS scrapes with the right CA and
+/// password get metrics; no password is 401; an untrusted certificate and plain HTTP get
+/// nothing. The certificate is a throwaway self-signed one made with openssl.
+#[test]
+fn tls_web_config_serves_https_only() {
+    require_root!("tls_web_config_serves_https_only");
+    let (ns, _pop) = populated("tls");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    common::run_ok(
+        Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+            ])
+            .args(["-nodes", "-days", "2", "-subj", "/CN=portdoctor-test"])
+            .args(["-addext", "subjectAltName=IP:127.0.0.1"])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert),
+    );
+    let web = dir.path().join("web.yml");
+    let hash = bcrypt::hash("s3cret", 4).expect("bcrypt");
+    // Relative paths resolve against the config file's directory.
+    std::fs::write(
+        &web,
+        format!("tls_server_config:\n  cert_file: cert.pem\n  key_file: key.pem\nbasic_auth_users:\n  prom: {hash}\n"),
+    )
+    .expect("web config");
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let web_arg = web.display().to_string();
+    let mut exporter = Proc::start(
+        "serve-tls",
+        120,
+        PORTDOCTOR,
+        &[
+            "serve",
+            "--listen",
+            &listen,
+            "--netns",
+            &ns.name,
+            "--web-config",
+            &web_arg,
+        ],
+    );
+    let base = format!("https://127.0.0.1:{port}");
+    let ca = cert.display().to_string();
+    let up = wait_until(Duration::from_secs(10), || {
+        let (code, status, _) = curl(&["--cacert", &ca, &format!("{base}/healthz")]);
+        (code == 0 && status == 200).then_some(())
+    });
+    assert!(
+        up.is_some(),
+        "serve over TLS did not come up: {}",
+        exporter.stderr()
+    );
+
+    let (code, status, body) = curl(&[
+        "--cacert",
+        &ca,
+        "-u",
+        "prom:s3cret",
+        &format!("{base}/metrics"),
+    ]);
+    assert_eq!((code, status), (0, 200), "{body}");
+    assert!(body.contains("portdoctor_pool_in_use{"), "{body}");
+    let (_, status, _) = curl(&["--cacert", &ca, &format!("{base}/metrics")]);
+    assert_eq!(status, 401, "no password");
+    // Without the CA the certificate is not trusted: curl fails the handshake (exit 60).
+    let (code, status, _) = curl(&["-u", "prom:s3cret", &format!("{base}/metrics")]);
+    assert_eq!((code, status), (60, 0));
+    // Plain HTTP to the TLS port gets no HTTP answer.
+    let plain = http_get(
+        format!("127.0.0.1:{port}").parse().expect("address"),
+        "/metrics",
+        &["Authorization: Basic cHJvbTpzM2NyZXQ="],
+    );
+    assert!(
+        plain.as_ref().map_or(true, |(status, _, _)| *status != 200),
+        "plain HTTP was answered: {plain:?}"
+    );
+    assert!(exporter.alive(), "{}", exporter.stderr());
+}
+
 #[test]
 fn port_taken_exits_3_and_textfile_is_written_atomically() {
     let taken = TcpListener::bind("127.0.0.1:0").expect("bind");
