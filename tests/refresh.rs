@@ -69,6 +69,7 @@ fn refresher_reuses_dumps_only_while_state_counters_stand_still() {
             max_reuse: Duration::from_secs(60),
             owner_budget: 1.0,
             owner_min_gap: Duration::ZERO,
+            ..Policy::default()
         };
         let mut r = Refresher::new(collector, true, policy);
         let refresh = |r: &mut Refresher| -> (Snapshot, RefreshInfo) {

@@ -81,6 +81,9 @@ pub struct Policy {
     pub owner_budget: f64,
     /// Shortest gap between two owner scans, however cheap.
     pub owner_min_gap: Duration,
+    /// Largest share of wall time refreshing may take: a refresh that took `t` is followed
+    /// by the next no sooner than `t / max_duty` after it, whatever the interval asked.
+    pub max_duty: f64,
 }
 
 impl Default for Policy {
@@ -89,8 +92,20 @@ impl Default for Policy {
             max_reuse: Duration::from_secs(10),
             owner_budget: 0.05,
             owner_min_gap: Duration::from_secs(2),
+            max_duty: 0.25,
         }
     }
+}
+
+/// When the next refresh may start, as a wait after the end of one that took `took`: the
+/// interval asked for, stretched so that refreshing stays under `max_duty` of the time (a
+/// huge table on a slow host must not turn the watcher into the load).
+pub fn next_wait(interval: Duration, took: Duration, policy: &Policy) -> Duration {
+    let duty = policy.max_duty.clamp(0.01, 1.0);
+    let cycle = took.div_f64(duty).max(interval);
+    cycle
+        .saturating_sub(took)
+        .max(interval.saturating_sub(took))
 }
 
 /// Whether this refresh needs a new socket dump: no earlier dump, the counters moved (or
@@ -363,6 +378,21 @@ mod tests {
         });
         assert!(!owner_scan_due(5, cheap, t0 + Duration::from_secs(1), &p));
         assert!(owner_scan_due(5, cheap, t0 + p.owner_min_gap, &p));
+    }
+
+    #[test]
+    fn slow_refreshes_stretch_the_interval_to_the_duty_cap() {
+        let p = Policy::default();
+        let s = Duration::from_secs;
+        let ms = Duration::from_millis;
+        // Cheap: the interval as asked, counted from the start of the refresh.
+        assert_eq!(next_wait(s(1), ms(60), &p), ms(940));
+        // 25 %: a 400 ms refresh cycles every 1.6 s.
+        assert_eq!(next_wait(s(1), ms(400), &p), ms(1200));
+        // Slower than the interval itself.
+        assert_eq!(next_wait(ms(500), s(2), &p), s(6));
+        // A long interval is never shortened.
+        assert_eq!(next_wait(s(30), s(2), &p), s(28));
     }
 
     #[test]

@@ -15,7 +15,7 @@ use ratatui::crossterm::{cursor, execute, terminal};
 use ratatui::Terminal;
 
 use portdoctor::analysis::Thresholds;
-use portdoctor::collect::refresh::{Policy, RefreshInfo, Refresher};
+use portdoctor::collect::refresh::{next_wait, Policy, RefreshInfo, Refresher};
 use portdoctor::collect::{self, CollectOptions};
 use portdoctor::snapshot::Snapshot;
 use portdoctor::top::{render, render_text, state::Action, App, Key, ViewOptions};
@@ -117,7 +117,8 @@ enum ToWorker {
     Now,
 }
 
-type Sample = (Instant, Result<(Snapshot, RefreshInfo), String>);
+/// A refresh: when it started, and what it found (with the pause to the next one).
+type Sample = (Instant, Result<(Snapshot, RefreshInfo, Duration), String>);
 
 /// Collects every `interval` (or at once on `Now`), not while paused; ends when `top` drops
 /// its sender.
@@ -135,7 +136,8 @@ fn worker(
             return;
         }
     };
-    let mut refresher = Refresher::new(collector, owners, Policy::default());
+    let policy = Policy::default();
+    let mut refresher = Refresher::new(collector, owners, policy);
     let mut paused = false;
     let mut next = Instant::now();
     loop {
@@ -160,11 +162,15 @@ fn worker(
             Err(mpsc::RecvTimeoutError::Disconnected) => return,
         }
         let now = Instant::now();
-        let result = refresher.refresh(now).map_err(|e| e.to_string());
-        if tx.send((now, result)).is_err() {
+        let result = refresher.refresh(now).map(|(snapshot, info)| {
+            let wait = next_wait(interval, info.took, &policy);
+            (snapshot, info, wait)
+        });
+        let wait = result.as_ref().map_or(interval, |r| r.2);
+        if tx.send((now, result.map_err(|e| e.to_string()))).is_err() {
             return;
         }
-        next = Instant::now() + interval;
+        next = Instant::now() + wait;
     }
 }
 
@@ -277,9 +283,10 @@ fn interactive(mut app: App, opts: CollectOptions, view: ViewOptions) -> anyhow:
         }
         while let Ok((at, result)) = samples.try_recv() {
             match result {
-                Ok((snapshot, info)) => {
+                Ok((snapshot, info, wait)) => {
                     app.ingest(at, snapshot);
                     app.refresh = Some(info);
+                    app.cycle = Some(info.took + wait);
                 }
                 Err(e) => app.error = Some(e),
             }

@@ -166,6 +166,9 @@ pub struct App {
     pub error: Option<String>,
     /// What the last refresh did (dump reused or taken, owner scan age).
     pub refresh: Option<RefreshInfo>,
+    /// Time from the start of one refresh to the start of the next: the interval, or longer
+    /// when refreshing is slow (collect::refresh::next_wait).
+    pub cycle: Option<Duration>,
 }
 
 impl App {
@@ -184,6 +187,7 @@ impl App {
             samples: 0,
             error: None,
             refresh: None,
+            cycle: None,
         }
     }
 

@@ -219,3 +219,24 @@ fn interval_steps_within_bounds() {
     assert_eq!(a.interval, Duration::from_millis(500));
     assert_eq!(a.handle_key(Key::Char('-')), Action::None);
 }
+
+#[test]
+fn a_stretched_refresh_cycle_is_shown_in_the_header() {
+    let mut a = app();
+    a.ingest(Instant::now(), one_pool(10));
+    let header = |a: &App| {
+        crate::top::render_text(a, 100, 8)
+            .lines()
+            .next()
+            .unwrap_or("")
+            .to_string()
+    };
+    a.cycle = Some(Duration::from_millis(1020));
+    assert!(header(&a).contains("every 1 s  "), "{}", header(&a));
+    a.cycle = Some(Duration::from_secs(6));
+    assert!(
+        header(&a).contains("every 1 s (slow: 6 s)"),
+        "{}",
+        header(&a)
+    );
+}

@@ -2,6 +2,8 @@
 //! interval), the pools table, the detail pane of the selected pool, and a footer with keys.
 //! Pure over a [`Buffer`], so tests render on `TestBackend` and `--once` prints the same frame.
 
+use std::time::Duration;
+
 use ratatui::buffer::Buffer;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
@@ -234,11 +236,19 @@ fn render_header(app: &App, t: &Theme, area: Rect, buf: &mut Buffer) {
     let state = if app.paused {
         "PAUSED".to_string()
     } else {
-        let secs = app.interval.as_secs_f64();
-        if secs < 1.0 {
-            format!("every {} ms", app.interval.as_millis())
-        } else {
-            format!("every {}", human_duration(secs))
+        let every = |d: Duration| {
+            if d.as_secs_f64() < 1.0 {
+                format!("{} ms", d.as_millis())
+            } else {
+                human_duration(d.as_secs_f64())
+            }
+        };
+        match app.cycle {
+            // Stretched so refreshing stays a small share of the time (big table, slow host).
+            Some(c) if c > app.interval.mul_f64(1.1) => {
+                format!("every {} (slow: {})", every(app.interval), every(c))
+            }
+            _ => format!("every {}", every(app.interval)),
         }
     };
     let right = format!("{state}  {verdict}");
