@@ -27,12 +27,12 @@ import socket, sys, time
 rate, duration = float(sys.argv[1]), float(sys.argv[2])
 ls = socket.socket()
 ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-ls.bind(("127.0.0.1", 21000))
+ls.bind(("127.0.0.9", 21000))  # not 127.0.0.1: its ports are all taken by the held population
 ls.listen(1024)
 start = time.monotonic()
 n = 0
 while time.monotonic() - start < duration:
-    c = socket.create_connection(("127.0.0.1", 21000))
+    c = socket.create_connection(("127.0.0.9", 21000))
     s, _ = ls.accept()
     c.close()  # the client closes first: its port goes to TIME_WAIT
     s.close()
@@ -53,6 +53,8 @@ if [ "${1:-}" = "--inner" ]; then
 	if [ "$churn" != 0 ]; then
 		python3 -c "$CHURN_PY" "$churn" $((seconds + 30)) >"$work/churn.out" 2>&1 &
 		churn_pid=$!
+		sleep 2
+		kill -0 "$churn_pid" 2>/dev/null || { echo "churn loop failed:" >&2; cat "$work/churn.out" >&2; exit 1; }
 	fi
 	sock="pd-bench-top-$$"
 	trap 'tmux -L "$sock" kill-server 2>/dev/null || true; [ -n "${churn_pid:-}" ] && kill "$churn_pid" 2>/dev/null || true' EXIT

@@ -53,6 +53,8 @@ fn refresher_reuses_dumps_only_while_state_counters_stand_still() {
         "--established",
         "40",
     ]);
+    // A bound-only socket: found by full dumps only, carried over by the partial ones.
+    let mut bound = ns.python_bound(&[("127.0.0.1", 40600)]);
     let name = ns.name.clone();
     let my_pid = std::process::id();
     // setns() moves only the calling thread; the collector reads /proc/thread-self/net.
@@ -78,8 +80,8 @@ fn refresher_reuses_dumps_only_while_state_counters_stand_still() {
 
         let (first, info) = refresh(&mut r);
         assert!(info.dumped && info.owners_scanned, "{info:?}");
-        // 2 listeners + 40 × 2 established ends.
-        assert_eq!(first.sockets.len(), 82, "{:?}", table(&first));
+        // 2 listeners + 40 × 2 established ends + 1 bound-only.
+        assert_eq!(first.sockets.len(), 83, "{:?}", table(&first));
         assert_eq!(table(&first), table(&fresh(&name)));
         let owners = first.owners.as_ref().expect("owners");
         assert!(first
@@ -94,13 +96,14 @@ fn refresher_reuses_dumps_only_while_state_counters_stand_still() {
         assert_eq!(table(&second), table(&fresh(&name)));
         assert_eq!(second.owners, first.owners);
 
-        // A new connection (listener, two ends) moves the counters: dumped, owners scanned.
+        // A new connection (listener, two ends) moves the counters: dumped (without the
+        // bound-only walk, whose socket is carried over), owners scanned.
         let listener = TcpListener::bind("127.0.0.1:30000").expect("listen");
         let mut client = TcpStream::connect("127.0.0.1:30000").expect("connect");
         let (mut server, _) = listener.accept().expect("accept");
         let (third, info) = refresh(&mut r);
         assert!(info.dumped && info.owners_scanned, "{info:?}");
-        assert_eq!(third.sockets.len(), 85);
+        assert_eq!(third.sockets.len(), 86);
         assert_eq!(table(&third), table(&fresh(&name)));
         let mine = third
             .sockets
@@ -161,4 +164,5 @@ fn refresher_reuses_dumps_only_while_state_counters_stand_still() {
     .join()
     .expect("refresh thread");
     assert_eq!(pop.stop(), Some(0));
+    bound.stop();
 }

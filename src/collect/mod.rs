@@ -30,6 +30,9 @@ pub trait PartialCollector {
     fn without_sockets(&self) -> Result<Snapshot, CollectError>;
     /// Everything but the owner scan.
     fn without_owners(&self) -> Result<Snapshot, CollectError>;
+    /// Everything but the owner scan and bound-only sockets (`bind()` without listen or
+    /// connect), which are the costly part of a dump to find and change rarely.
+    fn connections_only(&self) -> Result<Snapshot, CollectError>;
     /// The owners of these sockets.
     fn scan_owners(&self, sockets: &[Socket]) -> Owners;
 }

@@ -155,6 +155,34 @@ pub fn unattributed(sockets: &[Socket], owners: Option<&Owners>) -> usize {
         .count()
 }
 
+/// Sockets that hold a port with `bind()` alone (dumped as TCP_BOUND_INACTIVE, shown as CLOSE).
+pub fn bound_only(sockets: &[Socket]) -> Vec<Socket> {
+    sockets
+        .iter()
+        .filter(|s| s.state == TcpState::Close)
+        .cloned()
+        .collect()
+}
+
+/// Adds the bound-only sockets of the last full dump to a dump without them, except those
+/// that have since connected or listened (the same socket, by inode, is in `sockets` now).
+pub fn merge_bound_only(sockets: &mut Vec<Socket>, carried: &[Socket]) {
+    if carried.is_empty() {
+        return;
+    }
+    let present: rustc_hash::FxHashSet<u64> = sockets
+        .iter()
+        .map(|s| s.inode)
+        .filter(|&i| i != 0)
+        .collect();
+    sockets.extend(
+        carried
+            .iter()
+            .filter(|s| !present.contains(&s.inode))
+            .cloned(),
+    );
+}
+
 /// A reused dump as it would look `by` later: TIME_WAIT timers run down (the counters prove
 /// none has expired yet; one that would have is kept at 0 until the next dump).
 pub fn age_sockets(sockets: &mut [Socket], by: Duration) {
@@ -183,6 +211,9 @@ struct LastDump {
     snapshot: Snapshot,
     fingerprint: Option<Vec<i64>>,
     at: Instant,
+    /// The last dump that included bound-only sockets, and those sockets.
+    full_at: Instant,
+    bound_only: Vec<Socket>,
 }
 
 /// Collects repeatedly, skipping what has not changed (see the module comment).
@@ -226,7 +257,8 @@ impl Refresher {
             !needs_dump(
                 d.fingerprint.as_deref(),
                 fingerprint.as_deref(),
-                now.saturating_duration_since(d.at),
+                // What no counter sees is caught by the full dump, so that is what ages.
+                now.saturating_duration_since(d.full_at),
                 &self.policy,
             )
         });
@@ -245,7 +277,20 @@ impl Refresher {
             }
             (s, false)
         } else {
-            let mut s = parts.without_owners()?;
+            // Bound-only sockets are the costly part of a dump and no counter sees them
+            // change: between full dumps they are carried over from the last one.
+            let carried = self
+                .last_dump
+                .as_ref()
+                .filter(|d| now.saturating_duration_since(d.full_at) < self.policy.max_reuse);
+            let mut s = match carried {
+                Some(d) => {
+                    let mut s = parts.connections_only()?;
+                    merge_bound_only(Arc::make_mut(&mut s.sockets), &d.bound_only);
+                    s
+                }
+                None => parts.without_owners()?,
+            };
             s.owners = self
                 .last_dump
                 .as_ref()
@@ -279,10 +324,20 @@ impl Refresher {
             }
         }
         if dumped {
+            let previous_full = self
+                .last_dump
+                .take()
+                .filter(|d| now.saturating_duration_since(d.full_at) < self.policy.max_reuse);
+            let (full_at, bound_only) = match previous_full {
+                Some(d) => (d.full_at, d.bound_only),
+                None => (now, bound_only(&snapshot.sockets)),
+            };
             self.last_dump = Some(LastDump {
                 snapshot: snapshot.clone(),
                 fingerprint,
                 at: now,
+                full_at,
+                bound_only,
             });
         }
         let info = RefreshInfo {
@@ -409,6 +464,36 @@ mod tests {
         let mut o = Owners::default();
         o.by_inode.insert(11, 100);
         assert_eq!(unattributed(&sockets, Some(&o)), 1);
+    }
+
+    #[test]
+    fn bound_only_sockets_are_carried_unless_they_connected() {
+        let snap = SnapshotBuilder::linux()
+            .bound("10.0.0.1", 40100)
+            .bound("10.0.0.1", 40101)
+            .established("10.0.0.1", 40000, "10.0.0.2", 80)
+            .build();
+        let mut full = snap.sockets.to_vec();
+        full[0].inode = 21;
+        full[1].inode = 22;
+        let carried = bound_only(&full);
+        assert_eq!(carried.len(), 2);
+        // 40101 has connected since: the partial dump has it (same inode) as ESTABLISHED.
+        let mut connected = full[1].clone();
+        connected.state = TcpState::Established;
+        let mut partial = vec![full[2].clone(), connected];
+        merge_bound_only(&mut partial, &carried);
+        assert_eq!(partial.len(), 3);
+        assert_eq!(
+            partial
+                .iter()
+                .filter(|s| s.state == TcpState::Close)
+                .count(),
+            1
+        );
+        assert!(partial
+            .iter()
+            .any(|s| s.inode == 21 && s.state == TcpState::Close));
     }
 
     #[test]

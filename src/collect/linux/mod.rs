@@ -38,7 +38,7 @@ impl LinuxCollector {
 
 impl Collector for LinuxCollector {
     fn snapshot(&self) -> Result<Snapshot, CollectError> {
-        self.collect(true, self.opts.owners)
+        self.collect(Some(netlink::ALL_STATES), self.opts.owners)
     }
 
     fn parts(&self) -> Option<&dyn PartialCollector> {
@@ -48,11 +48,15 @@ impl Collector for LinuxCollector {
 
 impl PartialCollector for LinuxCollector {
     fn without_sockets(&self) -> Result<Snapshot, CollectError> {
-        self.collect(false, false)
+        self.collect(None, false)
     }
 
     fn without_owners(&self) -> Result<Snapshot, CollectError> {
-        self.collect(true, false)
+        self.collect(Some(netlink::ALL_STATES), false)
+    }
+
+    fn connections_only(&self) -> Result<Snapshot, CollectError> {
+        self.collect(Some(netlink::CONNECTION_STATES), false)
     }
 
     fn scan_owners(&self, sockets: &[Socket]) -> Owners {
@@ -71,13 +75,14 @@ fn netns_independent_owner_scan(sockets: &[Socket]) -> Owners {
 }
 
 impl LinuxCollector {
-    fn collect(&self, with_sockets: bool, with_owners: bool) -> Result<Snapshot, CollectError> {
+    /// `states`: which sockets to dump (netlink state mask), `None` for none at all.
+    fn collect(&self, states: Option<u32>, with_owners: bool) -> Result<Snapshot, CollectError> {
         // Entering is one-way for this thread; the CLI runs one collection per process, and
         // repeated collections (top, serve) keep living in the namespace they entered.
         netns::enter(&self.opts.namespace)?;
         let mut notes = Vec::new();
-        let (sockets, source) = if with_sockets {
-            collect_sockets(self.opts.source, &mut notes)?
+        let (sockets, source) = if let Some(states) = states {
+            collect_sockets(self.opts.source, states, &mut notes)?
         } else {
             (Vec::new(), SocketSource::Netlink)
         };
@@ -115,12 +120,13 @@ impl LinuxCollector {
 
 fn collect_sockets(
     pref: SourcePreference,
+    states: u32,
     notes: &mut Vec<String>,
 ) -> Result<(Vec<Socket>, SocketSource), CollectError> {
     match pref {
         SourcePreference::Procfs => Ok((read_procfs_sockets(notes)?, SocketSource::Procfs)),
-        SourcePreference::Netlink => Ok((netlink_sockets(notes)?, SocketSource::Netlink)),
-        SourcePreference::Auto => match netlink_sockets(notes) {
+        SourcePreference::Netlink => Ok((netlink_sockets(states, notes)?, SocketSource::Netlink)),
+        SourcePreference::Auto => match netlink_sockets(states, notes) {
             Ok(s) => Ok((s, SocketSource::Netlink)),
             Err(e) => {
                 notes.push(format!(
@@ -132,8 +138,8 @@ fn collect_sockets(
     }
 }
 
-fn netlink_sockets(notes: &mut Vec<String>) -> Result<Vec<Socket>, CollectError> {
-    let dump = netlink::dump_tcp()?;
+fn netlink_sockets(states: u32, notes: &mut Vec<String>) -> Result<Vec<Socket>, CollectError> {
+    let dump = netlink::dump_tcp_states(states)?;
     if dump.interrupted {
         notes.push(format!(
             "the socket tables changed during all {} dump attempts; counts may be off by the churn",

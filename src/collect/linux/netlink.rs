@@ -25,7 +25,11 @@ const NLMSG_HDRLEN: usize = 16;
 const INET_DIAG_MSG_LEN: usize = 72;
 /// Every TCP state (bits 1..=12) plus TCP_BOUND_INACTIVE (13, Linux 6.5+): sockets that hold a
 /// port with `bind()` but do not listen. Older kernels ignore the extra bit.
-const ALL_STATES: u32 = 0x3ffe;
+pub const ALL_STATES: u32 = 0x3ffe;
+/// Every TCP state without TCP_BOUND_INACTIVE: finding bound-only sockets walks the whole bind
+/// hash table, about a quarter of a dump's cost (bench/results.md), so repeated collections
+/// (`top`) ask for them less often.
+pub const CONNECTION_STATES: u32 = 0x1ffe;
 /// The kernel fills at most about 32 KiB per recv for dumps; a bit more avoids MSG_TRUNC.
 const RECV_BUF: usize = 64 * 1024;
 /// How often an interrupted dump (NLM_F_DUMP_INTR: the tables changed under the walk) is retried.
@@ -46,15 +50,20 @@ pub struct Dump {
 /// wall time at 300k sockets, bench/results.md). Kernels that refuse the legacy request get the
 /// per-family pair, as `ss` does the other way round.
 pub fn dump_tcp() -> Result<Dump, CollectError> {
-    dump_tcp_with(true)
+    dump_tcp_with(true, ALL_STATES)
+}
+
+/// Like [`dump_tcp`], for the sockets in `states` only (a bit mask, 1 << TCP state).
+pub fn dump_tcp_states(states: u32) -> Result<Dump, CollectError> {
+    dump_tcp_with(true, states)
 }
 
 /// Only the two SOCK_DIAG_BY_FAMILY requests (the fallback path), for tests and comparisons.
 pub fn dump_tcp_per_family() -> Result<Dump, CollectError> {
-    dump_tcp_with(false)
+    dump_tcp_with(false, ALL_STATES)
 }
 
-fn dump_tcp_with(legacy_first: bool) -> Result<Dump, CollectError> {
+fn dump_tcp_with(legacy_first: bool, states: u32) -> Result<Dump, CollectError> {
     let sock = open()?;
     let mut buf = vec![0u8; RECV_BUF];
     let mut attempts = 0;
@@ -64,17 +73,23 @@ fn dump_tcp_with(legacy_first: bool) -> Result<Dump, CollectError> {
         let mut sockets = Vec::with_capacity(1024);
         let seq = attempts * 4;
         let interrupted = if legacy {
-            match dump_one(&sock, &legacy_request(seq), seq, &mut buf, &mut sockets) {
+            match dump_one(
+                &sock,
+                &legacy_request(seq, states),
+                seq,
+                &mut buf,
+                &mut sockets,
+            ) {
                 Ok(intr) => intr,
                 Err(CollectError::Netlink(e)) if legacy_unsupported(&e) => {
                     legacy = false;
                     sockets.clear();
-                    dump_by_family(&sock, seq, &mut buf, &mut sockets)?
+                    dump_by_family(&sock, seq, states, &mut buf, &mut sockets)?
                 }
                 Err(e) => return Err(e),
             }
         } else {
-            dump_by_family(&sock, seq, &mut buf, &mut sockets)?
+            dump_by_family(&sock, seq, states, &mut buf, &mut sockets)?
         };
         if !interrupted || attempts >= MAX_DUMP_ATTEMPTS {
             return Ok(Dump {
@@ -96,6 +111,7 @@ fn legacy_unsupported(e: &io::Error) -> bool {
 fn dump_by_family(
     sock: &OwnedFd,
     seq: u32,
+    states: u32,
     buf: &mut [u8],
     out: &mut Vec<Socket>,
 ) -> Result<bool, CollectError> {
@@ -105,7 +121,7 @@ fn dump_by_family(
         .enumerate()
     {
         let seq = seq + 1 + i as u32;
-        interrupted |= dump_one(sock, &request(family, seq), seq, buf, out)?;
+        interrupted |= dump_one(sock, &request(family, seq, states), seq, buf, out)?;
     }
     Ok(interrupted)
 }
@@ -127,7 +143,7 @@ fn open() -> Result<OwnedFd, CollectError> {
 }
 
 /// Builds the 72-byte request: nlmsghdr + inet_diag_req_v2 with a zero socket id.
-fn request(family: u8, seq: u32) -> [u8; 72] {
+fn request(family: u8, seq: u32, states: u32) -> [u8; 72] {
     let mut req = [0u8; 72];
     req[0..4].copy_from_slice(&72u32.to_ne_bytes());
     req[4..6].copy_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
@@ -136,21 +152,21 @@ fn request(family: u8, seq: u32) -> [u8; 72] {
     // inet_diag_req_v2: family, protocol, ext, pad, states, then inet_diag_sockid (zeros).
     req[16] = family;
     req[17] = libc::IPPROTO_TCP as u8;
-    req[20..24].copy_from_slice(&ALL_STATES.to_ne_bytes());
+    req[20..24].copy_from_slice(&states.to_ne_bytes());
     req
 }
 
 /// Builds the 76-byte legacy request: nlmsghdr (type TCPDIAG_GETSOCK) + `struct inet_diag_req`
 /// (family, src_len, dst_len, ext, a zero socket id, states, dbs). The kernel dumps it with
 /// family AF_UNSPEC, i.e. IPv4 and IPv6 together.
-fn legacy_request(seq: u32) -> [u8; 76] {
+fn legacy_request(seq: u32, states: u32) -> [u8; 76] {
     let mut req = [0u8; 76];
     req[0..4].copy_from_slice(&76u32.to_ne_bytes());
     req[4..6].copy_from_slice(&TCPDIAG_GETSOCK.to_ne_bytes());
     req[6..8].copy_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
     req[8..12].copy_from_slice(&seq.to_ne_bytes());
     req[16] = libc::AF_INET as u8;
-    req[68..72].copy_from_slice(&ALL_STATES.to_ne_bytes());
+    req[68..72].copy_from_slice(&states.to_ne_bytes());
     req
 }
 
