@@ -16,6 +16,10 @@
 //!   and packets alone do not take or free ports), `sockets: used` (it includes our own netlink
 //!   socket until RCU frees it, and every UDP and unix socket) and the host-wide `orphan` and
 //!   `alloc` (they move with other namespaces).
+//! - **Find bound-only sockets only in the full dump.** They are found by walking the whole
+//!   bind hash table (about a quarter of a dump), and no counter sees them come or go anyway;
+//!   between full dumps they are carried over from the last one (unless the same socket, by
+//!   inode, has since connected or listened).
 //! - **Scan owners only for sockets whose owner is unknown**, and no more than a budgeted share
 //!   of the time: after a scan that took `t`, the next waits at least `t / owner_budget`.
 //!   Sockets that appear in between show no owner until then; the age of the scan is reported.
