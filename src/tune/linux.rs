@@ -49,10 +49,13 @@ pub enum TuneError {
 /// process that died (crash, kill -9) names a pid that no longer exists and is taken over.
 struct StateLock {
     path: PathBuf,
+    /// The state dir did not exist before: removed again on drop if nothing was written to it.
+    created_dir: Option<PathBuf>,
 }
 
 impl StateLock {
     fn acquire(state_dir: &Path) -> Result<Self, TuneError> {
+        let created_dir = (!state_dir.exists()).then(|| state_dir.to_path_buf());
         fs::create_dir_all(state_dir).map_err(io("cannot create", state_dir))?;
         let path = state_dir.join("lock");
         for _ in 0..3 {
@@ -61,7 +64,7 @@ impl StateLock {
                     writeln!(f, "{}", std::process::id())
                         .and_then(|()| f.sync_all())
                         .map_err(io("cannot write", &path))?;
-                    return Ok(Self { path });
+                    return Ok(Self { path, created_dir });
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                     let holder = fs::read_to_string(&path)
@@ -99,6 +102,10 @@ fn lock_age(path: &Path) -> Duration {
 impl Drop for StateLock {
     fn drop(&mut self) {
         let _ = fs::remove_file(&self.path);
+        if let Some(dir) = &self.created_dir {
+            // Only if empty: an apply that wrote a backup keeps it.
+            let _ = fs::remove_dir(dir);
+        }
     }
 }
 
