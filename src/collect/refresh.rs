@@ -266,7 +266,8 @@ impl Refresher {
                 &self.policy,
             )
         });
-        let (mut snapshot, dumped) = if let Some(d) = reuse {
+        // (snapshot, dumped, full: the dump included bound-only sockets)
+        let (mut snapshot, dumped, full) = if let Some(d) = reuse {
             let mut s = light;
             // Shared, not copied; only TIME_WAIT timers need a copy to run down.
             s.sockets = Arc::clone(&d.snapshot.sockets);
@@ -279,7 +280,7 @@ impl Refresher {
                 let by = now.saturating_duration_since(d.at);
                 age_sockets(Arc::make_mut(&mut s.sockets).as_mut_slice(), by);
             }
-            (s, false)
+            (s, false, false)
         } else {
             // Bound-only sockets are the costly part of a dump and no counter sees them
             // change: between full dumps they are carried over from the last one.
@@ -299,7 +300,7 @@ impl Refresher {
                 .last_dump
                 .as_ref()
                 .and_then(|d| d.snapshot.owners.clone());
-            (s, true)
+            (s, true, carried.is_none())
         };
         dedup_notes(&mut snapshot.notes);
 
@@ -328,13 +329,9 @@ impl Refresher {
             }
         }
         if dumped {
-            let previous_full = self
-                .last_dump
-                .take()
-                .filter(|d| now.saturating_duration_since(d.full_at) < self.policy.max_reuse);
-            let (full_at, bound_only) = match previous_full {
-                Some(d) => (d.full_at, d.bound_only),
-                None => (now, bound_only(&snapshot.sockets)),
+            let (full_at, bound_only) = match self.last_dump.take() {
+                Some(d) if !full => (d.full_at, d.bound_only),
+                _ => (now, bound_only(&snapshot.sockets)),
             };
             self.last_dump = Some(LastDump {
                 snapshot: snapshot.clone(),
