@@ -45,6 +45,9 @@ fn refresher_reuses_dumps_only_while_state_counters_stand_still() {
     }
     let ns = Netns::new("refresh");
     ns.sysctl("net.ipv4.ip_local_port_range", "40000 40999");
+    // A bound-only socket: found by full dumps only, carried over by the partial ones. Bound
+    // first and outside the range, so no connection of the population can hold its port.
+    let mut bound = ns.python_bound(&[("127.0.0.1", 30600)]);
     let mut pop = ns.sockpop(&[
         "--ports",
         "20000-20001",
@@ -53,8 +56,6 @@ fn refresher_reuses_dumps_only_while_state_counters_stand_still() {
         "--established",
         "40",
     ]);
-    // A bound-only socket: found by full dumps only, carried over by the partial ones.
-    let mut bound = ns.python_bound(&[("127.0.0.1", 40600)]);
     let name = ns.name.clone();
     let my_pid = std::process::id();
     // setns() moves only the calling thread; the collector reads /proc/thread-self/net.
