@@ -83,6 +83,15 @@ impl Dirs {
     }
 }
 
+/// Backup files in the state dir (it also holds the lock file).
+fn backup_count(d: &Dirs) -> usize {
+    fs::read_dir(&d.state)
+        .expect("state dir")
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+        .count()
+}
+
 fn out_text(o: &Output) -> String {
     format!(
         "status {}\nstdout:\n{}\nstderr:\n{}",
@@ -167,8 +176,8 @@ fn apply_verify_idempotent_rollback_byte_identical() {
         dropin,
         "# kept by the admin\nnet.core.somaxconn = 4096\nnet.ipv4.ip_local_port_range = 10000 65000\nnet.ipv4.tcp_tw_reuse = 1\nnet.ipv4.tcp_max_tw_buckets = 5000\n"
     );
-    let backups: Vec<_> = fs::read_dir(&d.state).expect("state dir").collect();
-    assert_eq!(backups.len(), 1);
+    // One backup (the state dir also holds the lock file).
+    assert_eq!(backup_count(&d), 1);
 
     // The same plan again: nothing to do, no new backup.
     let o = apply(&ns, &d, &[]);
@@ -178,7 +187,7 @@ fn apply_verify_idempotent_rollback_byte_identical() {
         "{}",
         out_text(&o)
     );
-    assert_eq!(fs::read_dir(&d.state).expect("state dir").count(), 1);
+    assert_eq!(backup_count(&d), 1);
 
     // History shows it.
     let h = portdoctor(&[
@@ -272,47 +281,67 @@ fn crash_after_every_write_then_rollback_restores() {
     panic!("apply never completed within 20 writes");
 }
 
-/// The kernel refuses a value our check accepts (range below ip_unprivileged_port_start): clear
-/// error, exit 3, nothing changed.
-/// A second `tune apply` while one holds the state lock is refused (exit 3, nothing changed,
-/// the holder's pid named); a lock left by a dead process is taken over, and released after.
+/// A second `tune apply` or `rollback` while another holds the state lock is refused (exit 3,
+/// nothing changed, the holder's pid named); the lock goes with its holder, even one that was
+/// killed mid-apply, so the next command runs.
 #[test]
-fn concurrent_apply_is_refused_and_a_stale_lock_is_taken_over() {
-    require_root!("concurrent_apply_is_refused_and_a_stale_lock_is_taken_over");
+fn concurrent_tune_is_refused_and_a_dead_holder_frees_the_lock() {
+    require_root!("concurrent_tune_is_refused_and_a_dead_holder_frees_the_lock");
     let ns = Netns::new("tune-lock");
     let d = Dirs::new(&ns);
     prepare(&ns, &d);
     let before = proc_state(&ns);
-    fs::create_dir_all(&d.state).expect("state dir");
     let lock = d.state.join("lock");
-    // A live holder: this test process itself stands in for the other `tune apply`.
-    fs::write(&lock, format!("{}\n", std::process::id())).expect("lock");
-    let o = apply(&ns, &d, &[]);
-    assert_eq!(o.status.code(), Some(3), "{}", out_text(&o));
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(
-        err.contains(&format!("(pid {})", std::process::id()))
-            && err.contains("nothing was changed"),
-        "{err}"
-    );
-    assert_eq!(proc_state(&ns), before);
-    assert!(
-        fs::read_dir(&d.state).expect("state").count() == 1,
-        "only the lock"
-    );
-
-    // The holder died (a pid that cannot exist): stale, taken over; released afterwards.
-    fs::write(&lock, "4194305\n").expect("stale lock");
+    // An applied backup, so a rollback has something to do.
     let o = apply(&ns, &d, &[]);
     assert_eq!(o.status.code(), Some(0), "{}", out_text(&o));
-    assert_ne!(proc_state(&ns), before);
-    assert!(!lock.exists(), "lock not released");
+    let applied = proc_state(&ns);
+    assert_ne!(applied, before);
+    // A live holder: flock(1) -o holds the lock itself while `sleep` runs.
+    fs::write(&lock, "4242\n").expect("lock file");
+    let mut holder = Command::new("flock")
+        .arg("-o")
+        .arg(&lock)
+        .args(["sleep", "30"])
+        .spawn()
+        .expect("flock(1) from util-linux");
+    let refused = |o: &Output| {
+        let err = String::from_utf8_lossy(&o.stderr);
+        o.status.code() == Some(3)
+            && err.contains("(pid 4242)")
+            && err.contains("nothing was changed")
+    };
+    let held = common::wait_until(std::time::Duration::from_secs(5), || {
+        let o = rollback(&d, &[]);
+        refused(&o).then_some(o)
+    });
+    assert!(
+        held.is_some(),
+        "rollback was never refused while the lock was held"
+    );
+    let mut args = vec!["tune", "apply", "--yes", "--set", "net.ipv4.tcp_tw_reuse=2"];
+    args.extend(d.args(&ns));
+    let o = portdoctor_raw(&args, &[]);
+    assert!(refused(&o), "{}", out_text(&o));
+    assert_eq!(proc_state(&ns), applied, "changed while locked");
+    let _ = holder.kill();
+    let _ = holder.wait();
     let o = rollback(&d, &[]);
     assert_eq!(o.status.code(), Some(0), "{}", out_text(&o));
     assert_eq!(proc_state(&ns), before);
-    assert!(!lock.exists(), "lock not released after rollback");
+
+    // Killed mid-apply (abort after its second write): its lock died with it.
+    let o = apply(&ns, &d, &[("PORTDOCTOR_FAULT_AFTER_WRITES", "2")]);
+    assert_ne!(o.status.code(), Some(0), "{}", out_text(&o));
+    let o = rollback(&d, &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", out_text(&o));
+    assert_eq!(proc_state(&ns), before);
+    // The lock file stays (deleting it would race) and names the last holder.
+    assert!(lock.exists());
 }
 
+/// The kernel refuses a value our check accepts (range below ip_unprivileged_port_start): clear
+/// error, exit 3, nothing changed.
 #[test]
 fn kernel_refusal_changes_nothing() {
     require_root!("kernel_refusal_changes_nothing");

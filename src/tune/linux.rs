@@ -11,7 +11,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
@@ -40,16 +40,19 @@ pub enum TuneError {
     NoSuchBackup(String, PathBuf),
     #[error("no backup to roll back in {0} (every backup there is already rolled back, or there is none)")]
     NothingToRollBack(PathBuf),
-    #[error("another `portdoctor tune` (pid {pid}) is changing settings right now (lock {path}); wait for it to finish and run this again; nothing was changed")]
+    #[error("another `portdoctor tune` (pid {pid}) is changing settings right now (it holds the lock on {path}); wait for it to finish and run this again; nothing was changed")]
     Busy { pid: u32, path: PathBuf },
 }
 
 /// Held while apply or rollback runs. Two applies at once would each read "prior" values the
-/// other is changing, and neither backup could restore the original state. A lock left by a
-/// process that died (crash, kill -9) names a pid that no longer exists and is taken over.
+/// other is changing, and neither backup could restore the original state. An advisory
+/// `flock` on `STATE_DIR/lock` (never deleted): the kernel drops it when the holder exits,
+/// crashes or the machine reboots, so there is no stale lock to guess about. The file holds
+/// the holder's pid, for the message only.
 struct StateLock {
+    _file: File,
     path: PathBuf,
-    /// The state dir did not exist before: removed again on drop if nothing was written to it.
+    /// The state dir did not exist before: removed again on drop if nothing else is in it.
     created_dir: Option<PathBuf>,
 }
 
@@ -58,53 +61,60 @@ impl StateLock {
         let created_dir = (!state_dir.exists()).then(|| state_dir.to_path_buf());
         fs::create_dir_all(state_dir).map_err(io("cannot create", state_dir))?;
         let path = state_dir.join("lock");
-        for _ in 0..3 {
-            match OpenOptions::new().write(true).create_new(true).open(&path) {
-                Ok(mut f) => {
-                    writeln!(f, "{}", std::process::id())
-                        .and_then(|()| f.sync_all())
-                        .map_err(io("cannot write", &path))?;
-                    return Ok(Self { path, created_dir });
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    let holder = fs::read_to_string(&path)
-                        .ok()
-                        .and_then(|t| t.trim().parse::<u32>().ok());
-                    // A dead holder's lock is stale. No pid yet: the holder may be between
-                    // creating and writing it; only a file older than a few seconds is stale.
-                    let busy = match holder {
-                        Some(pid) => Path::new(&format!("/proc/{pid}")).exists().then_some(pid),
-                        None => (lock_age(&path) < Duration::from_secs(5)).then_some(0),
-                    };
-                    if let Some(pid) = busy {
-                        return Err(TuneError::Busy { pid, path });
-                    }
-                    let _ = fs::remove_file(&path);
-                }
-                Err(e) => return Err(io("cannot create", &path)(e)),
-            }
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(io("cannot open", &path))?;
+        if !try_flock(&file).map_err(io("cannot lock", &path))? {
+            let pid = fs::read_to_string(&path)
+                .ok()
+                .and_then(|t| t.trim().parse().ok())
+                .unwrap_or(0);
+            return Err(TuneError::Busy { pid, path });
         }
-        Err(TuneError::Other(format!(
-            "cannot take the lock {} (it keeps reappearing); nothing was changed",
-            path.display()
-        )))
+        file.set_len(0)
+            .and_then(|()| writeln!(file, "{}", std::process::id()))
+            .map_err(io("cannot write", &path))?;
+        Ok(Self {
+            _file: file,
+            path,
+            created_dir,
+        })
     }
 }
 
-fn lock_age(path: &Path) -> Duration {
-    fs::metadata(path)
-        .and_then(|m| m.modified())
-        .ok()
-        .and_then(|t| t.elapsed().ok())
-        .unwrap_or(Duration::MAX)
+/// `flock(LOCK_EX | LOCK_NB)`: Ok(false) when another process holds it.
+#[allow(unsafe_code)] // flock(2): File::try_lock needs Rust 1.89; the MSRV is 1.85.
+fn try_flock(file: &File) -> std::io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: the descriptor is open and owned by `file` for the duration of the call.
+    let r = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if r == 0 {
+        return Ok(true);
+    }
+    let e = std::io::Error::last_os_error();
+    if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+        Ok(false)
+    } else {
+        Err(e)
+    }
 }
 
 impl Drop for StateLock {
     fn drop(&mut self) {
-        let _ = fs::remove_file(&self.path);
+        // The lock goes with the descriptor; the file stays (deleting it would let a waiter
+        // lock an unlinked inode). Only a state dir this run created, and left otherwise
+        // empty, is removed again.
         if let Some(dir) = &self.created_dir {
-            // Only if empty: an apply that wrote a backup keeps it.
-            let _ = fs::remove_dir(dir);
+            if fs::read_dir(dir)
+                .is_ok_and(|mut e| e.all(|f| f.is_ok_and(|f| f.path() == self.path)))
+            {
+                let _ = fs::remove_file(&self.path);
+                let _ = fs::remove_dir(dir);
+            }
         }
     }
 }
@@ -676,6 +686,16 @@ pub fn rollback(b: &Backup, state_dir: &Path) -> Result<RollbackOutcome, TuneErr
         return Err(TuneError::NotRoot("rollback"));
     }
     let _lock = StateLock::acquire(state_dir)?;
+    // Picked before the lock: another rollback may have restored it since.
+    let (now, _) = history(state_dir)?;
+    if let Some(cur) = now.iter().find(|c| c.id == b.id) {
+        if cur.status != "applying" && cur.status != "applied" {
+            return Err(TuneError::Other(format!(
+                "backup {} is {} now (another rollback ran meanwhile); nothing was changed",
+                b.id, cur.status
+            )));
+        }
+    }
     let mut w = Writer {
         count: 0,
         fault_after: None,
