@@ -33,6 +33,8 @@ pub trait PartialCollector {
     /// Everything but the owner scan and bound-only sockets (`bind()` without listen or
     /// connect), which are the costly part of a dump to find and change rarely.
     fn connections_only(&self) -> Result<Snapshot, CollectError>;
+    /// Listening sockets only (the listening hash: small and cheap to dump).
+    fn listeners(&self) -> Result<Vec<Socket>, CollectError>;
     /// The owners of these sockets.
     fn scan_owners(&self, sockets: &[Socket]) -> Owners;
 }

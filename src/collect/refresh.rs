@@ -12,7 +12,10 @@
 //!   TIME_WAIT timers aged by the time since. What no counter sees (`bind()` without
 //!   listen/connect and the close of such a socket; FIN_WAIT1 → FIN_WAIT2 and CLOSE_WAIT →
 //!   LAST_ACK, which hold the same port either way) is caught by a full dump at least every
-//!   [`Policy::max_reuse`]. Left out on purpose: traffic counters (they move on every packet,
+//!   [`Policy::max_reuse`]; a dump holding sockets in states that change without any counter
+//!   (SYN_RECV, FIN_WAIT1/2, CLOSING) is not reused at all, and the listening table (small) is
+//!   compared each time, since a restart (close + listen) cancels out in `tcp.inuse`. Left out
+//!   on purpose: traffic counters (they move on every packet,
 //!   and packets alone do not take or free ports), `sockets: used` (it includes our own netlink
 //!   socket until RCU frees it, and every UDP and unix socket) and the host-wide `orphan` and
 //!   `alloc` (they move with other namespaces).
@@ -74,6 +77,36 @@ pub fn state_fingerprint(c: &Counters) -> Option<Vec<i64>> {
         .map(|v| v.copied().unwrap_or(-1))
         .collect();
     Some(values)
+}
+
+/// States a socket leaves without moving any counter of the fingerprint: SYN_RECV request
+/// sockets (counted only once the handshake completes), FIN_WAIT1 → FIN_WAIT2, and a FIN_WAIT2
+/// timewait entry turning TIME_WAIT when the peer's FIN arrives (its timer restarts). A dump
+/// holding any of them is not reused. (CLOSE_WAIT is left out: it can last for ever in a
+/// leaky application, and CLOSE_WAIT → LAST_ACK holds the same port.)
+pub fn has_uncounted_transitions(sockets: &[Socket]) -> bool {
+    sockets.iter().any(|s| {
+        matches!(
+            s.state,
+            TcpState::SynRecv
+                | TcpState::NewSynRecv
+                | TcpState::FinWait1
+                | TcpState::FinWait2
+                | TcpState::Closing
+        )
+    })
+}
+
+/// Listeners as (address, port, inode), sorted: a restarted service (close + listen: −1 +1 on
+/// `tcp.inuse`) cancels out in the counters but not here.
+pub fn listener_keys(sockets: &[Socket]) -> Vec<(std::net::IpAddr, u16, u64)> {
+    let mut v: Vec<_> = sockets
+        .iter()
+        .filter(|s| s.state == TcpState::Listen)
+        .map(|s| (s.local_ip, s.local_port, s.inode))
+        .collect();
+    v.sort_unstable();
+    v
 }
 
 /// How eagerly to refresh.
@@ -218,6 +251,7 @@ struct LastDump {
     /// The last dump that included bound-only sockets, and those sockets.
     full_at: Instant,
     bound_only: Vec<Socket>,
+    listeners: Vec<(std::net::IpAddr, u16, u64)>,
 }
 
 /// Collects repeatedly, skipping what has not changed (see the module comment).
@@ -257,15 +291,24 @@ impl Refresher {
 
         let light = parts.without_sockets()?;
         let fingerprint = state_fingerprint(&light.counters);
-        let reuse = self.last_dump.as_ref().filter(|d| {
+        let counters_still = self.last_dump.as_ref().filter(|d| {
             !needs_dump(
                 d.fingerprint.as_deref(),
                 fingerprint.as_deref(),
                 // What no counter sees is caught by the full dump, so that is what ages.
                 now.saturating_duration_since(d.full_at),
                 &self.policy,
-            )
+            ) && !has_uncounted_transitions(&d.snapshot.sockets)
         });
+        // Listeners can be replaced with the counters back where they were: compare them
+        // (a dump of the listening table alone, which is small).
+        let reuse = match counters_still {
+            Some(d) => {
+                let now_listening = parts.listeners()?;
+                (listener_keys(&now_listening) == d.listeners).then_some(d)
+            }
+            None => None,
+        };
         // (snapshot, dumped, full: the dump included bound-only sockets)
         let (mut snapshot, dumped, full) = if let Some(d) = reuse {
             let mut s = light;
@@ -306,7 +349,10 @@ impl Refresher {
 
         let mut owners_scanned = false;
         if self.owners && dumped {
-            let missing = unattributed(&snapshot.sockets, snapshot.owners.as_deref());
+            // A full dump also re-checks known owners (a fork, a passed socket, a restart
+            // keep the inode but change the process), within the same budget.
+            let missing =
+                unattributed(&snapshot.sockets, snapshot.owners.as_deref()).max(usize::from(full));
             if snapshot.owners.is_none()
                 || owner_scan_due(missing, self.last_owner_scan, now, &self.policy)
             {
@@ -334,6 +380,7 @@ impl Refresher {
                 _ => (now, bound_only(&snapshot.sockets)),
             };
             self.last_dump = Some(LastDump {
+                listeners: listener_keys(&snapshot.sockets),
                 snapshot: snapshot.clone(),
                 fingerprint,
                 at: now,
@@ -495,6 +542,23 @@ mod tests {
         assert!(partial
             .iter()
             .any(|s| s.inode == 21 && s.state == TcpState::Close));
+    }
+
+    #[test]
+    fn transient_states_and_replaced_listeners_are_noticed() {
+        let quiet = SnapshotBuilder::linux()
+            .listen("127.0.0.1", 80)
+            .established("10.0.0.1", 40000, "10.0.0.2", 80)
+            .time_wait("10.0.0.1", 40001, "10.0.0.2", 80, 30_000)
+            .build();
+        assert!(!has_uncounted_transitions(&quiet.sockets));
+        let mut closing = quiet.sockets.to_vec();
+        closing[1].state = TcpState::FinWait2;
+        assert!(has_uncounted_transitions(&closing));
+        let mut restarted = quiet.sockets.to_vec();
+        restarted[0].inode += 1;
+        assert_ne!(listener_keys(&quiet.sockets), listener_keys(&restarted));
+        assert_eq!(listener_keys(&quiet.sockets).len(), 1);
     }
 
     #[test]

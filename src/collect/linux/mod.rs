@@ -59,6 +59,17 @@ impl PartialCollector for LinuxCollector {
         self.collect(Some(netlink::CONNECTION_STATES), false)
     }
 
+    fn listeners(&self) -> Result<Vec<Socket>, CollectError> {
+        netns::enter(&self.opts.namespace)?;
+        let mut notes = Vec::new();
+        let (sockets, _) = collect_sockets(self.opts.source, netlink::LISTEN_STATE, &mut notes)?;
+        // The procfs fallback cannot filter by state.
+        Ok(sockets
+            .into_iter()
+            .filter(|s| s.state == crate::snapshot::TcpState::Listen)
+            .collect())
+    }
+
     fn scan_owners(&self, sockets: &[Socket]) -> Owners {
         netns_independent_owner_scan(sockets)
     }

@@ -30,6 +30,8 @@ pub const ALL_STATES: u32 = 0x3ffe;
 /// hash table, about a quarter of a dump's cost (bench/results.md), so repeated collections
 /// (`top`) ask for them less often.
 pub const CONNECTION_STATES: u32 = 0x1ffe;
+/// TCP_LISTEN only: the kernel then walks the listening hash alone.
+pub const LISTEN_STATE: u32 = 1 << 10;
 /// The kernel fills at most about 32 KiB per recv for dumps; a bit more avoids MSG_TRUNC.
 const RECV_BUF: usize = 64 * 1024;
 /// How often an interrupted dump (NLM_F_DUMP_INTR: the tables changed under the walk) is retried.

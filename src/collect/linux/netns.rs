@@ -7,8 +7,9 @@ use std::path::PathBuf;
 
 use crate::collect::{CollectError, Namespace};
 
-/// Moves the calling thread into `ns`. Call before any other thread exists and before opening
-/// netlink sockets or /proc/net files: both are bound to the namespace at open time.
+/// Moves the calling thread into `ns`. Call before opening netlink sockets (bound to the
+/// namespace at creation) and before other threads start (they inherit it). The collector
+/// reads /proc/thread-self/net, which follows this thread; /proc/net follows the main thread.
 pub fn enter(ns: &Namespace) -> Result<(), CollectError> {
     let (path, label) = match ns {
         Namespace::Current => return Ok(()),
