@@ -118,6 +118,9 @@ pub struct Policy {
     pub owner_budget: f64,
     /// Shortest gap between two owner scans, however cheap.
     pub owner_min_gap: Duration,
+    /// How often a full dump re-checks owners already known (a fork, a passed socket or a
+    /// restart keep the inode but change the process).
+    pub owner_recheck: Duration,
     /// Largest share of wall time refreshing may take: a refresh that took `t` is followed
     /// by the next no sooner than `t / max_duty` after it, whatever the interval asked.
     pub max_duty: f64,
@@ -129,6 +132,7 @@ impl Default for Policy {
             max_reuse: Duration::from_secs(10),
             owner_budget: 0.05,
             owner_min_gap: Duration::from_secs(2),
+            owner_recheck: Duration::from_secs(60),
             max_duty: 0.25,
         }
     }
@@ -349,10 +353,13 @@ impl Refresher {
 
         let mut owners_scanned = false;
         if self.owners && dumped {
-            // A full dump also re-checks known owners (a fork, a passed socket, a restart
-            // keep the inode but change the process), within the same budget.
-            let missing =
-                unattributed(&snapshot.sockets, snapshot.owners.as_deref()).max(usize::from(full));
+            // A full dump also re-checks known owners now and then (Policy::owner_recheck).
+            let recheck = full
+                && self.last_owner_scan.is_some_and(|l| {
+                    now.saturating_duration_since(l.at) >= self.policy.owner_recheck
+                });
+            let missing = unattributed(&snapshot.sockets, snapshot.owners.as_deref())
+                .max(usize::from(recheck));
             if snapshot.owners.is_none()
                 || owner_scan_due(missing, self.last_owner_scan, now, &self.policy)
             {
