@@ -6,12 +6,15 @@
 pub mod analysis;
 pub mod capacity;
 pub mod collect;
+#[cfg(any(test, feature = "fixture"))]
 pub mod fixture;
 pub mod knobs;
 pub mod lab;
 pub mod report;
+#[cfg(feature = "serve")]
 pub mod serve;
 pub mod snapshot;
+#[cfg(feature = "top")]
 pub mod top;
 pub mod tune;
 pub mod units;

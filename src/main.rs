@@ -11,14 +11,6 @@ use clap::{CommandFactory, Parser};
 use cli::{Cli, Command};
 use commands::{write_stdout, EXIT_COLLECT, EXIT_USAGE};
 
-fn units_parse_ratio(s: &str) -> Result<f64, String> {
-    portdoctor::units::parse_ratio(s)
-}
-
-fn units_parse_duration(s: &str) -> Result<f64, String> {
-    portdoctor::units::parse_duration_seconds(s)
-}
-
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -41,6 +33,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Check(args) => commands::check::run(&args),
         Command::Tune(args) => commands::tune::run(&args),
+        #[cfg(feature = "top")]
         Command::Top(args) => commands::top::run(&args),
         Command::Capacity(args) => commands::capacity::run(&args),
         Command::Lab(args) => commands::lab::run(&args),
@@ -49,6 +42,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             clap_complete::generate(shell, &mut cmd, "portdoctor", &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)
         }
+        #[cfg(feature = "serve")]
         Command::Serve(args) => commands::serve::run(&args),
         Command::Man { command } => {
             let root = Cli::command();

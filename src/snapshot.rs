@@ -220,13 +220,119 @@ impl Counters {
     }
 }
 
+/// What to inspect: the caller's own network namespace, a named one, or a process's. Every
+/// command that inspects a host takes one (`--netns NAME`, `--pid PID`); snapshots carry it so
+/// findings and plans act on the same place.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub enum Target {
+    /// The caller's own namespace (on Windows: the host).
+    #[default]
+    Host,
+    /// A named namespace, `/run/netns/NAME` (`ip netns add NAME`).
+    Netns(String),
+    /// The namespace of a process, `/proc/PID/ns/net` (a container).
+    Process(u32),
+}
+
+impl Target {
+    /// The `host.netns` value of the JSON contract: the name, `pid:N`, or `None` for the host.
+    pub fn label(&self) -> Option<String> {
+        match self {
+            Target::Host => None,
+            Target::Netns(name) => Some(name.clone()),
+            Target::Process(pid) => Some(format!("pid:{pid}")),
+        }
+    }
+
+    /// The inverse of [`Target::label`] (backups and saved files store the label).
+    pub fn from_label(label: Option<&str>) -> Self {
+        match label {
+            None => Target::Host,
+            Some(l) => match l.strip_prefix("pid:").and_then(|p| p.parse().ok()) {
+                Some(pid) => Target::Process(pid),
+                None => Target::Netns(l.to_string()),
+            },
+        }
+    }
+
+    /// The portdoctor options that select this target again, with a leading space
+    /// (` --netns lab1`, ` --pid 42`), empty for the host.
+    pub fn cli_args(&self) -> String {
+        match self {
+            Target::Host => String::new(),
+            Target::Netns(name) => format!(" --netns {name}"),
+            Target::Process(pid) => format!(" --pid {pid}"),
+        }
+    }
+
+    /// The shell prefix that runs a command inside this target's namespace (with a trailing
+    /// space), empty for the host.
+    pub fn exec_prefix(&self) -> String {
+        match self {
+            Target::Host => String::new(),
+            Target::Netns(name) => format!("ip netns exec {name} "),
+            Target::Process(pid) => format!("nsenter --target {pid} --net "),
+        }
+    }
+
+    pub fn is_host(&self) -> bool {
+        *self == Target::Host
+    }
+
+    /// Why a namespace name is refused before anything is opened: it would leave /run/netns.
+    pub fn check_netns_name(name: &str) -> Result<(), String> {
+        if name.is_empty() {
+            return Err(
+                "the namespace name is empty: give a name as `ip netns list` prints it".into(),
+            );
+        }
+        if name.contains('/') || name == "." || name == ".." || name.contains('\0') {
+            return Err(format!(
+                "{name:?} is not a namespace name: give a name under /run/netns as `ip netns list` prints it (no '/', '.' or '..')"
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Host => f.write_str("the host's own network namespace"),
+            Target::Netns(name) => write!(f, "network namespace {name}"),
+            Target::Process(pid) => write!(f, "the network namespace of process {pid}"),
+        }
+    }
+}
+
+/// The identity of a network namespace: device and inode of its nsfs file (what `ls -L -i
+/// /proc/PID/ns/net` and `lsns -t net` show). Stable while the namespace lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+pub struct NetnsId {
+    pub dev: u64,
+    pub ino: u64,
+}
+
 /// Who and where the snapshot was taken.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
 pub struct HostInfo {
     pub hostname: Option<String>,
     pub os_version: Option<String>,
-    /// Network namespace name (`--netns`), `pid:N` (`--pid`) or `None` for the caller's own.
-    pub netns: Option<String>,
+    /// What was inspected; `netns` in JSON: the name, `pid:N`, or null for the caller's own.
+    #[serde(rename = "netns", serialize_with = "target_label")]
+    pub target: Target,
+    /// The inode of the namespace that was read (Linux; `None` when unknown or on Windows).
+    #[serde(rename = "netns_inode", serialize_with = "netns_inode")]
+    pub netns_id: Option<NetnsId>,
+}
+
+fn target_label<S: serde::Serializer>(t: &Target, ser: S) -> Result<S::Ok, S::Error> {
+    t.label().serialize(ser)
+}
+
+#[allow(clippy::ref_option)] // serde hands `serialize_with` a reference to the field
+fn netns_inode<S: serde::Serializer>(id: &Option<NetnsId>, ser: S) -> Result<S::Ok, S::Error> {
+    id.map(|i| i.ino).serialize(ser)
 }
 
 /// Everything one collection observed.
@@ -429,6 +535,33 @@ mod tests {
         assert_eq!(normalize_ip(m), "127.0.0.1".parse::<IpAddr>().unwrap());
         let v6: IpAddr = "::1".parse().unwrap();
         assert_eq!(normalize_ip(v6), v6);
+    }
+
+    #[test]
+    fn names_that_leave_run_netns_are_refused() {
+        for bad in ["", ".", "..", "../x", "/etc/passwd", "a/b", "a\0b"] {
+            assert!(Target::check_netns_name(bad).is_err(), "{bad:?} accepted");
+        }
+        for good in ["lab1", "cni-1234-abcd", "a.b", "..x"] {
+            assert!(Target::check_netns_name(good).is_ok(), "{good:?} refused");
+        }
+    }
+
+    #[test]
+    fn targets_say_how_to_reach_them_again() {
+        let ns = Target::Netns("lab1".into());
+        assert_eq!(ns.label().as_deref(), Some("lab1"));
+        assert_eq!(ns.cli_args(), " --netns lab1");
+        assert_eq!(ns.exec_prefix(), "ip netns exec lab1 ");
+        let p = Target::Process(42);
+        assert_eq!(p.label().as_deref(), Some("pid:42"));
+        assert_eq!(p.cli_args(), " --pid 42");
+        assert_eq!(Target::Host.label(), None);
+        assert_eq!(Target::Host.cli_args(), "");
+        assert_eq!(Target::Host.exec_prefix(), "");
+        for t in [Target::Host, ns, p] {
+            assert_eq!(Target::from_label(t.label().as_deref()), t);
+        }
     }
 
     #[test]

@@ -800,8 +800,36 @@ fn errors_have_exit_codes_and_messages() {
     assert!(run.stderr.contains("ip netns list"), "{}", run.stderr);
     assert!(run.stdout.is_empty(), "{}", run.stdout);
 
-    let run = portdoctor(&["check", "--netns", "../../etc", "--json"]);
-    assert_eq!(run.code, 3, "a path is no namespace name: {}", run.stderr);
+    // A name that leaves /run/netns is a usage error that says why, for every command.
+    for cmd in [
+        &["check", "--netns", "../../etc", "--json"][..],
+        &["check", "--netns", ""][..],
+        &["top", "--once", "--netns", "/etc/passwd"][..],
+        &[
+            "tune",
+            "plan",
+            "--netns",
+            "..",
+            "--set",
+            "net.ipv4.tcp_tw_reuse=1",
+        ][..],
+        &["capacity", "--from-host", "--netns", "a/b"][..],
+        &["serve", "--textfile", "/tmp", "--netns", "."][..],
+    ] {
+        if (cmd[0] == "top" && !cfg!(feature = "top"))
+            || (cmd[0] == "serve" && !cfg!(feature = "serve"))
+        {
+            continue;
+        }
+        let run = portdoctor(cmd);
+        assert_eq!(
+            run.code, 4,
+            "{cmd:?}: a path is no namespace name: {}",
+            run.stderr
+        );
+        assert!(run.stderr.contains("--netns"), "{cmd:?}: {}", run.stderr);
+        assert!(run.stdout.is_empty(), "{cmd:?}: {}", run.stdout);
+    }
 
     let run = portdoctor(&["check", "--pid", "999999999"]);
     assert_eq!(run.code, 3, "stderr: {}", run.stderr);
@@ -865,7 +893,7 @@ fn pid_namespace_matches_named_namespace() {
 #[test]
 fn legacy_and_per_family_dumps_agree() {
     use portdoctor::collect::linux::{netlink, netns};
-    use portdoctor::collect::Namespace;
+    use portdoctor::collect::Target;
 
     require_root!("legacy_and_per_family_dumps_agree");
     let ns = Netns::new("dumps");
@@ -886,7 +914,7 @@ fn legacy_and_per_family_dumps_agree() {
     // setns() moves only the calling thread: do it on a thread of its own.
     let name = ns.name.clone();
     let (legacy, per_family) = thread::spawn(move || {
-        netns::enter(&Namespace::Named(name)).expect("entering the test namespace");
+        let _ns = netns::enter(&Target::Netns(name)).expect("entering the test namespace");
         let a = netlink::dump_tcp().expect("legacy dump");
         let b = netlink::dump_tcp_per_family().expect("per-family dump");
         (a, b)

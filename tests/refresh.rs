@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::{socket_key, socket_table, Netns, SocketKey};
 use portdoctor::collect::refresh::{Policy, RefreshInfo, Refresher};
-use portdoctor::collect::{self, CollectOptions, Namespace};
+use portdoctor::collect::{self, CollectOptions, Target};
 use portdoctor::snapshot::{Snapshot, TcpState};
 
 fn table(s: &Snapshot) -> Vec<SocketKey> {
@@ -30,7 +30,7 @@ fn timers(s: &Snapshot) -> BTreeMap<SocketKey, u32> {
 
 fn fresh(ns: &str) -> Snapshot {
     let opts = CollectOptions {
-        namespace: Namespace::Named(ns.to_string()),
+        target: Target::Netns(ns.to_string()),
         ..CollectOptions::default()
     };
     collect::native(opts)
@@ -61,7 +61,7 @@ fn refresher_reuses_dumps_only_while_state_counters_stand_still() {
     // setns() moves only the calling thread; the collector reads /proc/thread-self/net.
     thread::spawn(move || {
         let opts = CollectOptions {
-            namespace: Namespace::Named(name.clone()),
+            target: Target::Netns(name.clone()),
             owners: true,
             ..CollectOptions::default()
         };

@@ -80,16 +80,6 @@ fn round(v: f64, digits: i32) -> f64 {
     (v * f).round() / f
 }
 
-/// The `--netns` name the snapshot came from, so fixes act on the same namespace (`--pid`
-/// snapshots have no name that `tune` could take).
-fn named_netns(snapshot: &Snapshot) -> Option<&str> {
-    snapshot
-        .host
-        .netns
-        .as_deref()
-        .filter(|n| !n.starts_with("pid:"))
-}
-
 pub(super) fn verdict(
     snapshot: &Snapshot,
     capacity: Option<&Capacity>,
@@ -99,7 +89,7 @@ pub(super) fn verdict(
     thresholds: Thresholds,
 ) -> Verdict {
     let s = &snapshot.settings;
-    let netns = named_netns(snapshot);
+    let target = &snapshot.host.target;
     let mut findings = Vec::new();
     let linux = snapshot.os == Os::Linux;
 
@@ -148,7 +138,7 @@ pub(super) fn verdict(
                 } else {
                     format!(
                         "{}\n(outbound connections only; safe for clients)",
-                        tune_fix("net.ipv4.tcp_tw_reuse", "1", netns)
+                        tune_fix("net.ipv4.tcp_tw_reuse", "1", target)
                     )
                 },
             });
@@ -166,7 +156,7 @@ pub(super) fn verdict(
             tune_fix(
                 "net.ipv4.tcp_max_tw_buckets",
                 &(max.max(1) * 2).to_string(),
-                netns
+                target
             )
         );
         if overflow > 0 {
@@ -223,7 +213,7 @@ pub(super) fn verdict(
                 evidence: evidence(
                     json!({"low": cap.range.low, "high": cap.range.high, "ports": cap.range.len()}),
                 ),
-                fix: tune_fix("net.ipv4.ip_local_port_range", "15000 65000", netns),
+                fix: tune_fix("net.ipv4.ip_local_port_range", "15000 65000", target),
             });
         }
         if !cap.bound_in_range.is_empty() {
@@ -258,7 +248,7 @@ pub(super) fn verdict(
                 ),
                 evidence: evidence(json!({"ports": cap.bound_in_range})),
                 fix: if linux {
-                    tune_fix("net.ipv4.ip_local_reserved_ports", &reserved.join(","), netns)
+                    tune_fix("net.ipv4.ip_local_reserved_ports", &reserved.join(","), target)
                 } else {
                     "move the listener out of the dynamic range, or exclude its port: netsh int ipv4 add excludedportrange protocol=tcp startport=PORT numberofports=1".into()
                 },
@@ -334,7 +324,7 @@ fn pool_finding(
     thresholds: Thresholds,
 ) -> Finding {
     let s = &snapshot.settings;
-    let netns = named_netns(snapshot);
+    let target = &snapshot.host.target;
     let cap = p.capacity.unwrap_or(0);
     let used = p.used();
     let util = p.utilization.unwrap_or(0.0);
@@ -393,12 +383,12 @@ fn pool_finding(
         if !p.tw_reuse_applies && p.blocking_time_wait * 2 >= used && s.tw_reuse != Some(1) {
             fixes.push(format!(
                 "or host-wide: {}",
-                tune_fix("net.ipv4.tcp_tw_reuse", "1", netns)
+                tune_fix("net.ipv4.tcp_tw_reuse", "1", target)
             ));
         } else if s.ephemeral_ports.is_some_and(|r| r.len() < 50000) {
             fixes.push(format!(
                 "or host-wide: {}",
-                tune_fix("net.ipv4.ip_local_port_range", "15000 65000", netns)
+                tune_fix("net.ipv4.ip_local_port_range", "15000 65000", target)
             ));
         }
     }

@@ -1,5 +1,7 @@
-//! The imperative shell: the only code that talks to the OS. One module per OS, all behind
-//! [`Collector`], so the analysis and the renderers never know where a snapshot came from.
+//! The imperative shell that observes: one module per OS, all behind [`Collector`], so the
+//! analysis and the renderers never know where a snapshot came from. A collector owns its
+//! [`Target`]: it opens the namespace once and enters it on whichever thread collects.
+//! (Writing settings is `tune`'s backends; `lab` drives its own throwaway namespace.)
 
 #[cfg(target_os = "linux")]
 pub mod linux;
@@ -10,10 +12,12 @@ pub mod windows_text;
 
 use std::path::PathBuf;
 
+pub use crate::snapshot::Target;
 use crate::snapshot::{Owners, Snapshot, Socket};
 
-/// Produces one snapshot of the OS state.
-pub trait Collector {
+/// Produces one snapshot of the OS state. `Send + Sync`: `top` and `serve` build one collector
+/// (opening the target once) and collect from worker threads.
+pub trait Collector: Send + Sync {
     fn snapshot(&self) -> Result<Snapshot, CollectError>;
 
     /// The parts of a snapshot one at a time, for collectors where the socket dump or the
@@ -59,29 +63,21 @@ pub enum SourcePreference {
     Procfs,
 }
 
-/// Which network namespace to inspect.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub enum Namespace {
-    /// The caller's own.
-    #[default]
-    Current,
-    /// A named namespace under /run/netns.
-    Named(String),
-    /// The namespace of a process (a container).
-    Pid(u32),
-}
-
 #[derive(Debug, Clone, Default)]
 pub struct CollectOptions {
     pub source: SourcePreference,
     pub owners: bool,
-    pub namespace: Namespace,
+    pub target: Target,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum CollectError {
     #[error("network namespace {name:?} not found at {path}: list them with `ip netns list`")]
     NamespaceNotFound { name: String, path: PathBuf },
+    #[error("{0}")]
+    InvalidTarget(String),
+    #[error("{path} is not a network namespace (a file under /run/netns that `ip netns add` did not create?): check `ip netns list`")]
+    NotANamespace { path: PathBuf },
     #[error("process {pid} not found (or its network namespace is not visible): check the pid")]
     ProcessNotFound { pid: u32 },
     #[error("cannot enter network namespace {name}: {source}; entering a namespace needs root or CAP_SYS_ADMIN")]
@@ -110,7 +106,7 @@ pub enum CollectError {
 pub fn native(opts: CollectOptions) -> Result<Box<dyn Collector>, CollectError> {
     #[cfg(target_os = "linux")]
     {
-        Ok(Box::new(linux::LinuxCollector::new(opts)))
+        Ok(Box::new(linux::LinuxCollector::new(opts)?))
     }
     #[cfg(windows)]
     {

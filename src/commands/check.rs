@@ -2,36 +2,23 @@
 
 use std::process::ExitCode;
 
-use portdoctor::analysis::{analyze, Level, Thresholds};
+use portdoctor::analysis::{analyze, Level};
 use portdoctor::collect;
 use portdoctor::report::{json, text};
 
-use super::{collect_options, use_color, write_stdout, EXIT_USAGE};
-use crate::cli::{CheckArgs, SourceArg};
+use super::{usage, use_color, write_stdout};
+use crate::cli::CheckArgs;
 
 pub fn run(args: &CheckArgs) -> anyhow::Result<ExitCode> {
-    if args.warn > args.crit {
-        eprintln!(
-            "portdoctor: error: --warn ({}) must not be above --crit ({})",
-            args.warn, args.crit
-        );
-        return Ok(ExitCode::from(EXIT_USAGE));
-    }
-    if cfg!(windows) && (args.netns.is_some() || args.pid.is_some()) {
-        eprintln!("portdoctor: error: --netns and --pid inspect Linux network namespaces; on Windows run `portdoctor check` without them");
-        return Ok(ExitCode::from(EXIT_USAGE));
-    }
-    if cfg!(windows) && args.source != SourceArg::Auto {
-        eprintln!("portdoctor: error: --source netlink|procfs is Linux-only; Windows always reads the IP Helper tables");
-        return Ok(ExitCode::from(EXIT_USAGE));
-    }
-    let opts = collect_options(args.netns.as_ref(), args.pid, args.source, !args.no_owners);
-    let snapshot = collect::native(opts)?.snapshot()?;
-    let thresholds = Thresholds {
-        warn: args.warn,
-        crit: args.crit,
-        eta_seconds: args.eta,
+    let thresholds = match args.thresholds.thresholds() {
+        Ok(t) => t,
+        Err(e) => return Ok(usage(e)),
     };
+    let opts = match args.target.collect_options() {
+        Ok(o) => o,
+        Err(e) => return Ok(usage(e)),
+    };
+    let snapshot = collect::native(opts)?.snapshot()?;
     let analysis = analyze(&snapshot, thresholds);
     let top = match args.top {
         Some(0) => None,
@@ -42,7 +29,7 @@ pub fn run(args: &CheckArgs) -> anyhow::Result<ExitCode> {
     let rendered = if args.json {
         json::render(&snapshot, &analysis, top)
     } else {
-        let color = use_color(args.color);
+        let color = use_color(args.output.color);
         text::render(&snapshot, &analysis, &text::TextOptions { color, top })
     };
     write_stdout(rendered.as_bytes())?;

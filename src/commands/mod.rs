@@ -4,17 +4,18 @@
 pub mod capacity;
 pub mod check;
 pub mod lab;
+#[cfg(feature = "serve")]
 pub mod serve;
+#[cfg(feature = "top")]
 pub mod top;
 pub mod tune;
 
 use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
 
 use anyhow::Context;
 
-use portdoctor::collect::{CollectOptions, Namespace, SourcePreference};
-
-use crate::cli::{ColorArg, SourceArg};
+use crate::cli::ColorArg;
 
 /// Could not collect or apply: namespace missing, permission denied, kernel refused.
 pub const EXIT_COLLECT: u8 = 3;
@@ -30,27 +31,10 @@ pub fn write_stdout(bytes: &[u8]) -> anyhow::Result<()> {
     }
 }
 
-/// What `--netns`, `--pid` and `--source` ask to collect from (clap keeps the first two
-/// exclusive).
-pub fn collect_options(
-    netns: Option<&String>,
-    pid: Option<u32>,
-    source: SourceArg,
-    owners: bool,
-) -> CollectOptions {
-    CollectOptions {
-        source: match source {
-            SourceArg::Auto => SourcePreference::Auto,
-            SourceArg::Netlink => SourcePreference::Netlink,
-            SourceArg::Procfs => SourcePreference::Procfs,
-        },
-        owners,
-        namespace: match (netns, pid) {
-            (Some(name), _) => Namespace::Named(name.clone()),
-            (None, Some(pid)) => Namespace::Pid(pid),
-            (None, None) => Namespace::Current,
-        },
-    }
+/// A usage error: the message on stderr, exit 4.
+pub fn usage(msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("portdoctor: error: {msg}");
+    ExitCode::from(EXIT_USAGE)
 }
 
 /// Whether to colour output: only on a terminal, never with NO_COLOR set (no-color.org).

@@ -2,22 +2,20 @@
 //! or with `--textfile DIR` a writer of `portdoctor.prom` for node_exporter's textfile
 //! collector. The metric families themselves are built in `portdoctor::serve` (pure).
 //!
-//! Threads and namespaces: the listener is bound in the caller's namespace first, then the main
-//! thread enters `--netns`/`--pid` (setns is per thread and new threads inherit it) *before*
-//! the runtime and its blocking pool start, so every collection runs inside the namespace while
-//! the HTTP socket stays reachable from the host.
+//! Threads and namespaces: the collector opens `--netns`/`--pid` once at start and enters it on
+//! whichever blocking-pool thread runs a collection (setns is per thread), so the listener and
+//! the event loop stay in the caller's namespace and the HTTP socket stays reachable from the
+//! host.
 
 use std::convert::Infallible;
 use std::io::Write as _;
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
 use bytes::Bytes;
-use clap::Args;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
@@ -27,89 +25,20 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{watch, Semaphore};
 
 use portdoctor::analysis::{analyze, Thresholds};
-use portdoctor::collect::{self, CollectOptions, Namespace};
+use portdoctor::collect::{self, Collector};
 use portdoctor::serve::metrics::{self, Collection, ExporterCounters, MetricsOptions};
 use portdoctor::serve::textfmt;
 use portdoctor::serve::webconfig::{self, WebConfig};
 
 use super::{EXIT_COLLECT, EXIT_USAGE};
-use crate::cli::SourceArg;
+use crate::cli::ServeArgs;
 
-/// The default port: free in the Prometheus default port allocations wiki at the time of
-/// writing (9951 is not listed).
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:9951";
 /// The file written by `--textfile DIR`.
 pub const TEXTFILE_NAME: &str = "portdoctor.prom";
 
-const SERVE_EXAMPLES: &str = "\
-Examples:
-  portdoctor serve                                 http://127.0.0.1:9951/metrics
-  portdoctor serve --listen 0.0.0.0:9951 --web-config /etc/portdoctor/web.yml
-  portdoctor serve --netns lab1 --min-interval 10s --max-pools 100
-  portdoctor serve --textfile /var/lib/node_exporter/textfile            one shot
-  portdoctor serve --textfile /var/lib/node_exporter/textfile --loop 30s
-
-Scrapes within --min-interval share one collection. Paths: /metrics, /healthz, / (index).
-Metrics, alert rules, the Grafana dashboard and the systemd unit: docs/serve.md and deploy/.
-
-Exit codes: 0 stopped by SIGTERM/Ctrl-C (or textfile written), 3 cannot listen (port taken) or
-collect, 4 bad command line or web config.";
-
-#[derive(Debug, Args)]
-#[command(after_help = SERVE_EXAMPLES)]
-pub struct ServeArgs {
-    /// Address to listen on (loopback by default; use 0.0.0.0:9951 or [::]:9951 for others)
-    #[arg(long, value_name = "ADDR:PORT", default_value = DEFAULT_LISTEN)]
-    pub listen: SocketAddr,
-    /// Scrapes within this time of the last collection get its cached result (e.g. 5s, 1m)
-    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = crate::units_parse_duration)]
-    pub min_interval: f64,
-    /// Pools with their own series, highest utilization first; the rest are summed into one
-    /// `other` series (bounds cardinality)
-    #[arg(long, value_name = "N", default_value_t = 50)]
-    pub max_pools: usize,
-    /// Exporter-toolkit style web config (YAML): basic_auth_users (bcrypt) and tls_server_config
-    #[arg(long, value_name = "FILE")]
-    pub web_config: Option<PathBuf>,
-    /// Write DIR/portdoctor.prom (atomically) for node_exporter's textfile collector instead of
-    /// serving HTTP; once, or every --loop
-    #[arg(long, value_name = "DIR")]
-    pub textfile: Option<PathBuf>,
-    /// With --textfile: rewrite the file at this interval until SIGTERM/Ctrl-C
-    #[arg(long = "loop", value_name = "DURATION", requires = "textfile", value_parser = crate::units_parse_duration)]
-    pub loop_interval: Option<f64>,
-    /// Most connections served at once; more are closed at once (keep under the fd limit)
-    #[arg(long, value_name = "N", default_value_t = 2048)]
-    pub max_connections: usize,
-    /// Time a client has to send a request's headers (also the keep-alive idle limit)
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = crate::units_parse_duration)]
-    pub header_timeout: f64,
-    /// Time to answer one request, collection included (then 503)
-    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = crate::units_parse_duration)]
-    pub request_timeout: f64,
-    /// Utilization at which a pool is a warning (fraction or percent)
-    #[arg(long, value_name = "RATIO", default_value = "0.7", value_parser = crate::units_parse_ratio)]
-    pub warn: f64,
-    /// Utilization at which a pool is critical (fraction or percent)
-    #[arg(long, value_name = "RATIO", default_value = "0.9", value_parser = crate::units_parse_ratio)]
-    pub crit: f64,
-    /// A growing pool that fills within this time is critical (e.g. 60s, 5m)
-    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = crate::units_parse_duration)]
-    pub eta: f64,
-    /// Where to read sockets from
-    #[arg(long, value_enum, default_value_t = SourceArg::Auto)]
-    pub source: SourceArg,
-    /// Export the network namespace /run/netns/NAME (the listener stays in the caller's)
-    #[arg(long, value_name = "NAME", conflicts_with = "pid")]
-    pub netns: Option<String>,
-    /// Export the network namespace of process PID (e.g. a container)
-    #[arg(long, value_name = "PID")]
-    pub pid: Option<u32>,
-}
-
 /// What every request handler shares.
 struct Shared {
-    opts: CollectOptions,
+    collector: Arc<dyn Collector>,
     thresholds: Thresholds,
     metrics: MetricsOptions,
     min_interval: Duration,
@@ -138,20 +67,14 @@ fn usage_error(msg: &str) -> anyhow::Result<ExitCode> {
 }
 
 pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
-    if args.warn > args.crit {
-        return usage_error(&format!(
-            "--warn ({}) must not be above --crit ({})",
-            args.warn, args.crit
-        ));
-    }
-    if cfg!(windows) && (args.netns.is_some() || args.pid.is_some()) {
-        return usage_error(
-            "--netns and --pid are Linux-only; on Windows run `portdoctor serve` without them",
-        );
-    }
-    if cfg!(windows) && args.source != SourceArg::Auto {
-        return usage_error("--source netlink|procfs is Linux-only");
-    }
+    let thresholds = match args.thresholds.thresholds() {
+        Ok(t) => t,
+        Err(e) => return usage_error(&e),
+    };
+    let mut opts = match args.target.collect_options() {
+        Ok(o) => o,
+        Err(e) => return usage_error(&e),
+    };
     if args.max_pools == 0 || args.max_connections == 0 {
         return usage_error("--max-pools and --max-connections must be at least 1");
     }
@@ -167,14 +90,14 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         return usage_error("this portdoctor was built without the `tls` feature; rebuild with it or remove tls_server_config");
     }
     // Metrics carry no process names: skip the /proc owner scan (fast, no privileges).
-    let opts = super::collect_options(args.netns.as_ref(), args.pid, args.source, false);
+    opts.owners = false;
+    // Opens the target namespace now (a missing one fails here, exit 3) and keeps it open;
+    // collections enter it on the blocking-pool thread that runs them, so the listener and
+    // the event loop stay in the caller's namespace.
+    let collector: Arc<dyn Collector> = Arc::from(collect::native(opts)?);
     let shared = Shared {
-        opts,
-        thresholds: Thresholds {
-            warn: args.warn,
-            crit: args.crit,
-            eta_seconds: args.eta,
-        },
+        collector,
+        thresholds,
         metrics: MetricsOptions {
             max_pools: args.max_pools,
         },
@@ -189,7 +112,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         return textfile(&shared, dir, args.loop_interval);
     }
 
-    // Bind in the caller's namespace, before entering the one to export.
+    // The listener lives in the caller's namespace (collections enter the target's).
     let listener = match std::net::TcpListener::bind(args.listen) {
         Ok(l) => l,
         Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
@@ -207,7 +130,6 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     listener
         .set_nonblocking(true)
         .context("setting the listener non-blocking")?;
-    enter_namespace(&shared.opts.namespace)?;
     let tls = load_tls(&shared.web)?;
     let local = listener.local_addr().unwrap_or(args.listen);
     let scheme = if tls.is_some() { "https" } else { "http" };
@@ -227,16 +149,6 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// setns on this (the main) thread; threads started later inherit it.
-#[cfg_attr(not(target_os = "linux"), allow(clippy::unnecessary_wraps))]
-fn enter_namespace(ns: &Namespace) -> anyhow::Result<()> {
-    #[cfg(target_os = "linux")]
-    collect::linux::netns::enter(ns)?;
-    #[cfg(not(target_os = "linux"))]
-    let _ = ns;
-    Ok(())
-}
-
 fn unix_now() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -245,19 +157,17 @@ fn unix_now() -> f64 {
 
 /// One collection, analysis and rendering (blocking: run it off the event loop).
 fn collect_and_render(
-    opts: &CollectOptions,
+    collector: &dyn Collector,
     thresholds: Thresholds,
     mopts: MetricsOptions,
     counters: &ExporterCounters,
 ) -> (String, Option<String>) {
     let t0 = Instant::now();
     counters.collections.inc();
-    let result = collect::native(opts.clone())
-        .and_then(|c| c.snapshot())
-        .map(|snap| {
-            let a = analyze(&snap, thresholds);
-            (snap, a)
-        });
+    let result = collector.snapshot().map(|snap| {
+        let a = analyze(&snap, thresholds);
+        (snap, a)
+    });
     let error = result.as_ref().err().map(ToString::to_string);
     if error.is_some() {
         counters.collection_errors.inc();
@@ -275,10 +185,9 @@ fn collect_and_render(
 // ---------------------------------------------------------------------------------------------
 
 fn textfile(shared: &Shared, dir: &Path, interval: Option<f64>) -> anyhow::Result<ExitCode> {
-    enter_namespace(&shared.opts.namespace)?;
     loop {
         let (text, error) = collect_and_render(
-            &shared.opts,
+            shared.collector.as_ref(),
             shared.thresholds,
             shared.metrics,
             &shared.counters,
@@ -594,12 +503,12 @@ async fn current_metrics(shared: &Shared) -> Cached {
             return c.clone();
         }
     }
-    let opts = shared.opts.clone();
+    let collector = Arc::clone(&shared.collector);
     let thresholds = shared.thresholds;
     let mopts = shared.metrics;
     let counters = shared.counters.clone();
     let job = tokio::task::spawn_blocking(move || {
-        let (om, error) = collect_and_render(&opts, thresholds, mopts, &counters);
+        let (om, error) = collect_and_render(collector.as_ref(), thresholds, mopts, &counters);
         let classic = textfmt::to_classic(&om);
         (om, classic, error)
     });

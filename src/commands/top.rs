@@ -1,6 +1,6 @@
-//! `portdoctor top`: the imperative shell around `top::App`. It enters the namespace on the main
-//! thread (setns is per thread; threads started later inherit it), collects on a worker thread
-//! so keys stay responsive, and owns the terminal: raw mode and the alternate screen are undone
+//! `portdoctor top`: the imperative shell around `top::App`. It builds the collector (which opens
+//! the target namespace once) on the main thread, collects on a worker thread so keys stay
+//! responsive, and owns the terminal: raw mode and the alternate screen are undone
 //! on q/Ctrl-C, on error (Drop) and after a panic (hook; release builds abort after the hook).
 
 use std::io::IsTerminal;
@@ -8,78 +8,37 @@ use std::process::ExitCode;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use clap::Args;
 use ratatui::backend::CrosstermBackend;
 use ratatui::crossterm::event::{self, Event, KeyCode, KeyEventKind, KeyModifiers};
 use ratatui::crossterm::{cursor, execute, terminal};
 use ratatui::Terminal;
 
-use portdoctor::analysis::Thresholds;
 use portdoctor::collect::refresh::{next_wait, Policy, RefreshInfo, Refresher};
-use portdoctor::collect::{self, CollectOptions};
+use portdoctor::collect::{self, Collector};
 use portdoctor::snapshot::Snapshot;
 use portdoctor::top::{render, render_text, state::Action, App, Key, ViewOptions};
 
-use super::{collect_options, use_color, write_stdout, EXIT_USAGE};
-use crate::cli::{ColorArg, SourceArg};
-
-const TOP_EXAMPLES: &str = "\
-Keys: q/Ctrl-C quit · s sort (u use, i in use, n rate, e full in, a name) · / filter ·
-space pause · +/- interval · ↑↓ select · Enter detail · r refresh now
-
-Examples:
-  portdoctor top                       watch this host, refresh every second
-  portdoctor top --netns lab1          inside the network namespace /run/netns/lab1
-  portdoctor top --interval 5s --no-owners
-  portdoctor top --once | head         one frame as plain text, for scripts";
-
-#[derive(Debug, Args)]
-#[command(after_help = TOP_EXAMPLES)]
-pub struct TopArgs {
-    /// How often to collect (e.g. 500ms, 1s, 5s); + and - change it while running
-    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = crate::units_parse_duration)]
-    pub interval: f64,
-    /// Print one frame as plain text to stdout and exit (no raw mode; width of the terminal,
-    /// or 100 columns)
-    #[arg(long)]
-    pub once: bool,
-    /// Skip the /proc/*/fd scan that finds owning processes (cheaper refreshes)
-    #[arg(long)]
-    pub no_owners: bool,
-    /// Inspect the network namespace /run/netns/NAME
-    #[arg(long, value_name = "NAME", conflicts_with = "pid")]
-    pub netns: Option<String>,
-    /// Inspect the network namespace of process PID (e.g. a container)
-    #[arg(long, value_name = "PID")]
-    pub pid: Option<u32>,
-    /// When to use colour (auto: only on a terminal, and never with NO_COLOR set)
-    #[arg(long, value_enum, default_value_t = ColorArg::Auto, value_name = "WHEN")]
-    pub color: ColorArg,
-}
-
-fn usage(msg: &str) -> ExitCode {
-    eprintln!("portdoctor: error: {msg}");
-    ExitCode::from(EXIT_USAGE)
-}
+use super::{usage, use_color, write_stdout};
+use crate::cli::TopArgs;
 
 pub fn run(args: &TopArgs) -> anyhow::Result<ExitCode> {
-    if cfg!(windows) && (args.netns.is_some() || args.pid.is_some()) {
-        return Ok(usage("--netns and --pid inspect Linux network namespaces; on Windows run `portdoctor top` without them"));
-    }
     if !(0.1..=3600.0).contains(&args.interval) {
         return Ok(usage("--interval must be between 100ms and 1h"));
     }
-    let opts = collect_options(
-        args.netns.as_ref(),
-        args.pid,
-        SourceArg::Auto,
-        !args.no_owners,
-    );
-    enter_namespace(&opts)?;
+    let thresholds = match args.thresholds.thresholds() {
+        Ok(t) => t,
+        Err(e) => return Ok(usage(e)),
+    };
+    let opts = match args.target.collect_options() {
+        Ok(o) => o,
+        Err(e) => return Ok(usage(e)),
+    };
+    let owners = opts.owners;
+    let collector = collect::native(opts)?;
     let interval = Duration::from_secs_f64(args.interval);
-    let mut app = App::new(interval, Thresholds::default());
+    let mut app = App::new(interval, thresholds);
     if args.once {
-        let snapshot = collect::native(opts)?.snapshot()?;
+        let snapshot = collector.snapshot()?;
         app.ingest(Instant::now(), snapshot);
         let tty = std::io::stdout().is_terminal();
         let (w, h) = match terminal::size() {
@@ -97,18 +56,8 @@ pub fn run(args: &TopArgs) -> anyhow::Result<ExitCode> {
             "top needs a terminal; use `portdoctor top --once` (or `check`) in scripts",
         ));
     }
-    let color = use_color(args.color);
-    interactive(app, opts, ViewOptions { color })
-}
-
-/// setns on this (the main) thread, before the collector thread starts.
-#[cfg_attr(not(target_os = "linux"), allow(clippy::unnecessary_wraps))]
-fn enter_namespace(opts: &CollectOptions) -> anyhow::Result<()> {
-    #[cfg(target_os = "linux")]
-    collect::linux::netns::enter(&opts.namespace)?;
-    #[cfg(not(target_os = "linux"))]
-    let _ = opts;
-    Ok(())
+    let color = use_color(args.output.color);
+    interactive(app, collector, owners, ViewOptions { color })
 }
 
 enum ToWorker {
@@ -123,19 +72,12 @@ type Sample = (Instant, Result<(Snapshot, RefreshInfo, Duration), String>);
 /// Collects every `interval` (or at once on `Now`), not while paused; ends when `top` drops
 /// its sender.
 fn worker(
-    opts: CollectOptions,
+    collector: Box<dyn Collector>,
+    owners: bool,
     mut interval: Duration,
     rx: &mpsc::Receiver<ToWorker>,
     tx: &mpsc::Sender<Sample>,
 ) {
-    let owners = opts.owners;
-    let collector = match collect::native(opts) {
-        Ok(c) => c,
-        Err(e) => {
-            let _ = tx.send((Instant::now(), Err(e.to_string())));
-            return;
-        }
-    };
     let policy = Policy::default();
     let mut refresher = Refresher::new(collector, owners, policy);
     let mut paused = false;
@@ -212,13 +154,18 @@ fn key_of(ev: &event::KeyEvent) -> Option<Key> {
     })
 }
 
-fn interactive(mut app: App, opts: CollectOptions, view: ViewOptions) -> anyhow::Result<ExitCode> {
+fn interactive(
+    mut app: App,
+    collector: Box<dyn Collector>,
+    owners: bool,
+    view: ViewOptions,
+) -> anyhow::Result<ExitCode> {
     let (to_worker, worker_rx) = mpsc::channel();
     let (sample_tx, samples) = mpsc::channel::<Sample>();
     let interval = app.interval;
     std::thread::Builder::new()
         .name("top-collect".into())
-        .spawn(move || worker(opts, interval, &worker_rx, &sample_tx))?;
+        .spawn(move || worker(collector, owners, interval, &worker_rx, &sample_tx))?;
 
     let previous = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {

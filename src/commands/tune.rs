@@ -4,124 +4,15 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Subcommand, ValueEnum};
-use portdoctor::collect;
-use portdoctor::snapshot::Snapshot;
+use clap::ValueEnum;
+use portdoctor::collect::{self, Collector};
+use portdoctor::snapshot::{NetnsId, Target};
 use portdoctor::tune::{self, plan, render, Goal, Plan, Profile};
 
-use super::{write_stdout, EXIT_COLLECT, EXIT_USAGE};
-
-const TUNE_EXAMPLES: &str = "\
-Examples:
-  portdoctor tune plan --set net.ipv4.ip_local_port_range=\"10000 65000\"
-  portdoctor tune plan --profile client-heavy
-  portdoctor tune plan --target-rate 2000/s --lifetime 200ms
-  portdoctor tune apply --profile conservative            dry run: prints the plan
-  portdoctor tune apply --profile conservative --yes      backup, apply, verify
-  portdoctor tune history
-  portdoctor tune rollback                                 undo the latest apply
-
-Exit codes:
-  0  done (or nothing to change)
-  3  could not collect, apply or roll back (not root, kernel refused; what changed was restored)
-  4  bad command line, invalid value, or a refused (unsafe) plan";
-
-#[derive(Debug, Args)]
-#[command(after_help = TUNE_EXAMPLES)]
-pub struct TuneArgs {
-    #[command(subcommand)]
-    pub command: TuneCommand,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum TuneCommand {
-    /// Show what would change, what it buys, the exact commands and the risks (changes nothing)
-    #[command(after_help = TUNE_EXAMPLES)]
-    Plan(GoalArgs),
-    /// Apply a plan: dry run unless --yes; backup first, verify, roll back on failure
-    #[command(after_help = TUNE_EXAMPLES)]
-    Apply(ApplyArgs),
-    /// Restore the exact prior values from a backup (default: the latest not rolled back)
-    #[command(after_help = TUNE_EXAMPLES)]
-    Rollback(RollbackArgs),
-    /// List backups: id, time, namespace, status, changes
-    History(HistoryArgs),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ProfileArg {
-    /// Many short outbound connections: range 10000-65535, tcp_tw_reuse=1
-    ClientHeavy,
-    /// Inbound and outbound: as client-heavy, tcp_max_tw_buckets >= 262144
-    Proxy,
-    /// Only a wider range (15000-65000)
-    Conservative,
-}
-
-#[derive(Debug, Args)]
-pub struct GoalArgs {
-    /// Set KNOB to VALUE (repeatable); KNOB as in `sysctl`, e.g. net.ipv4.tcp_tw_reuse=1
-    #[arg(long = "set", value_name = "KNOB=VALUE")]
-    pub set: Vec<String>,
-    /// A ready-made set of changes
-    #[arg(long, value_enum)]
-    pub profile: Option<ProfileArg>,
-    /// New outbound connections per second one pool must sustain, e.g. 2000/s
-    #[arg(long, value_name = "N/s")]
-    pub target_rate: Option<String>,
-    /// How long connections stay open before they close (for --target-rate)
-    #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = crate::units_parse_duration)]
-    pub lifetime: f64,
-    /// Work in the network namespace /run/netns/NAME
-    #[arg(long, value_name = "NAME")]
-    pub netns: Option<String>,
-    /// Print JSON (schema portdoctor.tune-plan/v1)
-    #[arg(long)]
-    pub json: bool,
-}
-
-#[derive(Debug, Args)]
-pub struct ApplyArgs {
-    #[command(flatten)]
-    pub goal: GoalArgs,
-    /// Really apply (without it: a dry run that prints the plan)
-    #[arg(long)]
-    pub yes: bool,
-    /// Where backups are written
-    #[arg(long, value_name = "DIR", default_value = tune::DEFAULT_STATE_DIR)]
-    pub state_dir: PathBuf,
-    /// Where the persistent drop-in 90-portdoctor.conf goes [default: /etc/sysctl.d; with
-    /// --netns: none, runtime only]
-    #[arg(long, value_name = "DIR")]
-    pub sysctl_dir: Option<PathBuf>,
-    /// Change the runtime values only; write no drop-in
-    #[arg(long, conflicts_with = "sysctl_dir")]
-    pub no_persist: bool,
-}
-
-#[derive(Debug, Args)]
-pub struct RollbackArgs {
-    /// The backup to restore (see `tune history`) [default: the latest not rolled back]
-    #[arg(long, value_name = "ID")]
-    pub id: Option<String>,
-    /// Only consider backups taken in the network namespace NAME
-    #[arg(long, value_name = "NAME")]
-    pub netns: Option<String>,
-    #[arg(long, value_name = "DIR", default_value = tune::DEFAULT_STATE_DIR)]
-    pub state_dir: PathBuf,
-    /// Print JSON
-    #[arg(long)]
-    pub json: bool,
-}
-
-#[derive(Debug, Args)]
-pub struct HistoryArgs {
-    #[arg(long, value_name = "DIR", default_value = tune::DEFAULT_STATE_DIR)]
-    pub state_dir: PathBuf,
-    /// Print JSON (the backup records)
-    #[arg(long)]
-    pub json: bool,
-}
+use super::{usage, write_stdout, EXIT_COLLECT, EXIT_USAGE};
+use crate::cli::tune::{
+    ApplyArgs, GoalArgs, HistoryArgs, ProfileArg, RollbackArgs, TuneArgs, TuneCommand,
+};
 
 pub fn run(args: &TuneArgs) -> anyhow::Result<ExitCode> {
     match &args.command {
@@ -130,11 +21,6 @@ pub fn run(args: &TuneArgs) -> anyhow::Result<ExitCode> {
         TuneCommand::Rollback(r) => run_rollback(r),
         TuneCommand::History(h) => run_history(h),
     }
-}
-
-fn usage(msg: impl std::fmt::Display) -> ExitCode {
-    eprintln!("portdoctor: error: {msg}");
-    ExitCode::from(EXIT_USAGE)
 }
 
 fn failed(msg: impl std::fmt::Display) -> ExitCode {
@@ -165,27 +51,31 @@ fn goal_of(g: &GoalArgs) -> Result<Goal, plan::PlanError> {
     Ok(goal)
 }
 
-fn snapshot(netns: Option<&String>) -> anyhow::Result<Snapshot> {
-    if cfg!(windows) && netns.is_some() {
-        anyhow::bail!("--netns is Linux-only");
-    }
-    let opts = super::collect_options(netns, None, crate::cli::SourceArg::Auto, false);
-    Ok(collect::native(opts)?.snapshot()?)
+/// The collector for `g`'s target (opens a namespace once); `Err(code)` when it must stop.
+fn collector_for(g: &GoalArgs) -> Result<Box<dyn Collector>, ExitCode> {
+    let mut opts = g.target.collect_options().map_err(usage)?;
+    opts.owners = false;
+    collect::native(opts).map_err(failed)
 }
 
-/// The plan for `g` on this host (or namespace); `Err(code)` when it must stop.
-fn make_plan(g: &GoalArgs, sysctl_dir: Option<&PathBuf>) -> Result<Plan, ExitCode> {
+/// The plan for `g` on the collector's target, with the identity of the namespace it was
+/// planned in; `Err(code)` when it must stop.
+fn make_plan(
+    g: &GoalArgs,
+    collector: &dyn Collector,
+    sysctl_dir: Option<&PathBuf>,
+) -> Result<(Plan, Option<NetnsId>), ExitCode> {
     let goal = goal_of(g).map_err(usage)?;
-    let snap = snapshot(g.netns.as_ref()).map_err(|e| failed(format!("{e:#}")))?;
+    let snap = collector.snapshot().map_err(failed)?;
     let mut p = plan::plan(&snap, &goal).map_err(usage)?;
     if let Some(d) = p.dropin.as_mut() {
         match sysctl_dir {
             Some(dir) => d.path = dir.join(tune::DROPIN_NAME).display().to_string(),
-            None if g.netns.is_some() => p.dropin = None,
+            None if !g.target.target().is_host() => p.dropin = None,
             None => {}
         }
     }
-    Ok(p)
+    Ok((p, snap.host.netns_id))
 }
 
 fn apply_hint(g: &GoalArgs) -> String {
@@ -212,16 +102,14 @@ fn apply_hint(g: &GoalArgs) -> String {
     if g.lifetime > 0.0 {
         let _ = write!(s, " --lifetime {}s", g.lifetime);
     }
-    if let Some(n) = &g.netns {
-        let _ = write!(s, " --netns {n}");
-    }
+    s.push_str(&g.target.target().cli_args());
     s.push_str(" --yes");
     s
 }
 
 fn run_plan(g: &GoalArgs) -> anyhow::Result<ExitCode> {
-    let p = match make_plan(g, None) {
-        Ok(p) => p,
+    let p = match collector_for(g).and_then(|c| make_plan(g, c.as_ref(), None)) {
+        Ok((p, _)) => p,
         Err(code) => return Ok(code),
     };
     if g.json {
@@ -240,13 +128,18 @@ fn run_apply(a: &ApplyArgs) -> anyhow::Result<ExitCode> {
     let sysctl_dir = if a.no_persist {
         None
     } else {
-        match (&a.sysctl_dir, &g.netns) {
-            (Some(d), _) => Some(d.clone()),
-            (None, Some(_)) => None,
-            (None, None) => Some(PathBuf::from(tune::DEFAULT_SYSCTL_DIR)),
+        match &a.sysctl_dir {
+            Some(d) => Some(d.clone()),
+            // /etc/sysctl.d configures the host's own namespace at boot, no other.
+            None if !g.target.target().is_host() => None,
+            None => Some(PathBuf::from(tune::DEFAULT_SYSCTL_DIR)),
         }
     };
-    let p = match make_plan(g, sysctl_dir.as_ref()) {
+    let collector = match collector_for(g) {
+        Ok(c) => c,
+        Err(code) => return Ok(code),
+    };
+    let (p, planned_in) = match make_plan(g, collector.as_ref(), sysctl_dir.as_ref()) {
         Ok(p) => p,
         Err(code) => return Ok(code),
     };
@@ -271,6 +164,15 @@ fn run_apply(a: &ApplyArgs) -> anyhow::Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
+    // The values live in the target's namespace: /proc/sys/net follows the namespace of the
+    // thread that opens it, and the collector left this thread there (checked, not assumed).
+    let here = portdoctor::collect::linux::netns::current_id();
+    if here.is_none() || here != planned_in {
+        return Ok(failed(format!(
+            "refusing to apply: this thread is not inside {} that was planned for",
+            g.target.target()
+        )));
+    }
     let paths = linux::Paths {
         state_dir: a.state_dir.clone(),
         sysctl_dir: sysctl_dir.filter(|_| p.dropin.is_some()),
@@ -286,7 +188,7 @@ fn run_apply(a: &ApplyArgs) -> anyhow::Result<ExitCode> {
                 });
                 write_stdout((serde_json::to_string_pretty(&v)? + "\n").as_bytes())?;
             } else {
-                write_stdout(apply_text(&p, &outcome, g.netns.as_deref()).as_bytes())?;
+                write_stdout(apply_text(&p, &outcome, &g.target.target()).as_bytes())?;
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -295,7 +197,7 @@ fn run_apply(a: &ApplyArgs) -> anyhow::Result<ExitCode> {
 }
 
 #[cfg(target_os = "linux")]
-fn apply_text(p: &Plan, o: &portdoctor::tune::linux::ApplyOutcome, netns: Option<&str>) -> String {
+fn apply_text(p: &Plan, o: &portdoctor::tune::linux::ApplyOutcome, target: &Target) -> String {
     let mut s = String::new();
     if o.backup_id.is_none() {
         s.push_str("nothing to change: every value is already as planned (no backup written)\n");
@@ -346,7 +248,10 @@ fn apply_text(p: &Plan, o: &portdoctor::tune::linux::ApplyOutcome, netns: Option
         s,
         "undo     portdoctor tune rollback --id {}{}",
         o.backup_id.as_deref().unwrap_or("?"),
-        netns.map(|n| format!(" --netns {n}")).unwrap_or_default()
+        match target {
+            Target::Netns(n) => format!(" --netns {n}"),
+            _ => String::new(),
+        }
     );
     s
 }
@@ -369,11 +274,10 @@ fn run_rollback(r: &RollbackArgs) -> anyhow::Result<ExitCode> {
         }
     }
     // The backup says where its values live: enter that namespace before opening /proc/sys.
-    if let Some(n) = &b.netns {
-        if let Err(e) = netns::enter(&collect::Namespace::Named(n.clone())) {
-            return Ok(failed(e));
-        }
-    }
+    let _entered = match netns::enter(&Target::from_label(b.netns.as_deref())) {
+        Ok(h) => h,
+        Err(e) => return Ok(failed(e)),
+    };
     match linux::rollback(&b, &r.state_dir) {
         Ok(o) => {
             if r.json {

@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use crate::snapshot::Os;
+use crate::snapshot::{Os, Target};
 
 /// How sure we are that a knob does what the entry says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -239,21 +239,23 @@ pub fn sysctl_fix(id: &str, value: &str) -> String {
 }
 
 /// The fix as a `portdoctor tune` command (plan, backup, verify, rollback), with the manual
-/// commands on a second line. `netns`: the named namespace the snapshot came from.
-pub fn tune_fix(id: &str, value: &str, netns: Option<&str>) -> String {
+/// commands on a second line. `target`: where the snapshot came from, so the fix acts there.
+pub fn tune_fix(id: &str, value: &str, target: &Target) -> String {
     let quoted = if value.contains(' ') {
         format!("\"{value}\"")
     } else {
         value.to_string()
     };
-    let ns = netns.map_or(String::new(), |n| format!(" --netns {n}"));
+    let ns = target.cli_args();
     // Inside a namespace the sysctl must run there, and /etc/sysctl.d does not reach it: it is
     // set again by whatever creates the namespace.
-    let by_hand = match netns {
-        Some(n) => format!(
-            "ip netns exec {n} sysctl -w {id}={quoted}  (not persisted: set it where namespace {n} is created)"
-        ),
-        None => sysctl_fix(id, value),
+    let by_hand = if target.is_host() {
+        sysctl_fix(id, value)
+    } else {
+        format!(
+            "{}sysctl -w {id}={quoted}  (not persisted: set it where {target} is created)",
+            target.exec_prefix()
+        )
     };
     format!(
         "portdoctor tune apply{ns} --set {id}={quoted} --yes  (backup first; undo: portdoctor tune rollback)\nby hand: {by_hand}"
@@ -576,11 +578,11 @@ mod tests {
 
     #[test]
     fn fixes_for_a_namespace_run_inside_it_and_say_they_do_not_persist() {
-        let host = tune_fix("net.ipv4.ip_local_port_range", "15000 65000", None);
+        let host = tune_fix("net.ipv4.ip_local_port_range", "15000 65000", &Target::Host);
         assert!(host.contains("tune apply --set net.ipv4.ip_local_port_range=\"15000 65000\""));
         assert!(host
             .contains("by hand: sysctl -w net.ipv4.ip_local_port_range=\"15000 65000\" && echo"));
-        let ns = tune_fix("net.ipv4.tcp_tw_reuse", "1", Some("lab1"));
+        let ns = tune_fix("net.ipv4.tcp_tw_reuse", "1", &Target::Netns("lab1".into()));
         assert!(
             ns.contains("tune apply --netns lab1 --set net.ipv4.tcp_tw_reuse=1"),
             "{ns}"
@@ -592,6 +594,15 @@ mod tests {
             "{ns}"
         );
         assert!(!ns.contains("/etc/sysctl.d"), "{ns}");
+        let pid = tune_fix("net.ipv4.tcp_tw_reuse", "1", &Target::Process(42));
+        assert!(
+            pid.contains("tune apply --pid 42 --set net.ipv4.tcp_tw_reuse=1"),
+            "{pid}"
+        );
+        assert!(
+            pid.contains("by hand: nsenter --target 42 --net sysctl -w net.ipv4.tcp_tw_reuse=1"),
+            "{pid}"
+        );
     }
 
     #[test]

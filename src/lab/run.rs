@@ -16,7 +16,7 @@ use super::{
 };
 use crate::analysis::{analyze, Thresholds};
 use crate::collect::linux::LinuxCollector;
-use crate::collect::{CollectOptions, Collector, Namespace, SourcePreference};
+use crate::collect::{Collector, SourcePreference};
 
 /// How often the sampler takes a snapshot.
 const SAMPLE_EVERY: Duration = Duration::from_millis(250);
@@ -176,11 +176,8 @@ fn sample(
     hard_end: Instant,
     out: &Mutex<Vec<PoolSample>>,
 ) {
-    let collector = LinuxCollector::new(CollectOptions {
-        source: SourcePreference::Netlink,
-        owners: false,
-        namespace: Namespace::Current,
-    });
+    // The sampler thread inherited the lab's namespace: collect where it stands.
+    let collector = LinuxCollector::here(SourcePreference::Netlink, false);
     let mut next = start;
     while !done.load(Ordering::Relaxed) && Instant::now() < hard_end {
         let now = Instant::now();

@@ -15,7 +15,7 @@ use std::sync::{Mutex, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::collect::linux::netns;
-use crate::collect::Namespace;
+use crate::snapshot::Target;
 
 use super::LabError;
 
@@ -148,7 +148,8 @@ impl LabNamespace {
             source: e,
         })?;
         ip(&["-n", &ns.name, "link", "set", "lo", "up"])?;
-        netns::enter(&Namespace::Named(ns.name.clone()))
+        // The handle may close: this thread stays in the namespace it entered.
+        netns::enter(&Target::Netns(ns.name.clone()))
             .map_err(|e| LabError::Namespace(e.to_string()))?;
         ns.verify()?;
         Ok(ns)

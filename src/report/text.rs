@@ -108,7 +108,7 @@ pub fn render(snap: &Snapshot, a: &Analysis, opts: &TextOptions) -> String {
     )
     .trim_end()
     .to_string();
-    if let Some(ns) = &snap.host.netns {
+    if let Some(ns) = snap.host.target.label() {
         let _ = write!(head, " · netns {ns}");
     }
     let verdict = a.verdict.level.name().to_uppercase();

@@ -229,7 +229,7 @@ fn render_header(app: &App, t: &Theme, area: Rect, buf: &mut Buffer) {
     )
     .trim_end()
     .to_string();
-    if let Some(ns) = &snap.host.netns {
+    if let Some(ns) = snap.host.target.label() {
         who = format!("{who} · netns {ns}");
     }
     let verdict = a.verdict.level.name().to_uppercase();

@@ -791,12 +791,7 @@ pub fn plan(snapshot: &Snapshot, goal: &Goal) -> Result<Plan, PlanError> {
     let capacity_after = capacity_point(snapshot, &settings, lifetime);
     let (more_refusals, warnings) = validate(snapshot, &changes);
     refusals.extend(more_refusals);
-    let ns_prefix = snapshot
-        .host
-        .netns
-        .as_ref()
-        .map(|n| format!("ip netns exec {n} "))
-        .unwrap_or_default();
+    let ns_prefix = snapshot.host.target.exec_prefix();
     let commands = changes
         .iter()
         .map(|c| format!("{ns_prefix}sysctl -w {}={}", c.knob, sysctl_arg(&c.value)))
@@ -808,7 +803,7 @@ pub fn plan(snapshot: &Snapshot, goal: &Goal) -> Result<Plan, PlanError> {
             .map(|c| format!("{} = {}", c.knob, c.proposed))
             .collect(),
     });
-    if snapshot.host.netns.is_some() {
+    if !snapshot.host.target.is_host() {
         notes.push("sysctl.d files are applied to the host's own namespace at boot, not to named namespaces: `tune apply --netns` changes the runtime values only, unless --sysctl-dir names a directory that the namespace's own setup loads".into());
     }
     if changes.is_empty() && refusals.is_empty() {
@@ -817,7 +812,7 @@ pub fn plan(snapshot: &Snapshot, goal: &Goal) -> Result<Plan, PlanError> {
     Ok(Plan {
         schema: "portdoctor.tune-plan/v1",
         os: snapshot.os,
-        netns: snapshot.host.netns.clone(),
+        netns: snapshot.host.target.label(),
         hostname: snapshot.host.hostname.clone(),
         os_version: snapshot.host.os_version.clone(),
         goal: goal.clone(),

@@ -14,8 +14,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use rustc_hash::FxHashSet;
 
 use super::{
-    hidden_owners_note, CollectError, CollectOptions, Collector, Namespace, PartialCollector,
-    SourcePreference,
+    hidden_owners_note, CollectError, CollectOptions, Collector, PartialCollector, SourcePreference,
 };
 use crate::snapshot::{
     Counters, HostInfo, Os, Owners, Settings, Snapshot, Socket, SocketSource, ValueSource,
@@ -28,11 +27,36 @@ pub const DEFAULT_TW_REUSE_DELAY_MS: u32 = 1000;
 
 pub struct LinuxCollector {
     opts: CollectOptions,
+    /// The target's namespace, opened once (`None`: the caller's own).
+    netns: Option<netns::NetnsHandle>,
 }
 
 impl LinuxCollector {
-    pub fn new(opts: CollectOptions) -> Self {
-        Self { opts }
+    /// Opens the target's namespace now, so a missing namespace or process is reported before
+    /// any work starts and the namespace stays readable for the collector's lifetime.
+    pub fn new(opts: CollectOptions) -> Result<Self, CollectError> {
+        let netns = netns::NetnsHandle::open(&opts.target)?;
+        Ok(Self { opts, netns })
+    }
+
+    /// A collector of the calling thread's own namespace (nothing to open, cannot fail).
+    pub fn here(source: SourcePreference, owners: bool) -> Self {
+        Self {
+            opts: CollectOptions {
+                source,
+                owners,
+                target: crate::snapshot::Target::Host,
+            },
+            netns: None,
+        }
+    }
+
+    /// Moves the calling thread into the target's namespace (each call: the collecting thread
+    /// may differ from the one that built the collector).
+    fn enter(&self) -> Result<(), CollectError> {
+        self.netns
+            .as_ref()
+            .map_or(Ok(()), netns::NetnsHandle::enter)
     }
 }
 
@@ -60,7 +84,7 @@ impl PartialCollector for LinuxCollector {
     }
 
     fn listeners(&self) -> Result<Vec<Socket>, CollectError> {
-        netns::enter(&self.opts.namespace)?;
+        self.enter()?;
         let mut notes = Vec::new();
         let (sockets, _) = collect_sockets(self.opts.source, netlink::LISTEN_STATE, &mut notes)?;
         // The procfs fallback cannot filter by state.
@@ -88,10 +112,15 @@ fn netns_independent_owner_scan(sockets: &[Socket]) -> Owners {
 impl LinuxCollector {
     /// `states`: which sockets to dump (netlink state mask), `None` for none at all.
     fn collect(&self, states: Option<u32>, with_owners: bool) -> Result<Snapshot, CollectError> {
-        // Entering is one-way for this thread; the CLI runs one collection per process, and
-        // repeated collections (top, serve) keep living in the namespace they entered.
-        netns::enter(&self.opts.namespace)?;
+        self.enter()?;
         let mut notes = Vec::new();
+        if let Some(note) = self
+            .netns
+            .as_ref()
+            .and_then(netns::NetnsHandle::departed_note)
+        {
+            notes.push(note);
+        }
         let (sockets, source) = if let Some(states) = states {
             collect_sockets(self.opts.source, states, &mut notes)?
         } else {
@@ -111,11 +140,12 @@ impl LinuxCollector {
             host: HostInfo {
                 hostname: read_trimmed("/proc/sys/kernel/hostname"),
                 os_version: read_trimmed("/proc/sys/kernel/osrelease"),
-                netns: match &self.opts.namespace {
-                    Namespace::Current => None,
-                    Namespace::Named(n) => Some(n.clone()),
-                    Namespace::Pid(p) => Some(format!("pid:{p}")),
-                },
+                target: self.opts.target.clone(),
+                netns_id: self
+                    .netns
+                    .as_ref()
+                    .map(netns::NetnsHandle::id)
+                    .or_else(netns::current_id),
             },
             source,
             taken_at_unix_ms,

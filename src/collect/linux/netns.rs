@@ -1,52 +1,166 @@
-//! Entering another network namespace with setns(2).
+//! Network namespaces: the one place that opens a namespace file and calls setns(2).
+//!
+//! A [`NetnsHandle`] opens the namespace file once and keeps the descriptor, so a long `top` or
+//! `serve --pid` keeps reading the namespace after the process that led to it exits (the
+//! descriptor keeps the namespace alive), and a name that is re-created later cannot swap the
+//! namespace under a running command.
 #![allow(unsafe_code)]
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
-use std::path::PathBuf;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
 
-use crate::collect::{CollectError, Namespace};
+use crate::collect::CollectError;
+use crate::snapshot::{NetnsId, Target};
 
-/// Moves the calling thread into `ns`. Call before opening netlink sockets (bound to the
-/// namespace at creation) and before other threads start (they inherit it). The collector
-/// reads /proc/thread-self/net, which follows this thread; /proc/net follows the main thread.
-pub fn enter(ns: &Namespace) -> Result<(), CollectError> {
-    let (path, label) = match ns {
-        Namespace::Current => return Ok(()),
-        Namespace::Named(name) => {
-            if name.is_empty() || name.contains('/') || name == "." || name == ".." {
-                return Err(CollectError::NamespaceNotFound {
-                    name: name.clone(),
-                    path: PathBuf::from("/run/netns").join(name),
-                });
+/// Where `ip netns add` keeps its namespace files.
+pub const NETNS_RUN_DIR: &str = "/run/netns";
+
+/// `NS_GET_NSTYPE` (`_IO(0xb7, 0x3)`, linux/nsfs.h, Linux 4.11): the namespace type of an
+/// nsfs descriptor; any other file answers ENOTTY.
+const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
+
+/// An open network namespace, entered on demand.
+#[derive(Debug)]
+pub struct NetnsHandle {
+    file: File,
+    target: Target,
+    id: NetnsId,
+}
+
+impl NetnsHandle {
+    /// Opens the namespace `target` names; `None` for [`Target::Host`] (nothing to enter).
+    pub fn open(target: &Target) -> Result<Option<Self>, CollectError> {
+        let path = match target {
+            Target::Host => return Ok(None),
+            Target::Netns(name) => {
+                Target::check_netns_name(name).map_err(CollectError::InvalidTarget)?;
+                Path::new(NETNS_RUN_DIR).join(name)
             }
-            (PathBuf::from("/run/netns").join(name), name.clone())
+            Target::Process(pid) => PathBuf::from(format!("/proc/{pid}/ns/net")),
+        };
+        // O_NONBLOCK: a FIFO planted under /run/netns must not hang the open.
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .open(&path)
+            .map_err(|e| match (target, e.kind()) {
+                (Target::Netns(name), std::io::ErrorKind::NotFound) => {
+                    CollectError::NamespaceNotFound {
+                        name: name.clone(),
+                        path: path.clone(),
+                    }
+                }
+                (Target::Process(pid), std::io::ErrorKind::NotFound) => {
+                    CollectError::ProcessNotFound { pid: *pid }
+                }
+                _ => CollectError::NamespaceEnter {
+                    name: target.to_string(),
+                    source: e,
+                },
+            })?;
+        // SAFETY: the descriptor is valid while `file` lives; the ioctl takes no argument.
+        let kind = unsafe { libc::ioctl(file.as_raw_fd(), NS_GET_NSTYPE) };
+        if kind != libc::CLONE_NEWNET {
+            return Err(CollectError::NotANamespace { path });
         }
-        Namespace::Pid(pid) => (
-            PathBuf::from(format!("/proc/{pid}/ns/net")),
-            format!("of pid {pid}"),
-        ),
-    };
-    let file = File::open(&path).map_err(|e| match (ns, e.kind()) {
-        (Namespace::Named(name), std::io::ErrorKind::NotFound) => CollectError::NamespaceNotFound {
-            name: name.clone(),
+        let meta = file.metadata().map_err(|source| CollectError::Read {
             path: path.clone(),
-        },
-        (Namespace::Pid(pid), std::io::ErrorKind::NotFound) => {
-            CollectError::ProcessNotFound { pid: *pid }
-        }
-        _ => CollectError::NamespaceEnter {
-            name: label.clone(),
-            source: e,
-        },
-    })?;
-    // SAFETY: the descriptor is valid for the duration of the call (file is alive).
-    let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-    if rc != 0 {
-        return Err(CollectError::NamespaceEnter {
-            name: label,
-            source: std::io::Error::last_os_error(),
-        });
+            source,
+        })?;
+        Ok(Some(Self {
+            file,
+            target: target.clone(),
+            id: NetnsId {
+                dev: meta.dev(),
+                ino: meta.ino(),
+            },
+        }))
     }
-    Ok(())
+
+    /// Moves the calling thread into the namespace. setns(2) is per thread: netlink sockets
+    /// opened afterwards and /proc/thread-self/net belong to it; /proc/net follows the main
+    /// thread, so readers use /proc/thread-self/net.
+    pub fn enter(&self) -> Result<(), CollectError> {
+        // SAFETY: the descriptor is valid for the duration of the call (`self.file` is alive).
+        let rc = unsafe { libc::setns(self.file.as_raw_fd(), libc::CLONE_NEWNET) };
+        if rc != 0 {
+            return Err(CollectError::NamespaceEnter {
+                name: self.target.to_string(),
+                source: std::io::Error::last_os_error(),
+            });
+        }
+        Ok(())
+    }
+
+    pub fn id(&self) -> NetnsId {
+        self.id
+    }
+
+    pub fn target(&self) -> &Target {
+        &self.target
+    }
+
+    /// For `--pid`: a note once the process has left the namespace (exited, or moved), while
+    /// this handle keeps reading the namespace it opened.
+    pub fn departed_note(&self) -> Option<String> {
+        let Target::Process(pid) = self.target else {
+            return None;
+        };
+        let now = id_of(Path::new(&format!("/proc/{pid}/ns/net")));
+        (now != Some(self.id)).then(|| {
+            format!(
+                "process {pid} has exited (or left the namespace): still reading its network namespace (inode {}), kept open by portdoctor; restart with a live --pid to follow a new one",
+                self.id.ino
+            )
+        })
+    }
+}
+
+/// Enters `target` on the calling thread and returns the handle that keeps it open
+/// (`None` for the host).
+pub fn enter(target: &Target) -> Result<Option<NetnsHandle>, CollectError> {
+    let handle = NetnsHandle::open(target)?;
+    if let Some(h) = &handle {
+        h.enter()?;
+    }
+    Ok(handle)
+}
+
+fn id_of(path: &Path) -> Option<NetnsId> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some(NetnsId {
+        dev: meta.dev(),
+        ino: meta.ino(),
+    })
+}
+
+/// The namespace the calling thread is in now.
+pub fn current_id() -> Option<NetnsId> {
+    id_of(Path::new("/proc/thread-self/ns/net"))
+}
+
+/// The initial namespace (that of pid 1 as this process sees /proc): the one /etc/sysctl.d
+/// configures at boot.
+pub fn initial_id() -> Option<NetnsId> {
+    id_of(Path::new("/proc/1/ns/net"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_target_opens_nothing() {
+        assert!(NetnsHandle::open(&Target::Host).unwrap().is_none());
+    }
+
+    #[test]
+    fn own_process_namespace_is_the_current_one() {
+        let me = std::process::id();
+        let h = NetnsHandle::open(&Target::Process(me)).unwrap().unwrap();
+        assert_eq!(Some(h.id()), id_of(Path::new("/proc/self/ns/net")));
+        assert!(h.departed_note().is_none());
+    }
 }

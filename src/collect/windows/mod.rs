@@ -24,7 +24,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use rustc_hash::FxHashSet;
 
 use super::windows_text::{self, parse_dynamic_port, parse_excluded_ranges, RegistryRoot};
-use super::{CollectError, CollectOptions, Collector, Namespace};
+use super::{CollectError, CollectOptions, Collector, Target};
 use crate::snapshot::{
     Counters, HostInfo, Os, Owners, Snapshot, SocketSource, TcpipRegistry, WindowsSettings,
 };
@@ -46,7 +46,7 @@ impl WindowsCollector {
 
 impl Collector for WindowsCollector {
     fn snapshot(&self) -> Result<Snapshot, CollectError> {
-        if self.opts.namespace != Namespace::Current {
+        if self.opts.target != Target::Host {
             return Err(CollectError::Unsupported(
                 "--netns/--pid (Linux network namespaces)",
             ));
@@ -115,7 +115,8 @@ impl Collector for WindowsCollector {
             host: HostInfo {
                 hostname: std::env::var("COMPUTERNAME").ok().filter(|h| !h.is_empty()),
                 os_version,
-                netns: None,
+                target: Target::Host,
+                netns_id: None,
             },
             source: SocketSource::Iphelper,
             taken_at_unix_ms: now_ms,

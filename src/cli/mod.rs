@@ -1,0 +1,210 @@
+//! Command-line definitions, one file per command, and the option groups every command that
+//! inspects a host shares ([`TargetArgs`], [`ThresholdArgs`], [`OutputArgs`]). Help texts carry
+//! examples; the man page and completions are generated from these same definitions. Nothing
+//! here runs a command: `commands/` turns these into calls to the library.
+
+pub mod capacity;
+pub mod check;
+pub mod lab;
+#[cfg(feature = "serve")]
+pub mod serve;
+#[cfg(feature = "top")]
+pub mod top;
+pub mod tune;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use portdoctor::analysis::Thresholds;
+use portdoctor::collect::{CollectOptions, SourcePreference, Target};
+
+pub use capacity::CapacityArgs;
+pub use check::CheckArgs;
+pub use lab::LabArgs;
+#[cfg(feature = "serve")]
+pub use serve::ServeArgs;
+#[cfg(feature = "top")]
+pub use top::TopArgs;
+pub use tune::TuneArgs;
+
+pub const EXIT_CODES: &str = "\
+Exit codes:
+  0  ok: every pool has room
+  1  warning: a pool is filling (>= --warn), or another warning finding
+  2  critical: a pool is full or nearly full (>= --crit), or fills within --eta
+  3  could not collect (namespace or process not found, permission denied, kernel refused)
+  4  bad command line (unknown flag, invalid value)";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "portdoctor",
+    // Not argv[0]: on Windows that is `portdoctor.exe`, and usage lines should read the same.
+    bin_name = "portdoctor",
+    version,
+    about = "Find, explain, predict and fix TCP ephemeral-port exhaustion",
+    long_about = "portdoctor groups outbound TCP sockets into the pools the kernel allocates ports \
+from (per local IP, remote IP and remote port on Linux), compares each with the configured \
+ephemeral range, forecasts when it runs out, and says what to change.",
+    after_help = EXIT_CODES,
+    propagate_version = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// One-shot diagnosis: verdict, pools, findings with fixes
+    #[command(after_help = format!("{}\n\n{EXIT_CODES}", check::CHECK_EXAMPLES))]
+    Check(CheckArgs),
+    /// What-if model: sustainable connection rate, headroom, time to exhaustion, what fixes it
+    Capacity(CapacityArgs),
+    /// Reproduce exhaustion in a throwaway network namespace and compare with the model
+    Lab(LabArgs),
+    #[cfg(feature = "top")]
+    /// Live view of every port pool: fill, rates, owners, findings (q quits)
+    Top(TopArgs),
+    /// Plan, apply and roll back kernel settings safely (backup first, verified rollback)
+    Tune(TuneArgs),
+    /// Print shell completions to stdout
+    #[command(
+        after_help = "Example:\n  portdoctor completions bash > /etc/bash_completion.d/portdoctor"
+    )]
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print a man page (roff) to stdout: portdoctor(1), or portdoctor-COMMAND(1)
+    #[command(
+        after_help = "Examples:\n  portdoctor man > /usr/local/share/man/man1/portdoctor.1\n  portdoctor man check > /usr/local/share/man/man1/portdoctor-check.1"
+    )]
+    Man {
+        /// A command whose page to print (e.g. check)
+        command: Option<String>,
+    },
+    #[cfg(feature = "serve")]
+    /// Prometheus exporter (/metrics) or node_exporter textfile writer for the pool model
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SourceArg {
+    /// netlink, falling back to procfs with a note
+    Auto,
+    /// NETLINK_SOCK_DIAG only
+    Netlink,
+    /// /proc/net/tcp and tcp6 (slower; no bound-only sockets)
+    Procfs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ColorArg {
+    Auto,
+    Always,
+    Never,
+}
+
+/// Where to look: the options of every command that inspects a host.
+#[derive(Debug, Clone, Args)]
+pub struct TargetArgs {
+    /// Inspect the network namespace /run/netns/NAME (Linux)
+    #[arg(long, value_name = "NAME", conflicts_with = "pid", value_parser = parse_netns_name)]
+    pub netns: Option<String>,
+    /// Inspect the network namespace of process PID, e.g. a container (Linux)
+    #[arg(long, value_name = "PID", value_parser = clap::value_parser!(u32).range(1..))]
+    pub pid: Option<u32>,
+    /// Where to read sockets from (Linux; Windows always reads the IP Helper tables)
+    #[arg(long, value_enum, default_value_t = SourceArg::Auto)]
+    pub source: SourceArg,
+    /// Skip the /proc/*/fd scan that finds owning processes (faster, no privileges)
+    #[arg(long)]
+    pub no_owners: bool,
+}
+
+impl TargetArgs {
+    pub fn target(&self) -> Target {
+        match (&self.netns, self.pid) {
+            (Some(name), _) => Target::Netns(name.clone()),
+            (None, Some(pid)) => Target::Process(pid),
+            (None, None) => Target::Host,
+        }
+    }
+
+    /// What to collect, or why these options cannot work on this OS (a usage error).
+    pub fn collect_options(&self) -> Result<CollectOptions, String> {
+        if !cfg!(target_os = "linux") {
+            if self.netns.is_some() || self.pid.is_some() {
+                return Err(format!(
+                    "--netns and --pid select Linux network namespaces; on {} leave them out",
+                    std::env::consts::OS
+                ));
+            }
+            if self.source != SourceArg::Auto {
+                return Err(format!(
+                    "--source netlink|procfs is Linux-only; on {} leave it out",
+                    std::env::consts::OS
+                ));
+            }
+        }
+        Ok(CollectOptions {
+            source: match self.source {
+                SourceArg::Auto => SourcePreference::Auto,
+                SourceArg::Netlink => SourcePreference::Netlink,
+                SourceArg::Procfs => SourcePreference::Procfs,
+            },
+            owners: !self.no_owners,
+            target: self.target(),
+        })
+    }
+}
+
+/// When a pool counts as filling or full.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct ThresholdArgs {
+    /// Utilization at which a pool is a warning (fraction or percent)
+    #[arg(long, value_name = "RATIO", default_value = "0.7", value_parser = parse_ratio)]
+    pub warn: f64,
+    /// Utilization at which a pool is critical (fraction or percent)
+    #[arg(long, value_name = "RATIO", default_value = "0.9", value_parser = parse_ratio)]
+    pub crit: f64,
+    /// A growing pool that fills within this time is critical (e.g. 60s, 5m)
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub eta: f64,
+}
+
+impl ThresholdArgs {
+    /// The thresholds, or why they contradict each other (a usage error).
+    pub fn thresholds(&self) -> Result<Thresholds, String> {
+        if self.warn > self.crit {
+            return Err(format!(
+                "--warn ({}) must not be above --crit ({})",
+                self.warn, self.crit
+            ));
+        }
+        Ok(Thresholds {
+            warn: self.warn,
+            crit: self.crit,
+            eta_seconds: self.eta,
+        })
+    }
+}
+
+/// How human output looks.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct OutputArgs {
+    /// When to use colour (auto: only on a terminal, and never with NO_COLOR set)
+    #[arg(long, value_enum, default_value_t = ColorArg::Auto, value_name = "WHEN")]
+    pub color: ColorArg,
+}
+
+pub fn parse_ratio(s: &str) -> Result<f64, String> {
+    portdoctor::units::parse_ratio(s)
+}
+
+pub fn parse_duration(s: &str) -> Result<f64, String> {
+    portdoctor::units::parse_duration_seconds(s)
+}
+
+fn parse_netns_name(s: &str) -> Result<String, String> {
+    Target::check_netns_name(s).map(|()| s.to_string())
+}

@@ -1,0 +1,34 @@
+//! `portdoctor top` options.
+
+use clap::Args;
+
+use super::{parse_duration, OutputArgs, TargetArgs, ThresholdArgs};
+
+const TOP_EXAMPLES: &str = "\
+Keys: q/Ctrl-C quit · s sort (u use, i in use, n rate, e full in, a name) · / filter ·
+space pause · +/- interval · ↑↓ select · Enter detail · r refresh now
+
+Examples:
+  portdoctor top                       watch this host, refresh every second
+  portdoctor top --netns lab1          inside the network namespace /run/netns/lab1
+  portdoctor top --pid 4242            inside a container, via one of its processes
+  portdoctor top --interval 5s --no-owners --warn 50%
+  portdoctor top --once | head         one frame as plain text, for scripts";
+
+#[derive(Debug, Args)]
+#[command(after_help = TOP_EXAMPLES)]
+pub struct TopArgs {
+    /// How often to collect (e.g. 500ms, 1s, 5s); + and - change it while running
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
+    pub interval: f64,
+    /// Print one frame as plain text to stdout and exit (no raw mode; width of the terminal,
+    /// or 100 columns)
+    #[arg(long)]
+    pub once: bool,
+    #[command(flatten)]
+    pub thresholds: ThresholdArgs,
+    #[command(flatten)]
+    pub target: TargetArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
