@@ -1,6 +1,8 @@
 //! The inspection target (`--netns`, `--pid`): one set of options for every command, a
 //! namespace opened once and kept, and hostile entries under /run/netns refused quickly.
 
+#![cfg(target_os = "linux")]
+
 mod common;
 
 use std::os::unix::fs::FileTypeExt;

@@ -6,7 +6,9 @@ use std::process::ExitCode;
 
 use clap::ValueEnum;
 use portdoctor::collect::{self, Collector};
-use portdoctor::snapshot::{NetnsId, Target};
+use portdoctor::snapshot::NetnsId;
+#[cfg(target_os = "linux")]
+use portdoctor::snapshot::Target;
 use portdoctor::tune::{self, plan, render, Goal, Plan, Profile};
 
 use super::{usage, write_stdout, EXIT_COLLECT, EXIT_USAGE};
