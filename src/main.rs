@@ -9,23 +9,33 @@ use std::process::ExitCode;
 use clap::{CommandFactory, Parser};
 
 use cli::{Cli, Command};
-use commands::{write_stdout, EXIT_COLLECT, EXIT_USAGE};
+use commands::{write_stdout, EXIT_USAGE};
 
 fn main() -> ExitCode {
+    // Before parsing, so that a command line clap refuses still answers in JSON.
+    commands::set_json_errors(
+        std::env::args_os()
+            .skip(1)
+            .take_while(|a| a != "--")
+            .any(|a| a == "--json"),
+    );
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        Err(e) => {
-            let code = if e.use_stderr() { EXIT_USAGE } else { 0 };
+        Err(e) if e.use_stderr() => {
             let _ = e.print();
-            return ExitCode::from(code);
+            // clap printed the full message; the JSON object carries its first line.
+            let text = e.render().to_string();
+            let first = text.lines().next().unwrap_or("bad command line");
+            return commands::json_error(EXIT_USAGE, first.trim_start_matches("error: "));
+        }
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
         }
     };
     match run(cli) {
         Ok(code) => code,
-        Err(e) => {
-            eprintln!("portdoctor: error: {e:#}");
-            ExitCode::from(EXIT_COLLECT)
-        }
+        Err(e) => commands::failed(format!("{e:#}")),
     }
 }
 
@@ -39,7 +49,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Lab(args) => commands::lab::run(&args),
         Command::Completions { shell } => {
             let mut cmd = Cli::command();
-            clap_complete::generate(shell, &mut cmd, "portdoctor", &mut std::io::stdout());
+            // Into a buffer: `generate` panics when its writer fails (a full disk, /dev/full).
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "portdoctor", &mut out);
+            write_stdout(&out)?;
             Ok(ExitCode::SUCCESS)
         }
         #[cfg(feature = "serve")]
@@ -50,8 +63,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 None => root,
                 Some(name) => {
                     let Some(sub) = root.find_subcommand(name) else {
-                        eprintln!("portdoctor: error: no command {name:?}; try `portdoctor man` for the list");
-                        return Ok(ExitCode::from(EXIT_USAGE));
+                        return Ok(commands::usage(format!(
+                            "no command {name:?}; try `portdoctor man` for the list"
+                        )));
                     };
                     // Leak is fine: one short-lived page per process, and clap wants 'static.
                     let full: &'static str =

@@ -286,7 +286,7 @@ impl Target {
                 "the namespace name is empty: give a name as `ip netns list` prints it".into(),
             );
         }
-        if name.contains('/') || name == "." || name == ".." || name.contains('\0') {
+        if name.contains('/') || name == "." || name == ".." || name.chars().any(char::is_control) {
             return Err(format!(
                 "{name:?} is not a namespace name: give a name under /run/netns as `ip netns list` prints it (no '/', '.' or '..')"
             ));
@@ -539,7 +539,16 @@ mod tests {
 
     #[test]
     fn names_that_leave_run_netns_are_refused() {
-        for bad in ["", ".", "..", "../x", "/etc/passwd", "a/b", "a\0b"] {
+        for bad in [
+            "",
+            ".",
+            "..",
+            "../x",
+            "/etc/passwd",
+            "a/b",
+            "a\0b",
+            "x\u{1b}[2J",
+        ] {
             assert!(Target::check_netns_name(bad).is_err(), "{bad:?} accepted");
         }
         for good in ["lab1", "cni-1234-abcd", "a.b", "..x"] {

@@ -1,6 +1,13 @@
 //! Parsers for user-supplied values (durations, ratios) with messages that say what is wanted.
 
-/// `60`, `60s`, `1.5m`, `2h`, `500ms` → seconds.
+use std::fmt::Write as _;
+
+/// The longest duration any option accepts: a year. Longer values are typos or attacks, and
+/// they overflow timers (`Duration::from_secs_f64` panics past u64 seconds).
+pub const MAX_DURATION_SECONDS: f64 = 365.0 * 86_400.0;
+
+/// `60`, `60s`, `1.5m`, `2h`, `500ms` → seconds, from 0 to [`MAX_DURATION_SECONDS`]. Every
+/// duration option goes through here.
 pub fn parse_duration_seconds(s: &str) -> Result<f64, String> {
     let t = s.trim();
     let (num, mult) = if let Some(n) = t.strip_suffix("ms") {
@@ -14,13 +21,20 @@ pub fn parse_duration_seconds(s: &str) -> Result<f64, String> {
     } else {
         (t, 1.0)
     };
-    match num.trim().parse::<f64>() {
-        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v * mult),
+    match num.trim().parse::<f64>().map(|v| v * mult) {
+        Ok(v) if (0.0..=MAX_DURATION_SECONDS).contains(&v) => Ok(v),
+        Ok(v) if v > MAX_DURATION_SECONDS => {
+            Err(format!("{s:?} is too long: at most 365 days (8760h)"))
+        }
         _ => Err(format!(
             "{s:?} is not a duration: use seconds or a unit, e.g. 60, 60s, 2m, 500ms"
         )),
     }
 }
+
+/// The highest connection rate any option accepts (per second). A Linux host tops out around a
+/// few hundred thousand connects per second; past this the arithmetic only produces nonsense.
+pub const MAX_RATE_PER_S: f64 = 10_000_000.0;
 
 /// `0.7`, `70%` → 0.7; must lie in (0, 1].
 pub fn parse_ratio(s: &str) -> Result<f64, String> {
@@ -35,6 +49,27 @@ pub fn parse_ratio(s: &str) -> Result<f64, String> {
             "{s:?} is not a utilization threshold: use a fraction in (0, 1] or a percentage, e.g. 0.7 or 70%"
         )),
     }
+}
+
+/// Text from another process or the system (process names, host names) made safe to print:
+/// control characters (C0, DEL, C1) and Unicode bidi overrides become visible escapes (`\x1b`,
+/// `\u{202e}`), so a name cannot move the cursor, retitle the terminal or reorder a line.
+pub fn printable(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        let bidi = matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{200e}' | '\u{200f}');
+        if c.is_control() || bidi {
+            let v = u32::from(c);
+            let _ = if v < 0x80 {
+                write!(out, "\\x{v:02x}")
+            } else {
+                write!(out, "\\u{{{v:x}}}")
+            };
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// A UTC calendar time, for timestamps in reports and backup names (no time crate needed).
@@ -78,6 +113,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn printable_escapes_what_a_terminal_would_obey() {
+        assert_eq!(printable("nginx"), "nginx");
+        assert_eq!(printable("w3wp.exe ünïcode"), "w3wp.exe ünïcode");
+        assert_eq!(
+            printable("\u{1b}]0;PWNED\u{7}\u{1b}[2J"),
+            "\\x1b]0;PWNED\\x07\\x1b[2J"
+        );
+        assert_eq!(printable("a\nb\tc\u{7f}"), "a\\x0ab\\x09c\\x7f");
+        assert_eq!(printable("x\u{9b}31m"), "x\\u{9b}31m");
+        assert_eq!(printable("abc\u{202e}fed"), "abc\\u{202e}fed");
+    }
+
+    #[test]
     fn durations() {
         assert_eq!(parse_duration_seconds("60"), Ok(60.0));
         assert_eq!(parse_duration_seconds("60s"), Ok(60.0));
@@ -85,6 +133,30 @@ mod tests {
         assert_eq!(parse_duration_seconds("500ms"), Ok(0.5));
         assert!(parse_duration_seconds("soon").is_err());
         assert!(parse_duration_seconds("-1").is_err());
+        assert_eq!(parse_duration_seconds("8760h"), Ok(MAX_DURATION_SECONDS));
+        for absurd in [
+            "1e308h",
+            "1e20",
+            "inf",
+            "NaN",
+            "8761h",
+            "99999999999999999999ms",
+        ] {
+            assert!(parse_duration_seconds(absurd).is_err(), "{absurd}");
+        }
+    }
+
+    proptest::proptest! {
+        /// Whatever the text, the result is an error or a duration a timer can hold.
+        #[test]
+        fn durations_are_bounded(s in "\\PC{0,24}", n in proptest::num::f64::ANY, unit in "(ms|s|m|h|)") {
+            for text in [s, format!("{n}{unit}")] {
+                if let Ok(v) = parse_duration_seconds(&text) {
+                    proptest::prop_assert!((0.0..=MAX_DURATION_SECONDS).contains(&v), "{text} -> {v}");
+                    let _ = std::time::Duration::from_secs_f64(v);
+                }
+            }
+        }
     }
 
     #[test]

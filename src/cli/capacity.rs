@@ -115,9 +115,9 @@ pub struct CapacityArgs {
 
 fn parse_rate(s: &str) -> Result<f64, String> {
     match s.trim().trim_end_matches("/s").parse::<f64>() {
-        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        Ok(v) if (0.0..=portdoctor::units::MAX_RATE_PER_S).contains(&v) => Ok(v),
         _ => Err(format!(
-            "{s:?} is not a rate: use connections per second, e.g. 3000"
+            "{s:?} is not a rate: use connections per second from 0 to 10,000,000, e.g. 3000"
         )),
     }
 }

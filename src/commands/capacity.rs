@@ -9,7 +9,7 @@ use portdoctor::capacity::{Preset, Scenario};
 use portdoctor::collect::{self, CollectOptions};
 use portdoctor::snapshot::{Os, PortRange};
 
-use super::{usage, write_stdout, EXIT_USAGE};
+use super::{usage, write_stdout};
 use crate::cli::capacity::{CapacityArgs, OsPresetArg};
 use crate::cli::SourceArg;
 
@@ -113,11 +113,10 @@ pub fn run(args: &CapacityArgs) -> anyhow::Result<ExitCode> {
     };
     if let Some(r) = &args.range {
         let Some(range) = PortRange::new(r[0], r[1]) else {
-            eprintln!(
-                "portdoctor: error: --range {} {}: LO must not be above HI",
+            return Ok(usage(format!(
+                "--range {} {}: LO must not be above HI",
                 r[0], r[1]
-            );
-            return Ok(ExitCode::from(EXIT_USAGE));
+            )));
         };
         s.range = range;
     }

@@ -6,7 +6,6 @@ use std::process::ExitCode;
 use portdoctor::lab::{LabConfig, LabError};
 use portdoctor::snapshot::PortRange;
 
-use super::EXIT_USAGE;
 use crate::cli::LabArgs;
 
 impl LabArgs {
@@ -36,14 +35,12 @@ impl LabArgs {
 pub fn run(args: &LabArgs) -> anyhow::Result<ExitCode> {
     let cfg = match args.config() {
         Ok(c) => c,
-        Err(m) => {
-            eprintln!("portdoctor: error: {m}");
-            return Ok(ExitCode::from(EXIT_USAGE));
-        }
+        Err(m) => return Ok(super::usage(m)),
     };
     if let Err(e) = cfg.validate() {
-        eprintln!("portdoctor: error: {e} (limits: see `portdoctor lab --help`)");
-        return Ok(ExitCode::from(EXIT_USAGE));
+        return Ok(super::usage(format!(
+            "{e} (limits: see `portdoctor lab --help`)"
+        )));
     }
     #[cfg(target_os = "linux")]
     {
@@ -52,8 +49,7 @@ pub fn run(args: &LabArgs) -> anyhow::Result<ExitCode> {
     #[cfg(not(target_os = "linux"))]
     {
         let _ = (args, cfg);
-        eprintln!("portdoctor: error: {}", LabError::Unsupported);
-        Ok(ExitCode::from(EXIT_USAGE))
+        Ok(super::usage(LabError::Unsupported))
     }
 }
 
@@ -61,7 +57,7 @@ pub fn run(args: &LabArgs) -> anyhow::Result<ExitCode> {
 fn run_linux(args: &LabArgs, cfg: &LabConfig) -> anyhow::Result<ExitCode> {
     use portdoctor::lab::report::{render_json, render_text, second_line, SECOND_HEADER};
 
-    use super::{write_stdout, EXIT_COLLECT};
+    use super::write_stdout;
     // Live lines only for a person watching; the final table repeats them on stdout.
     let live = !args.json && std::io::IsTerminal::is_terminal(&std::io::stderr());
     if live {
@@ -74,23 +70,16 @@ fn run_linux(args: &LabArgs, cfg: &LabConfig) -> anyhow::Result<ExitCode> {
     });
     let mut report = match result {
         Ok(r) => r,
-        Err(e @ LabError::Limit(_)) => {
-            eprintln!("portdoctor: error: {e}");
-            return Ok(ExitCode::from(EXIT_USAGE));
-        }
-        Err(e) => {
-            eprintln!("portdoctor: error: {e}");
-            return Ok(ExitCode::from(EXIT_COLLECT));
-        }
+        Err(e @ LabError::Limit(_)) => return Ok(super::usage(e)),
+        Err(e) => return Ok(super::failed(e)),
     };
     if let Some(path) = &args.chart {
         let svg = portdoctor::lab::chart::svg(&report);
         if let Err(e) = std::fs::write(path, svg) {
-            eprintln!(
-                "portdoctor: error: writing the chart to {}: {e}",
+            return Ok(super::failed(format!(
+                "writing the chart to {}: {e}",
                 path.display()
-            );
-            return Ok(ExitCode::from(EXIT_COLLECT));
+            )));
         }
         report.chart = Some(path.display().to_string());
     }

@@ -12,6 +12,7 @@ pub mod tune;
 
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
 
@@ -31,10 +32,51 @@ pub fn write_stdout(bytes: &[u8]) -> anyhow::Result<()> {
     }
 }
 
-/// A usage error: the message on stderr, exit 4.
+/// Set once by `main` when the command line asks for `--json`: errors then also print one JSON
+/// object on stdout, so a script reading stdout sees what went wrong.
+static JSON_ERRORS: AtomicBool = AtomicBool::new(false);
+
+/// Schema of the error object printed with `--json`.
+pub const ERROR_SCHEMA: &str = "portdoctor.error/v1";
+
+pub fn set_json_errors(on: bool) {
+    JSON_ERRORS.store(on, Ordering::Relaxed);
+}
+
+/// Reports an error that ends the command with `code`: a line on stderr and, with `--json`,
+/// `{"schema": "portdoctor.error/v1", "error": {"kind", "exit_code", "message"}}` on stdout.
+pub fn report_error(code: u8, msg: impl std::fmt::Display) -> ExitCode {
+    let message = msg.to_string();
+    eprintln!("portdoctor: error: {message}");
+    json_error(code, &message)
+}
+
+/// The JSON half of [`report_error`] (for errors whose text is already on stderr).
+pub fn json_error(code: u8, message: &str) -> ExitCode {
+    if JSON_ERRORS.load(Ordering::Relaxed) {
+        let kind = if code == EXIT_USAGE {
+            "usage"
+        } else {
+            "failed"
+        };
+        let v = serde_json::json!({
+            "schema": ERROR_SCHEMA,
+            "error": { "kind": kind, "exit_code": code, "message": message },
+        });
+        // Best effort: stdout may be the very thing that failed.
+        let _ = write_stdout(format!("{v}\n").as_bytes());
+    }
+    ExitCode::from(code)
+}
+
+/// A usage error (bad value, contradicting options, a refused plan): exit 4.
 pub fn usage(msg: impl std::fmt::Display) -> ExitCode {
-    eprintln!("portdoctor: error: {msg}");
-    ExitCode::from(EXIT_USAGE)
+    report_error(EXIT_USAGE, msg)
+}
+
+/// Could not collect, apply or roll back: exit 3.
+pub fn failed(msg: impl std::fmt::Display) -> ExitCode {
+    report_error(EXIT_COLLECT, msg)
 }
 
 /// Whether to colour output: only on a terminal, never with NO_COLOR set (no-color.org).

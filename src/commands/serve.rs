@@ -30,8 +30,11 @@ use portdoctor::serve::metrics::{self, Collection, ExporterCounters, MetricsOpti
 use portdoctor::serve::textfmt;
 use portdoctor::serve::webconfig::{self, WebConfig};
 
-use super::{EXIT_COLLECT, EXIT_USAGE};
+use super::EXIT_COLLECT;
 use crate::cli::ServeArgs;
+
+/// The most `--max-connections` may ask for.
+const MAX_CONNECTIONS_LIMIT: usize = 1_000_000;
 
 /// The file written by `--textfile DIR`.
 pub const TEXTFILE_NAME: &str = "portdoctor.prom";
@@ -62,8 +65,7 @@ struct Cached {
 
 #[allow(clippy::unnecessary_wraps)] // every early return of `run` is one expression
 fn usage_error(msg: &str) -> anyhow::Result<ExitCode> {
-    eprintln!("portdoctor: error: {msg}");
-    Ok(ExitCode::from(EXIT_USAGE))
+    Ok(super::usage(msg))
 }
 
 pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
@@ -77,6 +79,13 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     };
     if args.max_pools == 0 || args.max_connections == 0 {
         return usage_error("--max-pools and --max-connections must be at least 1");
+    }
+    // More than a process could hold open (and tokio's semaphore has a ceiling).
+    if args.max_connections > MAX_CONNECTIONS_LIMIT {
+        return usage_error(&format!(
+            "--max-connections {} is more than a process can hold: at most {MAX_CONNECTIONS_LIMIT}",
+            args.max_connections
+        ));
     }
     let web = match &args.web_config {
         Some(path) => match WebConfig::load(path) {
@@ -112,25 +121,31 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         return textfile(&shared, dir, args.loop_interval);
     }
 
+    // A web config whose certificate or key cannot be used is a configuration error (exit 4),
+    // found before anything listens.
+    let tls = match load_tls(&shared.web) {
+        Ok(t) => t,
+        Err(e) => return usage_error(&format!("--web-config: {e:#}")),
+    };
     // The listener lives in the caller's namespace (collections enter the target's).
     let listener = match std::net::TcpListener::bind(args.listen) {
         Ok(l) => l,
         Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
-            eprintln!(
-                "portdoctor: error: cannot listen on {}: the port is taken by another program; pick another with --listen ADDR:PORT",
+            return Ok(super::failed(format!(
+                "cannot listen on {}: the port is taken by another program; pick another with --listen ADDR:PORT",
                 args.listen
-            );
-            return Ok(ExitCode::from(EXIT_COLLECT));
+            )));
         }
         Err(e) => {
-            eprintln!("portdoctor: error: cannot listen on {}: {e}", args.listen);
-            return Ok(ExitCode::from(EXIT_COLLECT));
+            return Ok(super::failed(format!(
+                "cannot listen on {}: {e}",
+                args.listen
+            )));
         }
     };
     listener
         .set_nonblocking(true)
         .context("setting the listener non-blocking")?;
-    let tls = load_tls(&shared.web)?;
     let local = listener.local_addr().unwrap_or(args.listen);
     let scheme = if tls.is_some() { "https" } else { "http" };
     eprintln!("portdoctor: serving {scheme}://{local}/metrics");

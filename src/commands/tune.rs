@@ -11,7 +11,7 @@ use portdoctor::snapshot::NetnsId;
 use portdoctor::snapshot::Target;
 use portdoctor::tune::{self, plan, render, Goal, Plan, Profile};
 
-use super::{usage, write_stdout, EXIT_COLLECT, EXIT_USAGE};
+use super::{failed, usage, write_stdout, EXIT_USAGE};
 use crate::cli::tune::{
     ApplyArgs, GoalArgs, HistoryArgs, ProfileArg, RollbackArgs, TuneArgs, TuneCommand,
 };
@@ -23,11 +23,6 @@ pub fn run(args: &TuneArgs) -> anyhow::Result<ExitCode> {
         TuneCommand::Rollback(r) => run_rollback(r),
         TuneCommand::History(h) => run_history(h),
     }
-}
-
-fn failed(msg: impl std::fmt::Display) -> ExitCode {
-    eprintln!("portdoctor: error: {msg}");
-    ExitCode::from(EXIT_COLLECT)
 }
 
 fn goal_of(g: &GoalArgs) -> Result<Goal, plan::PlanError> {

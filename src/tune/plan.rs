@@ -143,7 +143,7 @@ pub enum PlanError {
         first: String,
         second: String,
     },
-    #[error("--target-rate {0}: want a positive number of connections per second, e.g. 2000/s")]
+    #[error("--target-rate {0}: want a positive number of connections per second up to 10,000,000, e.g. 2000/s")]
     BadRate(String),
     #[error("nothing to plan: give --set KNOB=VALUE, --profile or --target-rate")]
     NoGoal,
@@ -165,7 +165,7 @@ pub fn parse_rate(s: &str) -> Result<f64, PlanError> {
     let t = s.trim();
     let t = t.strip_suffix("/s").unwrap_or(t).trim();
     match t.parse::<f64>() {
-        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        Ok(v) if v > 0.0 && v <= crate::units::MAX_RATE_PER_S => Ok(v),
         _ => Err(PlanError::BadRate(s.to_string())),
     }
 }

@@ -225,8 +225,12 @@ fn proc_net(name: &str) -> std::path::PathBuf {
     dir.join(name)
 }
 
+/// A trimmed text file (host name, kernel release), escaped for printing: a container's root
+/// can set the host name to anything.
 fn read_trimmed(path: impl AsRef<Path>) -> Option<String> {
-    fs::read_to_string(path).ok().map(|s| s.trim().to_string())
+    fs::read_to_string(path)
+        .ok()
+        .map(|s| crate::units::printable(s.trim()))
 }
 
 fn sysctl(name: &str) -> Option<String> {

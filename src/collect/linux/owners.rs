@@ -13,6 +13,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 
 use super::procfs::socket_inode;
 use crate::snapshot::Owners;
+use crate::units::printable;
 
 /// Finds the owners of `wanted` inodes. Processes whose descriptors cannot be read (other
 /// users' processes without root, or without both CAP_DAC_READ_SEARCH and CAP_SYS_PTRACE) are
@@ -64,8 +65,11 @@ pub fn scan(wanted: &FxHashSet<u64>) -> Owners {
             owners.hidden_processes += 1;
         }
         if owns_any {
-            let comm = fs::read_to_string(format!("/proc/{pid}/comm"))
-                .map_or_else(|_| "?".to_string(), |s| s.trim_end().to_string());
+            // Any process can name itself anything (prctl): escape before it reaches a terminal.
+            let comm = fs::read(format!("/proc/{pid}/comm")).map_or_else(
+                |_| "?".to_string(),
+                |b| printable(String::from_utf8_lossy(&b).trim_end_matches('\n')),
+            );
             owners.processes.insert(pid, comm);
         }
     }

@@ -26,7 +26,7 @@ pub fn names() -> FxHashMap<u32, String> {
             .iter()
             .position(|&c| c == 0)
             .unwrap_or(entry.szExeFile.len());
-        let name = String::from_utf16_lossy(&entry.szExeFile[..len]);
+        let name = crate::units::printable(&String::from_utf16_lossy(&entry.szExeFile[..len]));
         if !name.is_empty() {
             out.insert(entry.th32ProcessID, name);
         }
