@@ -307,10 +307,43 @@ impl std::fmt::Display for Target {
 
 /// The identity of a network namespace: device and inode of its nsfs file (what `ls -L -i
 /// /proc/PID/ns/net` and `lsns -t net` show). Stable while the namespace lives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub struct NetnsId {
     pub dev: u64,
     pub ino: u64,
+}
+
+/// A container runtime and id (from the cgroup path of a process in the namespace).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Container {
+    /// `docker`, `containerd`, `cri-o`, `podman`, or `kubernetes` (cgroupfs driver).
+    pub runtime: String,
+    pub id: String,
+}
+
+/// A Kubernetes pod: the UID from the cgroup path; namespace and name from the kubelet's pod
+/// log directory (empty when that was not found).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Pod {
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+}
+
+/// What is known about one network namespace of the host (`--all-namespaces`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NamespaceIdentity {
+    pub id: NetnsId,
+    /// Its name under /run/netns, if it has one.
+    pub name: Option<String>,
+    /// Where it was found: `/run/netns/NAME`, `/run/docker/netns/ID`, `/proc/PID/ns/net`.
+    pub found_in: Vec<String>,
+    /// Processes inside it (sorted; empty for a namespace only a file holds).
+    pub pids: Vec<u32>,
+    pub container: Option<Container>,
+    pub pod: Option<Pod>,
+    /// The namespace this portdoctor runs in.
+    pub own: bool,
 }
 
 /// Who and where the snapshot was taken.

@@ -2,7 +2,7 @@
 
 use clap::Args;
 
-use super::{OutputArgs, TargetArgs, ThresholdArgs};
+use super::{OutputArgs, ScopeArgs, TargetArgs, ThresholdArgs};
 
 pub const CHECK_EXAMPLES: &str = "\
 Examples:
@@ -10,6 +10,7 @@ Examples:
   portdoctor check --json | jq .verdict     machine-readable (schema portdoctor.check/v1)
   portdoctor check --netns lab1             inside the network namespace /run/netns/lab1
   portdoctor check --pid 4242               inside a container, via one of its processes
+  portdoctor check -A                       every namespace of the host: containers, pods
   portdoctor check --warn 60% --crit 80% --eta 5m
   portdoctor check --top 0 --no-owners      all pools, skip the /proc owner scan
 
@@ -29,6 +30,8 @@ pub struct CheckArgs {
     pub thresholds: ThresholdArgs,
     #[command(flatten)]
     pub target: TargetArgs,
+    #[command(flatten)]
+    pub scope: ScopeArgs,
     #[command(flatten)]
     pub output: OutputArgs,
 }

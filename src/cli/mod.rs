@@ -158,6 +158,20 @@ impl TargetArgs {
     }
 }
 
+/// Every namespace at once (`check -A`).
+#[derive(Debug, Clone, Args)]
+pub struct ScopeArgs {
+    /// Inspect every network namespace of the host (ip netns, CNI, Docker, and those only a
+    /// process holds), each with its own settings, named by container and pod; the verdict is
+    /// the worst (Linux; root sees them all)
+    #[arg(short = 'A', long, conflicts_with_all = ["netns", "pid"])]
+    pub all_namespaces: bool,
+    /// With -A: the kubelet's pod log directory, whose <namespace>_<name>_<uid> entries name
+    /// pods [default: /var/log/pods]
+    #[arg(long, value_name = "DIR", requires = "all_namespaces")]
+    pub pods_dir: Option<std::path::PathBuf>,
+}
+
 /// When a pool counts as filling or full.
 #[derive(Debug, Clone, Copy, Args)]
 pub struct ThresholdArgs {

@@ -3,6 +3,7 @@
 //! [`Target`]: it opens the namespace once and enters it on whichever thread collects.
 //! (Writing settings is `tune`'s backends; `lab` drives its own throwaway namespace.)
 
+pub mod identity;
 #[cfg(target_os = "linux")]
 pub mod linux;
 pub mod refresh;

@@ -1,6 +1,7 @@
 //! Rendering only: turns an [`Analysis`](crate::analysis::Analysis) into text or JSON.
 
 pub mod json;
+pub mod namespaces;
 pub mod text;
 
 /// 28232 → "28,232".

@@ -1,6 +1,7 @@
 //! Linux: sockets from NETLINK_SOCK_DIAG (or /proc/net/tcp{,6}), settings from /proc/sys,
 //! counters from /proc/net, owners from /proc/*/fd — all read inside the chosen namespace.
 
+pub mod namespaces;
 pub mod netlink;
 pub mod netns;
 pub mod owners;
@@ -37,6 +38,11 @@ impl LinuxCollector {
     pub fn new(opts: CollectOptions) -> Result<Self, CollectError> {
         let netns = netns::NetnsHandle::open(&opts.target)?;
         Ok(Self { opts, netns })
+    }
+
+    /// A collector of a namespace already opened (`None`: where the calling thread stands).
+    pub fn with_handle(opts: CollectOptions, netns: Option<netns::NetnsHandle>) -> Self {
+        Self { opts, netns }
     }
 
     /// A collector of the calling thread's own namespace (nothing to open, cannot fail).

@@ -40,6 +40,13 @@ impl NetnsHandle {
             }
             Target::Process(pid) => PathBuf::from(format!("/proc/{pid}/ns/net")),
         };
+        Self::open_path(&path, target).map(Some)
+    }
+
+    /// Opens the namespace file at `path` (any nsfs file: a bind mount under /run/netns, a
+    /// process's `ns/net`); `target` is what the snapshot will say it inspected.
+    pub fn open_path(path: &Path, target: &Target) -> Result<Self, CollectError> {
+        let path = path.to_path_buf();
         // O_NONBLOCK: a FIFO planted under /run/netns must not hang the open.
         let file = std::fs::OpenOptions::new()
             .read(true)
@@ -69,14 +76,14 @@ impl NetnsHandle {
             path: path.clone(),
             source,
         })?;
-        Ok(Some(Self {
+        Ok(Self {
             file,
             target: target.clone(),
             id: NetnsId {
                 dev: meta.dev(),
                 ino: meta.ino(),
             },
-        }))
+        })
     }
 
     /// Moves the calling thread into the namespace. setns(2) is per thread: netlink sockets
@@ -128,7 +135,8 @@ pub fn enter(target: &Target) -> Result<Option<NetnsHandle>, CollectError> {
     Ok(handle)
 }
 
-fn id_of(path: &Path) -> Option<NetnsId> {
+/// The namespace identity of an nsfs file (stat follows the `ns/net` magic link).
+pub fn id_of(path: &Path) -> Option<NetnsId> {
     let meta = std::fs::metadata(path).ok()?;
     Some(NetnsId {
         dev: meta.dev(),
