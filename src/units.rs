@@ -1,4 +1,6 @@
-//! Parsers for user-supplied values (durations, ratios) with messages that say what is wanted.
+//! Numbers in and out, for every layer: parsers for user-supplied values (durations, ratios,
+//! rates) with messages that say what is wanted, and the formatting of counts, durations and
+//! times that reports, findings, `top` and `capacity` share.
 
 /// `60`, `60s`, `1.5m`, `2h`, `500ms` → seconds.
 pub fn parse_duration_seconds(s: &str) -> Result<f64, String> {
@@ -35,6 +37,58 @@ pub fn parse_ratio(s: &str) -> Result<f64, String> {
             "{s:?} is not a utilization threshold: use a fraction in (0, 1] or a percentage, e.g. 0.7 or 70%"
         )),
     }
+}
+
+/// `2000`, `2000/s` → 2000.0 new connections per second; must be positive and finite.
+pub fn parse_rate(s: &str) -> Result<f64, String> {
+    let t = s.trim();
+    let t = t.strip_suffix("/s").unwrap_or(t).trim();
+    match t.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!(
+            "{s:?} is not a rate: use a positive number of connections per second, e.g. 2000 or 2000/s"
+        )),
+    }
+}
+
+/// 28232 → "28,232".
+pub fn group(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Seconds as a short human duration: "0 s", "18 s", "4 min", "2.5 h", "3 d".
+pub fn human_duration(seconds: f64) -> String {
+    if !seconds.is_finite() || seconds < 0.0 {
+        return "—".into();
+    }
+    if seconds < 1.0 {
+        "<1 s".into()
+    } else if seconds < 120.0 {
+        format!("{seconds:.0} s")
+    } else if seconds < 7200.0 {
+        format!("{:.0} min", seconds / 60.0)
+    } else if seconds < 172_800.0 {
+        format!("{:.1} h", seconds / 3600.0)
+    } else {
+        format!("{:.0} d", seconds / 86400.0)
+    }
+}
+
+/// `1795814043512` → "2026-11-27 21:14:03 UTC".
+pub fn format_utc(unix_ms: u64) -> String {
+    let t = UtcTime::from_unix_ms(unix_ms);
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC",
+        t.year, t.month, t.day, t.hour, t.minute, t.second
+    )
 }
 
 /// A UTC calendar time, for timestamps in reports and backup names (no time crate needed).
@@ -85,6 +139,36 @@ mod tests {
         assert_eq!(parse_duration_seconds("500ms"), Ok(0.5));
         assert!(parse_duration_seconds("soon").is_err());
         assert!(parse_duration_seconds("-1").is_err());
+    }
+
+    #[test]
+    fn rates() {
+        assert_eq!(parse_rate("2000"), Ok(2000.0));
+        assert_eq!(parse_rate("2000/s"), Ok(2000.0));
+        assert_eq!(parse_rate(" 2.5 /s "), Ok(2.5));
+        for bad in ["0", "-1", "fast", "inf", "NaN", "2000/s/s", "/s", ""] {
+            assert!(parse_rate(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn grouping_and_durations() {
+        assert_eq!(group(0), "0");
+        assert_eq!(group(999), "999");
+        assert_eq!(group(28232), "28,232");
+        assert_eq!(group(1_234_567), "1,234,567");
+        assert_eq!(human_duration(18.2), "18 s");
+        assert_eq!(human_duration(0.3), "<1 s");
+        assert_eq!(human_duration(600.0), "10 min");
+        assert_eq!(human_duration(9000.0), "2.5 h");
+        assert_eq!(human_duration(f64::NAN), "—");
+    }
+
+    #[test]
+    fn utc_formatting() {
+        assert_eq!(format_utc(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(format_utc(1_795_814_043_512), "2026-11-27 21:14:03 UTC");
+        assert_eq!(format_utc(951_868_800_000), "2000-03-01 00:00:00 UTC");
     }
 
     #[test]

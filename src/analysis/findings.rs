@@ -5,8 +5,8 @@ use serde_json::{json, Map, Value};
 
 use super::{BindPattern, Capacity, Pool, Scope, Thresholds};
 use crate::knobs::{sysctl_fix, tune_fix};
-use crate::report::{group, human_duration};
 use crate::snapshot::{Os, Snapshot};
+use crate::units::{group, human_duration};
 
 /// Health of a pool or of the whole host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]

@@ -8,8 +8,8 @@ use serde_json::{json, Map, Value};
 
 use super::{Finding, Level, Pool, Severity};
 use crate::knobs::{netsh_dynamicport_fix, reg_add_fix, reg_delete_fix, tcpip_value_range};
-use crate::report::group;
 use crate::snapshot::{DynamicPorts, PortRange, Snapshot, TcpipRegistry, WindowsSettings};
+use crate::units::{format_utc, group};
 
 /// The dynamic range for sockets of `ip`'s family: the Windows block when collected, else the
 /// generic setting (fixtures without a Windows block).
@@ -68,23 +68,6 @@ fn evidence(v: Value) -> Map<String, Value> {
         Value::Object(m) => m,
         _ => Map::new(),
     }
-}
-
-fn range_text(r: PortRange) -> String {
-    if r.low == r.high {
-        r.low.to_string()
-    } else {
-        format!("{}–{}", r.low, r.high)
-    }
-}
-
-/// `1795814043512` → "2026-11-27 21:14:03 UTC".
-pub(crate) fn format_utc(unix_ms: u64) -> String {
-    let t = crate::units::UtcTime::from_unix_ms(unix_ms);
-    format!(
-        "{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC",
-        t.year, t.month, t.day, t.hour, t.minute, t.second
-    )
 }
 
 /// Extra fix lines for a pressured Windows pool: host-wide knobs and the reuse options.
@@ -201,7 +184,7 @@ fn excluded_overlap(
             .iter()
             .filter(|e| e.administered && e.range().intersect(range).is_some())
             .count();
-        let shown: Vec<String> = inside.iter().take(4).map(|r| range_text(*r)).collect();
+        let shown: Vec<String> = inside.iter().take(4).map(PortRange::to_string).collect();
         let more = inside.len().saturating_sub(4);
         let share = f64::from(ports) / f64::from(range.len());
         out.push(Finding {
@@ -216,7 +199,7 @@ fn excluded_overlap(
                 "{} of the {} ports of the {version} dynamic range {} are excluded ({}{}; {administered} administered): every local address loses them, and bind() there fails with 10013",
                 group(u64::from(ports)),
                 group(u64::from(range.len())),
-                range_text(range),
+                range,
                 shown.join(", "),
                 if more > 0 { format!(", … {more} more") } else { String::new() },
             ),
@@ -251,8 +234,8 @@ fn off_by_one(w: &WindowsSettings, out: &mut Vec<Finding>) {
             severity: Severity::Info,
             pool: None,
             message: format!(
-                "the {version} dynamic range is start={} num={} = {}–65534: the widely copied start=32767 num=32768 leaves out 65535 (high = start + num − 1); you probably meant {meant}",
-                d.start, d.count, d.start
+                "the {version} dynamic range is start={} num={} = {r}: the widely copied start=32767 num=32768 leaves out 65535 (high = start + num − 1); you probably meant {meant}",
+                d.start, d.count
             ),
             evidence: evidence(json!({"ip_version": version, "start": d.start, "num": d.count, "high": r.high})),
             fix: format!("netsh int {version} set dynamicport tcp start={start} num={num}"),
@@ -316,7 +299,7 @@ fn registry_findings(w: &WindowsSettings, reg: &TcpipRegistry, out: &mut Vec<Fin
             pool: None,
             message: format!(
                 "MaxUserPort={max} is set, but since Vista the netsh dynamic range ({}) decides which ports are used{}; whether MaxUserPort still has any effect is unverified",
-                range_text(range),
+                range,
                 if disagree { format!(" — the two disagree ({max} vs {})", range.high) } else { String::new() }
             ),
             evidence: evidence(json!({"MaxUserPort": max, "dynamic_range": [range.low, range.high], "build": w.build})),
@@ -596,12 +579,5 @@ mod tests {
             .windows_settings(|w| w.events = None)
             .build();
         assert!(codes(&unreadable).is_empty());
-    }
-
-    #[test]
-    fn utc_formatting() {
-        assert_eq!(format_utc(0), "1970-01-01 00:00:00 UTC");
-        assert_eq!(format_utc(1_795_814_043_512), "2026-11-27 21:14:03 UTC");
-        assert_eq!(format_utc(951_868_800_000), "2000-03-01 00:00:00 UTC");
     }
 }

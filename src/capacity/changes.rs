@@ -208,7 +208,7 @@ pub fn changes(s: &Scenario) -> Vec<Change> {
                 format!(
                     "widen the ephemeral range to {} ({} ports)",
                     value,
-                    crate::report::group(u64::from(range.len()))
+                    crate::units::group(u64::from(range.len()))
                 ),
                 value.clone(),
                 &after,

@@ -160,14 +160,9 @@ pub fn parse_set(s: &str) -> Result<(String, String), PlanError> {
     Ok((k.trim().to_string(), v.trim().trim_matches('"').to_string()))
 }
 
-/// `2000`, `2000/s` → 2000.0.
+/// `--target-rate`: `2000`, `2000/s` → 2000.0 ([`crate::units::parse_rate`]).
 pub fn parse_rate(s: &str) -> Result<f64, PlanError> {
-    let t = s.trim();
-    let t = t.strip_suffix("/s").unwrap_or(t).trim();
-    match t.parse::<f64>() {
-        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
-        _ => Err(PlanError::BadRate(s.to_string())),
-    }
+    crate::units::parse_rate(s).map_err(|_| PlanError::BadRate(s.to_string()))
 }
 
 /// Resolves a `--set` knob name and checks its value.
