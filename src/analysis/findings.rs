@@ -4,8 +4,9 @@ use serde::Serialize;
 use serde_json::{json, Map, Value};
 
 use super::{BindPattern, Capacity, Pool, Scope, Thresholds};
-use crate::knobs::{sysctl_fix, tune_fix};
-use crate::snapshot::{Os, Snapshot};
+use crate::knobs::{sysctl_fix, tune_fix, KnobValue};
+use crate::rules;
+use crate::snapshot::{Os, PortRange, Snapshot};
 use crate::units::{group, human_duration};
 
 /// Health of a pool or of the whole host.
@@ -112,7 +113,7 @@ pub(super) fn verdict(
             .collect();
         if !pressured.is_empty() {
             let blocking: u64 = pressured.iter().map(|p| p.blocking_time_wait).sum();
-            let delay = s.tw_reuse_delay_ms.unwrap_or(1000);
+            let delay = s.tw_reuse_delay_ms.unwrap_or(rules::TW_REUSE_DELAY_MS);
             let reuse = s.tw_reuse.map_or("unknown".to_string(), |v| v.to_string());
             let ts_off = s.tcp_timestamps == Some(0);
             findings.push(Finding {
@@ -196,6 +197,7 @@ pub(super) fn verdict(
     if let Some(cap) = capacity {
         let any_pressure = pools.iter().any(|p| p.level > Level::Ok);
         if linux && cap.range.len() < 16384 {
+            let default = rules::LINUX_DEFAULT_RANGE;
             findings.push(Finding {
                 code: "range_small",
                 severity: if any_pressure {
@@ -205,15 +207,19 @@ pub(super) fn verdict(
                 },
                 pool: None,
                 message: format!(
-                    "the ephemeral range {}–{} has only {} ports (default 32768–60999: 28,232)",
-                    cap.range.low,
-                    cap.range.high,
-                    group(u64::from(cap.range.len()))
+                    "the ephemeral range {} has only {} ports (default {default}: {})",
+                    cap.range,
+                    group(u64::from(cap.range.len())),
+                    group(u64::from(default.len()))
                 ),
                 evidence: evidence(
                     json!({"low": cap.range.low, "high": cap.range.high, "ports": cap.range.len()}),
                 ),
-                fix: tune_fix("net.ipv4.ip_local_port_range", "15000 65000", target),
+                fix: tune_fix(
+                    "net.ipv4.ip_local_port_range",
+                    &KnobValue::Range(rules::LINUX_SUGGESTED_RANGE).text(),
+                    target,
+                ),
             });
         }
         if !cap.bound_in_range.is_empty() {
@@ -224,18 +230,12 @@ pub(super) fn verdict(
                 .map(u16::to_string)
                 .collect();
             let more = cap.bound_in_range.len().saturating_sub(8);
-            let mut reserved: Vec<String> = s
-                .reserved_ports
-                .iter()
-                .map(|r| {
-                    if r.low == r.high {
-                        r.low.to_string()
-                    } else {
-                        format!("{}-{}", r.low, r.high)
-                    }
-                })
-                .collect();
-            reserved.extend(cap.bound_in_range.iter().map(u16::to_string));
+            let mut reserved = s.reserved_ports.clone();
+            reserved.extend(
+                cap.bound_in_range
+                    .iter()
+                    .map(|&p| PortRange { low: p, high: p }),
+            );
             findings.push(Finding {
                 code: "listener_in_range",
                 severity: Severity::Info,
@@ -248,7 +248,11 @@ pub(super) fn verdict(
                 ),
                 evidence: evidence(json!({"ports": cap.bound_in_range})),
                 fix: if linux {
-                    tune_fix("net.ipv4.ip_local_reserved_ports", &reserved.join(","), target)
+                    tune_fix(
+                        "net.ipv4.ip_local_reserved_ports",
+                        &KnobValue::List(reserved).text(),
+                        target,
+                    )
                 } else {
                     "move the listener out of the dynamic range, or exclude its port: netsh int ipv4 add excludedportrange protocol=tcp startport=PORT numberofports=1".into()
                 },
@@ -388,7 +392,11 @@ fn pool_finding(
         } else if s.ephemeral_ports.is_some_and(|r| r.len() < 50000) {
             fixes.push(format!(
                 "or host-wide: {}",
-                tune_fix("net.ipv4.ip_local_port_range", "15000 65000", target)
+                tune_fix(
+                    "net.ipv4.ip_local_port_range",
+                    &KnobValue::Range(rules::LINUX_SUGGESTED_RANGE).text(),
+                    target
+                )
             ));
         }
     }

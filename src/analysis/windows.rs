@@ -8,6 +8,7 @@ use serde_json::{json, Map, Value};
 
 use super::{Finding, Level, Pool, Severity};
 use crate::knobs::{netsh_dynamicport_fix, reg_add_fix, reg_delete_fix, tcpip_value_range};
+use crate::rules;
 use crate::snapshot::{DynamicPorts, PortRange, Snapshot, TcpipRegistry, WindowsSettings};
 use crate::units::{format_utc, group};
 
@@ -73,10 +74,11 @@ fn evidence(v: Value) -> Map<String, Value> {
 /// Extra fix lines for a pressured Windows pool: host-wide knobs and the reuse options.
 pub(super) fn pool_fixes(snapshot: &Snapshot, p: &Pool) -> Vec<String> {
     let mut fixes = Vec::new();
-    if range_for(snapshot, p.key.local_ip).is_some_and(|r| r.len() < 32768) {
+    let wide = rules::WINDOWS_WIDE_RANGE;
+    if range_for(snapshot, p.key.local_ip).is_some_and(|r| r.len() < wide.len()) {
         fixes.push(format!(
             "or host-wide, widen the range: {}",
-            netsh_dynamicport_fix(32768, 32768)
+            netsh_dynamicport_fix(wide.low, wide.len())
         ));
     }
     let tw_delay = snapshot
@@ -118,14 +120,15 @@ pub(super) fn findings(snapshot: &Snapshot, pools: &[Pool]) -> Vec<Finding> {
             let widen = w
                 .dynamic_ports_v4
                 .and_then(DynamicPorts::range)
-                .is_none_or(|r| r.len() < 32768);
+                .is_none_or(|r| r.len() < rules::WINDOWS_WIDE_RANGE.len());
             let mut fix = vec![
                 "reuse connections in the application (keep-alive / one shared HttpClient / a connection pool): the owners in the pool table open them".to_string(),
             ];
             if widen {
+                let wide = rules::WINDOWS_WIDE_RANGE;
                 fix.push(format!(
                     "widen the range: {}",
-                    netsh_dynamicport_fix(32768, 32768)
+                    netsh_dynamicport_fix(wide.low, wide.len())
                 ));
             }
             fix.push(format!(
@@ -224,10 +227,18 @@ fn off_by_one(w: &WindowsSettings, out: &mut Vec<Finding>) {
         if r.high != 65534 {
             continue;
         }
-        let (start, num, meant) = if d.start == 32767 {
-            (32768, 32768, "32768–65535".to_string())
+        let wide = rules::WINDOWS_WIDE_RANGE;
+        let (start, num, meant) = if d.start == wide.low - 1 {
+            (wide.low, wide.len(), wide)
         } else {
-            (d.start, d.count + 1, format!("{}–65535", d.start))
+            (
+                d.start,
+                d.count + 1,
+                PortRange {
+                    low: d.start,
+                    high: 65535,
+                },
+            )
         };
         out.push(Finding {
             code: "dynamic_range_off_by_one",
