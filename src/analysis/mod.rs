@@ -10,7 +10,7 @@ use std::net::IpAddr;
 
 use serde::Serialize;
 
-pub use findings::{Finding, Level, Severity, Verdict};
+pub use findings::{Finding, FindingCode, Level, Severity, Verdict};
 pub use pools::{build_pools, Pool, PoolKey, ProcessCount, Scope};
 
 use crate::rules;

@@ -4,9 +4,10 @@
 
 use std::net::IpAddr;
 
-use serde_json::{json, Map, Value};
+use serde_json::json;
 
-use super::{Finding, Level, Pool, Severity};
+use super::findings::evidence_map as evidence;
+use super::{Finding, FindingCode, Level, Pool, Severity};
 use crate::knobs::{netsh_dynamicport_fix, reg_add_fix, reg_delete_fix, tcpip_value_range};
 use crate::rules;
 use crate::snapshot::{DynamicPorts, PortRange, Snapshot, TcpipRegistry, WindowsSettings};
@@ -62,13 +63,6 @@ pub fn windows_pool_capacity(snapshot: &Snapshot, ip: IpAddr) -> Option<u32> {
             .saturating_sub(excluded_in(range, &excluded))
             .saturating_sub(bound.len() as u32),
     )
-}
-
-fn evidence(v: Value) -> Map<String, Value> {
-    match v {
-        Value::Object(m) => m,
-        _ => Map::new(),
-    }
 }
 
 /// Extra fix lines for a pressured Windows pool: host-wide knobs and the reuse options.
@@ -136,23 +130,21 @@ pub(super) fn findings(snapshot: &Snapshot, pools: &[Pool]) -> Vec<Finding> {
                 reg_add_fix("TcpTimedWaitDelay", 30)
             ));
             fix.push("look at the events: Get-WinEvent -FilterHashtable @{LogName='System'; ProviderName='Tcpip'; Id=4227,4231; StartTime=(Get-Date).AddDays(-1)}".into());
-            out.push(Finding {
-                code: "port_exhaustion_events",
-                severity: Severity::Critical,
-                pool: None,
-                message: format!(
+            out.push(Finding::host(
+                FindingCode::PortExhaustionEvents,
+                format!(
                     "the System log has Tcpip event 4231 (no ephemeral port left) ×{} and 4227 (TIME_WAIT reuse failed) ×{} in the last {} h{}: connections have already failed",
                     group(n4231),
                     group(n4227),
                     ev.window_hours,
                     last.map(|t| format!(", last {}", format_utc(t))).unwrap_or_default()
                 ),
-                evidence: evidence(json!({
+                json!({
                     "4231": n4231, "4227": n4227, "window_hours": ev.window_hours,
                     "last_unix_ms": last,
-                })),
-                fix: fix.join("\n"),
-            });
+                }),
+                fix.join("\n"),
+            ));
         }
     }
     out
@@ -191,7 +183,7 @@ fn excluded_overlap(
         let more = inside.len().saturating_sub(4);
         let share = f64::from(ports) / f64::from(range.len());
         out.push(Finding {
-            code: "excluded_range_overlap",
+            code: FindingCode::ExcludedRangeOverlap,
             severity: if pressured || share >= 0.1 {
                 Severity::Warning
             } else {
@@ -240,17 +232,15 @@ fn off_by_one(w: &WindowsSettings, out: &mut Vec<Finding>) {
                 },
             )
         };
-        out.push(Finding {
-            code: "dynamic_range_off_by_one",
-            severity: Severity::Info,
-            pool: None,
-            message: format!(
+        out.push(Finding::host(
+            FindingCode::DynamicRangeOffByOne,
+            format!(
                 "the {version} dynamic range is start={} num={} = {r}: the widely copied start=32767 num=32768 leaves out 65535 (high = start + num − 1); you probably meant {meant}",
                 d.start, d.count
             ),
-            evidence: evidence(json!({"ip_version": version, "start": d.start, "num": d.count, "high": r.high})),
-            fix: format!("netsh int {version} set dynamicport tcp start={start} num={num}"),
-        });
+            json!({"ip_version": version, "start": d.start, "num": d.count, "high": r.high}),
+            format!("netsh int {version} set dynamicport tcp start={start} num={num}"),
+        ));
     }
 }
 
@@ -273,17 +263,14 @@ fn registry_findings(w: &WindowsSettings, reg: &TcpipRegistry, out: &mut Vec<Fin
             continue;
         }
         let timed_wait = name == "TcpTimedWaitDelay";
+        let code = if timed_wait {
+            FindingCode::TimeWaitDelayOutOfRange
+        } else {
+            FindingCode::RegistryValueOutOfRange
+        };
         out.push(Finding {
-            code: if timed_wait {
-                "time_wait_delay_out_of_range"
-            } else {
-                "registry_value_out_of_range"
-            },
-            severity: if timed_wait {
-                Severity::Warning
-            } else {
-                Severity::Info
-            },
+            code,
+            severity: code.severity().unwrap_or(Severity::Info),
             pool: None,
             message: format!(
                 "{name}={v} is outside the documented {lo}–{hi}{}{}: Windows may ignore or clamp it (unverified which), so the value in effect is unknown",
@@ -304,35 +291,31 @@ fn registry_findings(w: &WindowsSettings, reg: &TcpipRegistry, out: &mut Vec<Fin
     ) {
         // 65534 is MaxUserPort's documented ceiling, so it "agrees" with a range ending at 65535.
         let disagree = u32::from(range.high) != max && !(max == 65534 && range.high == 65535);
-        out.push(Finding {
-            code: "max_user_port_ignored",
-            severity: Severity::Info,
-            pool: None,
-            message: format!(
+        out.push(Finding::host(
+            FindingCode::MaxUserPortIgnored,
+            format!(
                 "MaxUserPort={max} is set, but since Vista the netsh dynamic range ({}) decides which ports are used{}; whether MaxUserPort still has any effect is unverified",
                 range,
                 if disagree { format!(" — the two disagree ({max} vs {})", range.high) } else { String::new() }
             ),
-            evidence: evidence(json!({"MaxUserPort": max, "dynamic_range": [range.low, range.high], "build": w.build})),
-            fix: format!(
+            json!({"MaxUserPort": max, "dynamic_range": [range.low, range.high], "build": w.build}),
+            format!(
                 "size the range with netsh ({}) and remove the legacy value to avoid confusion: {}",
                 netsh_dynamicport_fix(range.low, range.len()),
                 reg_delete_fix("MaxUserPort")
             ),
-        });
+        ));
     }
     if let Some(v) = reg.strict_time_wait_seq_check {
-        out.push(Finding {
-            code: "strict_time_wait_seq_check_unverified",
-            severity: Severity::Info,
-            pool: None,
-            message: format!(
+        out.push(Finding::host(
+            FindingCode::StrictTimeWaitSeqCheckUnverified,
+            format!(
                 "StrictTimeWaitSeqCheck={v} is set; it is said to make TcpTimedWaitDelay take effect on some older versions — its effect on this build{} is unverified, and portdoctor assumes none",
                 w.build.map(|b| format!(" ({b})")).unwrap_or_default()
             ),
-            evidence: evidence(json!({"StrictTimeWaitSeqCheck": v, "TcpTimedWaitDelay": reg.tcp_timed_wait_delay, "build": w.build})),
-            fix: "no change needed; to know, measure: close a burst of outbound connections and time how long they stay in TIME_WAIT (netstat -anq)".into(),
-        });
+            json!({"StrictTimeWaitSeqCheck": v, "TcpTimedWaitDelay": reg.tcp_timed_wait_delay, "build": w.build}),
+            "no change needed; to know, measure: close a burst of outbound connections and time how long they stay in TIME_WAIT (netstat -anq)".into(),
+        ));
     }
 }
 
@@ -360,7 +343,7 @@ mod tests {
             .verdict
             .findings
             .iter()
-            .map(|f| f.code)
+            .map(|f| f.code.as_str())
             .collect()
     }
 
@@ -457,7 +440,7 @@ mod tests {
             .verdict
             .findings
             .iter()
-            .filter(|f| f.code == "excluded_range_overlap")
+            .filter(|f| f.code == FindingCode::ExcludedRangeOverlap)
             .collect();
         // Same list for both versions: reported once.
         assert_eq!(f.len(), 1);
@@ -492,7 +475,7 @@ mod tests {
             .verdict
             .findings
             .iter()
-            .find(|f| f.code == "dynamic_range_off_by_one")
+            .find(|f| f.code == FindingCode::DynamicRangeOffByOne)
             .unwrap();
         assert_eq!(
             f.fix,
@@ -525,7 +508,13 @@ mod tests {
         assert_eq!(s.settings.time_wait_seconds, Some(1));
         assert_eq!(s.settings.time_wait_source, Some(ValueSource::Read));
         let a = analyze(&s, Thresholds::default());
-        let find = |code: &str| a.verdict.findings.iter().find(|f| f.code == code).unwrap();
+        let find = |code: &str| {
+            a.verdict
+                .findings
+                .iter()
+                .find(|f| f.code.as_str() == code)
+                .unwrap()
+        };
         let m = find("max_user_port_ignored");
         assert!(
             m.message.contains("unverified") && m.message.contains("disagree"),
@@ -575,7 +564,7 @@ mod tests {
         let a = analyze(&s, Thresholds::default());
         assert_eq!(a.verdict.level, Level::Critical);
         let f = &a.verdict.findings[0];
-        assert_eq!(f.code, "port_exhaustion_events");
+        assert_eq!(f.code, FindingCode::PortExhaustionEvents);
         assert!(
             f.message.contains("4231 (no ephemeral port left) ×3"),
             "{}",

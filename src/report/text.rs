@@ -262,7 +262,7 @@ pub fn render(snap: &Snapshot, a: &Analysis, opts: &TextOptions) -> String {
             out,
             "{}  {}  {}",
             paint.severity(f.severity, &format!("{sev:<8}")),
-            paint.bold(f.code),
+            paint.bold(f.code.as_str()),
             f.message
         );
         for (i, line) in f.fix.lines().enumerate() {

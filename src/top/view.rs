@@ -521,7 +521,7 @@ fn render_detail(app: &App, t: &Theme, area: Rect, buf: &mut Buffer) {
                 format!("{} ", severity_name(f.severity)),
                 t.severity(f.severity),
             ),
-            Span::styled(f.code, bold()),
+            Span::styled(f.code.as_str(), bold()),
             Span::raw(format!("  {}", f.message)),
         ]));
         for (i, l) in f.fix.lines().enumerate() {
