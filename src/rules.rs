@@ -84,6 +84,10 @@ pub const WINDOWS_DEFAULT_RANGE: PortRange = PortRange {
     high: 65535,
 };
 
+/// TIME_WAIT length when `TcpTimedWaitDelay` is absent: documented as 120 s for Vista and later
+/// (older documents say 240 s); reported with source `default`.
+pub const WINDOWS_TIME_WAIT_SECONDS: u32 = 120;
+
 /// The wider range portdoctor suggests on Windows: `start=32768 num=32768` = 32768–65535, twice
 /// the default; the widely copied `start=32767 num=32768` ends at 65534 (high = start + num − 1).
 pub const WINDOWS_WIDE_RANGE: PortRange = PortRange {

@@ -61,7 +61,12 @@ impl Preset {
                 f64::from(rules::LINUX_TIME_WAIT_SECONDS),
                 2,
             ),
-            Preset::Windows2019 => (Os::Windows, rules::WINDOWS_DEFAULT_RANGE, 120.0, 0),
+            Preset::Windows2019 => (
+                Os::Windows,
+                rules::WINDOWS_DEFAULT_RANGE,
+                f64::from(rules::WINDOWS_TIME_WAIT_SECONDS),
+                0,
+            ),
             Preset::WindowsLegacy => (Os::Windows, rules::WINDOWS_DEFAULT_RANGE, 240.0, 0),
             Preset::WindowsTuned => (Os::Windows, rules::WINDOWS_WIDE_RANGE, 30.0, 0),
         };

@@ -147,8 +147,9 @@ fn auto_wants(
                 "tcpip.TcpTimedWaitDelay".into(),
                 KnobValue::Int(AUTO_TIME_WAIT.into()),
                 format!(
-                    "profile {}: a closed connection holds its port {AUTO_TIME_WAIT} s instead of the default 120 s",
-                    p.name()
+                    "profile {}: a closed connection holds its port {AUTO_TIME_WAIT} s instead of the default {} s",
+                    p.name(),
+                    rules::WINDOWS_TIME_WAIT_SECONDS
                 ),
             ));
         }
@@ -188,7 +189,7 @@ fn auto_wants(
                 out.push((
                     "tcpip.TcpTimedWaitDelay".into(),
                     KnobValue::Int(AUTO_TIME_WAIT.into()),
-                    format!("--target-rate {rate}/s: no dynamic range holds enough ports for 120 s of TIME_WAIT; {AUTO_TIME_WAIT} s does"),
+                    format!("--target-rate {rate}/s: no dynamic range holds enough ports for {} s of TIME_WAIT; {AUTO_TIME_WAIT} s does", rules::WINDOWS_TIME_WAIT_SECONDS),
                 ));
                 return;
             }
@@ -219,7 +220,8 @@ fn auto_wants(
                     "tcpip.TcpTimedWaitDelay".into(),
                     KnobValue::Int(d.into()),
                     format!(
-                        "--target-rate {rate}/s: the range alone cannot hold 120 s of TIME_WAIT"
+                        "--target-rate {rate}/s: the range alone cannot hold {} s of TIME_WAIT",
+                        rules::WINDOWS_TIME_WAIT_SECONDS
                     ),
                 ));
             }
