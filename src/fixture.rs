@@ -4,6 +4,7 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use crate::rules;
 use crate::snapshot::{
     DynamicPorts, Os, PortRange, Settings, Snapshot, Socket, SocketSource, TcpState, TcpipEvents,
     TcpipRegistry, ValueSource, WindowsSettings,
@@ -27,12 +28,12 @@ impl SnapshotBuilder {
         snap.host.hostname = Some("fixture".into());
         snap.host.os_version = Some("6.18.0".into());
         snap.settings = Settings {
-            ephemeral_ports: PortRange::new(32768, 60999),
+            ephemeral_ports: Some(rules::LINUX_DEFAULT_RANGE),
             reserved_ports: Vec::new(),
-            time_wait_seconds: Some(60),
+            time_wait_seconds: Some(rules::LINUX_TIME_WAIT_SECONDS),
             time_wait_source: Some(ValueSource::Default),
             tw_reuse: Some(2),
-            tw_reuse_delay_ms: Some(1000),
+            tw_reuse_delay_ms: Some(rules::TW_REUSE_DELAY_MS),
             tw_reuse_delay_source: Some(ValueSource::Read),
             max_tw_buckets: Some(131_072),
             tcp_timestamps: Some(1),
@@ -40,7 +41,7 @@ impl SnapshotBuilder {
         };
         Self {
             snap,
-            next_port: 32768,
+            next_port: rules::LINUX_DEFAULT_RANGE.low,
         }
     }
 
@@ -53,8 +54,8 @@ impl SnapshotBuilder {
         snap.host.hostname = Some("fixture-win".into());
         snap.host.os_version = Some("10.0.20348".into());
         let default_range = DynamicPorts {
-            start: 49152,
-            count: 16384,
+            start: rules::WINDOWS_DEFAULT_RANGE.low,
+            count: rules::WINDOWS_DEFAULT_RANGE.len(),
         };
         let w = WindowsSettings {
             build: Some(20348),
@@ -75,7 +76,7 @@ impl SnapshotBuilder {
         snap.windows = Some(w);
         Self {
             snap,
-            next_port: 49152,
+            next_port: rules::WINDOWS_DEFAULT_RANGE.low,
         }
     }
 
@@ -217,10 +218,11 @@ impl SnapshotBuilder {
 
     /// The next port of the range, wrapping (pools to different destinations may share ports).
     fn take_port(&mut self) -> u16 {
-        let r = self.snap.settings.ephemeral_ports.unwrap_or(PortRange {
-            low: 32768,
-            high: 60999,
-        });
+        let r = self
+            .snap
+            .settings
+            .ephemeral_ports
+            .unwrap_or(rules::LINUX_DEFAULT_RANGE);
         let p = self.next_port;
         self.next_port = if p >= r.high { r.low } else { p + 1 };
         p
@@ -229,7 +231,11 @@ impl SnapshotBuilder {
     /// Restart port allocation at the range start (the next pool reuses the same ports, as
     /// connect() does across destinations).
     pub fn restart_ports(mut self) -> Self {
-        self.next_port = self.snap.settings.ephemeral_ports.map_or(32768, |r| r.low);
+        self.next_port = self
+            .snap
+            .settings
+            .ephemeral_ports
+            .map_or(rules::LINUX_DEFAULT_RANGE.low, |r| r.low);
         self
     }
 

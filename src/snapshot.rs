@@ -53,6 +53,18 @@ impl PortRange {
     }
 }
 
+/// As reports show it: `32768–60999` (en dash), one port alone as `8080`. Commands and sysctl
+/// values use their own syntax (`32768 60999`, `9000-9010`; see `knobs::KnobValue::text`).
+impl std::fmt::Display for PortRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.low == self.high {
+            write!(f, "{}", self.low)
+        } else {
+            write!(f, "{}–{}", self.low, self.high)
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Os {
@@ -550,6 +562,15 @@ mod tests {
         );
         assert_eq!(r.intersect(PortRange::new(1, 100).unwrap()), None);
         assert!(PortRange::new(5, 4).is_none());
+    }
+
+    #[test]
+    fn port_range_display() {
+        assert_eq!(
+            PortRange::new(32768, 60999).unwrap().to_string(),
+            "32768–60999"
+        );
+        assert_eq!(PortRange::new(8080, 8080).unwrap().to_string(), "8080");
     }
 
     #[test]

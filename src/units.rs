@@ -1,4 +1,6 @@
-//! Parsers for user-supplied values (durations, ratios) with messages that say what is wanted.
+//! Numbers in and out, for every layer: parsers for user-supplied values (durations, ratios,
+//! rates) with messages that say what is wanted, and the formatting of counts, durations and
+//! times that reports, findings, `top` and `capacity` share.
 
 use std::fmt::Write as _;
 
@@ -70,6 +72,59 @@ pub fn printable(s: &str) -> String {
         }
     }
     out
+}
+
+/// `2000`, `2000/s` → 2000.0 new connections per second, above 0 and at most
+/// [`MAX_RATE_PER_S`]. Every rate option goes through here.
+pub fn parse_rate(s: &str) -> Result<f64, String> {
+    let t = s.trim();
+    let t = t.strip_suffix("/s").unwrap_or(t).trim();
+    match t.parse::<f64>() {
+        Ok(v) if v > 0.0 && v <= MAX_RATE_PER_S => Ok(v),
+        _ => Err(format!(
+            "{s:?} is not a rate: use a positive number of connections per second up to 10,000,000, e.g. 2000 or 2000/s"
+        )),
+    }
+}
+
+/// 28232 → "28,232".
+pub fn group(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Seconds as a short human duration: "0 s", "18 s", "4 min", "2.5 h", "3 d".
+pub fn human_duration(seconds: f64) -> String {
+    if !seconds.is_finite() || seconds < 0.0 {
+        return "—".into();
+    }
+    if seconds < 1.0 {
+        "<1 s".into()
+    } else if seconds < 120.0 {
+        format!("{seconds:.0} s")
+    } else if seconds < 7200.0 {
+        format!("{:.0} min", seconds / 60.0)
+    } else if seconds < 172_800.0 {
+        format!("{:.1} h", seconds / 3600.0)
+    } else {
+        format!("{:.0} d", seconds / 86400.0)
+    }
+}
+
+/// `1795814043512` → "2026-11-27 21:14:03 UTC".
+pub fn format_utc(unix_ms: u64) -> String {
+    let t = UtcTime::from_unix_ms(unix_ms);
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC",
+        t.year, t.month, t.day, t.hour, t.minute, t.second
+    )
 }
 
 /// A UTC calendar time, for timestamps in reports and backup names (no time crate needed).
@@ -157,6 +212,36 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn rates() {
+        assert_eq!(parse_rate("2000"), Ok(2000.0));
+        assert_eq!(parse_rate("2000/s"), Ok(2000.0));
+        assert_eq!(parse_rate(" 2.5 /s "), Ok(2.5));
+        for bad in ["0", "-1", "fast", "inf", "NaN", "2000/s/s", "/s", ""] {
+            assert!(parse_rate(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn grouping_and_durations() {
+        assert_eq!(group(0), "0");
+        assert_eq!(group(999), "999");
+        assert_eq!(group(28232), "28,232");
+        assert_eq!(group(1_234_567), "1,234,567");
+        assert_eq!(human_duration(18.2), "18 s");
+        assert_eq!(human_duration(0.3), "<1 s");
+        assert_eq!(human_duration(600.0), "10 min");
+        assert_eq!(human_duration(9000.0), "2.5 h");
+        assert_eq!(human_duration(f64::NAN), "—");
+    }
+
+    #[test]
+    fn utc_formatting() {
+        assert_eq!(format_utc(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(format_utc(1_795_814_043_512), "2026-11-27 21:14:03 UTC");
+        assert_eq!(format_utc(951_868_800_000), "2000-03-01 00:00:00 UTC");
     }
 
     #[test]

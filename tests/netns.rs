@@ -828,7 +828,16 @@ fn errors_have_exit_codes_and_messages() {
             run.stderr
         );
         assert!(run.stderr.contains("--netns"), "{cmd:?}: {}", run.stderr);
-        assert!(run.stdout.is_empty(), "{cmd:?}: {}", run.stdout);
+        // Nothing on stdout, but the JSON error object when --json asked for JSON.
+        if cmd.contains(&"--json") {
+            assert!(
+                run.stdout.starts_with("{\"error\"") && run.stdout.contains("portdoctor.error/v1"),
+                "{cmd:?}: {}",
+                run.stdout
+            );
+        } else {
+            assert!(run.stdout.is_empty(), "{cmd:?}: {}", run.stdout);
+        }
     }
 
     let run = portdoctor(&["check", "--pid", "999999999"]);

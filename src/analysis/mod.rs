@@ -10,9 +10,10 @@ use std::net::IpAddr;
 
 use serde::Serialize;
 
-pub use findings::{Finding, Level, Severity, Verdict};
+pub use findings::{Finding, FindingCode, Level, Severity, Verdict};
 pub use pools::{build_pools, Pool, PoolKey, ProcessCount, Scope};
 
+use crate::rules;
 use crate::snapshot::{Os, PortRange, Snapshot};
 
 /// When a pool counts as full enough to warn about.
@@ -29,9 +30,9 @@ pub struct Thresholds {
 impl Default for Thresholds {
     fn default() -> Self {
         Self {
-            warn: 0.7,
-            crit: 0.9,
-            eta_seconds: 60.0,
+            warn: rules::WARN_UTILIZATION,
+            crit: rules::CRIT_UTILIZATION,
+            eta_seconds: rules::CRIT_ETA_SECONDS,
         }
     }
 }

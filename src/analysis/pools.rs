@@ -6,6 +6,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use serde::Serialize;
 
 use super::{BindPattern, Capacity, Level, Thresholds, RATE_WINDOW_SECONDS};
+use crate::rules;
 use crate::snapshot::{Os, PortRange, Settings, Snapshot, Socket, TcpState};
 
 /// What a pool's ports must be unique across.
@@ -121,17 +122,14 @@ pub struct BuiltPools {
     pub other: u64,
 }
 
-/// Whether TIME_WAIT of a pool between `local` and `remote` may be reused by connect().
-/// Kernel `tcp_twsk_unique`: reuse 1 = always, 2 = when either address is loopback; both need
-/// TCP timestamps. Unknown settings count as "no reuse" (the conservative answer).
-pub fn tw_reuse_applies(settings: &Settings, local: IpAddr, remote: IpAddr) -> bool {
-    let timestamps = settings.tcp_timestamps.is_some_and(|t| t != 0);
-    timestamps
-        && match settings.tw_reuse {
-            Some(1) => true,
-            Some(2) => local.is_loopback() || remote.is_loopback(),
-            _ => false,
-        }
+/// Whether TIME_WAIT of a pool between `local` and `remote` may be reused by connect()
+/// ([`rules::tw_reuse_applies`]).
+fn tw_reuse_applies(settings: &Settings, local: IpAddr, remote: IpAddr) -> bool {
+    rules::tw_reuse_applies(
+        settings.tw_reuse,
+        settings.tcp_timestamps,
+        local.is_loopback() || remote.is_loopback(),
+    )
 }
 
 fn is_outbound_candidate(s: &Socket) -> bool {
@@ -161,7 +159,9 @@ pub fn build_pools(
     }
     let tw_len_ms = settings.time_wait_seconds.map(|t| t.saturating_mul(1000));
     let window_ms = RATE_WINDOW_SECONDS * 1000;
-    let reuse_delay_ms = settings.tw_reuse_delay_ms.unwrap_or(1000);
+    let reuse_delay_ms = settings
+        .tw_reuse_delay_ms
+        .unwrap_or(rules::TW_REUSE_DELAY_MS);
     let per_local_address = snapshot.os == Os::Windows;
 
     let mut accs: FxHashMap<PoolKey, (Acc, bool)> = FxHashMap::default();

@@ -7,7 +7,7 @@ use crate::fixture::SnapshotBuilder;
 use crate::snapshot::{Os, Snapshot, Socket, TcpState};
 
 fn codes(a: &Analysis) -> Vec<&'static str> {
-    a.verdict.findings.iter().map(|f| f.code).collect()
+    a.verdict.findings.iter().map(|f| f.code.as_str()).collect()
 }
 
 fn run(s: &Snapshot) -> Analysis {
@@ -250,7 +250,7 @@ fn tw_bucket_overflow_and_near_limit() {
         .verdict
         .findings
         .iter()
-        .find(|f| f.code == "tw_bucket_overflow")
+        .find(|f| f.code == FindingCode::TwBucketOverflow)
         .unwrap();
     assert_eq!(f.evidence["TCPTimeWaitOverflow"], 150);
     assert!(f.fix.contains("net.ipv4.tcp_max_tw_buckets=100"));
@@ -309,7 +309,7 @@ fn churn_finding_names_the_owner() {
         .verdict
         .findings
         .iter()
-        .find(|f| f.code == "high_churn_no_pooling")
+        .find(|f| f.code == FindingCode::HighChurnNoPooling)
         .unwrap();
     assert!(f.fix.contains("api-server (1234)"), "{}", f.fix);
     assert_eq!(a.pools[0].processes[0].sockets, 10);

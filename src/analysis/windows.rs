@@ -4,12 +4,14 @@
 
 use std::net::IpAddr;
 
-use serde_json::{json, Map, Value};
+use serde_json::json;
 
-use super::{Finding, Level, Pool, Severity};
+use super::findings::evidence_map as evidence;
+use super::{Finding, FindingCode, Level, Pool, Severity};
 use crate::knobs::{netsh_dynamicport_fix, reg_add_fix, reg_delete_fix, tcpip_value_range};
-use crate::report::group;
+use crate::rules;
 use crate::snapshot::{DynamicPorts, PortRange, Snapshot, TcpipRegistry, WindowsSettings};
+use crate::units::{format_utc, group};
 
 /// The dynamic range for sockets of `ip`'s family: the Windows block when collected, else the
 /// generic setting (fixtures without a Windows block).
@@ -63,37 +65,14 @@ pub fn windows_pool_capacity(snapshot: &Snapshot, ip: IpAddr) -> Option<u32> {
     )
 }
 
-fn evidence(v: Value) -> Map<String, Value> {
-    match v {
-        Value::Object(m) => m,
-        _ => Map::new(),
-    }
-}
-
-fn range_text(r: PortRange) -> String {
-    if r.low == r.high {
-        r.low.to_string()
-    } else {
-        format!("{}–{}", r.low, r.high)
-    }
-}
-
-/// `1795814043512` → "2026-11-27 21:14:03 UTC".
-pub(crate) fn format_utc(unix_ms: u64) -> String {
-    let t = crate::units::UtcTime::from_unix_ms(unix_ms);
-    format!(
-        "{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC",
-        t.year, t.month, t.day, t.hour, t.minute, t.second
-    )
-}
-
 /// Extra fix lines for a pressured Windows pool: host-wide knobs and the reuse options.
 pub(super) fn pool_fixes(snapshot: &Snapshot, p: &Pool) -> Vec<String> {
     let mut fixes = Vec::new();
-    if range_for(snapshot, p.key.local_ip).is_some_and(|r| r.len() < 32768) {
+    let wide = rules::WINDOWS_WIDE_RANGE;
+    if range_for(snapshot, p.key.local_ip).is_some_and(|r| r.len() < wide.len()) {
         fixes.push(format!(
             "or host-wide, widen the range: {}",
-            netsh_dynamicport_fix(32768, 32768)
+            netsh_dynamicport_fix(wide.low, wide.len())
         ));
     }
     let tw_delay = snapshot
@@ -135,14 +114,15 @@ pub(super) fn findings(snapshot: &Snapshot, pools: &[Pool]) -> Vec<Finding> {
             let widen = w
                 .dynamic_ports_v4
                 .and_then(DynamicPorts::range)
-                .is_none_or(|r| r.len() < 32768);
+                .is_none_or(|r| r.len() < rules::WINDOWS_WIDE_RANGE.len());
             let mut fix = vec![
                 "reuse connections in the application (keep-alive / one shared HttpClient / a connection pool): the owners in the pool table open them".to_string(),
             ];
             if widen {
+                let wide = rules::WINDOWS_WIDE_RANGE;
                 fix.push(format!(
                     "widen the range: {}",
-                    netsh_dynamicport_fix(32768, 32768)
+                    netsh_dynamicport_fix(wide.low, wide.len())
                 ));
             }
             fix.push(format!(
@@ -150,23 +130,21 @@ pub(super) fn findings(snapshot: &Snapshot, pools: &[Pool]) -> Vec<Finding> {
                 reg_add_fix("TcpTimedWaitDelay", 30)
             ));
             fix.push("look at the events: Get-WinEvent -FilterHashtable @{LogName='System'; ProviderName='Tcpip'; Id=4227,4231; StartTime=(Get-Date).AddDays(-1)}".into());
-            out.push(Finding {
-                code: "port_exhaustion_events",
-                severity: Severity::Critical,
-                pool: None,
-                message: format!(
+            out.push(Finding::host(
+                FindingCode::PortExhaustionEvents,
+                format!(
                     "the System log has Tcpip event 4231 (no ephemeral port left) ×{} and 4227 (TIME_WAIT reuse failed) ×{} in the last {} h{}: connections have already failed",
                     group(n4231),
                     group(n4227),
                     ev.window_hours,
                     last.map(|t| format!(", last {}", format_utc(t))).unwrap_or_default()
                 ),
-                evidence: evidence(json!({
+                json!({
                     "4231": n4231, "4227": n4227, "window_hours": ev.window_hours,
                     "last_unix_ms": last,
-                })),
-                fix: fix.join("\n"),
-            });
+                }),
+                fix.join("\n"),
+            ));
         }
     }
     out
@@ -201,11 +179,11 @@ fn excluded_overlap(
             .iter()
             .filter(|e| e.administered && e.range().intersect(range).is_some())
             .count();
-        let shown: Vec<String> = inside.iter().take(4).map(|r| range_text(*r)).collect();
+        let shown: Vec<String> = inside.iter().take(4).map(PortRange::to_string).collect();
         let more = inside.len().saturating_sub(4);
         let share = f64::from(ports) / f64::from(range.len());
         out.push(Finding {
-            code: "excluded_range_overlap",
+            code: FindingCode::ExcludedRangeOverlap,
             severity: if pressured || share >= 0.1 {
                 Severity::Warning
             } else {
@@ -216,7 +194,7 @@ fn excluded_overlap(
                 "{} of the {} ports of the {version} dynamic range {} are excluded ({}{}; {administered} administered): every local address loses them, and bind() there fails with 10013",
                 group(u64::from(ports)),
                 group(u64::from(range.len())),
-                range_text(range),
+                range,
                 shown.join(", "),
                 if more > 0 { format!(", … {more} more") } else { String::new() },
             ),
@@ -241,22 +219,28 @@ fn off_by_one(w: &WindowsSettings, out: &mut Vec<Finding>) {
         if r.high != 65534 {
             continue;
         }
-        let (start, num, meant) = if d.start == 32767 {
-            (32768, 32768, "32768–65535".to_string())
+        let wide = rules::WINDOWS_WIDE_RANGE;
+        let (start, num, meant) = if d.start == wide.low - 1 {
+            (wide.low, wide.len(), wide)
         } else {
-            (d.start, d.count + 1, format!("{}–65535", d.start))
+            (
+                d.start,
+                d.count + 1,
+                PortRange {
+                    low: d.start,
+                    high: 65535,
+                },
+            )
         };
-        out.push(Finding {
-            code: "dynamic_range_off_by_one",
-            severity: Severity::Info,
-            pool: None,
-            message: format!(
-                "the {version} dynamic range is start={} num={} = {}–65534: the widely copied start=32767 num=32768 leaves out 65535 (high = start + num − 1); you probably meant {meant}",
-                d.start, d.count, d.start
+        out.push(Finding::host(
+            FindingCode::DynamicRangeOffByOne,
+            format!(
+                "the {version} dynamic range is start={} num={} = {r}: the widely copied start=32767 num=32768 leaves out 65535 (high = start + num − 1); you probably meant {meant}",
+                d.start, d.count
             ),
-            evidence: evidence(json!({"ip_version": version, "start": d.start, "num": d.count, "high": r.high})),
-            fix: format!("netsh int {version} set dynamicport tcp start={start} num={num}"),
-        });
+            json!({"ip_version": version, "start": d.start, "num": d.count, "high": r.high}),
+            format!("netsh int {version} set dynamicport tcp start={start} num={num}"),
+        ));
     }
 }
 
@@ -279,17 +263,14 @@ fn registry_findings(w: &WindowsSettings, reg: &TcpipRegistry, out: &mut Vec<Fin
             continue;
         }
         let timed_wait = name == "TcpTimedWaitDelay";
+        let code = if timed_wait {
+            FindingCode::TimeWaitDelayOutOfRange
+        } else {
+            FindingCode::RegistryValueOutOfRange
+        };
         out.push(Finding {
-            code: if timed_wait {
-                "time_wait_delay_out_of_range"
-            } else {
-                "registry_value_out_of_range"
-            },
-            severity: if timed_wait {
-                Severity::Warning
-            } else {
-                Severity::Info
-            },
+            code,
+            severity: code.severity().unwrap_or(Severity::Info),
             pool: None,
             message: format!(
                 "{name}={v} is outside the documented {lo}–{hi}{}{}: Windows may ignore or clamp it (unverified which), so the value in effect is unknown",
@@ -310,35 +291,31 @@ fn registry_findings(w: &WindowsSettings, reg: &TcpipRegistry, out: &mut Vec<Fin
     ) {
         // 65534 is MaxUserPort's documented ceiling, so it "agrees" with a range ending at 65535.
         let disagree = u32::from(range.high) != max && !(max == 65534 && range.high == 65535);
-        out.push(Finding {
-            code: "max_user_port_ignored",
-            severity: Severity::Info,
-            pool: None,
-            message: format!(
+        out.push(Finding::host(
+            FindingCode::MaxUserPortIgnored,
+            format!(
                 "MaxUserPort={max} is set, but since Vista the netsh dynamic range ({}) decides which ports are used{}; whether MaxUserPort still has any effect is unverified",
-                range_text(range),
+                range,
                 if disagree { format!(" — the two disagree ({max} vs {})", range.high) } else { String::new() }
             ),
-            evidence: evidence(json!({"MaxUserPort": max, "dynamic_range": [range.low, range.high], "build": w.build})),
-            fix: format!(
+            json!({"MaxUserPort": max, "dynamic_range": [range.low, range.high], "build": w.build}),
+            format!(
                 "size the range with netsh ({}) and remove the legacy value to avoid confusion: {}",
                 netsh_dynamicport_fix(range.low, range.len()),
                 reg_delete_fix("MaxUserPort")
             ),
-        });
+        ));
     }
     if let Some(v) = reg.strict_time_wait_seq_check {
-        out.push(Finding {
-            code: "strict_time_wait_seq_check_unverified",
-            severity: Severity::Info,
-            pool: None,
-            message: format!(
+        out.push(Finding::host(
+            FindingCode::StrictTimeWaitSeqCheckUnverified,
+            format!(
                 "StrictTimeWaitSeqCheck={v} is set; it is said to make TcpTimedWaitDelay take effect on some older versions — its effect on this build{} is unverified, and portdoctor assumes none",
                 w.build.map(|b| format!(" ({b})")).unwrap_or_default()
             ),
-            evidence: evidence(json!({"StrictTimeWaitSeqCheck": v, "TcpTimedWaitDelay": reg.tcp_timed_wait_delay, "build": w.build})),
-            fix: "no change needed; to know, measure: close a burst of outbound connections and time how long they stay in TIME_WAIT (netstat -anq)".into(),
-        });
+            json!({"StrictTimeWaitSeqCheck": v, "TcpTimedWaitDelay": reg.tcp_timed_wait_delay, "build": w.build}),
+            "no change needed; to know, measure: close a burst of outbound connections and time how long they stay in TIME_WAIT (netstat -anq)".into(),
+        ));
     }
 }
 
@@ -366,7 +343,7 @@ mod tests {
             .verdict
             .findings
             .iter()
-            .map(|f| f.code)
+            .map(|f| f.code.as_str())
             .collect()
     }
 
@@ -463,7 +440,7 @@ mod tests {
             .verdict
             .findings
             .iter()
-            .filter(|f| f.code == "excluded_range_overlap")
+            .filter(|f| f.code == FindingCode::ExcludedRangeOverlap)
             .collect();
         // Same list for both versions: reported once.
         assert_eq!(f.len(), 1);
@@ -498,7 +475,7 @@ mod tests {
             .verdict
             .findings
             .iter()
-            .find(|f| f.code == "dynamic_range_off_by_one")
+            .find(|f| f.code == FindingCode::DynamicRangeOffByOne)
             .unwrap();
         assert_eq!(
             f.fix,
@@ -531,7 +508,13 @@ mod tests {
         assert_eq!(s.settings.time_wait_seconds, Some(1));
         assert_eq!(s.settings.time_wait_source, Some(ValueSource::Read));
         let a = analyze(&s, Thresholds::default());
-        let find = |code: &str| a.verdict.findings.iter().find(|f| f.code == code).unwrap();
+        let find = |code: &str| {
+            a.verdict
+                .findings
+                .iter()
+                .find(|f| f.code.as_str() == code)
+                .unwrap()
+        };
         let m = find("max_user_port_ignored");
         assert!(
             m.message.contains("unverified") && m.message.contains("disagree"),
@@ -581,7 +564,7 @@ mod tests {
         let a = analyze(&s, Thresholds::default());
         assert_eq!(a.verdict.level, Level::Critical);
         let f = &a.verdict.findings[0];
-        assert_eq!(f.code, "port_exhaustion_events");
+        assert_eq!(f.code, FindingCode::PortExhaustionEvents);
         assert!(
             f.message.contains("4231 (no ephemeral port left) ×3"),
             "{}",
@@ -596,12 +579,5 @@ mod tests {
             .windows_settings(|w| w.events = None)
             .build();
         assert!(codes(&unreadable).is_empty());
-    }
-
-    #[test]
-    fn utc_formatting() {
-        assert_eq!(format_utc(0), "1970-01-01 00:00:00 UTC");
-        assert_eq!(format_utc(1_795_814_043_512), "2026-11-27 21:14:03 UTC");
-        assert_eq!(format_utc(951_868_800_000), "2000-03-01 00:00:00 UTC");
     }
 }

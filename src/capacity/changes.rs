@@ -190,7 +190,8 @@ pub fn changes(s: &Scenario) -> Vec<Change> {
         Os::Linux => {
             let id = "net.ipv4.ip_local_port_range";
             let size = required + excluded;
-            let high = u64::from(s.range.high).max(60999);
+            let high =
+                u64::from(s.range.high).max(u64::from(crate::rules::LINUX_DEFAULT_RANGE.high));
             let (low, high) = if size <= high.saturating_sub(1024) + 1 {
                 (high + 1 - size, high)
             } else if size <= 65535 - 1024 + 1 {
@@ -208,7 +209,7 @@ pub fn changes(s: &Scenario) -> Vec<Change> {
                 format!(
                     "widen the ephemeral range to {} ({} ports)",
                     value,
-                    crate::report::group(u64::from(range.len()))
+                    crate::units::group(u64::from(range.len()))
                 ),
                 value.clone(),
                 &after,

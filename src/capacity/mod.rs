@@ -17,6 +17,7 @@ use serde::Serialize;
 pub use changes::{changes, Change, ChangeKind};
 
 use crate::analysis::Scope;
+use crate::rules;
 use crate::snapshot::{Os, PortRange};
 
 /// OS defaults by name (`--os`).
@@ -53,15 +54,25 @@ impl Preset {
 
     /// The scenario of this OS with no demand, one source IP and one destination.
     pub fn scenario(self) -> Scenario {
-        let (os, low, high, tw, reuse) = match self {
-            Preset::LinuxDefault => (Os::Linux, 32768, 60999, 60.0, 2),
-            Preset::Windows2019 => (Os::Windows, 49152, 65535, 120.0, 0),
-            Preset::WindowsLegacy => (Os::Windows, 49152, 65535, 240.0, 0),
-            Preset::WindowsTuned => (Os::Windows, 32768, 65535, 30.0, 0),
+        let (os, range, tw, reuse) = match self {
+            Preset::LinuxDefault => (
+                Os::Linux,
+                rules::LINUX_DEFAULT_RANGE,
+                f64::from(rules::LINUX_TIME_WAIT_SECONDS),
+                2,
+            ),
+            Preset::Windows2019 => (
+                Os::Windows,
+                rules::WINDOWS_DEFAULT_RANGE,
+                f64::from(rules::WINDOWS_TIME_WAIT_SECONDS),
+                0,
+            ),
+            Preset::WindowsLegacy => (Os::Windows, rules::WINDOWS_DEFAULT_RANGE, 240.0, 0),
+            Preset::WindowsTuned => (Os::Windows, rules::WINDOWS_WIDE_RANGE, 30.0, 0),
         };
         Scenario {
             os,
-            range: PortRange { low, high },
+            range,
             reserved: Vec::new(),
             bound_ports: 0,
             time_wait_s: tw,
@@ -71,7 +82,7 @@ impl Preset {
             source_ips: 1,
             keepalive_share: 0.0,
             tw_reuse: reuse,
-            tw_reuse_delay_s: 1.0,
+            tw_reuse_delay_s: f64::from(rules::TW_REUSE_DELAY_MS) / 1000.0,
             timestamps: true,
             loopback: false,
             bind_before_connect: false,
@@ -172,14 +183,12 @@ pub struct Outcome {
     pub demand: Option<Demand>,
 }
 
-/// Whether tcp_tw_reuse lets connect() take over this scenario's TIME_WAIT ports (kernel
-/// `tcp_twsk_unique`): Linux, timestamps on, reuse 1 (or 2 on loopback), and not ports that
-/// bind() owns.
+/// Whether tcp_tw_reuse lets connect() take over this scenario's TIME_WAIT ports: Linux, the
+/// kernel's rule ([`rules::tw_reuse_applies`]), and not ports that bind() owns.
 pub fn tw_reuse_applies(s: &Scenario) -> bool {
     s.os == Os::Linux
         && !s.bind_before_connect
-        && s.timestamps
-        && (s.tw_reuse == 1 || (s.tw_reuse == 2 && s.loopback))
+        && rules::tw_reuse_applies(Some(s.tw_reuse), Some(u8::from(s.timestamps)), s.loopback)
 }
 
 /// Ports of `reserved` inside `range` (overlaps counted once).

@@ -6,8 +6,8 @@ use serde::Serialize;
 
 use super::{Change, HoldReason, Outcome, Preset, Scenario};
 use crate::analysis::Scope;
-use crate::report::{group, human_duration};
 use crate::snapshot::Os;
+use crate::units::{group, human_duration};
 
 pub const SCHEMA: &str = "portdoctor.capacity/v1";
 

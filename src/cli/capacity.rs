@@ -64,7 +64,7 @@ pub struct CapacityArgs {
     #[command(flatten)]
     pub target: TargetArgs,
     /// Requests per second offered, all destinations together
-    #[arg(long, value_name = "PER_S", value_parser = parse_rate)]
+    #[arg(long, value_name = "PER_S", value_parser = portdoctor::units::parse_rate)]
     pub rate: Option<f64>,
     /// Mean connection lifetime, connect to close (e.g. 50ms, 2s)
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
@@ -111,15 +111,6 @@ pub struct CapacityArgs {
     /// Print JSON (schema portdoctor.capacity/v1)
     #[arg(long)]
     pub json: bool,
-}
-
-fn parse_rate(s: &str) -> Result<f64, String> {
-    match s.trim().trim_end_matches("/s").parse::<f64>() {
-        Ok(v) if (0.0..=portdoctor::units::MAX_RATE_PER_S).contains(&v) => Ok(v),
-        _ => Err(format!(
-            "{s:?} is not a rate: use connections per second from 0 to 10,000,000, e.g. 3000"
-        )),
-    }
 }
 
 fn parse_share(s: &str) -> Result<f64, String> {

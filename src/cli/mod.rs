@@ -16,6 +16,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use portdoctor::analysis::Thresholds;
 use portdoctor::collect::{CollectOptions, SourcePreference, Target};
+use portdoctor::rules;
 
 pub use capacity::CapacityArgs;
 pub use check::CheckArgs;
@@ -176,10 +177,10 @@ pub struct ScopeArgs {
 #[derive(Debug, Clone, Copy, Args)]
 pub struct ThresholdArgs {
     /// Utilization at which a pool is a warning (fraction or percent)
-    #[arg(long, value_name = "RATIO", default_value = "0.7", value_parser = parse_ratio)]
+    #[arg(long, value_name = "RATIO", default_value_t = rules::WARN_UTILIZATION, value_parser = parse_ratio)]
     pub warn: f64,
     /// Utilization at which a pool is critical (fraction or percent)
-    #[arg(long, value_name = "RATIO", default_value = "0.9", value_parser = parse_ratio)]
+    #[arg(long, value_name = "RATIO", default_value_t = rules::CRIT_UTILIZATION, value_parser = parse_ratio)]
     pub crit: f64,
     /// A growing pool that fills within this time is critical (e.g. 60s, 5m)
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
@@ -221,4 +222,22 @@ pub fn parse_duration(s: &str) -> Result<f64, String> {
 
 fn parse_netns_name(s: &str) -> Result<String, String> {
     Target::check_netns_name(s).map(|()| s.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::{Cli, Command};
+    use portdoctor::analysis::Thresholds;
+
+    /// The defaults of --warn, --crit and --eta are the library's (portdoctor::rules).
+    #[test]
+    fn threshold_defaults_are_the_rules() {
+        let cli = Cli::try_parse_from(["portdoctor", "check"]).expect("check parses");
+        let Command::Check(args) = cli.command else {
+            panic!("not check");
+        };
+        assert_eq!(args.thresholds.thresholds(), Ok(Thresholds::default()));
+    }
 }

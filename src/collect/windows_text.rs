@@ -12,10 +12,6 @@ use crate::snapshot::{
     TcpipEvents, ValueSource, WindowsSettings,
 };
 
-/// TIME_WAIT length when `TcpTimedWaitDelay` is absent: documented as 120 s for Vista and later
-/// (older documents say 240 s); reported with source `default`.
-pub const DEFAULT_TIME_WAIT_SECONDS: u32 = 120;
-
 /// The generic settings the model reads, derived from what the Windows collector found: the
 /// IPv4 dynamic range, the IPv4 excluded ranges (merged), and the TIME_WAIT length from
 /// `TcpTimedWaitDelay` (`read`) or the OS default (`default`). Linux-only knobs stay `None`.
@@ -26,7 +22,7 @@ pub fn derive_settings(w: &WindowsSettings) -> Settings {
     Settings {
         ephemeral_ports: w.dynamic_ports_v4.and_then(DynamicPorts::range),
         reserved_ports: reserved,
-        time_wait_seconds: Some(delay.unwrap_or(DEFAULT_TIME_WAIT_SECONDS)),
+        time_wait_seconds: Some(delay.unwrap_or(crate::rules::WINDOWS_TIME_WAIT_SECONDS)),
         time_wait_source: Some(if delay.is_some() {
             ValueSource::Read
         } else {

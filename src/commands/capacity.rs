@@ -166,7 +166,7 @@ pub fn run(args: &CapacityArgs) -> anyhow::Result<ExitCode> {
     write_stdout(text.as_bytes())?;
     let code = match &report.outcome.demand {
         Some(d) if !d.fits => 2,
-        Some(d) if d.utilization > 0.7 => 1,
+        Some(d) if d.utilization > portdoctor::rules::WARN_UTILIZATION => 1,
         _ => 0,
     };
     Ok(ExitCode::from(code))

@@ -6,10 +6,9 @@ use std::process::ExitCode;
 
 use clap::ValueEnum;
 use portdoctor::collect::{self, Collector};
-use portdoctor::snapshot::NetnsId;
-#[cfg(target_os = "linux")]
-use portdoctor::snapshot::Target;
-use portdoctor::tune::{self, plan, render, Goal, Plan, Profile};
+use portdoctor::rules::SYSCTL_DROPIN_NAME;
+use portdoctor::snapshot::{NetnsId, Target};
+use portdoctor::tune::{plan, render, Goal, Plan, Profile};
 
 use super::{failed, usage, write_stdout, EXIT_USAGE};
 use crate::cli::tune::{
@@ -67,7 +66,7 @@ fn make_plan(
     let mut p = plan::plan(&snap, &goal).map_err(usage)?;
     if let Some(d) = p.dropin.as_mut() {
         match sysctl_dir {
-            Some(dir) => d.path = dir.join(tune::DROPIN_NAME).display().to_string(),
+            Some(dir) => d.path = dir.join(SYSCTL_DROPIN_NAME).display().to_string(),
             None if !g.target.target().is_host() => p.dropin = None,
             None => {}
         }
@@ -129,7 +128,7 @@ fn run_apply(a: &ApplyArgs) -> anyhow::Result<ExitCode> {
             Some(d) => Some(d.clone()),
             // /etc/sysctl.d configures the host's own namespace at boot, no other.
             None if !g.target.target().is_host() => None,
-            None => Some(PathBuf::from(tune::DEFAULT_SYSCTL_DIR)),
+            None => Some(PathBuf::from(portdoctor::rules::SYSCTL_DIR)),
         }
     };
     let collector = match collector_for(g) {

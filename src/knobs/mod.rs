@@ -3,6 +3,7 @@
 
 use serde::Serialize;
 
+use crate::rules;
 use crate::snapshot::{Os, Target};
 
 /// How sure we are that a knob does what the entry says.
@@ -230,22 +231,15 @@ pub fn knob(id: &str) -> Option<&'static Knob> {
 
 /// The pasteable Linux commands that set `id` to `value` now and after a reboot.
 pub fn sysctl_fix(id: &str, value: &str) -> String {
-    let quoted = if value.contains(' ') {
-        format!("\"{value}\"")
-    } else {
-        value.to_string()
-    };
-    format!("sysctl -w {id}={quoted} && echo '{id} = {value}' >> /etc/sysctl.d/90-portdoctor.conf")
+    let quoted = rules::sysctl_shell_value(value);
+    let dropin = rules::sysctl_dropin_path();
+    format!("sysctl -w {id}={quoted} && echo '{id} = {value}' >> {dropin}")
 }
 
 /// The fix as a `portdoctor tune` command (plan, backup, verify, rollback), with the manual
 /// commands on a second line. `target`: where the snapshot came from, so the fix acts there.
 pub fn tune_fix(id: &str, value: &str, target: &Target) -> String {
-    let quoted = if value.contains(' ') {
-        format!("\"{value}\"")
-    } else {
-        value.to_string()
-    };
+    let quoted = rules::sysctl_shell_value(value);
     let ns = target.cli_args();
     // Inside a namespace the sysctl must run there, and /etc/sysctl.d does not reach it: it is
     // set again by whatever creates the namespace.

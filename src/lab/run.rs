@@ -52,7 +52,7 @@ fn experiment(
     let delay_ms: u32 = ns
         .read_sysctl("net.ipv4.tcp_tw_reuse_delay")
         .and_then(|v| v.parse().ok())
-        .unwrap_or(1000);
+        .unwrap_or(crate::rules::TW_REUSE_DELAY_MS);
     let model = prediction(cfg, f64::from(delay_ms) / 1000.0);
     let ports = server_ports(cfg);
     let listeners = ports

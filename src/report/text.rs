@@ -3,9 +3,9 @@
 
 use std::fmt::Write as _;
 
-use super::{group, human_duration};
 use crate::analysis::{Analysis, Level, Pool, Scope, Severity};
 use crate::snapshot::{Os, Snapshot};
+use crate::units::{group, human_duration};
 
 pub struct TextOptions {
     pub color: bool,
@@ -129,9 +129,8 @@ pub fn render(snap: &Snapshot, a: &Analysis, opts: &TextOptions) -> String {
     match &a.capacity {
         Some(c) => {
             parts.push(format!(
-                "range {}–{} ({} ports)",
-                c.range.low,
-                c.range.high,
+                "range {} ({} ports)",
+                c.range,
                 group(u64::from(c.range.len()))
             ));
             parts.push(format!(
@@ -263,7 +262,7 @@ pub fn render(snap: &Snapshot, a: &Analysis, opts: &TextOptions) -> String {
             out,
             "{}  {}  {}",
             paint.severity(f.severity, &format!("{sev:<8}")),
-            paint.bold(f.code),
+            paint.bold(f.code.as_str()),
             f.message
         );
         for (i, line) in f.fix.lines().enumerate() {
@@ -320,12 +319,7 @@ fn windows_lines(w: &crate::snapshot::WindowsSettings) -> Vec<String> {
             .dynamic_ports_v6
             .and_then(crate::snapshot::DynamicPorts::range)
         {
-            Some(r) => format!(
-                "ipv6 range {}–{} ({} ports)",
-                r.low,
-                r.high,
-                group(u64::from(r.len()))
-            ),
+            Some(r) => format!("ipv6 range {r} ({} ports)", group(u64::from(r.len()))),
             None => "ipv6 range unknown".into(),
         },
     );
@@ -359,11 +353,7 @@ fn windows_lines(w: &crate::snapshot::WindowsSettings) -> Vec<String> {
             .take(6)
             .map(|e| {
                 let star = if e.administered { "*" } else { "" };
-                if e.low == e.high {
-                    format!("{}{star}", e.low)
-                } else {
-                    format!("{}–{}{star}", e.low, e.high)
-                }
+                format!("{}{star}", e.range())
             })
             .collect();
         let more = w.excluded_ports_v4.len().saturating_sub(6);

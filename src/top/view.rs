@@ -15,8 +15,8 @@ use ratatui::widgets::{
 
 use super::state::{pool_id, App, PoolStats};
 use crate::analysis::{Level, Pool, Scope, Severity};
-use crate::report::{group, human_duration};
 use crate::snapshot::Os;
+use crate::units::{group, human_duration};
 
 #[derive(Debug, Clone, Copy)]
 pub struct ViewOptions {
@@ -274,12 +274,7 @@ fn render_header(app: &App, t: &Theme, area: Rect, buf: &mut Buffer) {
         Some(c) => {
             parts.push((
                 0,
-                format!(
-                    "range {}–{} ({})",
-                    c.range.low,
-                    c.range.high,
-                    group(u64::from(c.range.len()))
-                ),
+                format!("range {} ({})", c.range, group(u64::from(c.range.len()))),
             ));
             let word = if snap.os == Os::Windows {
                 "excluded"
@@ -526,7 +521,7 @@ fn render_detail(app: &App, t: &Theme, area: Rect, buf: &mut Buffer) {
                 format!("{} ", severity_name(f.severity)),
                 t.severity(f.severity),
             ),
-            Span::styled(f.code, bold()),
+            Span::styled(f.code.as_str(), bold()),
             Span::raw(format!("  {}", f.message)),
         ]));
         for (i, l) in f.fix.lines().enumerate() {

@@ -449,7 +449,7 @@ pub fn apply(plan: &Plan, paths: &Paths) -> Result<ApplyOutcome, TuneError> {
     // Persistent part: every planned knob, so a value set at runtime by hand gets persisted too.
     let dropin = match (&paths.sysctl_dir, &plan.dropin) {
         (Some(dir), Some(d)) if !plan.changes.is_empty() => {
-            let path = dir.join(super::DROPIN_NAME);
+            let path = dir.join(crate::rules::SYSCTL_DROPIN_NAME);
             let prior = read_optional(&path)?;
             let lines: Vec<(String, String)> = plan
                 .changes
@@ -471,7 +471,7 @@ pub fn apply(plan: &Plan, paths: &Paths) -> Result<ApplyOutcome, TuneError> {
             dropin: paths
                 .sysctl_dir
                 .as_ref()
-                .map(|d| d.join(super::DROPIN_NAME)),
+                .map(|d| d.join(crate::rules::SYSCTL_DROPIN_NAME)),
             dropin_changed: false,
         });
     }

@@ -14,9 +14,6 @@ pub mod windows;
 
 pub use plan::{plan, Change, Goal, Plan, PlanError, Profile};
 
-/// The drop-in file `tune apply` writes (in `/etc/sysctl.d` unless `--sysctl-dir`).
-pub const DROPIN_NAME: &str = "90-portdoctor.conf";
 /// Where backups go unless `--state-dir` says otherwise.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/portdoctor/backups";
-/// Where persistent sysctls go unless `--sysctl-dir` says otherwise.
-pub const DEFAULT_SYSCTL_DIR: &str = "/etc/sysctl.d";
+// The drop-in's name and directory are in [`crate::rules`] (the fixes of `check` name them too).

@@ -6,6 +6,7 @@ use serde::Serialize;
 
 use crate::analysis::{self, Thresholds};
 use crate::knobs::{self, Activation, Confidence, Knob, KnobError, KnobValue};
+use crate::rules;
 use crate::snapshot::{Os, PortRange, Settings, Snapshot, TcpState, ValueSource};
 
 /// Lowest port an automatic plan (profile, target rate) puts into the range; explicit `--set`
@@ -160,14 +161,9 @@ pub fn parse_set(s: &str) -> Result<(String, String), PlanError> {
     Ok((k.trim().to_string(), v.trim().trim_matches('"').to_string()))
 }
 
-/// `2000`, `2000/s` → 2000.0.
+/// `--target-rate`: `2000`, `2000/s` → 2000.0 ([`crate::units::parse_rate`]).
 pub fn parse_rate(s: &str) -> Result<f64, PlanError> {
-    let t = s.trim();
-    let t = t.strip_suffix("/s").unwrap_or(t).trim();
-    match t.parse::<f64>() {
-        Ok(v) if v > 0.0 && v <= crate::units::MAX_RATE_PER_S => Ok(v),
-        _ => Err(PlanError::BadRate(s.to_string())),
-    }
+    crate::units::parse_rate(s).map_err(|_| PlanError::BadRate(s.to_string()))
 }
 
 /// Resolves a `--set` knob name and checks its value.
@@ -234,13 +230,16 @@ fn set_value(settings: &mut Settings, id: &str, v: &KnobValue) {
     }
 }
 
-/// How long a closed connection blocks its port for a new connect() to a remote destination.
+/// How long a closed connection blocks its port for a new connect() to a remote (not loopback)
+/// destination: TIME_WAIT, or the reuse delay where [`rules::tw_reuse_applies`].
 fn hold_seconds(s: &Settings) -> f64 {
-    let tw = f64::from(s.time_wait_seconds.unwrap_or(60));
-    if s.tw_reuse == Some(1) && s.tcp_timestamps.is_some_and(|t| t != 0) {
-        f64::from(s.tw_reuse_delay_ms.unwrap_or(1000)) / 1000.0
+    if rules::tw_reuse_applies(s.tw_reuse, s.tcp_timestamps, false) {
+        f64::from(s.tw_reuse_delay_ms.unwrap_or(rules::TW_REUSE_DELAY_MS)) / 1000.0
     } else {
-        tw
+        f64::from(
+            s.time_wait_seconds
+                .unwrap_or(rules::LINUX_TIME_WAIT_SECONDS),
+        )
     }
 }
 
@@ -357,14 +356,11 @@ fn reserve_listeners(snapshot: &Snapshot, list: &mut Vec<Wanted>, base: &Setting
 
 fn profile_wants(snapshot: &Snapshot, p: Profile, list: &mut Vec<Wanted>) {
     let s = wanted_settings(&snapshot.settings, list);
-    let cur = s.ephemeral_ports.unwrap_or(PortRange {
-        low: 32768,
-        high: 60999,
-    });
+    let cur = s.ephemeral_ports.unwrap_or(rules::LINUX_DEFAULT_RANGE);
     let (low, high, why) = match p {
         Profile::Conservative => (
-            15_000,
-            65_000,
+            rules::LINUX_SUGGESTED_RANGE.low,
+            rules::LINUX_SUGGESTED_RANGE.high,
             "profile conservative: a wider range (ports below 15000 and above 65000 stay free for services)",
         ),
         Profile::ClientHeavy | Profile::Proxy => (
@@ -679,15 +675,6 @@ fn os_name(os: Os) -> &'static str {
     }
 }
 
-fn sysctl_arg(v: &KnobValue) -> String {
-    let t = v.text();
-    if t.contains(' ') || t.is_empty() {
-        format!("\"{t}\"")
-    } else {
-        t
-    }
-}
-
 /// Plans the goal against the snapshot. `Err` only for a wrong command line (unknown knob,
 /// invalid value, bad rate); unsafe plans come back with `refusals`.
 pub fn plan(snapshot: &Snapshot, goal: &Goal) -> Result<Plan, PlanError> {
@@ -794,10 +781,16 @@ pub fn plan(snapshot: &Snapshot, goal: &Goal) -> Result<Plan, PlanError> {
     let ns_prefix = snapshot.host.target.exec_prefix();
     let commands = changes
         .iter()
-        .map(|c| format!("{ns_prefix}sysctl -w {}={}", c.knob, sysctl_arg(&c.value)))
+        .map(|c| {
+            format!(
+                "{ns_prefix}sysctl -w {}={}",
+                c.knob,
+                rules::sysctl_shell_value(&c.value.text())
+            )
+        })
         .collect();
     let dropin = Some(DropIn {
-        path: format!("{}/{}", super::DEFAULT_SYSCTL_DIR, super::DROPIN_NAME),
+        path: rules::sysctl_dropin_path(),
         lines: changes
             .iter()
             .map(|c| format!("{} = {}", c.knob, c.proposed))

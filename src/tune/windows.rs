@@ -8,6 +8,7 @@
 use super::plan::{capacity_point, CapacityPoint, Change, Goal, Plan, Profile, WantedValue};
 use crate::collect::windows_text::derive_settings;
 use crate::knobs::{self, tcpip_value_range, Activation, Confidence, KnobValue};
+use crate::rules;
 use crate::snapshot::{DynamicPorts, PortRange, Snapshot, WindowsSettings};
 
 /// Lowest start an automatic Windows plan uses (as on Linux: below 10000 live services).
@@ -113,10 +114,7 @@ fn auto_wants(
     let cur = w
         .dynamic_ports_v4
         .and_then(DynamicPorts::range)
-        .unwrap_or(PortRange {
-            low: 49_152,
-            high: 65_535,
-        });
+        .unwrap_or(rules::WINDOWS_DEFAULT_RANGE);
     let range_both = |out: &mut Vec<(String, KnobValue, String)>, r: PortRange, why: &str| {
         for id in ["netsh.ipv4.dynamicport.tcp", "netsh.ipv6.dynamicport.tcp"] {
             out.push((id.into(), start_num(r.low, r.high), why.into()));
@@ -125,7 +123,7 @@ fn auto_wants(
     if let Some(p) = goal.profile {
         let (low, why) = match p {
             Profile::Conservative => (
-                32_768,
+                rules::WINDOWS_WIDE_RANGE.low,
                 "profile conservative: 32768-65535 for IPv4 and IPv6 (start=32768 num=32768, not the off-by-one start=32767)",
             ),
             Profile::ClientHeavy | Profile::Proxy => (
@@ -149,8 +147,9 @@ fn auto_wants(
                 "tcpip.TcpTimedWaitDelay".into(),
                 KnobValue::Int(AUTO_TIME_WAIT.into()),
                 format!(
-                    "profile {}: a closed connection holds its port {AUTO_TIME_WAIT} s instead of the default 120 s",
-                    p.name()
+                    "profile {}: a closed connection holds its port {AUTO_TIME_WAIT} s instead of the default {} s",
+                    p.name(),
+                    rules::WINDOWS_TIME_WAIT_SECONDS
                 ),
             ));
         }
@@ -190,7 +189,7 @@ fn auto_wants(
                 out.push((
                     "tcpip.TcpTimedWaitDelay".into(),
                     KnobValue::Int(AUTO_TIME_WAIT.into()),
-                    format!("--target-rate {rate}/s: no dynamic range holds enough ports for 120 s of TIME_WAIT; {AUTO_TIME_WAIT} s does"),
+                    format!("--target-rate {rate}/s: no dynamic range holds enough ports for {} s of TIME_WAIT; {AUTO_TIME_WAIT} s does", rules::WINDOWS_TIME_WAIT_SECONDS),
                 ));
                 return;
             }
@@ -221,7 +220,8 @@ fn auto_wants(
                     "tcpip.TcpTimedWaitDelay".into(),
                     KnobValue::Int(d.into()),
                     format!(
-                        "--target-rate {rate}/s: the range alone cannot hold 120 s of TIME_WAIT"
+                        "--target-rate {rate}/s: the range alone cannot hold {} s of TIME_WAIT",
+                        rules::WINDOWS_TIME_WAIT_SECONDS
                     ),
                 ));
             }

@@ -1,0 +1,189 @@
+//! The OS rules and defaults portdoctor relies on, each stated once with why it holds.
+//!
+//! `analysis`, `capacity`, `tune`, the fixes in `knobs` and the command line all read them from
+//! here, so a rule that changes (a kernel release, a Windows build, a tuned default) changes in
+//! one place. Pure: constants and small functions, no I/O.
+
+use std::borrow::Cow;
+
+use crate::snapshot::PortRange;
+
+// ---------------------------------------------------------------------------------------------
+// Linux
+
+/// `net.ipv4.ip_local_port_range` when nobody set it: 32768–60999, 28,232 ports (set per network
+/// namespace by the kernel's `inet_init_net`).
+pub const LINUX_DEFAULT_RANGE: PortRange = PortRange {
+    low: 32768,
+    high: 60999,
+};
+
+/// The range portdoctor's fixes and the conservative tuning profile suggest: 50,001 ports, while
+/// ports below 15000 (registered services) and above 65000 stay free.
+pub const LINUX_SUGGESTED_RANGE: PortRange = PortRange {
+    low: 15000,
+    high: 65000,
+};
+
+/// How long a closed connection stays in TIME_WAIT on Linux: `TCP_TIMEWAIT_LEN`, compiled into
+/// the kernel; no sysctl changes it (`tcp_fin_timeout` is FIN_WAIT2, not TIME_WAIT).
+pub const LINUX_TIME_WAIT_SECONDS: u32 = 60;
+
+/// How old a TIME_WAIT socket must be before connect() may take over its port under
+/// `tcp_tw_reuse`: 1000 ms, fixed before Linux 6.14 and the default of `tcp_tw_reuse_delay`
+/// since.
+pub const TW_REUSE_DELAY_MS: u32 = 1000;
+
+/// Whether connect() may take over the port of a TIME_WAIT socket (kernel `tcp_twsk_unique`):
+/// `tcp_tw_reuse` 1 = always, 2 = only when either end is loopback (the default), 0 = never;
+/// and only with TCP timestamps on, because they are what tells the new connection's segments
+/// from the old one's. Unknown values count as "no reuse", the conservative answer.
+///
+/// This is the connect() rule only: ports that bind() took stay owned through TIME_WAIT and are
+/// never taken over (bind-before-connect), which callers decide.
+pub fn tw_reuse_applies(tw_reuse: Option<u8>, tcp_timestamps: Option<u8>, loopback: bool) -> bool {
+    tcp_timestamps.is_some_and(|t| t != 0)
+        && match tw_reuse {
+            Some(1) => true,
+            Some(2) => loopback,
+            _ => false,
+        }
+}
+
+/// Where persistent sysctls live: `systemd-sysctl` and `sysctl --system` read it at boot, for
+/// the host's own network namespace only.
+pub const SYSCTL_DIR: &str = "/etc/sysctl.d";
+
+/// The drop-in `tune apply` writes and the fixes append to. `90-` sorts after the
+/// distribution's files (lower numbers), so its values win.
+pub const SYSCTL_DROPIN_NAME: &str = "90-portdoctor.conf";
+
+/// `/etc/sysctl.d/90-portdoctor.conf`.
+pub fn sysctl_dropin_path() -> String {
+    format!("{SYSCTL_DIR}/{SYSCTL_DROPIN_NAME}")
+}
+
+/// A sysctl value as one shell word for `sysctl -w KEY=VALUE`: values with blanks
+/// (`15000 65000`) and the empty value (clearing a list) go in double quotes; sysctl values
+/// never contain quotes or `$`, so nothing else needs escaping.
+pub fn sysctl_shell_value(value: &str) -> Cow<'_, str> {
+    if value.is_empty() || value.contains(char::is_whitespace) {
+        Cow::Owned(format!("\"{value}\""))
+    } else {
+        Cow::Borrowed(value)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Windows
+
+/// The TCP dynamic port range of Vista / Server 2008 and later when nobody set it:
+/// `start=49152 num=16384` = 49152–65535 (IANA's dynamic range).
+pub const WINDOWS_DEFAULT_RANGE: PortRange = PortRange {
+    low: 49152,
+    high: 65535,
+};
+
+/// TIME_WAIT length when `TcpTimedWaitDelay` is absent: documented as 120 s for Vista and later
+/// (older documents say 240 s); reported with source `default`.
+pub const WINDOWS_TIME_WAIT_SECONDS: u32 = 120;
+
+/// The wider range portdoctor suggests on Windows: `start=32768 num=32768` = 32768–65535, twice
+/// the default; the widely copied `start=32767 num=32768` ends at 65534 (high = start + num − 1).
+pub const WINDOWS_WIDE_RANGE: PortRange = PortRange {
+    low: 32768,
+    high: 65535,
+};
+
+// ---------------------------------------------------------------------------------------------
+// When a pool counts as filling or full (the defaults of --warn, --crit and --eta)
+
+/// Utilization at which a pool is a warning: at 70 % a burst or a slow peer can still be
+/// absorbed, but the trend deserves a look.
+pub const WARN_UTILIZATION: f64 = 0.7;
+
+/// Utilization at which a pool is critical: at 90 % a burst of new connections fails
+/// (EADDRNOTAVAIL / WSAENOBUFS) before anyone can react.
+pub const CRIT_UTILIZATION: f64 = 0.9;
+
+/// A growing pool that fills within this many seconds is critical whatever its utilization:
+/// less than a minute leaves no time for a human.
+pub const CRIT_ETA_SECONDS: f64 = 60.0;
+
+// Checked when compiling: a warning comes before critical, both are shares of a pool.
+const _: () = assert!(
+    0.0 < WARN_UTILIZATION
+        && WARN_UTILIZATION < CRIT_UTILIZATION
+        && CRIT_UTILIZATION <= 1.0
+        && CRIT_ETA_SECONDS > 0.0
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_ranges_have_the_documented_sizes() {
+        assert_eq!(LINUX_DEFAULT_RANGE.len(), 28_232);
+        assert_eq!(LINUX_SUGGESTED_RANGE.len(), 50_001);
+        assert_eq!(WINDOWS_DEFAULT_RANGE.len(), 16_384);
+        assert_eq!(WINDOWS_WIDE_RANGE.len(), 32_768);
+        assert_eq!(WINDOWS_WIDE_RANGE.high, 65535);
+    }
+
+    #[test]
+    fn tw_reuse_follows_tcp_twsk_unique() {
+        // (tw_reuse, timestamps, loopback) → applies
+        let cases = [
+            (Some(1), Some(1), false, true),
+            (Some(1), Some(1), true, true),
+            (Some(2), Some(1), true, true),
+            (Some(2), Some(1), false, false),
+            (Some(0), Some(1), true, false),
+            // Reuse needs timestamps.
+            (Some(1), Some(0), false, false),
+            (Some(2), Some(0), true, false),
+            // Unknown: the conservative answer.
+            (None, Some(1), true, false),
+            (Some(1), None, false, false),
+            (Some(3), Some(1), true, false),
+        ];
+        for (reuse, ts, lo, want) in cases {
+            assert_eq!(
+                tw_reuse_applies(reuse, ts, lo),
+                want,
+                "tw_reuse {reuse:?}, timestamps {ts:?}, loopback {lo}"
+            );
+        }
+    }
+
+    #[test]
+    fn sysctl_values_are_quoted_only_when_the_shell_needs_it() {
+        assert_eq!(sysctl_shell_value("1"), "1");
+        assert_eq!(sysctl_shell_value("8080,9000-9010"), "8080,9000-9010");
+        assert_eq!(sysctl_shell_value("15000 65000"), "\"15000 65000\"");
+        assert_eq!(sysctl_shell_value("15000\t65000"), "\"15000\t65000\"");
+        assert_eq!(sysctl_shell_value(""), "\"\"");
+        assert_eq!(sysctl_dropin_path(), "/etc/sysctl.d/90-portdoctor.conf");
+    }
+
+    #[test]
+    fn the_knob_base_quotes_the_same_defaults() {
+        let linux = crate::knobs::knob("net.ipv4.ip_local_port_range").unwrap();
+        let r = LINUX_DEFAULT_RANGE;
+        assert_eq!(linux.default, format!("{} {}", r.low, r.high));
+        let windows = crate::knobs::knob("netsh.ipv4.dynamicport.tcp").unwrap();
+        let r = WINDOWS_DEFAULT_RANGE;
+        assert!(
+            windows.default.starts_with(&format!(
+                "start={} num={} ({}-{})",
+                r.low,
+                r.len(),
+                r.low,
+                r.high
+            )),
+            "{}",
+            windows.default
+        );
+    }
+}
