@@ -26,11 +26,11 @@ macro_rules! require_root {
 
 /// Whether this build has COMMAND (`top` and `serve` are optional features).
 fn built(command: &str) -> bool {
-    match command {
-        "top" => cfg!(feature = "top"),
-        "serve" => cfg!(feature = "serve"),
-        _ => true,
-    }
+    let optional = [("top", cfg!(feature = "top")), ("serve", cfg!(feature = "serve"))];
+    optional
+        .iter()
+        .find(|(name, _)| *name == command)
+        .is_none_or(|(_, on)| *on)
 }
 
 /// A file planted under /run/netns, removed when dropped.
