@@ -10,8 +10,8 @@
 //! - [`lab`]: a bounded reproducer in a network namespace of its own (Linux).
 //! - `top` and `serve` (Cargo features of the same names, on by default): the live view's pure
 //!   state and drawing; the exporter's metric families and web-config.
-//! - [`units`]: parses and formats numbers for every layer; `fixture` (tests, benches): snapshot
-//!   builders.
+//! - [`units`]: numbers in and out for every layer, foreign text made printable; `fixture`
+//!   (tests, benches): snapshot builders.
 //!
 //! Which code talks to the OS, and for what, is listed in [`collect`]'s module comment.
 

@@ -4,7 +4,10 @@
 //!
 //! - `linux`: sockets (sock_diag, or /proc/net/tcp{,6}), settings, counters and owners; its
 //!   `netns` is the only code that opens a namespace and calls setns(2) (`lab` and
-//!   `tune rollback` enter their namespaces through it too).
+//!   `tune rollback` enter their namespaces through it too); its `namespaces` finds and
+//!   collects every namespace of the host (`--all-namespaces`).
+//! - [`identity`]: who lives in a namespace (container, pod), pure parsers of the files
+//!   `linux::namespaces` reads.
 //! - `windows` (Windows builds only): the same through IP Helper, the registry, netsh and the
 //!   event log; [`windows_text`] holds its text parsers, pure and compiled everywhere.
 //! - [`refresh`]: repeated collection for `top`, skipping the costly parts while the kernel's

@@ -1,6 +1,5 @@
 //! Harness for the integration tests that run the real binary against real sockets in network
-//! namespaces they create (`tests/netns.rs`, `refresh.rs`, `tune.rs`, `capacity.rs`, `lab.rs`,
-//! `serve.rs`, `target.rs`, `top_tmux.rs`), one file per concern:
+//! namespaces they create (every `tests/*.rs` with `mod common;`), one file per concern:
 //!
 //! - [`process`]: external commands with a time bound; background processes killed on drop.
 //! - [`netns`]: the [`Netns`] guard (one namespace per test, removed on drop) and [`require_root`].
