@@ -1,6 +1,7 @@
 //! Numbers in and out, for every layer: parsers for user-supplied values (durations, ratios,
 //! rates) with messages that say what is wanted, and the formatting of counts, durations and
-//! times that reports, findings, `top` and `capacity` share.
+//! times that reports, findings, `top` and `capacity` share; text from other processes or the
+//! system (process and host names) made safe to print.
 
 use std::fmt::Write as _;
 

@@ -1,7 +1,22 @@
-//! The imperative shell that observes: one module per OS, all behind [`Collector`], so the
-//! analysis and the renderers never know where a snapshot came from. A collector owns its
-//! [`Target`]: it opens the namespace once and enters it on whichever thread collects.
-//! (Writing settings is `tune`'s backends; `lab` drives its own throwaway namespace.)
+//! Observing the OS: one collector per OS behind [`Collector`], so the analysis and the
+//! renderers never know where a snapshot came from. A collector owns its [`Target`]: it opens
+//! the namespace once and enters it on whichever thread collects.
+//!
+//! - `linux`: sockets (sock_diag, or /proc/net/tcp{,6}), settings, counters and owners; its
+//!   `netns` is the only code that opens a namespace and calls setns(2) (`lab` and
+//!   `tune rollback` enter their namespaces through it too); its `namespaces` finds and
+//!   collects every namespace of the host (`--all-namespaces`).
+//! - [`identity`]: who lives in a namespace (container, pod), pure parsers of the files
+//!   `linux::namespaces` reads.
+//! - `windows` (Windows builds only): the same through IP Helper, the registry, netsh and the
+//!   event log; [`windows_text`] holds its text parsers, pure and compiled everywhere.
+//! - [`refresh`]: repeated collection for `top`, skipping the costly parts while the kernel's
+//!   counters say nothing changed.
+//!
+//! The OS is also reached outside this module, for other jobs: `tune::linux` writes settings
+//! (/proc/sys, sysctl.d) and its backups; `lab::sys` and `lab::run` create the lab's own
+//! namespace, its sysctls and its sockets; the binary's commands own the terminal (`top`), the
+//! HTTP server (`serve`) and output files.
 
 pub mod identity;
 #[cfg(target_os = "linux")]

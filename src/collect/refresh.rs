@@ -439,6 +439,36 @@ mod tests {
         assert!(state_fingerprint(&counters(1, 1)).is_some());
     }
 
+    /// Every counter the fingerprint watches exists, under that name, in the files of a real
+    /// kernel (captured by tests/fixtures/linux/capture.sh): an absent one would read as -1.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn fingerprint_counters_exist_in_real_proc_files() {
+        use crate::collect::linux::procfs;
+        macro_rules! proc_net {
+            ($name:literal) => {
+                include_str!(concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/tests/fixtures/linux/proc/net/",
+                    $name
+                ))
+            };
+        }
+        let mut c = Counters {
+            tcp: procfs::parse_counter_section(proc_net!("snmp"), "Tcp"),
+            tcp_ext: procfs::parse_counter_section(proc_net!("netstat"), "TcpExt"),
+            ..Counters::default()
+        };
+        procfs::parse_sockstat(proc_net!("sockstat"), &mut c.sockstat);
+        procfs::parse_sockstat(proc_net!("sockstat6"), &mut c.sockstat);
+        let fingerprint = state_fingerprint(&c).expect("the essential counters are there");
+        assert_eq!(
+            fingerprint.len(),
+            TCP_KEYS.len() + TCP_EXT_KEYS.len() + SOCKSTAT_KEYS.len()
+        );
+        assert!(!fingerprint.contains(&-1), "{fingerprint:?}");
+    }
+
     #[test]
     fn traffic_counters_do_not_move_the_fingerprint_but_state_counters_do() {
         let a = counters(10, 5);

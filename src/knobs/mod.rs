@@ -1,5 +1,6 @@
 //! The knob knowledge base: one source of truth for every OS setting portdoctor reads, explains
-//! or recommends. `check` quotes it in fixes; `tune`, the man page and the README table reuse it.
+//! or recommends. `check` quotes it in the fixes of findings, `capacity` in the changes that make
+//! a demand fit, and `tune` plans and applies from it.
 
 use serde::Serialize;
 

@@ -1,6 +1,7 @@
 //! Metric families (OpenMetrics text) built from one [`Analysis`], with the very numbers of
-//! `check --json`: every pool value goes through [`json::check_report`], so rounding and
-//! `null`-handling are the same (a `null` there is an absent series here, never a made-up zero).
+//! `check --json`: every pool value goes through
+//! [`json::check_report`](crate::report::json::check_report), so rounding and `null`-handling
+//! are the same (a `null` there is an absent series here, never a made-up zero).
 //! Every metric is documented in docs/serve.md.
 
 use std::sync::atomic::AtomicU64;

@@ -1,5 +1,6 @@
-//! Linux: sockets from NETLINK_SOCK_DIAG (or /proc/net/tcp{,6}), settings from /proc/sys,
-//! counters from /proc/net, owners from /proc/*/fd — all read inside the chosen namespace.
+//! Linux: sockets from NETLINK_SOCK_DIAG (or /proc/net/tcp{,6}), settings from /proc/sys and
+//! counters from /proc/net, all read inside the chosen namespace; owners from /proc/*/fd, which
+//! lists every process of the host whatever the namespace (matched to sockets by inode).
 
 pub mod namespaces;
 pub mod netlink;

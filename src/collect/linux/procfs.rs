@@ -1,5 +1,7 @@
 //! Pure parsers for the Linux text files portdoctor reads: /proc/net/tcp{,6}, sysctls,
-//! /proc/net/{snmp,netstat,sockstat}. Each takes the text and returns data, so fixtures test them.
+//! /proc/net/{snmp,netstat,sockstat}, and /proc/PID/fd link targets. Each takes the text and
+//! returns data, so the tests below run on files captured from a real kernel
+//! (tests/fixtures/linux/proc/, made by tests/fixtures/linux/capture.sh).
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -169,38 +171,94 @@ pub fn socket_inode(link: &[u8]) -> Option<u64> {
 mod tests {
     use super::*;
 
-    const TCP4: &str = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
-   0: 0100007F:4E20 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 23712 1 0000000000000000 100 0 0 10 0
-   1: 0100007F:9C41 0100007F:4E20 06 00000000:00000000 03:00000DAC 00000000     0        0 0 3 0000000000000000
-   2: 0100007F:9C43 0100007F:4E20 01 00000000:00000000 00:00000000 00000000  1000        0 24001 1 0000000000000000 20 4 30 10 -1
-";
-    const TCP6: &str = "  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
-   0: 00000000000000000000000001000000:4E20 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 30000 1 0000000000000000 100 0 0 10 0
-   1: 0000000000000000FFFF00000100007F:9C45 0000000000000000FFFF00000100007F:4E20 01 00000000:00000000 00:00000000 00000000     0        0 30001 1 0000000000000000 20 4 30 10 -1
-";
+    /// Captured by tests/fixtures/linux/capture.sh from a namespace it made, which also lists the
+    /// socket population behind these tables.
+    macro_rules! proc_fixture {
+        ($path:literal) => {
+            include_str!(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/fixtures/linux/proc/",
+                $path
+            ))
+        };
+    }
+    const TCP4: &str = proc_fixture!("net/tcp");
+    const TCP6: &str = proc_fixture!("net/tcp6");
+    const SNMP: &str = proc_fixture!("net/snmp");
+    const NETSTAT: &str = proc_fixture!("net/netstat");
+    const SOCKSTAT: &str = proc_fixture!("net/sockstat");
+    const SOCKSTAT6: &str = proc_fixture!("net/sockstat6");
+    const PORT_RANGE: &str = proc_fixture!("sys/net/ipv4/ip_local_port_range");
+    const RESERVED_PORTS: &str = proc_fixture!("sys/net/ipv4/ip_local_reserved_ports");
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    /// The one socket of TABLE with this local port and state.
+    fn one(table: &[Socket], local_port: u16, state: TcpState) -> &Socket {
+        let found: Vec<&Socket> = table
+            .iter()
+            .filter(|s| s.local_port == local_port && s.state == state)
+            .collect();
+        assert_eq!(found.len(), 1, "{state:?} on port {local_port}: {table:?}");
+        found[0]
+    }
 
     #[test]
     fn parses_ipv4_table_with_time_wait_timer() {
         let mut out = Vec::new();
         assert_eq!(parse_proc_net_tcp(TCP4, 10, &mut out), 0);
-        assert_eq!(out.len(), 3);
-        assert_eq!(out[0].state, TcpState::Listen);
-        assert_eq!(out[0].local_port, 20000);
-        assert_eq!(out[1].state, TcpState::TimeWait);
-        assert_eq!(out[1].local_port, 40001);
-        assert_eq!(out[1].time_wait_left_ms, Some(35_000));
-        assert_eq!(out[1].remote_ip, "127.0.0.1".parse::<IpAddr>().unwrap());
-        assert_eq!(out[2].uid, Some(1000));
-        assert_eq!(out[2].inode, 24001);
+        assert_eq!(out.len(), 7);
+        let listener = one(&out, 20000, TcpState::Listen);
+        assert_eq!(listener.local_ip, ip("127.0.0.1"));
+        assert_eq!(listener.inode, 429_734);
+        // A TIME_WAIT entry: timer 3, 0x1759 = 5977 ticks of 10 ms left; no uid or inode.
+        let tw = one(&out, 40001, TcpState::TimeWait);
+        assert_eq!(tw.time_wait_left_ms, Some(59_770));
+        assert_eq!(tw.remote_ip, ip("127.0.0.1"));
+        assert_eq!(tw.remote_port, 20000);
+        assert_eq!(tw.inode, 0);
+        let client = one(&out, 40003, TcpState::Established);
+        assert_eq!(client.uid, Some(1000));
+        assert_eq!(client.inode, 429_738);
+        assert_eq!(client.time_wait_left_ms, None);
+        // The accepted sides: one for 40003, one for the IPv6 socket to the IPv4 listener.
+        let mut accepted: Vec<u16> = out
+            .iter()
+            .filter(|s| s.local_port == 20000 && s.state == TcpState::Established)
+            .map(|s| s.remote_port)
+            .collect();
+        accepted.sort_unstable();
+        assert_eq!(accepted, [40003, 40005]);
+    }
+
+    #[test]
+    fn ipv4_table_shows_half_closed_pairs_and_not_bound_only_sockets() {
+        let mut out = Vec::new();
+        parse_proc_net_tcp(TCP4, 10, &mut out);
+        // The client closed and the server did not: the orphaned client is a timewait entry in
+        // FIN_WAIT2 (with the TIME_WAIT timer), the server side a full socket in CLOSE_WAIT.
+        let fin_wait = one(&out, 40009, TcpState::FinWait2);
+        assert_eq!(fin_wait.time_wait_left_ms, Some(59_770));
+        assert_eq!(one(&out, 20000, TcpState::CloseWait).remote_port, 40009);
+        // Bound without listen or connect: /proc/net/tcp does not list it (netlink does).
+        assert!(out.iter().all(|s| s.local_port != 40011), "{out:?}");
     }
 
     #[test]
     fn parses_ipv6_table_and_unmaps() {
         let mut out = Vec::new();
         assert_eq!(parse_proc_net_tcp(TCP6, 10, &mut out), 0);
-        assert_eq!(out[0].local_ip, "::1".parse::<IpAddr>().unwrap());
-        assert_eq!(out[1].local_ip, "127.0.0.1".parse::<IpAddr>().unwrap());
-        assert_eq!(out[1].local_port, 40005);
+        assert_eq!(out.len(), 5);
+        assert_eq!(one(&out, 20000, TcpState::Listen).local_ip, ip("::1"));
+        let mapped = one(&out, 40005, TcpState::Established);
+        assert_eq!(mapped.local_ip, ip("127.0.0.1"));
+        assert_eq!(mapped.remote_ip, ip("127.0.0.1"));
+        let tw = one(&out, 40007, TcpState::TimeWait);
+        assert_eq!(tw.local_ip, ip("::1"));
+        assert_eq!(tw.time_wait_left_ms, Some(59_760));
+        assert_eq!(one(&out, 40013, TcpState::Established).remote_port, 20000);
     }
 
     #[test]
@@ -215,13 +273,17 @@ mod tests {
 
     #[test]
     fn port_range_and_list() {
-        assert_eq!(
-            parse_port_range("32768\t60999\n"),
-            PortRange::new(32768, 60999)
-        );
+        assert_eq!(parse_port_range(PORT_RANGE), PortRange::new(32768, 60999));
         assert_eq!(parse_port_range("5 4"), None);
         assert_eq!(parse_port_range("1"), None);
         assert_eq!(parse_port_list("\n"), Some(vec![]));
+        assert_eq!(
+            parse_port_list(RESERVED_PORTS),
+            Some(vec![
+                PortRange::new(8080, 8080).unwrap(),
+                PortRange::new(50000, 50009).unwrap()
+            ])
+        );
         assert_eq!(
             parse_port_list("40005,40000-40003,40004,50000\n"),
             Some(vec![
@@ -244,6 +306,29 @@ mod tests {
     }
 
     #[test]
+    fn counter_sections_of_real_files() {
+        // Six connects and accepts; ESTABLISHED and CLOSE_WAIT sockets count in CurrEstab.
+        let tcp = parse_counter_section(SNMP, "Tcp");
+        assert_eq!(tcp.len(), 15);
+        assert_eq!(tcp.get("ActiveOpens"), Some(&6));
+        assert_eq!(tcp.get("PassiveOpens"), Some(&6));
+        assert_eq!(tcp.get("CurrEstab"), Some(&7));
+        assert_eq!(tcp.get("MaxConn"), Some(&-1));
+        for section in ["Ip", "Icmp", "Udp", "UdpLite"] {
+            assert!(
+                !parse_counter_section(SNMP, section).is_empty(),
+                "{section}"
+            );
+        }
+        let ext = parse_counter_section(NETSTAT, "TcpExt");
+        assert_eq!(ext.len(), 135);
+        assert_eq!(ext.get("TW"), Some(&3));
+        assert_eq!(ext.get("TCPTimeWaitOverflow"), Some(&0));
+        assert_eq!(parse_counter_section(NETSTAT, "IpExt").len(), 18);
+        assert_eq!(parse_counter_section(NETSTAT, "MPTcpExt").len(), 76);
+    }
+
+    #[test]
     fn sockstat_lines() {
         let mut m = BTreeMap::new();
         parse_sockstat(
@@ -254,6 +339,29 @@ mod tests {
         assert_eq!(m.get("tcp.tw"), Some(&2));
         assert_eq!(m.get("tcp6.inuse"), Some(&3));
         assert_eq!(m.len(), 6);
+    }
+
+    #[test]
+    fn sockstat_of_real_files() {
+        let mut m = BTreeMap::new();
+        parse_sockstat(SOCKSTAT, &mut m);
+        parse_sockstat(SOCKSTAT6, &mut m);
+        // Hashed sockets per family (listeners and connections; not TIME_WAIT, not bound-only).
+        assert_eq!(m.get("tcp.inuse"), Some(&5));
+        assert_eq!(m.get("tcp.tw"), Some(&3));
+        assert_eq!(m.get("tcp6.inuse"), Some(&4));
+        let keys: Vec<&str> = m.keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            [
+                "tcp.alloc",
+                "tcp.inuse",
+                "tcp.mem",
+                "tcp.orphan",
+                "tcp.tw",
+                "tcp6.inuse"
+            ]
+        );
     }
 
     #[test]

@@ -2,8 +2,9 @@
 //! IPv6), owners from a toolhelp snapshot, settings from `netsh` and the Tcpip registry key,
 //! counters from `GetTcpStatisticsEx`, Tcpip events 4227/4231 from the System log (`EvtQuery`).
 //!
-//! The only module besides `collect` that may use `unsafe`: each block carries a `// SAFETY:`
-//! note. Text is parsed by the pure functions in [`super::windows_text`].
+//! Win32 calls need `unsafe`, which the crate denies except in modules that allow it and say
+//! why (the OS layers): here each block carries a `// SAFETY:` note. Text is parsed by the pure
+//! functions in [`super::windows_text`].
 //!
 //! Environment: `PORTDOCTOR_TCPIP_PARAMS_KEY` (e.g. `HKCU\Software\portdoctor-test\Parameters`)
 //! reads the Tcpip values from another key instead of
