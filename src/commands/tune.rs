@@ -173,19 +173,29 @@ fn snapshot(netns: Option<&String>) -> anyhow::Result<Snapshot> {
     Ok(collect::native(opts)?.snapshot()?)
 }
 
-/// The plan for `g` on this host (or namespace); `Err(code)` when it must stop.
-fn make_plan(g: &GoalArgs, sysctl_dir: Option<&PathBuf>) -> Result<Plan, ExitCode> {
+/// The plan for `g` on this host (or namespace) and where it persists (see
+/// [`tune::persist_dir`]); `Err(code)` when it must stop.
+fn make_plan(
+    g: &GoalArgs,
+    sysctl_dir: Option<&PathBuf>,
+    no_persist: bool,
+) -> Result<(Plan, Option<PathBuf>), ExitCode> {
     let goal = goal_of(g).map_err(usage)?;
     let snap = snapshot(g.netns.as_ref()).map_err(|e| failed(format!("{e:#}")))?;
     let mut p = plan::plan(&snap, &goal).map_err(usage)?;
-    if let Some(d) = p.dropin.as_mut() {
-        match sysctl_dir {
-            Some(dir) => d.path = dir.join(tune::DROPIN_NAME).display().to_string(),
-            None if g.netns.is_some() => p.dropin = None,
-            None => {}
-        }
+    // After the snapshot: this thread is in the namespace now.
+    let (dir, note) = tune::persist_dir(
+        sysctl_dir.map(PathBuf::as_path),
+        no_persist,
+        g.netns.is_some(),
+    );
+    match (&dir, p.dropin.as_mut()) {
+        (Some(dir), Some(d)) => d.path = dir.join(tune::DROPIN_NAME).display().to_string(),
+        (None, _) => p.dropin = None,
+        (Some(_), None) => {}
     }
-    Ok(p)
+    p.notes.extend(note);
+    Ok((p, dir))
 }
 
 fn apply_hint(g: &GoalArgs) -> String {
@@ -220,8 +230,8 @@ fn apply_hint(g: &GoalArgs) -> String {
 }
 
 fn run_plan(g: &GoalArgs) -> anyhow::Result<ExitCode> {
-    let p = match make_plan(g, None) {
-        Ok(p) => p,
+    let p = match make_plan(g, None, false) {
+        Ok((p, _)) => p,
         Err(code) => return Ok(code),
     };
     if g.json {
@@ -237,17 +247,8 @@ fn run_apply(a: &ApplyArgs) -> anyhow::Result<ExitCode> {
     use portdoctor::tune::linux;
 
     let g = &a.goal;
-    let sysctl_dir = if a.no_persist {
-        None
-    } else {
-        match (&a.sysctl_dir, &g.netns) {
-            (Some(d), _) => Some(d.clone()),
-            (None, Some(_)) => None,
-            (None, None) => Some(PathBuf::from(tune::DEFAULT_SYSCTL_DIR)),
-        }
-    };
-    let p = match make_plan(g, sysctl_dir.as_ref()) {
-        Ok(p) => p,
+    let (p, sysctl_dir) = match make_plan(g, a.sysctl_dir.as_ref(), a.no_persist) {
+        Ok(x) => x,
         Err(code) => return Ok(code),
     };
     if p.is_refused() {
@@ -276,7 +277,7 @@ fn run_apply(a: &ApplyArgs) -> anyhow::Result<ExitCode> {
         sysctl_dir: sysctl_dir.filter(|_| p.dropin.is_some()),
         proc_sys: PathBuf::from("/proc/sys"),
     };
-    match linux::apply(&p, &paths) {
+    match linux::apply(&p, &paths, g.netns.as_deref()) {
         Ok(outcome) => {
             if g.json {
                 let v = serde_json::json!({
@@ -286,7 +287,7 @@ fn run_apply(a: &ApplyArgs) -> anyhow::Result<ExitCode> {
                 });
                 write_stdout((serde_json::to_string_pretty(&v)? + "\n").as_bytes())?;
             } else {
-                write_stdout(apply_text(&p, &outcome, g.netns.as_deref()).as_bytes())?;
+                write_stdout(apply_text(&p, &outcome).as_bytes())?;
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -295,7 +296,7 @@ fn run_apply(a: &ApplyArgs) -> anyhow::Result<ExitCode> {
 }
 
 #[cfg(target_os = "linux")]
-fn apply_text(p: &Plan, o: &portdoctor::tune::linux::ApplyOutcome, netns: Option<&str>) -> String {
+fn apply_text(p: &Plan, o: &portdoctor::tune::linux::ApplyOutcome) -> String {
     let mut s = String::new();
     if o.backup_id.is_none() {
         s.push_str("nothing to change: every value is already as planned (no backup written)\n");
@@ -306,6 +307,9 @@ fn apply_text(p: &Plan, o: &portdoctor::tune::linux::ApplyOutcome, netns: Option
             let _ = writeln!(s, "same     {u}");
         }
         return s;
+    }
+    for c in &o.cleaned {
+        let _ = writeln!(s, "cleaned  {} (left by an interrupted run)", c.display());
     }
     if let (Some(id), Some(path)) = (&o.backup_id, &o.backup_path) {
         let _ = writeln!(s, "backup   {id}  ({})", path.display());
@@ -342,12 +346,7 @@ fn apply_text(p: &Plan, o: &portdoctor::tune::linux::ApplyOutcome, netns: Option
         "capacity {}",
         render::capacity_line(&p.capacity_after, p.os)
     );
-    let _ = writeln!(
-        s,
-        "undo     portdoctor tune rollback --id {}{}",
-        o.backup_id.as_deref().unwrap_or("?"),
-        netns.map(|n| format!(" --netns {n}")).unwrap_or_default()
-    );
+    let _ = writeln!(s, "undo     {}", o.undo.as_deref().unwrap_or("?"));
     s
 }
 
@@ -356,34 +355,25 @@ fn run_rollback(r: &RollbackArgs) -> anyhow::Result<ExitCode> {
     use portdoctor::collect::linux::netns;
     use portdoctor::tune::linux;
 
-    let b = match linux::pick_backup(&r.state_dir, r.id.as_deref(), r.netns.as_deref()) {
-        Ok(b) => b,
-        Err(e) => return Ok(failed(e)),
+    let req = linux::RollbackRequest {
+        state_dir: &r.state_dir,
+        proc_sys: std::path::Path::new("/proc/sys"),
+        id: r.id.as_deref(),
+        netns: r.netns.as_deref(),
     };
-    if let (Some(want), Some(id)) = (&r.netns, &r.id) {
-        if b.netns.as_deref() != Some(want.as_str()) {
-            return Ok(usage(format!(
-                "backup {id} was taken in namespace {}, not {want}",
-                b.netns.as_deref().unwrap_or("default (the host's own)")
-            )));
-        }
-    }
-    // The backup says where its values live: enter that namespace before opening /proc/sys.
-    if let Some(n) = &b.netns {
-        if let Err(e) = netns::enter(&collect::Namespace::Named(n.clone())) {
-            return Ok(failed(e));
-        }
-    }
-    match linux::rollback(&b, &r.state_dir) {
+    let mut enter = |n: &str| {
+        netns::enter(&collect::Namespace::Named(n.to_string())).map_err(|e| e.to_string())
+    };
+    match linux::rollback(&req, &mut enter) {
         Ok(o) => {
             if r.json {
                 write_stdout((serde_json::to_string_pretty(&o)? + "\n").as_bytes())?;
             } else {
-                let mut s = format!(
-                    "rolled back {} (netns {})\n",
-                    o.id,
-                    b.netns.as_deref().unwrap_or("default")
-                );
+                let mut s = String::new();
+                for c in &o.cleaned {
+                    let _ = writeln!(s, "cleaned  {} (left by an interrupted run)", c.display());
+                }
+                let _ = writeln!(s, "rolled back {} (netns {})", o.id, o.namespace);
                 for v in &o.restored {
                     let _ = writeln!(s, "restored {v}");
                 }
@@ -395,15 +385,17 @@ fn run_rollback(r: &RollbackArgs) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Err(e) if e.is_usage() => Ok(usage(e)),
         Err(e) => Ok(failed(e)),
     }
 }
 
 #[cfg(target_os = "linux")]
 fn run_history(h: &HistoryArgs) -> anyhow::Result<ExitCode> {
+    use portdoctor::tune::backup::Record;
     use portdoctor::tune::linux;
 
-    let (all, notes) = match linux::history(&h.state_dir) {
+    let all = match linux::history(&h.state_dir) {
         Ok(x) => x,
         Err(e) => return Ok(failed(e)),
     };
@@ -421,7 +413,23 @@ fn run_history(h: &HistoryArgs) -> anyhow::Result<ExitCode> {
             "ID", "CREATED", "NETNS", "STATUS"
         );
     }
-    for b in &all {
+    for r in &all {
+        let b = match r {
+            Record::Backup(b) => b,
+            Record::Unreadable(u) => {
+                let _ = writeln!(
+                    s,
+                    "{:<24} {:<20} {:<16} {:<26} {}: {}",
+                    u.id.as_deref().unwrap_or("?"),
+                    "?",
+                    "?",
+                    "unreadable",
+                    u.file.display(),
+                    u.reason
+                );
+                continue;
+            }
+        };
         let changes: Vec<String> = b
             .values
             .iter()
@@ -435,18 +443,20 @@ fn run_history(h: &HistoryArgs) -> anyhow::Result<ExitCode> {
             })
             .chain(b.dropin.as_ref().map(|d| format!("{}", d.path.display())))
             .collect();
+        let ns = match (&b.namespace.name, b.namespace.initial) {
+            (Some(n), _) => n.clone(),
+            (None, true) => "default".to_string(),
+            (None, false) => format!("net:[{}]", b.namespace.ino),
+        };
         let _ = writeln!(
             s,
             "{:<24} {:<20} {:<16} {:<26} {}",
             b.id,
             b.created,
-            b.netns.as_deref().unwrap_or("default"),
+            ns,
             b.status,
             changes.join("; ")
         );
-    }
-    for n in notes {
-        let _ = writeln!(s, "note: {n}");
     }
     write_stdout(s.as_bytes())?;
     Ok(ExitCode::SUCCESS)
