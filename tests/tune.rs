@@ -281,6 +281,70 @@ fn crash_after_every_write_then_rollback_restores() {
     panic!("apply never completed within 20 writes");
 }
 
+/// Real SIGKILLs at moments spread over a whole apply (collection, backup, values, drop-in,
+/// status), not only between writes: after each, `tune rollback` restores the exact prior state
+/// (or there was no backup yet and nothing had changed), and no `.tmp-PID` file is left in the
+/// state dir or next to the drop-in (issue 21: 28 of 150 such kills used to leave one).
+#[test]
+fn sigkill_at_any_moment_then_rollback_restores_and_cleans() {
+    const TRIALS: u32 = 40;
+    require_root!("sigkill_at_any_moment_then_rollback_restores_and_cleans");
+    let ns = Netns::new("tune-kill");
+    let d = Dirs::new(&ns);
+    prepare(&ns, &d);
+    let started = std::time::Instant::now();
+    let o = apply(&ns, &d, &[]);
+    let full = started.elapsed();
+    assert_eq!(o.status.code(), Some(0), "{}", out_text(&o));
+    let o = rollback(&d, &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", out_text(&o));
+    let mut rolled_back = 0;
+    for i in 0..TRIALS {
+        let d = Dirs::new(&ns);
+        prepare(&ns, &d);
+        let before = proc_state(&ns);
+        let dropin_before = d.dropin_text();
+        let mut args = vec!["tune", "apply", "--yes"];
+        args.extend(SETS);
+        args.extend(d.args(&ns));
+        let mut child = Command::new(common::PORTDOCTOR)
+            .args(&args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("portdoctor");
+        std::thread::sleep(full * (2 * i + 1) / (2 * TRIALS));
+        let _ = child.kill();
+        let _ = child.wait();
+        let r = rollback(&d, &[]);
+        let err = stderr_of(&r);
+        match r.status.code() {
+            Some(0) => rolled_back += 1,
+            Some(3) if err.contains("no backup to roll back") => {}
+            _ => panic!("trial {i}: {}", out_text(&r)),
+        }
+        assert_eq!(proc_state(&ns), before, "trial {i}");
+        assert_eq!(d.dropin_text(), dropin_before, "trial {i}");
+        for dir in [&d.state, &d.sysctl] {
+            let left: Vec<String> = fs::read_dir(dir)
+                .map(|e| {
+                    e.flatten()
+                        .map(|f| f.file_name().to_string_lossy().into_owned())
+                        .filter(|n| n.contains(".tmp-"))
+                        .collect()
+                })
+                .unwrap_or_default();
+            assert!(
+                left.is_empty(),
+                "trial {i}: {left:?} left in {}",
+                dir.display()
+            );
+        }
+    }
+    eprintln!("{TRIALS} kills over {full:?}: {rolled_back} left a backup to roll back");
+}
+
 /// A second `tune apply` or `rollback` while another holds the state lock is refused (exit 3,
 /// nothing changed, the holder's pid named); the lock goes with its holder, even one that was
 /// killed mid-apply, so the next command runs.
