@@ -26,7 +26,10 @@ macro_rules! require_root {
 
 /// Whether this build has COMMAND (`top` and `serve` are optional features).
 fn built(command: &str) -> bool {
-    let optional = [("top", cfg!(feature = "top")), ("serve", cfg!(feature = "serve"))];
+    let optional = [
+        ("top", cfg!(feature = "top")),
+        ("serve", cfg!(feature = "serve")),
+    ];
     optional
         .iter()
         .find(|(name, _)| *name == command)
