@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::ValueEnum;
 use portdoctor::collect::{self, Collector};
 use portdoctor::rules::SYSCTL_DROPIN_NAME;
-use portdoctor::snapshot::{NetnsId, Target};
+use portdoctor::snapshot::NetnsId;
 use portdoctor::tune::{self, plan, render, Goal, Plan, Profile};
 
 use super::{failed, usage, write_stdout, EXIT_USAGE};
@@ -257,7 +257,7 @@ fn run_rollback(r: &RollbackArgs) -> anyhow::Result<ExitCode> {
         netns: r.netns.as_deref(),
     };
     let mut enter = |n: &str| {
-        netns::enter(&Target::Netns(n.to_string()))
+        netns::enter(&portdoctor::snapshot::Target::Netns(n.to_string()))
             .map(drop)
             .map_err(|e| e.to_string())
     };
