@@ -165,7 +165,7 @@ pub(super) fn verdict(
             "{}\n(and reduce churn: reuse connections)",
             tune_fix(
                 "net.ipv4.tcp_max_tw_buckets",
-                &(max.max(1) * 2).to_string(),
+                &max.max(1).saturating_mul(2).to_string(),
                 netns
             )
         );

@@ -1,13 +1,29 @@
-//! `portdoctor check`: collect one snapshot, analyze it, render text or JSON, exit by verdict.
+//! `portdoctor check`: collect one snapshot (or load a saved one), analyze it, render text or
+//! JSON, exit by verdict.
 
 use std::process::ExitCode;
 
 use portdoctor::analysis::{analyze, Level, Thresholds};
 use portdoctor::collect;
 use portdoctor::report::{json, text};
+use portdoctor::snapshot::{file, Snapshot};
 
 use super::{collect_options, use_color, write_stdout, EXIT_USAGE};
 use crate::cli::{CheckArgs, SourceArg};
+
+/// The snapshot to analyse: loaded from `--load FILE`, or collected (and written to `--save
+/// FILE` when asked, before anything is printed, so a failed save fails the command).
+fn snapshot_for(args: &CheckArgs) -> anyhow::Result<Snapshot> {
+    if let Some(path) = &args.load {
+        return Ok(file::load(path)?);
+    }
+    let opts = collect_options(args.netns.as_ref(), args.pid, args.source, !args.no_owners);
+    let snapshot = collect::native(opts)?.snapshot()?;
+    if let Some(path) = &args.save {
+        file::save(&snapshot, path)?;
+    }
+    Ok(snapshot)
+}
 
 pub fn run(args: &CheckArgs) -> anyhow::Result<ExitCode> {
     if args.warn > args.crit {
@@ -25,8 +41,7 @@ pub fn run(args: &CheckArgs) -> anyhow::Result<ExitCode> {
         eprintln!("portdoctor: error: --source netlink|procfs is Linux-only; Windows always reads the IP Helper tables");
         return Ok(ExitCode::from(EXIT_USAGE));
     }
-    let opts = collect_options(args.netns.as_ref(), args.pid, args.source, !args.no_owners);
-    let snapshot = collect::native(opts)?.snapshot()?;
+    let snapshot = snapshot_for(args)?;
     let thresholds = Thresholds {
         warn: args.warn,
         crit: args.crit,
