@@ -3,7 +3,9 @@
 //! files give a clear error and never a panic (property tests); and the binary's `check --save`
 //! / `--load` give the identical report for a real namespace population.
 
+mod common;
 use std::path::Path;
+use std::process::Command;
 
 use std::sync::Arc;
 
@@ -637,5 +639,188 @@ proptest! {
         if let Ok(s) = load_bytes(&bytes) {
             analyse_all_ways(&s);
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The binary
+// ---------------------------------------------------------------------------------------------
+
+/// `check --save` in a namespace with a real population, then `check --load` of that file after
+/// the namespace is gone: the same report, byte for byte, as JSON and as text.
+#[cfg(target_os = "linux")]
+#[test]
+fn save_then_load_gives_the_identical_report_for_a_real_namespace() {
+    if !common::require_root("save_then_load_gives_the_identical_report_for_a_real_namespace") {
+        return;
+    }
+    let ns = common::Netns::new("snapfile");
+    ns.sysctl("net.ipv4.ip_local_port_range", "40000 40199");
+    // A bound-only socket in the range (before the population, which could take the port).
+    let _bound = ns.python_bound(&[("127.0.0.1", 40150)]);
+    let mut pop = ns.sockpop(&[
+        "--dst",
+        "127.0.0.1",
+        "--dst",
+        "::1",
+        "--ports",
+        "22000-22001",
+        "--established",
+        "30",
+        "--time-wait",
+        "120",
+    ]);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let json_file = dir.path().join("ns.json.snapshot");
+    let text_file = dir.path().join("ns.text.snapshot");
+    let json_file_s = json_file.to_str().expect("UTF-8 path");
+    let text_file_s = text_file.to_str().expect("UTF-8 path");
+
+    let saved_json = common::portdoctor(&[
+        "check",
+        "--netns",
+        &ns.name,
+        "--json",
+        "--save",
+        json_file_s,
+    ]);
+    let report = saved_json.json();
+    let saved_text = common::portdoctor(&[
+        "check",
+        "--netns",
+        &ns.name,
+        "--color",
+        "never",
+        "--save",
+        text_file_s,
+    ]);
+    assert!(
+        (0..=2).contains(&saved_text.code),
+        "text run: {}",
+        saved_text.stderr
+    );
+
+    // The population is real and the file holds all of it, TIME_WAIT timers included.
+    assert!(
+        common::u64_at(&report, "states.TIME_WAIT") >= 100,
+        "{report}"
+    );
+    let snap = file::load(&json_file).expect("the saved file loads");
+    assert_eq!(
+        snap.sockets.len() as u64,
+        common::u64_at(&report, "sockets.total"),
+        "sockets in the file vs the report"
+    );
+    let tw: Vec<_> = snap
+        .sockets
+        .iter()
+        .filter(|s| s.state == TcpState::TimeWait)
+        .collect();
+    assert!(tw.iter().all(|s| s.time_wait_left_ms.is_some()), "{tw:?}");
+    assert_eq!(snap.host.netns.as_deref(), Some(ns.name.as_str()));
+
+    // Nothing of the namespace remains when the files are read back.
+    pop.stop();
+    drop(ns);
+
+    let loaded_json = common::portdoctor(&["check", "--json", "--load", json_file_s]);
+    assert_eq!(loaded_json.code, saved_json.code, "{}", loaded_json.stderr);
+    assert_eq!(loaded_json.stdout, saved_json.stdout, "JSON report differs");
+    let loaded_text = common::portdoctor(&["check", "--color", "never", "--load", text_file_s]);
+    assert_eq!(loaded_text.code, saved_text.code, "{}", loaded_text.stderr);
+    assert_eq!(loaded_text.stdout, saved_text.stdout, "text report differs");
+    assert!(
+        loaded_text.stdout.contains("netns pdt-"),
+        "{}",
+        loaded_text.stdout
+    );
+}
+
+/// Writes `bytes` to a file named `name` in `dir`; returns its path as a string.
+fn put(dir: &Path, name: &str, bytes: &[u8]) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, bytes).expect("write test file");
+    p.to_str().expect("UTF-8 path").to_string()
+}
+
+#[test]
+fn the_binary_refuses_bad_files_with_exit_3_naming_the_file() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let good = file::to_vec(&critical_host());
+    let text = String::from_utf8(good.clone()).expect("UTF-8");
+    let cases = [
+        (
+            put(dir.path(), "truncated.json", &good[..good.len() / 3]),
+            "truncated",
+        ),
+        (
+            put(
+                dir.path(),
+                "newer.json",
+                text.replacen("portdoctor.snapshot/v1", "portdoctor.snapshot/v2", 1)
+                    .as_bytes(),
+            ),
+            "upgrade portdoctor",
+        ),
+        (
+            put(
+                dir.path(),
+                "notjson.txt",
+                b"State  Recv-Q Send-Q\nESTAB 0 0\n",
+            ),
+            "not a portdoctor snapshot",
+        ),
+        (
+            dir.path()
+                .join("missing.json")
+                .to_str()
+                .expect("UTF-8")
+                .to_string(),
+            "cannot read snapshot file",
+        ),
+    ];
+    for (path, says) in &cases {
+        for extra in [&[][..], &["--json"][..]] {
+            let run =
+                common::portdoctor(&[&["check", "--load", path.as_str()][..], extra].concat());
+            assert_eq!(run.code, 3, "{path}: {}", run.stderr);
+            assert!(run.stdout.is_empty(), "{path}: printed {}", run.stdout);
+            assert!(
+                run.stderr.contains(path.as_str()) && run.stderr.contains(says),
+                "{path}: want {says:?} in {}",
+                run.stderr
+            );
+        }
+    }
+    // A good file loads with the fixture's verdict (critical: 2).
+    let ok = put(dir.path(), "good.json", &good);
+    assert_eq!(common::portdoctor(&["check", "--load", &ok]).code, 2);
+}
+
+#[test]
+fn save_errors_exit_3_and_load_excludes_collection_options() {
+    let run = common::portdoctor(&[
+        "check",
+        "--no-owners",
+        "--save",
+        "/nonexistent-dir/snap.json",
+    ]);
+    assert_eq!(run.code, 3, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("cannot write snapshot file /nonexistent-dir/snap.json"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stdout.is_empty(), "{}", run.stdout);
+    for opt in [
+        &["--netns", "x"][..],
+        &["--pid", "1"],
+        &["--no-owners"],
+        &["--source", "procfs"],
+    ] {
+        let run = common::portdoctor(&[&["check", "--load", "f.json"][..], opt].concat());
+        assert_eq!(run.code, 4, "{opt:?}: {}", run.stderr);
+        assert!(run.stderr.contains("--load"), "{}", run.stderr);
     }
 }
