@@ -718,9 +718,43 @@ fn save_then_load_gives_the_identical_report_for_a_real_namespace() {
     assert!(tw.iter().all(|s| s.time_wait_left_ms.is_some()), "{tw:?}");
     assert_eq!(snap.host.netns.as_deref(), Some(ns.name.as_str()));
 
+    // capacity takes the same inputs from the host and from the file (with the rate given:
+    // the rate estimated from TIME_WAIT timers moves as they age).
+    let capacity_args = ["--json", "--rate", "50", "--lifetime", "20ms"];
+    let from_host = common::portdoctor(
+        &[
+            &["capacity", "--from-host", "--netns", &ns.name][..],
+            &capacity_args,
+        ]
+        .concat(),
+    );
+    assert!((0..=2).contains(&from_host.code), "{}", from_host.stderr);
+
     // Nothing of the namespace remains when the files are read back.
     pop.stop();
     drop(ns);
+
+    let from_file = common::portdoctor(
+        &[
+            &["capacity", "--from-snapshot", json_file_s][..],
+            &capacity_args,
+        ]
+        .concat(),
+    );
+    assert_eq!(from_file.code, from_host.code, "{}", from_file.stderr);
+    let (h, f): (Value, Value) = (
+        serde_json::from_str(&from_host.stdout).expect("capacity JSON"),
+        serde_json::from_str(&from_file.stdout).expect("capacity JSON"),
+    );
+    assert_eq!(f["source"], format!("snapshot:{json_file_s}").as_str());
+    for key in ["scenario", "outcome", "changes"] {
+        assert_eq!(
+            f[key], h[key],
+            "capacity {key}: from the file vs from the host"
+        );
+    }
+    assert_eq!(h["scenario"]["range"]["low"], 40000, "{h}");
+    assert_eq!(h["scenario"]["bound_ports"], 1, "{h}");
 
     let loaded_json = common::portdoctor(&["check", "--json", "--load", json_file_s]);
     assert_eq!(loaded_json.code, saved_json.code, "{}", loaded_json.stderr);
@@ -794,6 +828,40 @@ fn the_binary_refuses_bad_files_with_exit_3_naming_the_file() {
     // A good file loads with the fixture's verdict (critical: 2).
     let ok = put(dir.path(), "good.json", &good);
     assert_eq!(common::portdoctor(&["check", "--load", &ok]).code, 2);
+}
+
+#[test]
+fn capacity_takes_its_inputs_from_a_snapshot_file() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = put(dir.path(), "critical.json", &file::to_vec(&critical_host()));
+    let run = common::portdoctor(&["capacity", "--from-snapshot", &path, "--json"]);
+    assert_eq!(run.code, 0, "no --rate: exit 0; {}", run.stderr);
+    let v: Value = serde_json::from_str(&run.stdout).expect("capacity JSON");
+    assert_eq!(v["source"], format!("snapshot:{path}").as_str());
+    // The fixture: default range, tcp_tw_reuse 0, a listener on 45000 in the range (8080 is
+    // not), 4 destination pools from 2 source addresses, a connect rate from TIME_WAIT ages.
+    let s = &v["scenario"];
+    assert_eq!(
+        (s["range"]["low"].as_u64(), s["range"]["high"].as_u64()),
+        (Some(32768), Some(60999)),
+        "{s}"
+    );
+    assert_eq!(s["tw_reuse"], 0, "{s}");
+    assert_eq!(s["bound_ports"], 1, "{s}");
+    assert_eq!(
+        (s["source_ips"].as_u64(), s["destinations"].as_u64()),
+        (Some(2), Some(2)),
+        "{s}"
+    );
+    assert!(s["rate_per_s"].as_f64().is_some_and(|r| r > 0.0), "{s}");
+
+    let missing = dir.path().join("nope.json");
+    let missing = missing.to_str().expect("UTF-8");
+    let run = common::portdoctor(&["capacity", "--from-snapshot", missing]);
+    assert_eq!(run.code, 3, "{}", run.stderr);
+    assert!(run.stderr.contains(missing), "{}", run.stderr);
+    let run = common::portdoctor(&["capacity", "--from-snapshot", &path, "--from-host"]);
+    assert_eq!(run.code, 4, "{}", run.stderr);
 }
 
 #[test]

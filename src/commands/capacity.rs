@@ -1,5 +1,6 @@
 //! `portdoctor capacity`: the what-if model. Inputs from flags, an OS preset, or the current
-//! snapshot (`--from-host`); flags given explicitly override what the host says.
+//! snapshot (`--from-host`) or a saved one (`--from-snapshot`); flags given explicitly override
+//! what the host says.
 
 use std::process::ExitCode;
 
@@ -8,7 +9,7 @@ use portdoctor::analysis::{analyze, Thresholds};
 use portdoctor::capacity::report::{render_json, render_text, CapacityReport};
 use portdoctor::capacity::{Preset, Scenario};
 use portdoctor::collect;
-use portdoctor::snapshot::{Os, PortRange};
+use portdoctor::snapshot::{file, Os, PortRange, Snapshot};
 
 use super::{write_stdout, EXIT_USAGE};
 
@@ -19,6 +20,7 @@ Examples:
   portdoctor capacity --rate 3000 --keepalive 90% --destinations 4
   portdoctor capacity --from-host --rate 5000              this host's range, reuse, listeners
   portdoctor capacity --from-host --netns lab1 --json      inputs from a network namespace
+  portdoctor capacity --from-snapshot db1.snap.json --rate 5000   inputs from `check --save`
 
 Model: a port is held for the connection's lifetime plus TIME_WAIT (plus tcp_tw_reuse_delay
 instead of TIME_WAIT where reuse applies; nothing when the server closes first), so one pool
@@ -28,7 +30,7 @@ Exit codes:
   0  fits with headroom (or no --rate given)
   1  fits, but the pools would be more than 70% full
   2  does not fit: the pools run out (see time to exhaustion and the changes)
-  3  could not read the host (--from-host)
+  3  could not read the host (--from-host) or the snapshot file (--from-snapshot)
   4  bad command line";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -68,6 +70,9 @@ pub struct CapacityArgs {
     /// With --from-host: read the network namespace /run/netns/NAME
     #[arg(long, value_name = "NAME", requires = "from_host")]
     pub netns: Option<String>,
+    /// As --from-host, from a snapshot saved with `portdoctor check --save FILE` (any OS)
+    #[arg(long, value_name = "FILE", conflicts_with = "from_host")]
+    pub from_snapshot: Option<std::path::PathBuf>,
     /// Requests per second offered, all destinations together
     #[arg(long, value_name = "PER_S", value_parser = parse_rate)]
     pub rate: Option<f64>,
@@ -144,11 +149,31 @@ fn parse_port_range(s: &str) -> Result<PortRange, String> {
     PortRange::new(lo, hi).ok_or_else(err)
 }
 
-/// The scenario the host's snapshot describes, and notes on what it could not tell.
-fn from_host(netns: Option<&String>) -> anyhow::Result<(Scenario, Vec<String>)> {
-    let opts = super::collect_options(netns, None, crate::cli::SourceArg::Auto, false);
-    let snap = collect::native(opts)?.snapshot()?;
-    let analysis = analyze(&snap, Thresholds::default());
+/// The scenario of this host (`--from-host`, optionally in a namespace) or of a saved snapshot
+/// (`--from-snapshot`), with notes on what it could not tell and a label for the report.
+fn from_observation(args: &CapacityArgs) -> anyhow::Result<(Scenario, Vec<String>, String)> {
+    let (snap, source) = if let Some(path) = &args.from_snapshot {
+        (file::load(path)?, format!("snapshot:{}", path.display()))
+    } else {
+        let opts = super::collect_options(
+            args.netns.as_ref(),
+            None,
+            crate::cli::SourceArg::Auto,
+            false,
+        );
+        let source = args
+            .netns
+            .as_ref()
+            .map_or_else(|| "host".to_string(), |n| format!("netns:{n}"));
+        (collect::native(opts)?.snapshot()?, source)
+    };
+    let (s, notes) = from_snapshot(&snap);
+    Ok((s, notes, source))
+}
+
+/// The scenario a snapshot describes, and notes on what it could not tell.
+fn from_snapshot(snap: &Snapshot) -> (Scenario, Vec<String>) {
+    let analysis = analyze(snap, Thresholds::default());
     let mut notes = Vec::new();
     let mut s = match snap.os {
         Os::Linux => Preset::LinuxDefault.scenario(),
@@ -206,7 +231,7 @@ fn from_host(netns: Option<&String>) -> anyhow::Result<(Scenario, Vec<String>)> 
     notes.push(
         "connection lifetime is not visible in a snapshot: 0 s unless --lifetime is given".into(),
     );
-    Ok((s, notes))
+    (s, notes)
 }
 
 pub fn run(args: &CapacityArgs) -> anyhow::Result<ExitCode> {
@@ -214,20 +239,17 @@ pub fn run(args: &CapacityArgs) -> anyhow::Result<ExitCode> {
         eprintln!("portdoctor: error: --netns is Linux-only");
         return Ok(ExitCode::from(EXIT_USAGE));
     }
+    let observed = args.from_host || args.from_snapshot.is_some();
     let preset = args
         .os
         .map(OsPresetArg::preset)
-        .or((!args.from_host).then_some(Preset::LinuxDefault));
-    let (mut s, notes, source) = if args.from_host {
-        let (mut s, notes) = from_host(args.netns.as_ref())?;
+        .or((!observed).then_some(Preset::LinuxDefault));
+    let (mut s, notes, source) = if observed {
+        let (mut s, notes, source) = from_observation(args)?;
         if let Some(p) = args.os {
             // An explicit preset replaces what the host said.
             s = p.preset().scenario();
         }
-        let source = args
-            .netns
-            .as_ref()
-            .map_or_else(|| "host".to_string(), |n| format!("netns:{n}"));
         (s, notes, source)
     } else {
         (
