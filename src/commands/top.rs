@@ -17,7 +17,7 @@ use ratatui::Terminal;
 use portdoctor::analysis::Thresholds;
 use portdoctor::collect::refresh::{next_wait, Policy, RefreshInfo, Refresher};
 use portdoctor::collect::{self, CollectOptions};
-use portdoctor::snapshot::Snapshot;
+use portdoctor::snapshot::{file, Snapshot};
 use portdoctor::top::{render, render_text, state::Action, App, Key, ViewOptions};
 
 use super::{collect_options, use_color, write_stdout, EXIT_USAGE};
@@ -31,7 +31,8 @@ Examples:
   portdoctor top                       watch this host, refresh every second
   portdoctor top --netns lab1          inside the network namespace /run/netns/lab1
   portdoctor top --interval 5s --no-owners
-  portdoctor top --once | head         one frame as plain text, for scripts";
+  portdoctor top --once | head         one frame as plain text, for scripts
+  portdoctor top --load db1.snap.json  a snapshot saved with `check --save`, paused";
 
 #[derive(Debug, Args)]
 #[command(after_help = TOP_EXAMPLES)]
@@ -55,6 +56,10 @@ pub struct TopArgs {
     /// When to use colour (auto: only on a terminal, and never with NO_COLOR set)
     #[arg(long, value_enum, default_value_t = ColorArg::Auto, value_name = "WHEN")]
     pub color: ColorArg,
+    /// Show a snapshot saved with `portdoctor check --save FILE`, paused (any OS; nothing is
+    /// collected)
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["netns", "pid", "no_owners"])]
+    pub load: Option<std::path::PathBuf>,
 }
 
 fn usage(msg: &str) -> ExitCode {
@@ -69,18 +74,27 @@ pub fn run(args: &TopArgs) -> anyhow::Result<ExitCode> {
     if !(0.1..=3600.0).contains(&args.interval) {
         return Ok(usage("--interval must be between 100ms and 1h"));
     }
-    let opts = collect_options(
-        args.netns.as_ref(),
-        args.pid,
-        SourceArg::Auto,
-        !args.no_owners,
-    );
-    enter_namespace(&opts)?;
     let interval = Duration::from_secs_f64(args.interval);
-    let mut app = App::new(interval, Thresholds::default());
+    // A saved snapshot (`--load`), or a collector for this host.
+    let (mut app, opts) = if let Some(path) = &args.load {
+        let snapshot = file::load(path)?;
+        let app = App::loaded(snapshot, Instant::now(), interval, Thresholds::default());
+        (app, None)
+    } else {
+        let opts = collect_options(
+            args.netns.as_ref(),
+            args.pid,
+            SourceArg::Auto,
+            !args.no_owners,
+        );
+        enter_namespace(&opts)?;
+        (App::new(interval, Thresholds::default()), Some(opts))
+    };
     if args.once {
-        let snapshot = collect::native(opts)?.snapshot()?;
-        app.ingest(Instant::now(), snapshot);
+        if let Some(opts) = opts {
+            let snapshot = collect::native(opts)?.snapshot()?;
+            app.ingest(Instant::now(), snapshot);
+        }
         let tty = std::io::stdout().is_terminal();
         let (w, h) = match terminal::size() {
             Ok((w, h)) if tty && w > 0 && h > 0 => (w, h),
@@ -212,13 +226,20 @@ fn key_of(ev: &event::KeyEvent) -> Option<Key> {
     })
 }
 
-fn interactive(mut app: App, opts: CollectOptions, view: ViewOptions) -> anyhow::Result<ExitCode> {
+/// Runs the terminal UI; `opts` `None`: nothing to collect (a loaded snapshot), no worker.
+fn interactive(
+    mut app: App,
+    opts: Option<CollectOptions>,
+    view: ViewOptions,
+) -> anyhow::Result<ExitCode> {
     let (to_worker, worker_rx) = mpsc::channel();
     let (sample_tx, samples) = mpsc::channel::<Sample>();
     let interval = app.interval;
-    std::thread::Builder::new()
-        .name("top-collect".into())
-        .spawn(move || worker(opts, interval, &worker_rx, &sample_tx))?;
+    if let Some(opts) = opts {
+        std::thread::Builder::new()
+            .name("top-collect".into())
+            .spawn(move || worker(opts, interval, &worker_rx, &sample_tx))?;
+    }
 
     let previous = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
