@@ -44,7 +44,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{self, BufWriter, Write};
+use std::io::{self, BufWriter, Read, Write};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -100,13 +100,38 @@ pub enum SnapshotFileError {
 // Reading and writing files
 // ---------------------------------------------------------------------------------------------
 
+/// Files larger than this are refused before they are parsed: a snapshot of a million sockets
+/// is about 60 MB (this allows some 9 million), and `--load /dev/zero` must not fill the memory.
+const MAX_FILE_BYTES: u64 = 512 << 20;
+
 /// Reads a snapshot file.
 pub fn load(path: &Path) -> Result<Snapshot, SnapshotFileError> {
-    let bytes = fs::read(path).map_err(|error| SnapshotFileError::Read {
+    let bytes = read_limited(path, MAX_FILE_BYTES)?;
+    from_slice(&bytes, path)
+}
+
+/// The file's bytes, refused when there are more than `limit`.
+fn read_limited(path: &Path, limit: u64) -> Result<Vec<u8>, SnapshotFileError> {
+    let failed = |error| SnapshotFileError::Read {
         path: path.to_path_buf(),
         error,
-    })?;
-    from_slice(&bytes, path)
+    };
+    let f = fs::File::open(path).map_err(failed)?;
+    let hint = f.metadata().map_or(0, |m| m.len().min(limit));
+    let mut bytes = Vec::with_capacity(usize::try_from(hint).unwrap_or(0));
+    f.take(limit.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(failed)?;
+    if bytes.len() as u64 > limit {
+        return Err(SnapshotFileError::NotASnapshot {
+            path: path.to_path_buf(),
+            what: format!(
+                "it is larger than {} MiB, and snapshots are far smaller (about 60 MB for a million sockets)",
+                limit >> 20
+            ),
+        });
+    }
+    Ok(bytes)
 }
 
 /// Writes `snapshot` to `path`. A regular file is replaced atomically (written next to it under
@@ -607,5 +632,28 @@ impl Formatter for LineFormatter {
             self.newline(w)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn endless_files_are_refused_at_the_limit() {
+        let e = read_limited(Path::new("/dev/zero"), 1 << 20).expect_err("endless");
+        let m = e.to_string();
+        assert!(
+            m.contains("/dev/zero") && m.contains("larger than 1 MiB"),
+            "{m}"
+        );
+        let f = tempfile::NamedTempFile::new().expect("temp file");
+        std::fs::write(f.path(), [b'x'; 100]).expect("write");
+        assert_eq!(
+            read_limited(f.path(), 100).expect("at the limit").len(),
+            100
+        );
+        assert!(read_limited(f.path(), 99).is_err());
     }
 }
