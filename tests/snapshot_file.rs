@@ -271,6 +271,17 @@ fn save_and_load_through_a_file() {
         .map(|e| e.expect("entry").file_name())
         .collect();
     assert_eq!(names, vec![std::ffi::OsString::from("iis.snapshot.json")]);
+    // Anything but a regular file is written in place, never replaced (as root, a rename would
+    // replace /dev/null).
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        file::save(&snap, Path::new("/dev/null")).expect("save to /dev/null");
+        let t = std::fs::metadata("/dev/null")
+            .expect("/dev/null")
+            .file_type();
+        assert!(t.is_char_device(), "/dev/null is no longer a device");
+    }
 }
 
 #[test]
