@@ -635,11 +635,10 @@ impl Formatter for LineFormatter {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, unix))]
 mod tests {
     use super::*;
 
-    #[cfg(unix)]
     #[test]
     fn endless_files_are_refused_at_the_limit() {
         let e = read_limited(Path::new("/dev/zero"), 1 << 20).expect_err("endless");
