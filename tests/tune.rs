@@ -369,6 +369,18 @@ fn concurrent_tune_is_refused_and_a_dead_holder_frees_the_lock() {
         .args(["sleep", "30"])
         .spawn()
         .expect("flock(1) from util-linux");
+    // Wait until the holder really holds the lock (a rollback before that would succeed and
+    // roll back: the race made this test flaky on a loaded machine).
+    let locked = common::wait_until(std::time::Duration::from_secs(20), || {
+        let free = Command::new("flock")
+            .args(["-n"])
+            .arg(&lock)
+            .arg("true")
+            .status()
+            .is_ok_and(|s| s.success());
+        (!free).then_some(())
+    });
+    assert!(locked.is_some(), "flock(1) never took the lock");
     let refused = |o: &Output| {
         let err = String::from_utf8_lossy(&o.stderr);
         o.status.code() == Some(3)

@@ -15,7 +15,7 @@ use ratatui::Terminal;
 
 use portdoctor::collect::refresh::{next_wait, Policy, RefreshInfo, Refresher};
 use portdoctor::collect::{self, Collector};
-use portdoctor::snapshot::Snapshot;
+use portdoctor::snapshot::{file, Snapshot};
 use portdoctor::top::{render, render_text, state::Action, App, Key, ViewOptions};
 
 use super::{usage, use_color, write_stdout};
@@ -29,17 +29,26 @@ pub fn run(args: &TopArgs) -> anyhow::Result<ExitCode> {
         Ok(t) => t,
         Err(e) => return Ok(usage(e)),
     };
-    let opts = match args.target.collect_options() {
-        Ok(o) => o,
-        Err(e) => return Ok(usage(e)),
-    };
-    let owners = opts.owners;
-    let collector = collect::native(opts)?;
     let interval = Duration::from_secs_f64(args.interval);
-    let mut app = App::new(interval, thresholds);
+    // A saved snapshot (`--load`), or a collector for this host (its target opened once).
+    let (mut app, collector) = if let Some(path) = &args.load {
+        let snapshot = file::load(path)?;
+        let app = App::loaded(snapshot, Instant::now(), interval, thresholds);
+        (app, None)
+    } else {
+        let opts = match args.target.collect_options() {
+            Ok(o) => o,
+            Err(e) => return Ok(usage(e)),
+        };
+        let owners = opts.owners;
+        let collector = collect::native(opts)?;
+        (App::new(interval, thresholds), Some((collector, owners)))
+    };
     if args.once {
-        let snapshot = collector.snapshot()?;
-        app.ingest(Instant::now(), snapshot);
+        if let Some((collector, _)) = &collector {
+            let snapshot = collector.snapshot()?;
+            app.ingest(Instant::now(), snapshot);
+        }
         let tty = std::io::stdout().is_terminal();
         let (w, h) = match terminal::size() {
             Ok((w, h)) if tty && w > 0 && h > 0 => (w, h),
@@ -57,7 +66,7 @@ pub fn run(args: &TopArgs) -> anyhow::Result<ExitCode> {
         ));
     }
     let color = use_color(args.output.color);
-    interactive(app, collector, owners, ViewOptions { color })
+    interactive(app, collector, ViewOptions { color })
 }
 
 enum ToWorker {
@@ -154,18 +163,20 @@ fn key_of(ev: &event::KeyEvent) -> Option<Key> {
     })
 }
 
+/// Runs the terminal UI; `collector` `None`: nothing to collect (a loaded snapshot), no worker.
 fn interactive(
     mut app: App,
-    collector: Box<dyn Collector>,
-    owners: bool,
+    collector: Option<(Box<dyn Collector>, bool)>,
     view: ViewOptions,
 ) -> anyhow::Result<ExitCode> {
     let (to_worker, worker_rx) = mpsc::channel();
     let (sample_tx, samples) = mpsc::channel::<Sample>();
     let interval = app.interval;
-    std::thread::Builder::new()
-        .name("top-collect".into())
-        .spawn(move || worker(collector, owners, interval, &worker_rx, &sample_tx))?;
+    if let Some((collector, owners)) = collector {
+        std::thread::Builder::new()
+            .name("top-collect".into())
+            .spawn(move || worker(collector, owners, interval, &worker_rx, &sample_tx))?;
+    }
 
     let previous = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
