@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use portdoctor::analysis::{analyze, Thresholds};
-use portdoctor::fixture::SnapshotBuilder;
+use portdoctor::fixture::{hosts, SnapshotBuilder};
 use portdoctor::report::{json, text};
 use portdoctor::snapshot::file::{self, SnapshotFileError};
 use portdoctor::snapshot::{
@@ -21,36 +21,6 @@ use serde_json::Value;
 // ---------------------------------------------------------------------------------------------
 // Fixtures
 // ---------------------------------------------------------------------------------------------
-
-/// The critical Linux host of the report snapshots: four pools, owners, listeners.
-fn critical_host() -> Snapshot {
-    SnapshotBuilder::linux()
-        .tw_reuse(0)
-        .pool("10.0.0.5", "10.0.0.9", 5432, 300, 27_110, (0, 59_000))
-        .restart_ports()
-        .pool("10.0.0.5", "10.0.0.12", 443, 128, 19_990, (0, 59_000))
-        .restart_ports()
-        .pool("10.0.0.5", "10.0.0.7", 6379, 69, 1_000, (0, 59_000))
-        .restart_ports()
-        .pool("2001:db8::5", "2001:db8::7", 443, 12, 40, (0, 59_000))
-        .listen("0.0.0.0", 8080)
-        .listen("127.0.0.1", 45000)
-        .tcp_ext("TCPTimeWaitOverflow", 0)
-        .owned_by(1234, "api-server")
-        .build()
-}
-
-fn bind_before_connect() -> Snapshot {
-    let mut b = SnapshotBuilder::linux().tw_reuse(0);
-    let mut port = 32769u16;
-    for dst in 0..3u16 {
-        for _ in 0..40 {
-            b = b.time_wait("127.0.0.1", port, "127.0.0.1", 20_000 + dst, 30_000);
-            port += 2;
-        }
-    }
-    b.build()
-}
 
 /// Every field of a Linux snapshot set, most to unusual values: a namespace by pid, unknown
 /// settings, reserved ranges, all counter groups, every TCP state, IPv6, missing uids, a shared
@@ -120,48 +90,22 @@ fn ex(low: u16, high: u16, administered: bool) -> ExcludedRange {
     }
 }
 
-/// The IIS host of the Windows report snapshots: Hyper-V exclusions, registry values, 4231
-/// events, owners as pids on the rows.
+/// The IIS host of the Windows report snapshots with every registry value and both event ids
+/// set.
 fn iis_host() -> Snapshot {
-    SnapshotBuilder::windows()
-        .windows_settings(|w| {
-            let hyperv = vec![
-                ex(5357, 5357, false),
-                ex(49671, 49770, false),
-                ex(49871, 49970, false),
-                ex(50000, 50059, true),
-                ex(61117, 61216, false),
-            ];
-            w.excluded_ports_v4.clone_from(&hyperv);
-            w.excluded_ports_v6 = hyperv;
-            let r = w.registry.as_mut().expect("registry");
-            r.max_user_port = Some(65534);
-            r.tcp_timed_wait_delay = Some(30);
-            r.strict_time_wait_seq_check = Some(1);
-            r.tcp_num_connections = Some(16_777_214);
-            r.max_free_tcbs = Some(2000);
-            r.max_hash_table_size = Some(512);
-            let e = w.events.as_mut().expect("events");
-            e.ports_exhausted_4231 = EventStat {
-                count: 12,
-                last_unix_ms: Some(1_795_814_043_512),
-            };
-            e.reuse_failed_4227 = EventStat {
-                count: 1,
-                last_unix_ms: None,
-            };
-        })
-        .pool("10.0.0.5", "10.0.0.9", 1433, 200, 13_000, (0, 100_000))
-        .pool("10.0.0.5", "10.0.0.12", 443, 40, 1_500, (0, 100_000))
-        .restart_ports()
-        .pool("10.0.0.6", "10.0.0.12", 443, 20, 300, (0, 100_000))
-        .restart_ports()
-        .pool("2001:db8::5", "2001:db8::9", 443, 8, 40, (0, 100_000))
-        .listen("0.0.0.0", 80)
-        .listen("0.0.0.0", 443)
-        .listen("10.0.0.5", 65000)
-        .owned_by(4242, "w3wp.exe")
-        .build()
+    let mut s = hosts::iis();
+    let w = s.windows.as_mut().expect("windows settings");
+    let r = w.registry.as_mut().expect("registry");
+    r.tcp_timed_wait_delay = Some(30);
+    r.strict_time_wait_seq_check = Some(1);
+    r.tcp_num_connections = Some(16_777_214);
+    r.max_free_tcbs = Some(2000);
+    r.max_hash_table_size = Some(512);
+    w.events.as_mut().expect("events").reuse_failed_4227 = EventStat {
+        count: 1,
+        last_unix_ms: None,
+    };
+    s
 }
 
 /// Windows with what could not be read: no event log, no registry key, an off-by-one v6 range.
@@ -199,9 +143,9 @@ fn fixtures() -> Vec<(&'static str, Snapshot)> {
     vec![
         ("linux empty", SnapshotBuilder::linux().build()),
         ("windows empty", SnapshotBuilder::windows().build()),
-        ("linux critical", critical_host()),
+        ("linux critical", hosts::critical_linux()),
         ("linux 30 pools", top_limits.build()),
-        ("linux bind before connect", bind_before_connect()),
+        ("linux bind before connect", hosts::bind_before_connect()),
         ("linux every field", linux_everything()),
         ("linux owners scanned, none found", unowned),
         ("windows iis", iis_host()),
@@ -290,7 +234,7 @@ fn save_and_load_through_a_file() {
 
 #[test]
 fn one_socket_per_line() {
-    let snap = critical_host();
+    let snap = hosts::critical_linux();
     let text = String::from_utf8(file::to_vec(&snap)).expect("UTF-8");
     let rows = text.lines().filter(|l| l.starts_with("  [")).count();
     assert_eq!(rows, snap.sockets.len());
@@ -358,7 +302,7 @@ fn newer_schema_asks_for_an_upgrade() {
 
 #[test]
 fn a_check_report_is_not_a_snapshot() {
-    let report = json_report(&critical_host());
+    let report = json_report(&hosts::critical_linux());
     let (e, m) = message(report.as_bytes());
     assert!(matches!(e, SnapshotFileError::NotASnapshot { .. }), "{e:?}");
     assert!(m.contains("check report") && m.contains("--save"), "{m}");
@@ -797,7 +741,7 @@ fn put(dir: &Path, name: &str, bytes: &[u8]) -> String {
 #[test]
 fn the_binary_refuses_bad_files_with_exit_3_naming_the_file() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let good = file::to_vec(&critical_host());
+    let good = file::to_vec(&hosts::critical_linux());
     let text = String::from_utf8(good.clone()).expect("UTF-8");
     let cases = [
         (
@@ -860,7 +804,11 @@ fn the_binary_refuses_bad_files_with_exit_3_naming_the_file() {
 #[test]
 fn capacity_takes_its_inputs_from_a_snapshot_file() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let path = put(dir.path(), "critical.json", &file::to_vec(&critical_host()));
+    let path = put(
+        dir.path(),
+        "critical.json",
+        &file::to_vec(&hosts::critical_linux()),
+    );
     let run = common::portdoctor(&["capacity", "--from-snapshot", &path, "--json"]);
     assert_eq!(run.code, 0, "no --rate: exit 0; {}", run.stderr);
     let v: Value = serde_json::from_str(&run.stdout).expect("capacity JSON");
