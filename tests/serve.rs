@@ -817,3 +817,145 @@ fn port_taken_exits_3_and_textfile_is_written_atomically() {
     );
     assert_eq!(out.status.code(), Some(4));
 }
+
+/// A tmpfs mounted for one test, lazily unmounted on drop.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(at).expect("mount point");
+        common::run_ok(
+            Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0755")])
+                .arg("portdoctor-test")
+                .arg(at),
+        );
+        Tmpfs(at.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Appends zeros to PATH until the file system is full (bounded: 16 MiB).
+fn fill(path: &Path) {
+    let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    else {
+        return;
+    };
+    let chunk = [0u8; 4096];
+    for _ in 0..4096 {
+        if f.write_all(&chunk).is_err() {
+            break;
+        }
+    }
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs_f64()
+}
+
+/// Issue 21 item 8: `--textfile D --loop` on a file system that fills up keeps looping, and the
+/// file stops claiming fresh numbers: it says `portdoctor_collection_success 0` with the time of
+/// the failed round (written in place, which a full disk still allows) instead of keeping the
+/// last good round's pools; once there is room again, full files with success 1 return. Before,
+/// the first failed write ended the loop and the stale file kept saying success 1.
+#[test]
+fn textfile_loop_survives_a_full_disk_without_claiming_freshness() {
+    require_root!("textfile_loop_survives_a_full_disk_without_claiming_freshness");
+    let (ns, _pop) = populated("tfull");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mnt = dir.path().join("textfile");
+    let _tmpfs = Tmpfs::mount(&mnt, "64k");
+    let mnt_arg = mnt.display().to_string();
+    let mut writer = Proc::start(
+        "textfile",
+        90,
+        PORTDOCTOR,
+        &[
+            "serve",
+            "--textfile",
+            &mnt_arg,
+            "--loop",
+            "0.2s",
+            "--netns",
+            &ns.name,
+        ],
+    );
+    let prom = mnt.join("portdoctor.prom");
+    // (collection_success is 1, collection timestamp, has pool series)
+    let state = || -> Option<(bool, f64, bool)> {
+        let text = std::fs::read_to_string(&prom).ok()?;
+        Some((
+            sample(&text, "portdoctor_collection_success ")? > 0.5,
+            sample(&text, "portdoctor_collection_timestamp_seconds ")?,
+            text.contains("portdoctor_pool_in_use{"),
+        ))
+    };
+    let first = wait_until(Duration::from_secs(15), || state().filter(|s| s.0 && s.2));
+    assert!(first.is_some(), "no good file: {}", writer.stderr());
+
+    // Full disk. Keep it full: the writer's failed temp file frees its pages again.
+    let filler = mnt.join("filler");
+    let filled_at = unix_now();
+    fill(&filler);
+    let mut seen = Vec::new();
+    let failed = wait_until(Duration::from_secs(15), || {
+        fill(&filler);
+        let s = state();
+        seen.push(s);
+        s.filter(|&(success, at, pools)| !success && at >= filled_at && !pools)
+    });
+    assert!(
+        failed.is_some(),
+        "the file never said success 0 on the full disk (alive {}): last states {:?}\n{}",
+        writer.alive(),
+        &seen[seen.len().saturating_sub(5)..],
+        writer.stderr()
+    );
+    // From now on never the old numbers presented as current: the file is absent, says
+    // success 0, or comes from a round after the fill (one that did fit).
+    for _ in 0..8 {
+        thread::sleep(Duration::from_millis(100));
+        fill(&filler);
+        if let Some((success, at, _)) = state() {
+            assert!(
+                !success || at >= filled_at,
+                "stale file claims success: collected at {at}, disk full since {filled_at}"
+            );
+        }
+    }
+    assert!(writer.alive(), "the loop ended: {}", writer.stderr());
+    let err = writer.stderr();
+    assert!(
+        err.contains("No space left on device") && err.contains("retrying in 0.2 s"),
+        "{err}"
+    );
+
+    // Room again: full files return.
+    std::fs::remove_file(&filler).expect("remove filler");
+    let freed_at = unix_now();
+    let back = wait_until(Duration::from_secs(15), || {
+        state().filter(|&(success, at, pools)| success && at > freed_at && pools)
+    });
+    assert!(back.is_some(), "no recovery: {}", writer.stderr());
+    let names: Vec<String> = std::fs::read_dir(&mnt)
+        .expect("dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        names,
+        vec!["portdoctor.prom".to_string()],
+        "temp files left"
+    );
+    assert!(writer.alive(), "{}", writer.stderr());
+}

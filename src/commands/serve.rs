@@ -203,27 +203,78 @@ fn collect_and_render(
 
 fn textfile(shared: &Shared, dir: &Path, interval: Option<f64>) -> anyhow::Result<ExitCode> {
     loop {
+        let round = Instant::now();
         let (text, error) = collect_and_render(
             shared.collector.as_ref(),
             shared.thresholds,
             shared.metrics,
             &shared.counters,
         );
-        write_atomically(dir, &textfmt::to_classic(&text))?;
         if let Some(e) = &error {
             eprintln!("portdoctor: error: collecting: {e}");
         }
-        match interval {
-            None => {
-                return Ok(ExitCode::from(if error.is_some() {
-                    EXIT_COLLECT
-                } else {
-                    0
-                }));
+        if let Err(e) = write_atomically(dir, &textfmt::to_classic(&text)) {
+            let stale = withdraw_stale(dir, shared);
+            match interval {
+                None => return Ok(super::failed(format!("{e:#}; {stale}"))),
+                Some(s) => {
+                    eprintln!("portdoctor: error: {e:#}; {stale}; retrying in {s} s");
+                }
             }
-            // SIGTERM/Ctrl-C end the process; the rename keeps the file whole whenever that is.
-            Some(s) => std::thread::sleep(Duration::from_secs_f64(s)),
         }
+        let Some(every) = interval else {
+            return Ok(ExitCode::from(if error.is_some() {
+                EXIT_COLLECT
+            } else {
+                0
+            }));
+        };
+        // A failed round (collection or write) is retried at the next one. SIGTERM/Ctrl-C end
+        // the process; the rename keeps the file whole whenever that is.
+        let every = Duration::from_secs_f64(every);
+        std::thread::sleep(every.saturating_sub(round.elapsed()));
+    }
+}
+
+/// After the full file could not be written: the file in DIR still holds the previous round's
+/// numbers, which node_exporter would go on exporting as current. Replace it in place (no new
+/// inode or second copy needed, so this works on a full disk) by a short one with
+/// `portdoctor_collection_success 0` and the current time, else remove it. Says what happened.
+fn withdraw_stale(dir: &Path, shared: &Shared) -> String {
+    let dest = dir.join(TEXTFILE_NAME);
+    let failed = Collection {
+        result: None,
+        duration_seconds: 0.0,
+        timestamp_seconds: unix_now(),
+    };
+    let text = textfmt::to_classic(&metrics::render(&failed, &shared.counters, shared.metrics));
+    let overwrite = || -> std::io::Result<()> {
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).truncate(true);
+        // Never write through a symlink someone put in the directory.
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::custom_flags(&mut opts, libc::O_NOFOLLOW);
+        let mut f = opts.open(&dest)?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()
+    };
+    match overwrite() {
+        Ok(()) => format!(
+            "{} now says portdoctor_collection_success 0",
+            dest.display()
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => "no previous file".to_string(),
+        Err(e) => match std::fs::remove_file(&dest) {
+            Ok(()) => format!(
+                "removed the previous {} (cannot overwrite it either: {e})",
+                dest.display()
+            ),
+            Err(e2) if e2.kind() == std::io::ErrorKind::NotFound => "no previous file".to_string(),
+            Err(e2) => format!(
+                "the previous {} stays (cannot overwrite it: {e}; nor remove it: {e2})",
+                dest.display()
+            ),
+        },
     }
 }
 
