@@ -38,7 +38,7 @@ fn free_port() -> u16 {
         .expect("a free loopback port")
 }
 
-/// A child process killed (and reaped) on drop; `timeout` bounds its life even if we die.
+/// A child process stopped (and reaped) on drop; `timeout` bounds its life even if we die.
 struct Proc {
     child: Child,
     stderr: PathBuf,
@@ -76,6 +76,16 @@ impl Proc {
 
 impl Drop for Proc {
     fn drop(&mut self) {
+        // SIGTERM to `timeout` is passed on to the program; a SIGKILL would leave the program
+        // running as an orphan.
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .stderr(Stdio::null())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(7);
+        while Instant::now() < deadline && self.alive() {
+            thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
