@@ -626,7 +626,7 @@ fn scrapes_succeed_while_idle_connections_flood_the_limit() {
     assert!(
         exporter
             .stderr()
-            .contains("--max-connections 50 reached: closed"),
+            .contains("connection limit (50) reached: closed"),
         "{}",
         exporter.stderr()
     );

@@ -469,7 +469,7 @@ impl EvictionLog {
             return;
         }
         eprintln!(
-            "portdoctor: --max-connections {max} reached: closed {} idle connections (least recently active first) to admit new ones{}",
+            "portdoctor: connection limit ({max}) reached: closed {} idle connections (least recently active first) to admit new ones{}",
             self.since_last,
             if self.last.is_some() { " in the last minute" } else { "" }
         );
