@@ -82,7 +82,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     if args.max_pools == 0 || args.max_connections == 0 {
         return usage_error("--max-pools and --max-connections must be at least 1");
     }
-    // More than a process could hold open (and tokio's semaphore has a ceiling).
+    // More than a process could hold open.
     if args.max_connections > MAX_CONNECTIONS_LIMIT {
         return usage_error(&format!(
             "--max-connections {} is more than a process can hold: at most {MAX_CONNECTIONS_LIMIT}",
