@@ -856,6 +856,60 @@ fn a_backup_belongs_to_its_namespace() {
 /// and an apply there (no `--sysctl-dir`) writes none: /etc/sysctl.d is the host's, applied to
 /// the host at boot. Tested with /etc/sysctl.d masked by an empty tmpfs in a private mount
 /// namespace, so the host's directory is never at risk. On the host a plan still proposes it.
+/// A backup whose namespace is gone: rollback names the backup and the way out, `tune forget`
+/// retires it (no setting changes), and no later rollback picks it (issue 21 item 9).
+#[test]
+fn a_backup_of_a_vanished_namespace_names_the_way_out() {
+    require_root!("a_backup_of_a_vanished_namespace_names_the_way_out");
+    let ns = Netns::new("tune-gone");
+    let state = tempfile::tempdir().expect("tempdir");
+    let st = state.path().join("state");
+    let st = st.to_str().expect("utf-8").to_string();
+    let o = portdoctor_raw(
+        &[
+            "tune",
+            "apply",
+            "--yes",
+            "--netns",
+            &ns.name,
+            "--set",
+            "net.ipv4.tcp_tw_reuse=1",
+            "--state-dir",
+            &st,
+        ],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", out_text(&o));
+    let id = backup_id(&o);
+    let name = ns.name.clone();
+    drop(ns); // deletes the namespace, and its settings with it
+    let o = portdoctor_raw(&["tune", "rollback", "--state-dir", &st], &[]);
+    assert_eq!(o.status.code(), Some(3), "{}", out_text(&o));
+    let err = stderr_of(&o);
+    assert!(
+        err.contains(&id)
+            && err.contains(&name)
+            && err.contains(&format!("portdoctor tune forget {id} --state-dir {st}")),
+        "{err}"
+    );
+    let o = portdoctor_raw(&["tune", "forget", &id, "--state-dir", &st], &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", out_text(&o));
+    let h = history_json(std::path::Path::new(&st));
+    assert_eq!(h[0]["status"], "forgotten", "{h}");
+    let o = portdoctor_raw(&["tune", "rollback", "--state-dir", &st], &[]);
+    assert_eq!(o.status.code(), Some(3), "{}", out_text(&o));
+    assert!(
+        stderr_of(&o).contains("no backup to roll back"),
+        "{}",
+        out_text(&o)
+    );
+    // Forgetting twice, or an id that is not one: refused.
+    let o = portdoctor_raw(&["tune", "forget", &id, "--state-dir", &st], &[]);
+    assert_eq!(o.status.code(), Some(3), "{}", out_text(&o));
+    let o = portdoctor_raw(&["tune", "forget", "../evil", "--state-dir", &st], &[]);
+    assert_eq!(o.status.code(), Some(4), "{}", out_text(&o));
+}
+
 #[test]
 fn a_namespace_never_persists_to_the_hosts_sysctl_d() {
     require_root!("a_namespace_never_persists_to_the_hosts_sysctl_d");

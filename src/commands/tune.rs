@@ -12,7 +12,7 @@ use portdoctor::tune::{self, plan, render, Goal, Plan, Profile};
 
 use super::{failed, usage, write_stdout, EXIT_USAGE};
 use crate::cli::tune::{
-    ApplyArgs, GoalArgs, HistoryArgs, ProfileArg, RollbackArgs, TuneArgs, TuneCommand,
+    ApplyArgs, ForgetArgs, GoalArgs, HistoryArgs, ProfileArg, RollbackArgs, TuneArgs, TuneCommand,
 };
 
 pub fn run(args: &TuneArgs) -> anyhow::Result<ExitCode> {
@@ -21,6 +21,7 @@ pub fn run(args: &TuneArgs) -> anyhow::Result<ExitCode> {
         TuneCommand::Apply(a) => run_apply(a),
         TuneCommand::Rollback(r) => run_rollback(r),
         TuneCommand::History(h) => run_history(h),
+        TuneCommand::Forget(f) => run_forget(f),
     }
 }
 
@@ -285,6 +286,31 @@ fn run_rollback(r: &RollbackArgs) -> anyhow::Result<ExitCode> {
         Err(e) if e.is_usage() => Ok(usage(e)),
         Err(e) => Ok(failed(e)),
     }
+}
+
+#[cfg(target_os = "linux")]
+fn run_forget(f: &ForgetArgs) -> anyhow::Result<ExitCode> {
+    match portdoctor::tune::linux::forget(&f.state_dir, std::path::Path::new("/proc/sys"), &f.id) {
+        Ok(b) => {
+            write_stdout(
+                format!(
+                    "forgot {} (netns {}): no rollback will pick it; no setting was changed\n",
+                    b.id, b.namespace
+                )
+                .as_bytes(),
+            )?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) if e.is_usage() => Ok(usage(e)),
+        Err(e) => Ok(failed(e)),
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+#[allow(clippy::unnecessary_wraps)] // the same signature as the Linux version
+fn run_forget(f: &ForgetArgs) -> anyhow::Result<ExitCode> {
+    let _ = f;
+    Ok(failed("`tune forget` is implemented for Linux only so far"))
 }
 
 #[cfg(target_os = "linux")]

@@ -24,13 +24,15 @@ const MAX_VALUE_BYTES: usize = 4096;
 /// Backup states. `applying`: written before the first change (a crash leaves it so);
 /// `applied`; `apply_failed_rolled_back`: apply failed and restored everything;
 /// `apply_failed_not_restored`: apply failed and the automatic restore failed too (roll it
-/// back); `rolled_back`.
-pub const STATUSES: [&str; 5] = [
+/// back); `rolled_back`; `forgotten`: retired by `tune forget` (its namespace is gone, or its
+/// values were restored by hand), never picked again.
+pub const STATUSES: [&str; 6] = [
     "applying",
     "applied",
     "apply_failed_rolled_back",
     "apply_failed_not_restored",
     "rolled_back",
+    "forgotten",
 ];
 
 /// States whose changes may still be in place: rollback picks them.

@@ -888,7 +888,13 @@ pub fn rollback(
     // The backup says where its values live: enter the namespace apply entered.
     if req.netns.is_none() {
         if let Some(n) = &b.netns {
-            enter(n).map_err(TuneError::Other)?;
+            enter(n).map_err(|e| {
+                TuneError::Other(format!(
+                    "backup {} was taken in network namespace {n}, which cannot be entered now ({e}); nothing was changed. If the namespace is gone, its values went with it: retire the backup with `{}`, or roll back another one with --id (see `portdoctor tune history`)",
+                    b.id,
+                    forget_command(&b.id, req.state_dir)
+                ))
+            })?;
         }
     }
     let here = NetnsIdentity::current(req.netns.or(b.netns.as_deref())).map_err(io(
@@ -940,6 +946,58 @@ pub fn rollback(
         }),
         cleaned,
     })
+}
+
+/// The command that retires backup `id` of `state_dir`.
+fn forget_command(id: &str, state_dir: &Path) -> String {
+    let dir = if state_dir == Path::new(super::DEFAULT_STATE_DIR) {
+        String::new()
+    } else {
+        format!(
+            " --state-dir {}",
+            shell_word(&state_dir.display().to_string())
+        )
+    };
+    format!("portdoctor tune forget {id}{dir}")
+}
+
+/// `tune forget ID`: marks a backup `forgotten` so that no rollback picks it (its namespace is
+/// gone, or its values were put back by hand). Changes no setting; under the state lock.
+pub fn forget(state_dir: &Path, proc_sys: &Path, id: &str) -> Result<Backup, TuneError> {
+    backup::check_id(id).map_err(TuneError::BadId)?;
+    if !is_root() {
+        return Err(TuneError::NotRoot("forget"));
+    }
+    if !state_dir.exists() {
+        return Err(TuneError::NoSuchBackup(
+            id.to_string(),
+            state_dir.to_path_buf(),
+        ));
+    }
+    let _lock = StateLock::acquire(state_dir)?;
+    let records = backup::scan(state_dir, proc_sys).map_err(io("cannot list", state_dir))?;
+    let b = records
+        .iter()
+        .find_map(|r| match r {
+            Record::Backup(b) if b.id == id => Some(b),
+            _ => None,
+        })
+        .ok_or_else(|| TuneError::NoSuchBackup(id.to_string(), state_dir.to_path_buf()))?;
+    if !backup::needs_rollback(&b.status) {
+        return Err(TuneError::Other(format!(
+            "backup {id} is {} already: nothing to forget; nothing was changed",
+            b.status
+        )));
+    }
+    let mut done = (**b).clone();
+    done.status = "forgotten".into();
+    done.status_detail = Some(format!(
+        "forgotten at {} (was {}); its values were not restored by portdoctor",
+        utc_string(now_ms()),
+        b.status
+    ));
+    write_backup(&mut Writer::plain(), state_dir, &done)?;
+    Ok(done)
 }
 
 /// The backup a rollback acts on; see [`rollback`].
