@@ -588,7 +588,18 @@ fn pool_finding(
         .map(|e| {
             let d = human_duration(e);
             let about = if d.starts_with('<') { "" } else { "~" };
-            format!(", full in {about}{d}")
+            let rate = p.connect_rate_per_s.map_or(String::new(), |r| {
+                format!(
+                    " at {} new connections/s over the last {}",
+                    if r < 10.0 {
+                        format!("{r:.1}")
+                    } else {
+                        group(r.round() as u64)
+                    },
+                    human_duration(p.rate_window_seconds.unwrap_or(0.0).round())
+                )
+            });
+            format!(", full in {about}{d}{rate}")
         })
         .unwrap_or_default();
     let message = if exhausted {
@@ -671,6 +682,7 @@ fn pool_finding(
             "capacity": p.capacity,
             "utilization": p.utilization.map(|u| round(u, 4)),
             "connect_rate_per_s": p.connect_rate_per_s.map(|r| round(r, 1)),
+            "rate_window_seconds": p.rate_window_seconds.map(|w| round(w, 1)),
             "eta_seconds": p.eta_seconds.map(|e| round(e, 1)),
             "warn": thresholds.warn, "crit": thresholds.crit,
         })),

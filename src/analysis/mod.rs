@@ -11,7 +11,9 @@ use std::net::IpAddr;
 use serde::Serialize;
 
 pub use findings::{Finding, FindingCode, Level, Severity, Verdict};
-pub use pools::{build_pools, Pool, PoolKey, ProcessCount, Scope};
+pub use pools::{
+    build_pools, eta_seconds, Pool, PoolKey, ProcessCount, Scope, MIN_FORECAST_ARRIVALS,
+};
 
 use crate::rules;
 use crate::snapshot::{Os, PortRange, Snapshot};

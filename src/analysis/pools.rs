@@ -64,8 +64,11 @@ pub struct Pool {
     /// More ports in use than the model's capacity (settings changed after the sockets were
     /// made, or ports outside what we can see).
     pub overcommitted: bool,
-    /// New connections per second that ended in TIME_WAIT here, over the rate window.
+    /// New connections per second that ended in TIME_WAIT here, over `rate_window_seconds`.
     pub connect_rate_per_s: Option<f64>,
+    /// The span the connect rate was measured over: the rate window, or less when the oldest
+    /// TIME_WAIT of the pool is younger (a burst that began a few seconds ago).
+    pub rate_window_seconds: Option<f64>,
     /// TIME_WAIT ports that will free up per second over the next window.
     pub release_rate_per_s: Option<f64>,
     /// Seconds until no port is left, only while the pool grows.
@@ -95,6 +98,10 @@ struct Acc {
     blocking: u64,
     arrivals: u64,
     releases: u64,
+    /// Age of the oldest TIME_WAIT (ms): how far back the TIME_WAIT record of the pool reaches.
+    oldest_tw_age_ms: Option<u64>,
+    /// Age of the youngest TIME_WAIT (ms): how long ago the last connection ended.
+    newest_tw_age_ms: Option<u64>,
     owners: FxHashMap<u32, u64>,
 }
 
@@ -108,8 +115,19 @@ impl Acc {
         self.blocking += other.time_wait;
         self.arrivals += other.arrivals;
         self.releases += other.releases;
+        self.note_ages(other.oldest_tw_age_ms);
+        self.note_ages(other.newest_tw_age_ms);
         for (pid, n) in &other.owners {
             *self.owners.entry(*pid).or_default() += n;
+        }
+    }
+}
+
+impl Acc {
+    fn note_ages(&mut self, age_ms: Option<u64>) {
+        if let Some(a) = age_ms {
+            self.oldest_tw_age_ms = Some(self.oldest_tw_age_ms.map_or(a, |o| o.max(a)));
+            self.newest_tw_age_ms = Some(self.newest_tw_age_ms.map_or(a, |n| n.min(a)));
         }
     }
 }
@@ -218,6 +236,7 @@ pub fn build_pools(
                 if age_ms.is_some_and(|a| a <= window_ms) {
                     acc.arrivals += 1;
                 }
+                acc.note_ages(age_ms.map(u64::from));
                 if blocking && s.time_wait_left_ms.is_some_and(|l| l <= window_ms) {
                     acc.releases += 1;
                 }
@@ -369,18 +388,15 @@ fn finish(
         }
     });
     let overcommitted = capacity.is_some_and(|c| used > u64::from(c));
-    let window = f64::from(RATE_WINDOW_SECONDS);
-    let connect_rate = rates_known.then(|| acc.arrivals as f64 / window);
-    let release_rate = rates_known.then(|| acc.releases as f64 / window);
+    let rates = rates_known.then(|| Rates::of(acc));
+    let connect_rate = rates.map(|r| r.connect_per_s);
+    let release_rate = rates.map(|r| r.release_per_s);
     // With reuse, a TIME_WAIT port is free again after the reuse delay, so TIME_WAIT does not
     // accumulate: no forecast from it.
-    // Growth within a few percent of the rate is sampling noise of a steady state.
-    let growth = match (connect_rate, release_rate) {
-        (Some(a), Some(r)) if !reuse && a - r > STEADY_STATE_TOLERANCE * a => a - r,
-        _ => 0.0,
-    };
-    let eta_seconds = match capacity {
-        Some(c) if growth > 0.0 => Some(u64::from(c).saturating_sub(used) as f64 / growth),
+    let eta_seconds = match (rates, capacity) {
+        (Some(r), Some(c)) if !reuse => r
+            .filling_per_s()
+            .and_then(|g| eta_seconds(u64::from(c).saturating_sub(used), g)),
         _ => None,
     };
     let level = match utilization {
@@ -416,6 +432,7 @@ fn finish(
         utilization,
         overcommitted,
         connect_rate_per_s: connect_rate,
+        rate_window_seconds: rates.map(|r| r.window_s),
         release_rate_per_s: release_rate,
         eta_seconds,
         processes,
@@ -425,6 +442,78 @@ fn finish(
 
 /// Share of the connect rate below which arrivals and releases count as balanced.
 const STEADY_STATE_TOLERANCE: f64 = 0.05;
+
+/// Arrivals needed before a pool is forecast: fewer are chance, not a rate.
+pub const MIN_FORECAST_ARRIVALS: u64 = 10;
+
+/// The shortest span a rate is divided by (ms): a handful of sockets made within a few
+/// milliseconds is not thousands per second.
+const MIN_RATE_SPAN_MS: u64 = 1_000;
+
+/// No TIME_WAIT younger than this (ms), nor than three average gaps between arrivals, means
+/// the burst has stopped: it is not forecast as filling.
+const STOPPED_AFTER_MS: f64 = 2_000.0;
+
+/// A pool's connect and release rates from its TIME_WAIT timers: the one rate and forecast
+/// that `check`, `top` and `serve` show.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Rates {
+    /// New connections per second that ended in TIME_WAIT, over `window_s`.
+    connect_per_s: f64,
+    /// TIME_WAIT ports that free up per second over the next rate window.
+    release_per_s: f64,
+    /// The span the arrivals were counted over (s): the rate window, or the age of the oldest
+    /// TIME_WAIT when the pool's record is younger than the window.
+    window_s: f64,
+    arrivals: u64,
+    /// Age of the youngest TIME_WAIT (ms).
+    newest_age_ms: Option<u64>,
+}
+
+impl Rates {
+    fn of(acc: &Acc) -> Rates {
+        let window_ms = u64::from(RATE_WINDOW_SECONDS) * 1000;
+        // Divide by the span actually covered: a burst that began 3 s ago has 3 s of arrivals,
+        // not 10.
+        let span_ms = acc
+            .oldest_tw_age_ms
+            .map_or(window_ms, |a| a.clamp(MIN_RATE_SPAN_MS, window_ms));
+        let window_s = span_ms as f64 / 1000.0;
+        Rates {
+            connect_per_s: acc.arrivals as f64 / window_s,
+            release_per_s: acc.releases as f64 / f64::from(RATE_WINDOW_SECONDS),
+            window_s,
+            arrivals: acc.arrivals,
+            newest_age_ms: acc.newest_tw_age_ms,
+        }
+    }
+
+    /// Whether arrivals have stopped: the youngest TIME_WAIT is older than a quiet spell.
+    fn stopped(&self) -> bool {
+        let quiet_ms = if self.connect_per_s > 0.0 {
+            STOPPED_AFTER_MS.max(3_000.0 / self.connect_per_s)
+        } else {
+            STOPPED_AFTER_MS
+        };
+        self.newest_age_ms.is_none_or(|a| a as f64 > quiet_ms)
+    }
+
+    /// Net ports taken per second, when there are enough arrivals to tell, they continue, and
+    /// they outrun releases by more than sampling noise.
+    fn filling_per_s(&self) -> Option<f64> {
+        if self.arrivals < MIN_FORECAST_ARRIVALS || self.stopped() {
+            return None;
+        }
+        let growth = self.connect_per_s - self.release_per_s;
+        (growth > STEADY_STATE_TOLERANCE * self.connect_per_s).then_some(growth)
+    }
+}
+
+/// Seconds until `free` ports are gone at `growth_per_s` net new ports a second; `None` unless
+/// the pool grows. The one forecast `check` and `top` print.
+pub fn eta_seconds(free: u64, growth_per_s: f64) -> Option<f64> {
+    (growth_per_s > 0.0 && growth_per_s.is_finite()).then(|| free as f64 / growth_per_s)
+}
 
 /// Minimum sockets from one address before the bind pattern is judged (small samples are
 /// unique by chance).

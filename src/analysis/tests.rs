@@ -171,7 +171,7 @@ fn rate_and_eta_from_time_wait_ages() {
     // leave in the next 10 s: grows 50/s, 232 free → ETA 4.6 s, critical.
     let s = SnapshotBuilder::linux()
         .tw_reuse(0)
-        .pool("10.0.0.5", "10.0.0.9", 5432, 27_500, 500, (0, 9_990))
+        .pool("10.0.0.5", "10.0.0.9", 5432, 27_500, 500, (0, 10_000))
         .build();
     let a = run(&s);
     let p = &a.pools[0];
@@ -181,6 +181,55 @@ fn rate_and_eta_from_time_wait_ages() {
     assert!((eta - 232.0 / 50.0).abs() < 1e-9, "{eta}");
     assert_eq!(p.level, Level::Critical);
     assert_eq!(a.verdict.level, Level::Critical);
+}
+
+/// Issue 13 item 1: a churn that began 3 s ago has 3 s of arrivals, not 10.
+#[test]
+fn rate_divides_by_the_span_covered() {
+    // 600 TIME_WAIT aged 0..3 s in a 5,000-port range: 200/s, 4,400 free → full in 22 s.
+    let s = SnapshotBuilder::linux()
+        .range(40000, 44999)
+        .tw_reuse(0)
+        .pool("10.0.0.5", "10.0.0.9", 80, 0, 600, (0, 3_000))
+        .build();
+    let a = run(&s);
+    let p = &a.pools[0];
+    assert_eq!(p.connect_rate_per_s, Some(200.0));
+    assert_eq!(p.rate_window_seconds, Some(3.0));
+    let eta = p.eta_seconds.unwrap();
+    assert!((eta - 4_400.0 / 200.0).abs() < 1e-9, "{eta}");
+    assert_eq!(a.verdict.level, Level::Critical);
+    let f = &a.verdict.findings[0];
+    assert!(f.message.contains("over the last 3 s"), "{}", f.message);
+}
+
+/// A burst whose last connection ended 8 s ago is not filling the pool.
+#[test]
+fn a_stopped_burst_is_not_forecast() {
+    let s = SnapshotBuilder::linux()
+        .range(40000, 44999)
+        .tw_reuse(0)
+        .pool("10.0.0.5", "10.0.0.9", 80, 0, 1_000, (8_000, 9_000))
+        .build();
+    let a = run(&s);
+    let p = &a.pools[0];
+    assert!(p.connect_rate_per_s.unwrap() > 90.0, "{p:?}");
+    assert_eq!(p.eta_seconds, None);
+    assert_eq!(a.verdict.level, Level::Ok);
+}
+
+/// One TIME_WAIT (or a few) is no rate to forecast from.
+#[test]
+fn too_few_arrivals_are_not_forecast() {
+    for n in [1, MIN_FORECAST_ARRIVALS as u32 - 1] {
+        let s = SnapshotBuilder::linux()
+            .range(40000, 44999)
+            .tw_reuse(0)
+            .pool("10.0.0.5", "10.0.0.9", 80, 0, n, (0, 500))
+            .build();
+        let p = &run(&s).pools[0];
+        assert_eq!(p.eta_seconds, None, "{n} arrivals: {p:?}");
+    }
 }
 
 #[test]

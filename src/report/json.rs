@@ -113,6 +113,9 @@ pub struct PoolOut<'a> {
     pub utilization: Option<f64>,
     pub overcommitted: bool,
     pub connect_rate_per_s: Option<f64>,
+    /// The span the connect rate was measured over (s): the rate window, or less for a pool
+    /// whose oldest TIME_WAIT is younger.
+    pub rate_window_seconds: Option<f64>,
     pub eta_seconds: Option<f64>,
     pub level: Level,
     pub processes: Option<&'a [ProcessCount]>,
@@ -218,6 +221,7 @@ fn pool_out(p: &Pool, scanned: bool) -> PoolOut<'_> {
         utilization: p.utilization.map(|u| round(u, 4)),
         overcommitted: p.overcommitted,
         connect_rate_per_s: p.connect_rate_per_s.map(|r| round(r, 1)),
+        rate_window_seconds: p.rate_window_seconds.map(|w| round(w, 1)),
         eta_seconds: p.eta_seconds.map(|e| round(e, 1)),
         level: p.level,
         processes: scanned.then_some(p.processes.as_slice()),

@@ -77,8 +77,8 @@ pub struct PoolStats {
     pub connect_per_s: Option<f64>,
     /// `connect_per_s` is the lower bound (no TIME_WAIT timers: Windows).
     pub connect_is_lower_bound: bool,
-    /// Seconds until full at the growth between the last two samples; on the first sample,
-    /// the analysis' TIME_WAIT-based forecast.
+    /// Seconds until full: the analysis' TIME_WAIT-based forecast (the one `check` prints),
+    /// else at the growth between the last two samples.
     pub eta_seconds: Option<f64>,
     pub history: VecDeque<Point>,
 }
@@ -244,11 +244,14 @@ impl App {
             stats.connect_per_s = p
                 .connect_rate_per_s
                 .or_else(|| elapsed.map(|e| (p.in_use.saturating_sub(before_in_use)) as f64 / e));
-            stats.eta_seconds = match growth {
-                Some(g) if g > 0.0 => p.free().map(|f| f as f64 / g),
-                Some(_) => None,
-                None => p.eta_seconds,
-            };
+            // The analysis' forecast first, so the table and the finding in the detail pane
+            // say the same; the change between samples only where it has none (no TIME_WAIT
+            // timers, or ports held by connections that stay open).
+            stats.eta_seconds = p.eta_seconds.or_else(|| {
+                growth
+                    .zip(p.free())
+                    .and_then(|(g, free)| crate::analysis::eta_seconds(free, g))
+            });
             stats.used = used;
             stats.in_use = p.in_use;
             stats.last_seen = at;

@@ -61,7 +61,7 @@ fn time_wait_ages_give_the_rate_on_the_first_sample() {
     // 300 TIME_WAIT entries aged 0..10 s: 30/s over the 10 s window.
     let snap = SnapshotBuilder::linux()
         .tw_reuse(0)
-        .pool("10.0.0.5", "10.0.0.9", 80, 0, 300, (0, 9_999))
+        .pool("10.0.0.5", "10.0.0.9", 80, 0, 300, (0, 10_000))
         .build();
     let mut a = app();
     a.ingest(Instant::now(), snap);

@@ -137,8 +137,8 @@ pub fn assert_agrees(ns: &Netns, report: &Value, truth: Option<&Value>) -> Ss {
 
 /// The same namespace read through /proc/net/tcp{,6} (`--source procfs`) gives the same pools
 /// (including blocking TIME_WAIT and capacity) and states as REPORT (netlink). With
-/// `compare_rates`, also the same connect rates: only while the population's TIME_WAIT is well
-/// inside the 10 s rate window, so that the two runs cannot straddle its edge.
+/// `compare_rates`, also the same connect arrivals: only while the population's TIME_WAIT is
+/// well inside the 10 s rate window, so that the two runs cannot straddle its edge.
 pub fn assert_procfs_agrees(ns: &Netns, report: &Value, compare_rates: bool) {
     let (procfs, _) = ns.check_json(&["--source", "procfs"]);
     assert_eq!(str_at(&procfs, "source"), "procfs");
@@ -147,30 +147,37 @@ pub fn assert_procfs_agrees(ns: &Netns, report: &Value, compare_rates: bool) {
         pool_summary(report),
         "procfs vs netlink pools"
     );
-    // The TIME_WAIT timers (ms in netlink, clock ticks in procfs) give the same rates.
-    let rates = |r: &Value| -> Vec<String> {
-        let mut v: Vec<String> = pools(r)
+    // The TIME_WAIT timers (ms in netlink, clock ticks in procfs) give the same arrivals. The
+    // rate divides them by the span the pool's TIME_WAIT covers, which grows between the two
+    // runs while a population is younger than the window: compare rate × window, within the
+    // rounding of both (0.1) and one arrival.
+    let rates = |r: &Value| -> Vec<(String, f64, f64)> {
+        let mut v: Vec<(String, f64, f64)> = pools(r)
             .iter()
             .map(|p| {
-                format!(
-                    "{} {} {} {} rate={}",
-                    p["scope"],
-                    p["local_ip"],
-                    p["remote_ip"],
-                    p["remote_port"],
-                    p["connect_rate_per_s"]
+                (
+                    format!(
+                        "{} {} {} {}",
+                        p["scope"], p["local_ip"], p["remote_ip"], p["remote_port"]
+                    ),
+                    p["connect_rate_per_s"].as_f64().unwrap_or(-1.0),
+                    p["rate_window_seconds"].as_f64().unwrap_or(0.0),
                 )
             })
             .collect();
-        v.sort();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
         v
     };
     if compare_rates {
-        assert_eq!(
-            rates(&procfs),
-            rates(report),
-            "procfs vs netlink connect rates"
-        );
+        let (a, b) = (rates(&procfs), rates(report));
+        assert_eq!(a.len(), b.len(), "procfs vs netlink pools");
+        for ((key, ra, wa), (_, rb, wb)) in a.iter().zip(&b) {
+            let tolerance = 0.05 * (wa + wb) + 0.05 * (ra + rb) + 1.0;
+            assert!(
+                (ra * wa - rb * wb).abs() <= tolerance,
+                "procfs vs netlink connect rates of {key}: {ra}/s over {wa} s vs {rb}/s over {wb} s"
+            );
+        }
     }
     assert_eq!(
         at(&procfs, "states"),
