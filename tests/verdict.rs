@@ -193,3 +193,147 @@ fn one_socket_is_not_forecast() {
     assert_eq!(code, 0, "{:?}", finding_codes(&report));
     proc.stop();
 }
+
+/// Fills the pool to HOST:PORT with sockets that never finish: MODE `close_wait` listens on
+/// HOST:PORT, connects until connect() fails (at most MAX), the server side closes each at
+/// once and the client never calls close(); MODE `syn_sent` connects without blocking to
+/// HOST:PORT, which never answers. Writes OUT as JSON (`held`, `failed` with the errno of the
+/// first failure) and holds HOLD seconds.
+const STUCK_PY: &str = r"
+import errno, json, os, socket, sys, time
+mode, host, port, limit, out, hold = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], float(sys.argv[6])
+held, servers, failed, err = [], [], 0, None
+if mode == 'close_wait':
+    lst = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    lst.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    lst.bind((host, port))
+    lst.listen(512)
+for i in range(limit):
+    c = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        if mode == 'close_wait':
+            c.connect((host, port))
+            s, _ = lst.accept()
+            s.close()
+        else:
+            c.setblocking(False)
+            rc = c.connect_ex((host, port))
+            if rc != errno.EINPROGRESS:
+                raise OSError(rc, os.strerror(rc))
+        held.append(c)
+    except OSError as e:
+        failed += 1
+        err = err or errno.errorcode.get(e.errno, str(e.errno))
+        c.close()
+with open(out + '.tmp', 'w') as f:
+    json.dump({'held': len(held), 'failed': failed, 'errno': err}, f)
+os.rename(out + '.tmp', out)
+time.sleep(hold)
+";
+
+/// Runs the stuck-socket helper; returns it and its record.
+fn stuck(ns: &Netns, mode: &str, host: &str, port: u16, limit: u32) -> (Background, Value) {
+    let out = ns.path("stuck");
+    let mut cmd = ns.exec(python());
+    cmd.args([
+        "-c",
+        STUCK_PY,
+        mode,
+        host,
+        &port.to_string(),
+        &limit.to_string(),
+    ])
+    .arg(&out)
+    .arg(HOLD_SECONDS);
+    let mut proc = ns.spawn("stuck", cmd);
+    let text = proc.wait_for_file(&out, READY);
+    let truth: Value = serde_json::from_str(&text).expect("the helper writes JSON");
+    (proc, truth)
+}
+
+fn finding<'a>(report: &'a Value, code: &str) -> &'a Value {
+    let found = common::findings(report, code);
+    assert_eq!(
+        found.len(),
+        1,
+        "want one {code}: {:?}",
+        finding_codes(report)
+    );
+    found[0]
+}
+
+/// Item 2: 100 client sockets left in CLOSE_WAIT fill a 100-port pool; the report says so,
+/// names the process, and does not advise a pool size or a wider range.
+#[test]
+fn close_wait_filling_a_pool_is_a_leak() {
+    require_root!("close_wait_filling_a_pool_is_a_leak");
+    let ns = Netns::new("cwleak");
+    ns.sysctl("net.ipv4.ip_local_port_range", "40000 40099");
+    let (mut proc, truth) = stuck(&ns, "close_wait", "127.0.0.1", 7200, 103);
+    assert_eq!(truth["held"], 100, "{truth}");
+    assert_eq!(truth["failed"], 3, "{truth}");
+    assert_eq!(truth["errno"], "EADDRNOTAVAIL", "{truth}");
+    assert_eq!(ns.ss().count("CLOSE_WAIT"), 100, "{}", ns.ss_raw());
+
+    let run = portdoctor(&["check", "--netns", &ns.name, "--json"]);
+    let report = run.json();
+    assert_eq!(run.code, 2, "critical");
+    let p = pool_to(&report, 7200);
+    assert_eq!(p["in_use"], 100, "{p}");
+    assert_eq!(p["states"]["CLOSE_WAIT"], 100, "{p}");
+    assert_eq!(p["states"].as_object().map(serde_json::Map::len), Some(1), "{p}");
+    let f = finding(&report, "close_wait_leak");
+    assert_eq!(f["severity"], "critical", "{f}");
+    assert_eq!(f["evidence"]["sockets"], 100, "{f}");
+    assert_eq!(f["evidence"]["processes"][0]["pid"], proc.pid, "{f}");
+    assert_eq!(f["evidence"]["processes"][0]["sockets"], 100, "{f}");
+    let fix = finding(&report, "pool_exhausted")["fix"]
+        .as_str()
+        .expect("a fix")
+        .to_string();
+    assert!(fix.contains("CLOSE_WAIT"), "{fix}");
+    assert!(!fix.contains("open connection"), "{fix}");
+    assert!(!fix.contains("ip_local_port_range"), "{fix}");
+    proc.stop();
+}
+
+/// Item 2: 100 connects to an address that never answers (a tun device drops the SYNs)
+/// fill a 100-port pool in SYN_SENT.
+#[test]
+fn syn_sent_filling_a_pool_is_reported() {
+    require_root!("syn_sent_filling_a_pool_is_reported");
+    let ns = Netns::new("synsent");
+    ns.sysctl("net.ipv4.ip_local_port_range", "40000 40099");
+    // A tun device nobody reads: packets routed to it vanish without an answer or an error.
+    ns.ip(&["tuntap", "add", "pd0", "mode", "tun"]);
+    ns.ip(&["addr", "add", "10.99.0.1/24", "dev", "pd0"]);
+    ns.ip(&["link", "set", "pd0", "up"]);
+    let (mut proc, truth) = stuck(&ns, "syn_sent", "10.99.0.2", 7300, 103);
+    assert_eq!(truth["held"], 100, "{truth}");
+    assert_eq!(truth["errno"], "EADDRNOTAVAIL", "{truth}");
+    assert_eq!(ns.ss().count("SYN_SENT"), 100, "{}", ns.ss_raw());
+
+    let run = portdoctor(&["check", "--netns", &ns.name, "--json"]);
+    let report = run.json();
+    assert_eq!(run.code, 2, "critical");
+    let p = pool_to(&report, 7300);
+    assert_eq!(p["states"]["SYN_SENT"], 100, "{p}");
+    let f = finding(&report, "syn_sent_stuck");
+    assert_eq!(f["evidence"]["sockets"], 100, "{f}");
+    assert_eq!(f["evidence"]["processes"][0]["pid"], proc.pid, "{f}");
+    assert!(
+        f["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("does not answer")),
+        "{f}"
+    );
+    let fix = finding(&report, "pool_exhausted")["fix"]
+        .as_str()
+        .expect("a fix")
+        .to_string();
+    assert!(fix.contains("SYN_SENT"), "{fix}");
+    let human = portdoctor(&["check", "--netns", &ns.name, "--color", "never"]);
+    assert!(human.stdout.contains("syn_sent_stuck"), "{}", human.stdout);
+    assert!(!human.stdout.contains("holds 0 open"), "{}", human.stdout);
+    proc.stop();
+}

@@ -3,10 +3,10 @@
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 
-use super::{BindPattern, Capacity, Pool, Scope, Thresholds};
+use super::{owners_in_state, BindPattern, Capacity, Filler, Pool, Scope, Thresholds};
 use crate::knobs::{sysctl_fix, tune_fix, KnobValue};
 use crate::rules;
-use crate::snapshot::{Os, PortRange, Settings, Snapshot, Target};
+use crate::snapshot::{Os, PortRange, Settings, Snapshot, Target, TcpState};
 use crate::units::{group, human_duration};
 
 /// Health of a pool or of the whole host.
@@ -74,6 +74,10 @@ pub enum FindingCode {
     BindBeforeConnectSuspected,
     /// A connection per request to one destination.
     HighChurnNoPooling,
+    /// Sockets the peer closed that the application never closed hold ports.
+    CloseWaitLeak,
+    /// Connects that the destination never answers hold ports.
+    SynSentStuck,
     // Windows.
     /// Tcpip events 4231/4227: ports already ran out.
     PortExhaustionEvents,
@@ -93,7 +97,7 @@ pub enum FindingCode {
 
 impl FindingCode {
     /// In the order the README lists them.
-    pub const ALL: [FindingCode; 16] = [
+    pub const ALL: [FindingCode; 18] = [
         FindingCode::PoolExhausted,
         FindingCode::PoolNearExhaustion,
         FindingCode::TwReuseOff,
@@ -103,6 +107,8 @@ impl FindingCode {
         FindingCode::ListenerInRange,
         FindingCode::BindBeforeConnectSuspected,
         FindingCode::HighChurnNoPooling,
+        FindingCode::CloseWaitLeak,
+        FindingCode::SynSentStuck,
         FindingCode::PortExhaustionEvents,
         FindingCode::ExcludedRangeOverlap,
         FindingCode::DynamicRangeOffByOne,
@@ -124,6 +130,8 @@ impl FindingCode {
             FindingCode::ListenerInRange => "listener_in_range",
             FindingCode::BindBeforeConnectSuspected => "bind_before_connect_suspected",
             FindingCode::HighChurnNoPooling => "high_churn_no_pooling",
+            FindingCode::CloseWaitLeak => "close_wait_leak",
+            FindingCode::SynSentStuck => "syn_sent_stuck",
             FindingCode::PortExhaustionEvents => "port_exhaustion_events",
             FindingCode::ExcludedRangeOverlap => "excluded_range_overlap",
             FindingCode::DynamicRangeOffByOne => "dynamic_range_off_by_one",
@@ -160,6 +168,12 @@ impl FindingCode {
             FindingCode::HighChurnNoPooling => {
                 "many new connections/s to one destination, nearly all ending in TIME_WAIT"
             }
+            FindingCode::CloseWaitLeak => {
+                "outbound sockets in CLOSE_WAIT hold ports: the peer closed, the application never called close()"
+            }
+            FindingCode::SynSentStuck => {
+                "outbound connects stuck in SYN_SENT hold ports: the destination does not answer"
+            }
             FindingCode::PortExhaustionEvents => {
                 "Windows: the System log has Tcpip event 4231 or 4227: ports already ran out"
             }
@@ -193,6 +207,8 @@ impl FindingCode {
             | FindingCode::RangeSmall
             | FindingCode::BindBeforeConnectSuspected
             | FindingCode::HighChurnNoPooling
+            | FindingCode::CloseWaitLeak
+            | FindingCode::SynSentStuck
             | FindingCode::ExcludedRangeOverlap => None,
             FindingCode::TwReuseOff
             | FindingCode::TwBucketOverflow
@@ -322,6 +338,7 @@ pub(super) fn verdict(
     range_findings(&cx, &mut findings);
     bind_findings(&cx, &mut findings);
     churn_findings(&cx, &mut findings);
+    stuck_findings(&cx, &mut findings);
     if snapshot.os == Os::Windows {
         findings.extend(super::windows::findings(snapshot, pools));
     }
@@ -569,6 +586,81 @@ fn churn_findings(cx: &Context, out: &mut Vec<Finding>) {
     }
 }
 
+/// Sockets in one state of a pool below which they are transient, not stuck.
+const STUCK_MIN_SOCKETS: u64 = 10;
+
+/// `close_wait_leak`, `syn_sent_stuck`: ports held by sockets that no connection reuse, pool
+/// size or range frees: an application that does not close what its peer closed, a
+/// destination that does not answer.
+fn stuck_findings(cx: &Context, out: &mut Vec<Finding>) {
+    for p in cx
+        .pools
+        .iter()
+        .filter(|p| p.scope == Scope::Destination || !cx.linux)
+    {
+        for (state, code) in [
+            (TcpState::CloseWait, FindingCode::CloseWaitLeak),
+            (TcpState::SynSent, FindingCode::SynSentStuck),
+        ] {
+            let n = p.state(state.name());
+            if n < STUCK_MIN_SOCKETS {
+                continue;
+            }
+            let owners = owners_in_state(cx.snapshot, p, state);
+            let who = owners.first().map_or_else(
+                || "the client".to_string(),
+                |o| format!("{} ({}, {} of them)", o.name, o.pid, group(o.sockets)),
+            );
+            let share = p.capacity.filter(|&c| c > 0).map_or(String::new(), |c| {
+                format!(
+                    " ({:.0}% of its {} ports)",
+                    100.0 * n as f64 / f64::from(c),
+                    group(u64::from(c))
+                )
+            });
+            let (message, fix) = if code == FindingCode::CloseWaitLeak {
+                (
+                    format!(
+                        "{} sockets to {} are in CLOSE_WAIT{share}: the peer closed them and {who} never called close(); they hold their ports until it does",
+                        group(n),
+                        p.key
+                    ),
+                    format!(
+                        "fix {who}: close a connection when a read returns 0 bytes (EOF) or the peer resets it, and release pooled connections the server closed; restarting the process frees the ports now"
+                    ),
+                )
+            } else {
+                (
+                    format!(
+                        "{} connects to {} are stuck in SYN_SENT{share}: the destination does not answer (down, filtered, or dropping SYNs); each holds its port for up to ~130 s",
+                        group(n),
+                        p.key
+                    ),
+                    format!(
+                        "check that {} is up and reachable (firewall, security group, route); make {who} use a short connect timeout and back off instead of retrying at once",
+                        p.key.remote_ip.map_or_else(|| "the destination".to_string(), |ip| match p.key.remote_port {
+                            Some(port) => format!("{ip} port {port}"),
+                            None => ip.to_string(),
+                        })
+                    ),
+                )
+            };
+            out.push(Finding {
+                code,
+                severity: Severity::from_level(p.level),
+                pool: Some(p.key.to_string()),
+                message,
+                evidence: evidence_map(json!({
+                    "state": state.name(), "sockets": n, "in_use": p.in_use,
+                    "capacity": p.capacity,
+                    "processes": owners,
+                })),
+                fix,
+            });
+        }
+    }
+}
+
 /// `bind_style`: the pool's local address shows the bind-before-connect pattern, whose ports
 /// tcp_tw_reuse cannot free.
 fn pool_finding(
@@ -604,11 +696,11 @@ fn pool_finding(
         .unwrap_or_default();
     let message = if exhausted {
         format!(
-            "{} has no free port: {} of {} in use ({} TIME_WAIT); new connections fail ({})",
+            "{} has no free port: {} of {} in use ({}); new connections fail ({})",
             p.key,
             group(used),
             group(u64::from(cap)),
-            group(p.time_wait),
+            states_phrase(p),
             if snapshot.os == Os::Linux {
                 "EADDRNOTAVAIL"
             } else {
@@ -617,34 +709,58 @@ fn pool_finding(
         )
     } else {
         format!(
-            "{} is {:.0}% full ({} of {} ports){eta}",
+            "{} is {:.0}% full ({} of {} ports: {}){eta}",
             p.key,
             util * 100.0,
             group(used),
-            group(u64::from(cap))
+            group(u64::from(cap)),
+            states_phrase(p)
         )
+    };
+    let message = if p.overcommitted {
+        format!(
+            "{message}; more ports are in use than the pool can hold now: connections took ports of the range before listeners or bind() claimed them, or before the range or the reserved ports changed, and keep them"
+        )
+    } else {
+        message
     };
     let mut fixes = Vec::new();
     let owner = p
         .processes
         .first()
         .map(|o| format!("{} ({})", o.name, o.pid));
+    let filler = p.filled_by();
+    let client = owner.clone().unwrap_or_else(|| "the client".into());
     if bind_style && snapshot.os == Os::Linux {
         fixes.push("the app binds before connect: set IP_BIND_ADDRESS_NO_PORT before bind() so ports are shared across destinations".to_string());
-    } else if p.time_wait * 2 >= p.in_use {
-        fixes.push(format!(
-            "{} opens a connection per request: reuse connections (keep-alive / a connection pool)",
-            owner.clone().unwrap_or_else(|| "the client".into())
-        ));
     } else {
-        fixes.push(format!(
-            "{} holds {} open connections to one destination: cap the pool size, or spread over more destination addresses/ports",
-            owner.clone().unwrap_or_else(|| "the client".into()),
-            p.established
-        ));
+        fixes.push(match filler {
+            Filler::TimeWait => format!(
+                "{client} opens a connection per request: reuse connections (keep-alive / a connection pool)"
+            ),
+            Filler::Established => format!(
+                "{client} holds {} open connection{} to one destination: cap the pool size, or spread over more destination addresses/ports",
+                group(p.established),
+                if p.established == 1 { "" } else { "s" }
+            ),
+            Filler::CloseWait => format!(
+                "{} sockets are in CLOSE_WAIT: the application does not close connections its peer closed (see close_wait_leak); no range or pool size fixes a leak",
+                group(p.state("CLOSE_WAIT"))
+            ),
+            Filler::SynSent => format!(
+                "{} connects are stuck in SYN_SENT: the destination does not answer (see syn_sent_stuck); use connect timeouts and back off",
+                group(p.state("SYN_SENT"))
+            ),
+            Filler::Other => format!(
+                "the ports are held by closing connections ({}): find out why they do not finish closing",
+                states_phrase(p)
+            ),
+        });
     }
     // One host-wide knob, the one that helps this pool most; the host findings carry the rest.
-    if snapshot.os == Os::Linux {
+    // None for a leak or a dead destination: more ports only postpone the failure.
+    let leak = matches!(filler, Filler::CloseWait | Filler::SynSent);
+    if snapshot.os == Os::Linux && !leak {
         if !p.tw_reuse_applies && p.blocking_time_wait * 2 >= used && s.tw_reuse != Some(1) {
             fixes.push(format!(
                 "or host-wide: {}",
@@ -687,6 +803,36 @@ fn pool_finding(
             "warn": thresholds.warn, "crit": thresholds.crit,
         })),
         fix: fixes.join("\n"),
+    }
+}
+
+/// "100 CLOSE_WAIT, 3 ESTABLISHED": the pool's states, most sockets first.
+fn states_phrase(p: &Pool) -> String {
+    let mut states: Vec<(&str, u64)> = p
+        .states
+        .iter()
+        .map(|(k, v)| (*k, *v))
+        .filter(|&(_, n)| n > 0)
+        .collect();
+    states.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    let parts: Vec<String> = states
+        .iter()
+        .map(|(name, n)| {
+            if *name == "TIME_WAIT" && p.blocking_time_wait < p.time_wait {
+                format!(
+                    "{} TIME_WAIT ({} reusable)",
+                    group(*n),
+                    group(p.time_wait - p.blocking_time_wait)
+                )
+            } else {
+                format!("{} {name}", group(*n))
+            }
+        })
+        .collect();
+    if parts.is_empty() {
+        "no sockets".into()
+    } else {
+        parts.join(", ")
     }
 }
 

@@ -12,7 +12,8 @@ use serde::Serialize;
 
 pub use findings::{Finding, FindingCode, Level, Severity, Verdict};
 pub use pools::{
-    build_pools, eta_seconds, Pool, PoolKey, ProcessCount, Scope, MIN_FORECAST_ARRIVALS,
+    build_pools, eta_seconds, owners_in_state, Filler, Pool, PoolKey, ProcessCount, Scope,
+    MIN_FORECAST_ARRIVALS,
 };
 
 use crate::rules;

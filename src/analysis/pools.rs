@@ -1,5 +1,6 @@
 //! From sockets to pools (model.md §"From sockets to pools").
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use rustc_hash::{FxHashMap, FxHashSet};
@@ -75,6 +76,9 @@ pub struct Pool {
     pub eta_seconds: Option<f64>,
     /// Owners with the most sockets here (at most five), when owners were scanned.
     pub processes: Vec<ProcessCount>,
+    /// Sockets per state (ss spelling: `ESTABLISHED`, `TIME_WAIT`, `CLOSE_WAIT`, `SYN_SENT`, …):
+    /// what fills the pool.
+    pub states: BTreeMap<&'static str, u64>,
     pub level: Level,
 }
 
@@ -88,6 +92,82 @@ impl Pool {
         self.capacity
             .map(|c| u64::from(c).saturating_sub(self.used()))
     }
+
+    /// Sockets of the pool in the state named NAME (ss spelling).
+    pub fn state(&self, name: &str) -> u64 {
+        self.states.get(name).copied().unwrap_or(0)
+    }
+
+    /// What holds most of the ports no new connection can take.
+    pub fn filled_by(&self) -> Filler {
+        let candidates = [
+            (Filler::TimeWait, self.blocking_time_wait),
+            (Filler::Established, self.established),
+            (Filler::CloseWait, self.state("CLOSE_WAIT")),
+            (Filler::SynSent, self.state("SYN_SENT")),
+        ];
+        let top = candidates
+            .iter()
+            .copied()
+            .max_by_key(|&(_, n)| n)
+            .unwrap_or((Filler::Established, 0));
+        let named: u64 = candidates.iter().map(|&(_, n)| n).sum();
+        let rest = self.used().saturating_sub(named);
+        if rest > top.1 {
+            Filler::Other
+        } else {
+            top.0
+        }
+    }
+}
+
+/// The state that holds most of a pool's blocked ports; it decides the fix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Filler {
+    /// TIME_WAIT: a connection per request (reuse connections, tcp_tw_reuse).
+    TimeWait,
+    /// Open connections: the pool size, or more destinations.
+    Established,
+    /// The peer closed, the application never called close().
+    CloseWait,
+    /// The destination does not answer.
+    SynSent,
+    /// Closing states (FIN_WAIT, LAST_ACK, CLOSING) or others.
+    Other,
+}
+
+/// Owners of the pool's sockets in STATE, most sockets first: the process a leak finding names.
+pub fn owners_in_state(snapshot: &Snapshot, p: &Pool, state: TcpState) -> Vec<ProcessCount> {
+    let mut owners: FxHashMap<u32, u64> = FxHashMap::default();
+    for s in snapshot.sockets.iter().filter(|s| {
+        s.state == state
+            && s.local_ip == p.key.local_ip
+            && p.key.remote_ip.is_none_or(|ip| ip == s.remote_ip)
+            && p.key.remote_port.is_none_or(|port| port == s.remote_port)
+    }) {
+        if let Some(pid) = owner_of(snapshot, s) {
+            *owners.entry(pid).or_default() += 1;
+        }
+    }
+    process_counts(snapshot, &owners)
+}
+
+fn process_counts(snapshot: &Snapshot, owners: &FxHashMap<u32, u64>) -> Vec<ProcessCount> {
+    let mut processes: Vec<ProcessCount> = owners
+        .iter()
+        .map(|(&pid, &sockets)| ProcessCount {
+            pid,
+            name: snapshot
+                .owners
+                .as_ref()
+                .and_then(|o| o.processes.get(&pid).cloned())
+                .unwrap_or_else(|| "?".into()),
+            sockets,
+        })
+        .collect();
+    processes.sort_by(|a, b| b.sockets.cmp(&a.sockets).then(a.pid.cmp(&b.pid)));
+    processes.truncate(5);
+    processes
 }
 
 #[derive(Default)]
@@ -102,6 +182,7 @@ struct Acc {
     oldest_tw_age_ms: Option<u64>,
     /// Age of the youngest TIME_WAIT (ms): how long ago the last connection ended.
     newest_tw_age_ms: Option<u64>,
+    states: FxHashMap<TcpState, u64>,
     owners: FxHashMap<u32, u64>,
 }
 
@@ -117,6 +198,9 @@ impl Acc {
         self.releases += other.releases;
         self.note_ages(other.oldest_tw_age_ms);
         self.note_ages(other.newest_tw_age_ms);
+        for (state, n) in &other.states {
+            *self.states.entry(*state).or_default() += n;
+        }
         for (pid, n) in &other.owners {
             *self.owners.entry(*pid).or_default() += n;
         }
@@ -221,6 +305,7 @@ pub fn build_pools(
             )
         });
         acc.in_use += 1;
+        *acc.states.entry(s.state).or_default() += 1;
         match s.state {
             TcpState::Established => acc.established += 1,
             TcpState::TimeWait => {
@@ -405,21 +490,11 @@ fn finish(
         Some(u) if u >= thresholds.warn => Level::Warning,
         _ => Level::Ok,
     };
-    let mut processes: Vec<ProcessCount> = acc
-        .owners
-        .iter()
-        .map(|(&pid, &sockets)| ProcessCount {
-            pid,
-            name: snapshot
-                .owners
-                .as_ref()
-                .and_then(|o| o.processes.get(&pid).cloned())
-                .unwrap_or_else(|| "?".into()),
-            sockets,
-        })
-        .collect();
-    processes.sort_by(|a, b| b.sockets.cmp(&a.sockets).then(a.pid.cmp(&b.pid)));
-    processes.truncate(5);
+    let processes = process_counts(snapshot, &acc.owners);
+    let mut states = BTreeMap::new();
+    for (state, n) in &acc.states {
+        *states.entry(state.name()).or_default() += n;
+    }
     Pool {
         scope,
         key,
@@ -436,6 +511,7 @@ fn finish(
         release_rate_per_s: release_rate,
         eta_seconds,
         processes,
+        states,
         level,
     }
 }

@@ -285,6 +285,62 @@ fn over_commitment_is_flagged() {
     assert_eq!(p.capacity, Some(5));
     assert!(p.overcommitted);
     assert!(p.utilization.unwrap() > 1.0);
+    let a = run(&s);
+    let f = &a.verdict.findings[0];
+    assert_eq!(f.code, FindingCode::PoolExhausted);
+    assert!(
+        f.message.contains("8 of 5 in use (8 ESTABLISHED)"),
+        "{}",
+        f.message
+    );
+    assert!(
+        f.message
+            .contains("before the range or the reserved ports changed"),
+        "{}",
+        f.message
+    );
+}
+
+/// Issue 13 item 2: the fix follows what fills the pool.
+#[test]
+fn the_fix_follows_the_state_that_fills_the_pool() {
+    let build = |state: TcpState| {
+        let mut s = SnapshotBuilder::linux()
+            .range(40000, 40099)
+            .tw_reuse(0)
+            .pool("127.0.0.1", "127.0.0.2", 80, 100, 0, (0, 0))
+            .build();
+        for sock in std::sync::Arc::make_mut(&mut s.sockets) {
+            sock.state = state;
+        }
+        s
+    };
+    let pool_fix = |a: &Analysis| {
+        a.verdict
+            .findings
+            .iter()
+            .find(|f| f.code == FindingCode::PoolExhausted)
+            .map(|f| f.fix.clone())
+            .unwrap()
+    };
+    let a = run(&build(TcpState::Established));
+    assert!(
+        pool_fix(&a).contains("holds 100 open connections"),
+        "{}",
+        pool_fix(&a)
+    );
+    assert!(!codes(&a).contains(&"close_wait_leak"));
+
+    let a = run(&build(TcpState::CloseWait));
+    assert_eq!(a.pools[0].state("CLOSE_WAIT"), 100);
+    assert!(codes(&a).contains(&"close_wait_leak"), "{:?}", codes(&a));
+    let fix = pool_fix(&a);
+    assert!(fix.contains("100 sockets are in CLOSE_WAIT"), "{fix}");
+    assert!(!fix.contains("ip_local_port_range"), "{fix}");
+
+    let a = run(&build(TcpState::SynSent));
+    assert!(codes(&a).contains(&"syn_sent_stuck"), "{:?}", codes(&a));
+    assert!(pool_fix(&a).contains("SYN_SENT"), "{}", pool_fix(&a));
 }
 
 #[test]

@@ -119,6 +119,8 @@ pub struct PoolOut<'a> {
     pub eta_seconds: Option<f64>,
     pub level: Level,
     pub processes: Option<&'a [ProcessCount]>,
+    /// Sockets per state: what fills the pool.
+    pub states: &'a BTreeMap<&'static str, u64>,
 }
 
 #[derive(Serialize)]
@@ -225,6 +227,7 @@ fn pool_out(p: &Pool, scanned: bool) -> PoolOut<'_> {
         eta_seconds: p.eta_seconds.map(|e| round(e, 1)),
         level: p.level,
         processes: scanned.then_some(p.processes.as_slice()),
+        states: &p.states,
     }
 }
 

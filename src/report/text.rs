@@ -207,7 +207,7 @@ pub fn render(snap: &Snapshot, a: &Analysis, opts: &TextOptions) -> String {
             out,
             "{}",
             paint.bold(&format!(
-                "{:<POOL_COL$} {:>7} {:>9} {:>8} {:>4} {:>6} {:>7}  OWNER",
+                "{:<POOL_COL$} {:>7} {:>11} {:>8} {:>4} {:>6} {:>7}  OWNER",
                 "POOL local → remote", "IN USE", "TIME_WAIT", "CAPACITY", "USE", "NEW/s", "FULL IN"
             ))
         );
@@ -216,11 +216,17 @@ pub fn render(snap: &Snapshot, a: &Analysis, opts: &TextOptions) -> String {
             let use_pct = p
                 .utilization
                 .map_or("—".into(), |u| format!("{:.0}%", u * 100.0));
+            // With reuse, only the young TIME_WAIT blocks: blocking/all, as top shows it.
+            let time_wait = if p.blocking_time_wait == p.time_wait {
+                group(p.time_wait)
+            } else {
+                format!("{}/{}", group(p.blocking_time_wait), group(p.time_wait))
+            };
             let line = format!(
-                "{:<POOL_COL$} {:>7} {:>9} {:>8} {:>4} {:>6} {:>7}  {}",
+                "{:<POOL_COL$} {:>7} {:>11} {:>8} {:>4} {:>6} {:>7}  {}",
                 fit(&pool_label(p, snap.os), POOL_COL),
                 group(p.in_use),
-                group(p.time_wait),
+                time_wait,
                 p.capacity.map_or("—".into(), |c| group(u64::from(c))),
                 use_pct,
                 p.connect_rate_per_s

@@ -75,6 +75,7 @@ struct PoolFamilies {
     utilization: GaugeFamily,
     connect_rate: GaugeFamily,
     eta: GaugeFamily,
+    sockets: GaugeFamily,
 }
 
 fn pool_labels(p: &PoolOut<'_>) -> Labels {
@@ -120,6 +121,11 @@ impl PoolFamilies {
         if let Some(e) = p.eta_seconds {
             self.eta.get_or_create(&l).set(e);
         }
+        for (state, n) in p.states {
+            let mut with_state = l.clone();
+            with_state.push(("state", (*state).to_string()));
+            self.sockets.get_or_create(&with_state).set(*n as f64);
+        }
     }
 
     /// Sums (counts, rates) or maxima (utilization) of the pools beyond the cap; no capacity and
@@ -134,6 +140,17 @@ impl PoolFamilies {
             .set(sum(|p| p.blocking_time_wait));
         if let Some(u) = rest.iter().filter_map(|p| p.utilization).reduce(f64::max) {
             self.utilization.get_or_create(&l).set(u);
+        }
+        let mut states: std::collections::BTreeMap<&str, u64> = std::collections::BTreeMap::new();
+        for p in rest {
+            for (state, n) in p.states {
+                *states.entry(state).or_default() += n;
+            }
+        }
+        for (state, n) in states {
+            let mut with_state = l.clone();
+            with_state.push(("state", state.to_string()));
+            self.sockets.get_or_create(&with_state).set(n as f64);
         }
         let rates: Vec<f64> = rest.iter().filter_map(|p| p.connect_rate_per_s).collect();
         if !rates.is_empty() {
@@ -172,6 +189,11 @@ impl PoolFamilies {
             "pool_connect_rate_per_second",
             "Estimated new connections per second into the pool (from TIME_WAIT timers)",
             self.connect_rate,
+        );
+        reg.register(
+            "pool_sockets",
+            "Sockets of the pool per state (ESTABLISHED, TIME_WAIT, CLOSE_WAIT, SYN_SENT, ...): what fills it",
+            self.sockets,
         );
         reg.register_with_unit(
             "pool_eta",

@@ -14,6 +14,8 @@ use ratatui::widgets::{
 };
 
 use super::state::{pool_id, App, PoolStats};
+use std::fmt::Write as _;
+
 use crate::analysis::{Level, Pool, Scope, Severity};
 use crate::snapshot::Os;
 use crate::units::{group, human_duration};
@@ -467,14 +469,21 @@ fn render_detail(app: &App, t: &Theme, area: Rect, buf: &mut Buffer) {
             .areas(inner);
 
     let reusable = p.time_wait - p.blocking_time_wait;
-    let other = p.in_use - p.established - p.time_wait;
+    // Every other state by name: CLOSE_WAIT and SYN_SENT fill pools as ESTABLISHED does.
+    let others: String = p
+        .states
+        .iter()
+        .filter(|(name, n)| **n > 0 && !matches!(**name, "ESTABLISHED" | "TIME_WAIT"))
+        .fold(String::new(), |mut out, (name, n)| {
+            let _ = write!(out, " · {name} {}", group(*n));
+            out
+        });
     let mut lines = vec![Line::from(format!(
-        "ESTABLISHED {} · TIME_WAIT {} ({} blocking, {} reusable) · other {}",
+        "ESTABLISHED {} · TIME_WAIT {} ({} blocking, {} reusable){others}",
         group(p.established),
         group(p.time_wait),
         group(p.blocking_time_wait),
         group(reusable),
-        group(other)
     ))];
     lines.push(Line::from(format!(
         "used {} of {} · free {} · tw_reuse {}",
