@@ -281,7 +281,11 @@ fn close_wait_filling_a_pool_is_a_leak() {
     let p = pool_to(&report, 7200);
     assert_eq!(p["in_use"], 100, "{p}");
     assert_eq!(p["states"]["CLOSE_WAIT"], 100, "{p}");
-    assert_eq!(p["states"].as_object().map(serde_json::Map::len), Some(1), "{p}");
+    assert_eq!(
+        p["states"].as_object().map(serde_json::Map::len),
+        Some(1),
+        "{p}"
+    );
     let f = finding(&report, "close_wait_leak");
     assert_eq!(f["severity"], "critical", "{f}");
     assert_eq!(f["evidence"]["sockets"], 100, "{f}");
@@ -335,5 +339,111 @@ fn syn_sent_filling_a_pool_is_reported() {
     let human = portdoctor(&["check", "--netns", &ns.name, "--color", "never"]);
     assert!(human.stdout.contains("syn_sent_stuck"), "{}", human.stdout);
     assert!(!human.stdout.contains("holds 0 open"), "{}", human.stdout);
+    proc.stop();
+}
+
+/// Listens on DST ports P1..PN and PLAIN; opens BOUND connections from bind((SRC, 0)) spread
+/// over P1..PN, then plain connect()s (no bind) to DST:PLAIN until one fails (at most MAX).
+/// Writes OUT as JSON (`bound`, `plain`, `plain_local_ip`, `errno`) and holds HOLD seconds.
+const BIND_HELD_PY: &str = r"
+import errno, json, os, socket, sys, time
+src, dst, ports, plain_port, bound_n, limit, out, hold = sys.argv[1], sys.argv[2], [int(p) for p in sys.argv[3].split(',')], int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6]), sys.argv[7], float(sys.argv[8])
+listeners = []
+for p in ports + [plain_port]:
+    l = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    l.bind((dst, p))
+    l.listen(256)
+    listeners.append(l)
+held, accepted = [], []
+for i in range(bound_n):
+    c = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    c.bind((src, 0))
+    c.connect((dst, ports[i % len(ports)]))
+    held.append(c)
+    accepted.append(listeners[i % len(ports)].accept()[0])
+plain, err, local = [], None, None
+for i in range(limit):
+    c = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        c.connect((dst, plain_port))
+    except OSError as e:
+        err = errno.errorcode.get(e.errno, str(e.errno))
+        c.close()
+        break
+    local = c.getsockname()[0]
+    plain.append(c)
+    accepted.append(listeners[-1].accept()[0])
+with open(out + '.tmp', 'w') as f:
+    json.dump({'bound': len(held), 'plain': len(plain), 'plain_local_ip': local, 'errno': err}, f)
+os.rename(out + '.tmp', out)
+time.sleep(hold)
+";
+
+/// Item 3: 40 sockets bind(127.0.0.2, 0) + connect to 127.0.0.3:7001-7004 in range
+/// 40000-40099 leave plain connects from 127.0.0.1 to 127.0.0.3:7005 only 60 ports; the
+/// report's capacity for that pool is 60, says why, and names IP_BIND_ADDRESS_NO_PORT.
+#[test]
+fn bind_held_ports_leave_every_connect_pool() {
+    require_root!("bind_held_ports_leave_every_connect_pool");
+    let ns = Netns::new("bindheld");
+    ns.sysctl("net.ipv4.ip_local_port_range", "40000 40099");
+    let out = ns.path("bind-held");
+    let mut cmd = ns.exec(python());
+    cmd.args([
+        "-c",
+        BIND_HELD_PY,
+        "127.0.0.2",
+        "127.0.0.3",
+        "7001,7002,7003,7004",
+        "7005",
+        "40",
+        "150",
+    ])
+    .arg(&out)
+    .arg(HOLD_SECONDS);
+    let mut proc = ns.spawn("bind-held", cmd);
+    let truth: Value =
+        serde_json::from_str(&proc.wait_for_file(&out, READY)).expect("the helper writes JSON");
+    assert_eq!(truth["bound"], 40, "{truth}");
+    assert_eq!(truth["plain_local_ip"], "127.0.0.1", "{truth}");
+    assert_eq!(truth["errno"], "EADDRNOTAVAIL", "{truth}");
+    // The kernel fact this test rests on: the 40 bind()-held ports are gone for plain connects.
+    assert_eq!(truth["plain"], 60, "{truth}");
+
+    let run = portdoctor(&["check", "--netns", &ns.name, "--json"]);
+    let report = run.json();
+    let p = pool_to(&report, 7005);
+    assert_eq!(p["local_ip"], "127.0.0.1", "{p}");
+    assert_eq!(p["in_use"], 60, "{p}");
+    assert_eq!(p["capacity"], 60, "the kernel gave 60: {p}");
+    assert_eq!(p["bind_held_ports"], 40, "{p}");
+    assert_eq!(p["level"], "critical", "{p}");
+    assert_eq!(run.code, 2);
+    let exhausted: Vec<&Value> = common::findings(&report, "pool_exhausted")
+        .into_iter()
+        .filter(|f| f["evidence"]["bind_held_ports"] == 40)
+        .collect();
+    assert_eq!(
+        exhausted.len(),
+        1,
+        "{:#?}",
+        common::findings(&report, "pool_exhausted")
+    );
+    assert!(
+        exhausted[0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("40 ports of the range are held by sockets that bind()")),
+        "{}",
+        exhausted[0]
+    );
+    let b = finding(&report, "bind_before_connect_suspected");
+    assert_eq!(b["evidence"]["local_ip"], "127.0.0.2", "{b}");
+    assert!(
+        b["fix"]
+            .as_str()
+            .is_some_and(|f| f.contains("IP_BIND_ADDRESS_NO_PORT")),
+        "{b}"
+    );
     proc.stop();
 }

@@ -549,14 +549,14 @@ fn bind_findings(cx: &Context, out: &mut Vec<Finding>) {
             severity: severity.max(Severity::Info),
             pool: pool.map(|p| p.key.to_string()),
             message: format!(
-                "{} connections from {} to {} destinations never share a local port ({:.0}% have bind()'s parity): the app likely calls bind() before connect(), so all destinations share one range",
+                "{} connections from {} to {} destinations never share a local port ({:.0}% have bind()'s parity): the app likely calls bind() before connect(), so all destinations share one range, and its ports leave every other connect pool of the namespace",
                 group(b.sockets), b.local_ip, b.destinations, b.bind_parity_share * 100.0
             ),
             evidence: evidence_map(json!({
                 "local_ip": b.local_ip.to_string(), "sockets": b.sockets, "destinations": b.destinations,
                 "shared_ports": b.shared_ports, "bind_parity_share": round(b.bind_parity_share, 3),
             })),
-            fix: "set IP_BIND_ADDRESS_NO_PORT on the socket before bind() (Linux 4.2+), or do not bind() before connect(); nginx proxy_bind, HAProxy `source` and Envoy upstream_bind_config do this bind".into(),
+            fix: "set the socket option IP_BIND_ADDRESS_NO_PORT before bind() (Linux 4.2+; nginx, HAProxy and Envoy set it for proxy_bind, `source` and upstream_bind_config): the port is then chosen at connect(), shared across destinations, and no longer taken out of every other pool; or do not bind() before connect()".into(),
         });
     }
 }
@@ -717,6 +717,16 @@ fn pool_finding(
             states_phrase(p)
         )
     };
+    let message = if p.bind_held_ports > 0 {
+        format!(
+            "{message}; {} port{} of the range {} held by sockets that bind() before connect() (shown under bind_before_connect_suspected): bind()'s ports leave every connect pool of the namespace",
+            group(p.bind_held_ports),
+            if p.bind_held_ports == 1 { "" } else { "s" },
+            if p.bind_held_ports == 1 { "is" } else { "are" }
+        )
+    } else {
+        message
+    };
     let message = if p.overcommitted {
         format!(
             "{message}; more ports are in use than the pool can hold now: connections took ports of the range before listeners or bind() claimed them, or before the range or the reserved ports changed, and keep them"
@@ -796,6 +806,7 @@ fn pool_finding(
             "time_wait": p.time_wait,
             "blocking_time_wait": p.blocking_time_wait,
             "capacity": p.capacity,
+            "bind_held_ports": p.bind_held_ports,
             "utilization": p.utilization.map(|u| round(u, 4)),
             "connect_rate_per_s": p.connect_rate_per_s.map(|r| round(r, 1)),
             "rate_window_seconds": p.rate_window_seconds.map(|w| round(w, 1)),

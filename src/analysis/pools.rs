@@ -60,6 +60,10 @@ pub struct Pool {
     /// Whether tcp_tw_reuse lets new connections reuse this pool's TIME_WAIT.
     pub tw_reuse_applies: bool,
     pub capacity: Option<u32>,
+    /// Ports of the range held by sockets of *other* pools that bind() before connect(),
+    /// already taken out of `capacity`: the kernel skips a port whose bind bucket came from
+    /// bind() for every connect() of the namespace (domain.md, measured on 6.18).
+    pub bind_held_ports: u64,
     /// (in_use − reusable TIME_WAIT) / capacity; above 1 only when `overcommitted`.
     pub utilization: Option<f64>,
     /// More ports in use than the model's capacity (settings changed after the sockets were
@@ -375,16 +379,53 @@ pub fn build_pools(
     } else {
         Scope::Destination
     };
+    // Ports that bind() holds (ESTABLISHED and TIME_WAIT alike) leave every connect pool of
+    // the namespace, not only their own address's: count, per pool, those that are not its own.
+    let bind_held: FxHashSet<u16> = bind_patterns
+        .iter()
+        .filter_map(|b| ports_by_local.get(&b.local_ip))
+        .flatten()
+        .copied()
+        .filter(|p| capacity.is_none_or(|c| c.bound_in_range.binary_search(p).is_err()))
+        .collect();
+    let mut own_bind_held: FxHashMap<PoolKey, FxHashSet<u16>> = FxHashMap::default();
+    if !bind_held.is_empty() {
+        for s in snapshot
+            .sockets
+            .iter()
+            .filter(|s| is_outbound_candidate(s) && bind_held.contains(&s.local_port))
+        {
+            let key = PoolKey {
+                local_ip: s.local_ip,
+                remote_ip: Some(s.remote_ip),
+                remote_port: Some(s.remote_port),
+            };
+            if accs.contains_key(&key) {
+                own_bind_held.entry(key).or_default().insert(s.local_port);
+            }
+        }
+    }
     let mut pools: Vec<Pool> = accs
         .iter()
         .map(|(key, (acc, reuse))| {
             // Windows: each local address has its own capacity (its own and wildcard binds).
-            let cap = if per_local_address {
-                super::windows::windows_pool_capacity(snapshot, key.local_ip)
+            let (cap, held_elsewhere) = if per_local_address {
+                (
+                    super::windows::windows_pool_capacity(snapshot, key.local_ip),
+                    0,
+                )
+            } else if bind_patterns.iter().any(|b| b.local_ip == key.local_ip) {
+                // Its own local-address pool (below) is where these ports are counted.
+                (cap, 0)
             } else {
-                cap
+                let own = own_bind_held.get(key).map_or(0, FxHashSet::len);
+                let elsewhere = bind_held.len().saturating_sub(own) as u32;
+                (
+                    cap.map(|c| c.saturating_sub(elsewhere)),
+                    u64::from(elsewhere),
+                )
             };
-            finish(
+            let mut pool = finish(
                 snapshot,
                 scope,
                 *key,
@@ -393,7 +434,9 @@ pub fn build_pools(
                 cap,
                 rates_known,
                 thresholds,
-            )
+            );
+            pool.bind_held_ports = held_elsewhere;
+            pool
         })
         .collect();
     for b in &bind_patterns {
@@ -504,6 +547,7 @@ fn finish(
         blocking_time_wait: acc.blocking,
         tw_reuse_applies: reuse,
         capacity,
+        bind_held_ports: 0,
         utilization,
         overcommitted,
         connect_rate_per_s: connect_rate,

@@ -110,6 +110,9 @@ pub struct PoolOut<'a> {
     pub blocking_time_wait: u64,
     pub tw_reuse_applies: bool,
     pub capacity: Option<u32>,
+    /// Ports taken out of `capacity` because other pools' sockets hold them by bind().
+    #[serde(skip_serializing_if = "is_zero")]
+    pub bind_held_ports: u64,
     pub utilization: Option<f64>,
     pub overcommitted: bool,
     pub connect_rate_per_s: Option<f64>,
@@ -128,6 +131,11 @@ pub struct VerdictOut<'a> {
     pub level: Level,
     pub pools: BTreeMap<&'static str, u64>,
     pub findings: &'a [Finding],
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 fn round(v: f64, digits: i32) -> f64 {
@@ -220,6 +228,7 @@ fn pool_out(p: &Pool, scanned: bool) -> PoolOut<'_> {
         blocking_time_wait: p.blocking_time_wait,
         tw_reuse_applies: p.tw_reuse_applies,
         capacity: p.capacity,
+        bind_held_ports: p.bind_held_ports,
         utilization: p.utilization.map(|u| round(u, 4)),
         overcommitted: p.overcommitted,
         connect_rate_per_s: p.connect_rate_per_s.map(|r| round(r, 1)),
