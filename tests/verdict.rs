@@ -447,3 +447,78 @@ fn bind_held_ports_leave_every_connect_pool() {
     );
     proc.stop();
 }
+
+/// Item 5: with the range unreadable (a bind mount over the namespace's sysctl file, made from
+/// inside it in the private mount namespace `ip netns exec` gives this run only) the verdict is a `capacity_unknown` warning, exit 1, and
+/// the report never says "every pool has room".
+#[test]
+fn unknown_capacity_is_not_ok() {
+    require_root!("unknown_capacity_is_not_ok");
+    let ns = Netns::new("unknown");
+    ns.sysctl("net.ipv4.ip_local_port_range", "40000 44999");
+    let (mut proc, _, done) = churn(&ns, "127.0.0.1", 7400, 0.0, 20);
+    assert_eq!(churn_done(&mut proc, &done), 20);
+    let garbage = ns.path("not-a-range");
+    std::fs::write(&garbage, "not a range\n").expect("writing a temporary file");
+    let run = |json: bool| {
+        let script = format!(
+            "mount --bind {} /proc/sys/net/ipv4/ip_local_port_range && exec {} check --netns {} {}",
+            garbage.display(),
+            common::PORTDOCTOR,
+            ns.name,
+            if json { "--json" } else { "--color never" }
+        );
+        common::run_program(
+            ns.exec("sh").args(["-c", &script]),
+            &["check (range unreadable)"],
+        )
+    };
+    let r = run(true);
+    let report = r.json();
+    assert_eq!(
+        report["settings"]["ephemeral_ports"],
+        Value::Null,
+        "{report:#}"
+    );
+    assert_eq!(r.code, 1, "warning: {:?}", finding_codes(&report));
+    assert_eq!(report["verdict"]["level"], "warning");
+    let f = finding(&report, "capacity_unknown");
+    assert_eq!(f["severity"], "warning", "{f}");
+    let p = pool_to(&report, 7400);
+    assert_eq!(p["capacity"], Value::Null, "{p}");
+    let human = run(false);
+    assert_eq!(human.code, 1, "{}", human.stderr);
+    assert!(
+        human.stdout.contains("capacity_unknown"),
+        "{}",
+        human.stdout
+    );
+    assert!(
+        !human.stdout.contains("every pool has room"),
+        "{}",
+        human.stdout
+    );
+    proc.stop();
+}
+
+/// Item 5: `--source procfs` cannot see bound-only sockets, and says so.
+#[test]
+fn procfs_source_says_its_capacity_may_be_too_high() {
+    require_root!("procfs_source_says_its_capacity_may_be_too_high");
+    let ns = Netns::new("procfsnote");
+    ns.sysctl("net.ipv4.ip_local_port_range", "40000 40099");
+    let mut bound = ns.python_bound(&[("127.0.0.1", 40050)]);
+    let (netlink, _) = ns.check_json(&[]);
+    let (procfs, _) = ns.check_json(&["--source", "procfs"]);
+    // The kernel's view (netlink) subtracts the bound port; procfs cannot.
+    assert_eq!(netlink["capacity"]["usable_per_pool"], 99, "{netlink:#}");
+    assert_eq!(procfs["capacity"]["usable_per_pool"], 100, "{procfs:#}");
+    let notes = procfs["notes"].as_array().expect("notes");
+    assert!(
+        notes.iter().any(|n| n
+            .as_str()
+            .is_some_and(|n| n.contains("capacities may be too high"))),
+        "{notes:?}"
+    );
+    bound.stop();
+}

@@ -78,6 +78,8 @@ pub enum FindingCode {
     CloseWaitLeak,
     /// Connects that the destination never answers hold ports.
     SynSentStuck,
+    /// The range could not be read: no capacity is known, so no verdict on ports.
+    CapacityUnknown,
     // Windows.
     /// Tcpip events 4231/4227: ports already ran out.
     PortExhaustionEvents,
@@ -97,7 +99,7 @@ pub enum FindingCode {
 
 impl FindingCode {
     /// In the order the README lists them.
-    pub const ALL: [FindingCode; 18] = [
+    pub const ALL: [FindingCode; 19] = [
         FindingCode::PoolExhausted,
         FindingCode::PoolNearExhaustion,
         FindingCode::TwReuseOff,
@@ -109,6 +111,7 @@ impl FindingCode {
         FindingCode::HighChurnNoPooling,
         FindingCode::CloseWaitLeak,
         FindingCode::SynSentStuck,
+        FindingCode::CapacityUnknown,
         FindingCode::PortExhaustionEvents,
         FindingCode::ExcludedRangeOverlap,
         FindingCode::DynamicRangeOffByOne,
@@ -132,6 +135,7 @@ impl FindingCode {
             FindingCode::HighChurnNoPooling => "high_churn_no_pooling",
             FindingCode::CloseWaitLeak => "close_wait_leak",
             FindingCode::SynSentStuck => "syn_sent_stuck",
+            FindingCode::CapacityUnknown => "capacity_unknown",
             FindingCode::PortExhaustionEvents => "port_exhaustion_events",
             FindingCode::ExcludedRangeOverlap => "excluded_range_overlap",
             FindingCode::DynamicRangeOffByOne => "dynamic_range_off_by_one",
@@ -174,6 +178,9 @@ impl FindingCode {
             FindingCode::SynSentStuck => {
                 "outbound connects stuck in SYN_SENT hold ports: the destination does not answer"
             }
+            FindingCode::CapacityUnknown => {
+                "the ephemeral range could not be read, so no pool's capacity is known: unknown is not OK"
+            }
             FindingCode::PortExhaustionEvents => {
                 "Windows: the System log has Tcpip event 4231 or 4227: ports already ran out"
             }
@@ -213,6 +220,7 @@ impl FindingCode {
             FindingCode::TwReuseOff
             | FindingCode::TwBucketOverflow
             | FindingCode::TwBucketsNearLimit
+            | FindingCode::CapacityUnknown
             | FindingCode::TimeWaitDelayOutOfRange => Some(Severity::Warning),
             FindingCode::PortExhaustionEvents => Some(Severity::Critical),
             FindingCode::ListenerInRange
@@ -332,6 +340,7 @@ pub(super) fn verdict(
         thresholds,
     };
     let mut findings = Vec::new();
+    capacity_unknown_findings(&cx, &mut findings);
     pool_findings(&cx, &mut findings);
     tw_reuse_findings(&cx, &mut findings);
     tw_bucket_findings(&cx, &mut findings);
@@ -354,6 +363,38 @@ pub(super) fn verdict(
         .unwrap_or(Level::Ok);
     findings.sort_by_key(|f| std::cmp::Reverse(f.severity));
     Verdict { level, findings }
+}
+
+/// `capacity_unknown`: without the range no pool can be judged, and unknown is not OK.
+fn capacity_unknown_findings(cx: &Context, out: &mut Vec<Finding>) {
+    let unknown = cx.pools.iter().filter(|p| p.capacity.is_none()).count();
+    if cx.capacity.is_some() && unknown == 0 {
+        return;
+    }
+    let (what, fix) = if cx.linux {
+        (
+            "net.ipv4.ip_local_port_range",
+            "check that /proc/sys/net/ipv4/ip_local_port_range is readable in the namespace inspected (`sysctl net.ipv4.ip_local_port_range`) and run check again",
+        )
+    } else {
+        (
+            "the TCP dynamic port range",
+            "run `netsh int ipv4 show dynamicport tcp` (and `ipv6`) and fix what makes it fail, then run check again",
+        )
+    };
+    out.push(Finding::host(
+        FindingCode::CapacityUnknown,
+        format!(
+            "{what} could not be read: the capacity of {} is unknown, so nothing here says whether ports are running out",
+            match unknown {
+                0 => "every pool".to_string(),
+                1 => "1 pool".to_string(),
+                n => format!("{} pools", group(n as u64)),
+            }
+        ),
+        json!({"range": cx.settings.ephemeral_ports, "pools_without_capacity": unknown}),
+        fix.into(),
+    ));
 }
 
 /// `pool_exhausted`, `pool_near_exhaustion`: every pool above Ok.

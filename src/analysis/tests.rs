@@ -51,7 +51,9 @@ fn unknown_range_means_unknown_capacity_not_a_guess() {
     assert!(a.capacity.is_none());
     assert_eq!(a.pools[0].capacity, None);
     assert_eq!(a.pools[0].utilization, None);
-    assert_eq!(a.verdict.level, Level::Ok);
+    // Unknown is not OK (issue 13 item 5).
+    assert_eq!(a.verdict.level, Level::Warning);
+    assert_eq!(codes(&a), ["capacity_unknown"]);
 }
 
 #[test]

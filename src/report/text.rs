@@ -286,7 +286,8 @@ pub fn render(snap: &Snapshot, a: &Analysis, opts: &TextOptions) -> String {
             ))
         );
     }
-    if a.verdict.findings.is_empty() {
+    // "Every pool has room" only where every pool's room is known.
+    if a.verdict.findings.is_empty() && a.pools.iter().all(|p| p.capacity.is_some()) {
         let _ = writeln!(
             out,
             "{}",

@@ -166,20 +166,27 @@ impl LinuxCollector {
     }
 }
 
+/// What `/proc/net/tcp{,6}` cannot show, and what that does to the capacities.
+const PROCFS_CAVEAT: &str = "/proc/net/tcp{,6} lists no bound-only sockets (bind() without listen() or connect()): their ports are not subtracted, so capacities may be too high (the netlink source sees them)";
+
 fn collect_sockets(
     pref: SourcePreference,
     states: u32,
     notes: &mut Vec<String>,
 ) -> Result<(Vec<Socket>, SocketSource), CollectError> {
     match pref {
-        SourcePreference::Procfs => Ok((read_procfs_sockets(notes)?, SocketSource::Procfs)),
+        SourcePreference::Procfs => {
+            notes.push(PROCFS_CAVEAT.into());
+            Ok((read_procfs_sockets(notes)?, SocketSource::Procfs))
+        }
         SourcePreference::Netlink => Ok((netlink_sockets(states, notes)?, SocketSource::Netlink)),
         SourcePreference::Auto => match netlink_sockets(states, notes) {
             Ok(s) => Ok((s, SocketSource::Netlink)),
             Err(e) => {
                 notes.push(format!(
-                    "netlink sock_diag unavailable ({e}); fell back to /proc/net/tcp{{,6}}, which is slower and cannot see bound-only sockets"
+                    "netlink sock_diag unavailable ({e}); fell back to /proc/net/tcp{{,6}}, which is slower"
                 ));
+                notes.push(PROCFS_CAVEAT.into());
                 Ok((read_procfs_sockets(notes)?, SocketSource::Procfs))
             }
         },
