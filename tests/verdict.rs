@@ -522,3 +522,79 @@ fn procfs_source_says_its_capacity_may_be_too_high() {
     );
     bound.stop();
 }
+
+/// Item 4: with a listener on port 20000 (inside the wider range check suggests), every
+/// `portdoctor tune apply` line check prints is accepted by `tune plan` exactly as printed (the
+/// shell parses it), and the by-hand lines leave the listener's port reserved.
+#[test]
+fn range_fixes_reserve_listeners_and_tune_accepts_them_as_printed() {
+    require_root!("range_fixes_reserve_listeners_and_tune_accepts_them_as_printed");
+    let ns = Netns::new("fixes");
+    ns.sysctl("net.ipv4.ip_local_port_range", "40000 40099");
+    // The churn's own listener is on 20000; 80 TIME_WAIT fill 80 % of the 100-port pool.
+    let (mut proc, _, done) = churn(&ns, "127.0.0.1", 20000, 0.0, 80);
+    assert_eq!(churn_done(&mut proc, &done), 80);
+    let (report, _) = ns.check_json(&[]);
+    let mut planned = Vec::new();
+    let mut by_hand = Vec::new();
+    for f in report["verdict"]["findings"].as_array().expect("findings") {
+        for line in f["fix"].as_str().expect("a fix").lines() {
+            if line.contains("portdoctor tune apply") {
+                // The undo finds the backup of this namespace.
+                let undo = format!("undo: portdoctor tune rollback --netns {})", ns.name);
+                assert!(line.ends_with(&undo), "{line}");
+            }
+            let cut = |s: &str| s[..s.find("  (").unwrap_or(s.len())].to_string();
+            if let Some(cmd) = line.strip_prefix("by hand: ") {
+                by_hand.push(cut(cmd));
+            } else if let Some(at) = line.find("portdoctor tune apply") {
+                planned.push((f["code"].clone(), cut(&line[at..])));
+            }
+        }
+    }
+    let range_fixes: Vec<&String> = planned
+        .iter()
+        .map(|(_, c)| c)
+        .filter(|c| c.contains("ip_local_port_range"))
+        .collect();
+    assert!(!range_fixes.is_empty(), "{report:#}");
+    for c in &range_fixes {
+        assert!(
+            c.contains("--set net.ipv4.ip_local_reserved_ports=20000"),
+            "the listener is reserved: {c}"
+        );
+    }
+    for (code, cmd) in &planned {
+        let plan = cmd
+            .replacen(
+                "portdoctor tune apply",
+                &format!("{} tune plan", common::PORTDOCTOR),
+                1,
+            )
+            .replace(" --yes", "");
+        let p = common::run_program(
+            std::process::Command::new("sh").args(["-c", &plan]),
+            &[plan.as_str()],
+        );
+        assert_eq!(p.code, 0, "{code}: {plan}\n{}\n{}", p.stdout, p.stderr);
+    }
+    // The by-hand lines as printed (they run inside the namespace): the range grows and
+    // 20000 stays out of it.
+    for cmd in by_hand.iter().filter(|c| c.contains("ip_local_port_range")) {
+        assert!(
+            cmd.starts_with(&format!("ip netns exec {} ", ns.name)),
+            "{cmd}"
+        );
+        let out = common::run_bounded(
+            std::process::Command::new("sh").args(["-c", cmd]),
+            Duration::from_secs(30),
+        );
+        assert!(out.status.success(), "{cmd}: {out:?}");
+    }
+    assert_eq!(
+        ns.read_sysctl("net.ipv4.ip_local_port_range"),
+        "15000\t65000"
+    );
+    assert_eq!(ns.read_sysctl("net.ipv4.ip_local_reserved_ports"), "20000");
+    proc.stop();
+}

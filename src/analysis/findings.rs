@@ -4,7 +4,7 @@ use serde::Serialize;
 use serde_json::{json, Map, Value};
 
 use super::{owners_in_state, BindPattern, Capacity, Filler, Pool, Scope, Thresholds};
-use crate::knobs::{sysctl_fix, tune_fix, KnobValue};
+use crate::knobs::{sysctl_fix, tune_fix, tune_fix_all, KnobValue};
 use crate::rules;
 use crate::snapshot::{Os, PortRange, Settings, Snapshot, Target, TcpState};
 use crate::units::{group, human_duration};
@@ -534,11 +534,7 @@ fn range_findings(cx: &Context, out: &mut Vec<Finding>) {
             evidence: evidence_map(
                 json!({"low": cap.range.low, "high": cap.range.high, "ports": cap.range.len()}),
             ),
-            fix: tune_fix(
-                "net.ipv4.ip_local_port_range",
-                &KnobValue::Range(rules::LINUX_SUGGESTED_RANGE).text(),
-                cx.target,
-            ),
+            fix: linux_range_fix(cx.snapshot),
         });
     }
     if !cap.bound_in_range.is_empty() {
@@ -818,14 +814,7 @@ fn pool_finding(
                 tune_fix("net.ipv4.tcp_tw_reuse", "1", target)
             ));
         } else if s.ephemeral_ports.is_some_and(|r| r.len() < 50000) {
-            fixes.push(format!(
-                "or host-wide: {}",
-                tune_fix(
-                    "net.ipv4.ip_local_port_range",
-                    &KnobValue::Range(rules::LINUX_SUGGESTED_RANGE).text(),
-                    target
-                )
-            ));
+            fixes.push(format!("or host-wide: {}", linux_range_fix(snapshot)));
         }
     }
     if snapshot.os == Os::Windows {
@@ -856,6 +845,26 @@ fn pool_finding(
         })),
         fix: fixes.join("\n"),
     }
+}
+
+/// The wider Linux range as a fix `tune` accepts as printed: listening ports the new range
+/// would cover are reserved first (the planner's own rule, [`crate::tune::plan`]).
+fn linux_range_fix(snapshot: &Snapshot) -> String {
+    let range = rules::LINUX_SUGGESTED_RANGE;
+    let reserved = &snapshot.settings.reserved_ports;
+    let exposed = crate::tune::plan::exposed_listeners(snapshot, range, reserved);
+    let mut sets = Vec::new();
+    if !exposed.is_empty() {
+        sets.push((
+            "net.ipv4.ip_local_reserved_ports",
+            KnobValue::List(crate::tune::plan::merge_with(reserved, &exposed)).text(),
+        ));
+    }
+    sets.push((
+        "net.ipv4.ip_local_port_range",
+        KnobValue::Range(range).text(),
+    ));
+    tune_fix_all(&sets, &snapshot.host.target)
 }
 
 /// "100 CLOSE_WAIT, 3 ESTABLISHED": the pool's states, most sockets first.

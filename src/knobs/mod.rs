@@ -2,6 +2,8 @@
 //! or recommends. `check` quotes it in the fixes of findings, `capacity` in the changes that make
 //! a demand fit, and `tune` plans and applies from it.
 
+use std::fmt::Write as _;
+
 use serde::Serialize;
 
 use crate::rules;
@@ -253,7 +255,54 @@ pub fn tune_fix(id: &str, value: &str, target: &Target) -> String {
         )
     };
     format!(
-        "portdoctor tune apply{ns} --set {id}={quoted} --yes  (backup first; undo: portdoctor tune rollback)\nby hand: {by_hand}"
+        "portdoctor tune apply{ns} --set {id}={quoted} --yes  (backup first; undo: portdoctor tune rollback{})\nby hand: {by_hand}",
+        rollback_args(target)
+    )
+}
+
+/// `tune rollback`'s arguments that find the backup of an apply in TARGET: rollback picks
+/// backups by namespace name (`--netns`); a `--pid` target's backups carry its namespace.
+fn rollback_args(target: &Target) -> String {
+    match target {
+        Target::Netns(name) => format!(" --netns {name}"),
+        Target::Host | Target::Process(_) => String::new(),
+    }
+}
+
+/// [`tune_fix`] for several knobs set together, in the order given (one `tune apply` with a
+/// `--set` each; by hand, one `sysctl -w` after the other).
+pub fn tune_fix_all(sets: &[(&str, String)], target: &Target) -> String {
+    if let [(id, value)] = sets {
+        return tune_fix(id, value, target);
+    }
+    let ns = target.cli_args();
+    let args = sets.iter().fold(String::new(), |mut out, (id, value)| {
+        let _ = write!(out, " --set {id}={}", rules::sysctl_shell_value(value));
+        out
+    });
+    let by_hand: Vec<String> = sets
+        .iter()
+        .map(|(id, value)| {
+            if target.is_host() {
+                sysctl_fix(id, value)
+            } else {
+                format!(
+                    "{}sysctl -w {id}={}",
+                    target.exec_prefix(),
+                    rules::sysctl_shell_value(value)
+                )
+            }
+        })
+        .collect();
+    let persist = if target.is_host() {
+        String::new()
+    } else {
+        format!("  (not persisted: set them where {target} is created)")
+    };
+    format!(
+        "portdoctor tune apply{ns}{args} --yes  (backup first; undo: portdoctor tune rollback{})\nby hand: {}{persist}",
+        rollback_args(target),
+        by_hand.join(" && ")
     )
 }
 

@@ -256,8 +256,13 @@ pub fn capacity_point(snapshot: &Snapshot, settings: &Settings, lifetime: f64) -
     }
 }
 
-/// Listeners inside `range` that `reserved` does not cover.
-fn exposed_listeners(snapshot: &Snapshot, range: PortRange, reserved: &[PortRange]) -> Vec<u16> {
+/// Listeners inside `range` that `reserved` does not cover (also used by `check`'s range
+/// fixes, so that what it prints is what `tune` accepts).
+pub(crate) fn exposed_listeners(
+    snapshot: &Snapshot,
+    range: PortRange,
+    reserved: &[PortRange],
+) -> Vec<u16> {
     snapshot
         .listen_ports()
         .into_iter()
@@ -659,7 +664,7 @@ pub fn validate(snapshot: &Snapshot, changes: &[Change]) -> (Vec<String>, Vec<St
     (refusals, warnings)
 }
 
-fn merge_with(reserved: &[PortRange], ports: &[u16]) -> Vec<PortRange> {
+pub(crate) fn merge_with(reserved: &[PortRange], ports: &[u16]) -> Vec<PortRange> {
     let mut v = reserved.to_vec();
     v.extend(ports.iter().map(|&p| PortRange { low: p, high: p }));
     match knobs::Check::PortList.parse(&KnobValue::List(v.clone()).text()) {
