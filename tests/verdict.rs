@@ -598,3 +598,124 @@ fn range_fixes_reserve_listeners_and_tune_accepts_them_as_printed() {
     assert_eq!(ns.read_sysctl("net.ipv4.ip_local_reserved_ports"), "20000");
     proc.stop();
 }
+
+/// Item 4: `capacity` refuses inputs no host can have (exit 4), prints rates below 1/s as
+/// such, never suggests a range down to 1024, and writes the sysctl.d file idempotently.
+#[test]
+fn capacity_refuses_the_impossible_and_prints_what_it_means() {
+    for args in [
+        &["capacity", "--range", "0", "100"][..],
+        &["capacity", "--range", "40000", "40099", "--bound", "200"],
+        &["capacity", "--rate", "10", "--time-wait", "0s"],
+        &["capacity", "--range", "40100", "40000"],
+        &["capacity", "--reserved", "0-10"],
+    ] {
+        let r = portdoctor(args);
+        assert_eq!(r.code, 4, "{args:?}: {}\n{}", r.stdout, r.stderr);
+        assert!(r.stderr.contains("error"), "{args:?}: {}", r.stderr);
+    }
+    // One port held 60 s: 1/60 = 0.017 connections/s.
+    let r = portdoctor(&["capacity", "--range", "40000", "40000", "--rate", "0.01"]);
+    assert!(r.stdout.contains("0.017/s"), "{}", r.stdout);
+    assert!(!r.stdout.contains(" 0.0/s"), "{}", r.stdout);
+    let r = portdoctor(&["capacity", "--rate", "200000", "--lifetime", "1s"]);
+    assert_eq!(r.code, 2, "{}", r.stdout);
+    assert!(!r.stdout.contains("1024 65535"), "{}", r.stdout);
+    assert!(r.stdout.contains("15000 65535"), "{}", r.stdout);
+    // The how-to replaces the knob's line in the drop-in instead of appending another: run the
+    // printed pipeline twice against a scratch file.
+    let how = r
+        .stdout
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("how: sysctl -w net.ipv4.ip_local_port_range=")
+        })
+        .expect("a range how-to");
+    let persist = how
+        .split_once(" && ")
+        .map(|(_, p)| p)
+        .expect("a persisting part");
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let file = dir.path().join("90-portdoctor.conf");
+    std::fs::write(
+        &file,
+        "net.ipv4.tcp_tw_reuse = 1\nnet.ipv4.ip_local_port_range = 1 2\n",
+    )
+    .expect("writing the scratch drop-in");
+    let script = persist.replace(
+        "/etc/sysctl.d/90-portdoctor.conf",
+        &file.display().to_string(),
+    );
+    for _ in 0..2 {
+        let out = common::run_bounded(
+            std::process::Command::new("sh").args(["-c", &script]),
+            Duration::from_secs(10),
+        );
+        assert!(out.status.success(), "{script}: {out:?}");
+    }
+    let text = std::fs::read_to_string(&file).expect("the drop-in");
+    assert_eq!(
+        text, "net.ipv4.tcp_tw_reuse = 1\nnet.ipv4.ip_local_port_range = 15000 65535\n",
+        "{script}"
+    );
+}
+
+/// Connects from SRC to each DST:PORT (IP_BIND_ADDRESS_NO_PORT + bind((SRC, 0)): the source
+/// address is chosen, the port is left to connect(), so pools stay per destination) and holds.
+const SPREAD_PY: &str = r"
+import os, socket, sys, time
+out, hold, pairs = sys.argv[1], float(sys.argv[2]), sys.argv[3:]
+listeners, held = {}, []
+for i in range(0, len(pairs), 3):
+    src, dst, port = pairs[i], pairs[i + 1], int(pairs[i + 2])
+    if (dst, port) not in listeners:
+        l = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        l.bind((dst, port))
+        l.listen(64)
+        listeners[(dst, port)] = l
+    for _ in range(3):
+        c = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        c.setsockopt(socket.SOL_IP, 24, 1)  # IP_BIND_ADDRESS_NO_PORT
+        c.bind((src, 0))
+        c.connect((dst, port))
+        held.append(c)
+        held.append(listeners[(dst, port)].accept()[0])
+with open(out + '.tmp', 'w') as f:
+    f.write(str(len(held) // 2))
+os.rename(out + '.tmp', out)
+time.sleep(hold)
+";
+
+/// Item 4: `capacity --from-host` counts pools and destinations as `check` does: 5 pools over
+/// 4 destinations from 2 sources (it said "3 pools, 1 destination").
+#[test]
+fn capacity_from_host_counts_pools_as_check_does() {
+    require_root!("capacity_from_host_counts_pools_as_check_does");
+    let ns = Netns::new("capcount");
+    let out = ns.path("spread");
+    let mut cmd = ns.exec(python());
+    cmd.args(["-c", SPREAD_PY]).arg(&out).arg(HOLD_SECONDS);
+    for (src, dst, port) in [
+        ("127.0.0.1", "127.0.0.2", "7001"),
+        ("127.0.0.1", "127.0.0.2", "7002"),
+        ("127.0.0.1", "127.0.0.2", "7003"),
+        ("127.0.0.1", "127.0.0.3", "7001"),
+        ("127.0.0.4", "127.0.0.2", "7001"),
+    ] {
+        cmd.args([src, dst, port]);
+    }
+    let mut proc = ns.spawn("spread", cmd);
+    assert_eq!(proc.wait_for_file(&out, READY).trim(), "15");
+    let (report, _) = ns.check_json(&[]);
+    assert_eq!(pools(&report).len(), 5, "{:#?}", pool_summary(&report));
+    let r = portdoctor(&["capacity", "--from-host", "--netns", &ns.name, "--json"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let cap: Value = serde_json::from_str(&r.stdout).expect("capacity JSON");
+    let text = cap.to_string();
+    assert!(text.contains("\"destinations\":4"), "{cap:#}");
+    assert!(text.contains("\"source_ips\":2"), "{cap:#}");
+    assert!(text.contains("\"pools\":5"), "{cap:#}");
+    proc.stop();
+}

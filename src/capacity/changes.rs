@@ -192,12 +192,14 @@ pub fn changes(s: &Scenario) -> Vec<Change> {
             let size = required + excluded;
             let high =
                 u64::from(s.range.high).max(u64::from(crate::rules::LINUX_DEFAULT_RANGE.high));
-            let (low, high) = if size <= high.saturating_sub(1024) + 1 {
+            // Never below the suggested range's start: 1024-15000 holds many services' ports.
+            let floor = u64::from(crate::rules::LINUX_SUGGESTED_RANGE.low);
+            let (low, high) = if size <= high.saturating_sub(floor) + 1 {
                 (high + 1 - size, high)
-            } else if size <= 65535 - 1024 + 1 {
+            } else if size <= 65535 - floor + 1 {
                 (65536 - size, 65535)
             } else {
-                (1024, 65535)
+                (floor, 65535)
             };
             let range = PortRange::new(low as u16, high as u16).unwrap_or(s.range);
             let mut after = s.clone();

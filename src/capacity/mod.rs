@@ -87,6 +87,7 @@ impl Preset {
             loopback: false,
             bind_before_connect: false,
             server_closes_first: false,
+            observed_pools: None,
         }
     }
 }
@@ -126,6 +127,10 @@ pub struct Scenario {
     pub bind_before_connect: bool,
     /// The server closes first, so TIME_WAIT lands on its listening port.
     pub server_closes_first: bool,
+    /// Destination pools seen on the host (`--from-host`): the pools the traffic spreads over,
+    /// instead of every source IP times every destination.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub observed_pools: Option<u32>,
 }
 
 /// Why ports are held as long as they are.
@@ -231,7 +236,10 @@ pub fn pools(s: &Scenario) -> (u64, Scope) {
         (sources, Scope::LocalAddress)
     } else {
         (
-            sources * u64::from(s.destinations.max(1)),
+            s.observed_pools.map_or_else(
+                || sources * u64::from(s.destinations.max(1)),
+                |n| u64::from(n.max(1)),
+            ),
             Scope::Destination,
         )
     }

@@ -74,8 +74,12 @@ pub fn rate(r: f64) -> String {
         } else {
             format!("{g}/s")
         }
-    } else {
+    } else if r.abs() >= 0.1 || r == 0.0 {
         format!("{r:.1}/s")
+    } else {
+        // Two significant digits: 0.017/s (one a minute), not 0.0/s.
+        let decimals = ((-r.abs().log10()).ceil() as usize + 1).min(9);
+        format!("{r:.decimals$}/s")
     }
 }
 
@@ -155,6 +159,11 @@ pub fn render_text(r: &CapacityReport) -> String {
         "  pools                  {}  ({})",
         group(o.pools),
         match o.scope {
+            Scope::Destination if s.observed_pools.is_some() => format!(
+                "as seen on the host: {} source IP(s), {} destination(s); connect() ports are unique per destination",
+                s.source_ips.max(1),
+                s.destinations.max(1)
+            ),
             Scope::Destination => format!(
                 "{} source IP(s) x {} destination(s): connect() ports are unique per destination",
                 s.source_ips.max(1),

@@ -70,10 +70,16 @@ fn from_snapshot(snap: &Snapshot) -> (Scenario, Vec<String>) {
         .filter(|p| p.scope == portdoctor::analysis::Scope::Destination)
         .collect();
     if !dest_pools.is_empty() {
+        // Counted as check counts them: distinct local addresses, distinct remote ip:port.
         let sources: std::collections::BTreeSet<_> =
             dest_pools.iter().map(|p| p.key.local_ip).collect();
+        let destinations: std::collections::BTreeSet<_> = dest_pools
+            .iter()
+            .map(|p| (p.key.remote_ip, p.key.remote_port))
+            .collect();
         s.source_ips = sources.len() as u32;
-        s.destinations = (dest_pools.len() / sources.len().max(1)).max(1) as u32;
+        s.destinations = destinations.len().max(1) as u32;
+        s.observed_pools = Some(dest_pools.len() as u32);
         s.loopback = dest_pools.iter().all(|p| {
             p.key.local_ip.is_loopback() || p.key.remote_ip.is_some_and(|r| r.is_loopback())
         });
@@ -153,9 +159,11 @@ pub fn run(args: &CapacityArgs) -> anyhow::Result<ExitCode> {
     }
     if let Some(v) = args.destinations {
         s.destinations = v;
+        s.observed_pools = None;
     }
     if let Some(v) = args.source_ips {
         s.source_ips = v;
+        s.observed_pools = None;
     }
     if let Some(v) = args.keepalive {
         s.keepalive_share = v;
@@ -172,6 +180,9 @@ pub fn run(args: &CapacityArgs) -> anyhow::Result<ExitCode> {
     s.loopback |= args.loopback;
     s.bind_before_connect |= args.bind_before_connect;
     s.server_closes_first |= args.server_closes_first;
+    if let Some(problem) = impossible(&s, args) {
+        return Ok(usage(problem));
+    }
 
     let report = CapacityReport::new(preset, source, s, notes);
     let text = if args.json {
@@ -186,4 +197,33 @@ pub fn run(args: &CapacityArgs) -> anyhow::Result<ExitCode> {
         _ => 0,
     };
     Ok(ExitCode::from(code))
+}
+
+/// Inputs no host can have: a question about them has no meaningful answer.
+fn impossible(s: &portdoctor::capacity::Scenario, args: &CapacityArgs) -> Option<String> {
+    if s.range.low == 0 {
+        return Some(format!(
+            "--range {} {}: port 0 is not a port a connection can use",
+            s.range.low, s.range.high
+        ));
+    }
+    if args.reserved.iter().any(|r| r.low == 0) {
+        return Some("--reserved: port 0 is not a port".into());
+    }
+    if u64::from(s.bound_ports) > u64::from(s.range.len()) {
+        return Some(format!(
+            "--bound {}: more than the {} ports of the range {}-{}",
+            s.bound_ports,
+            s.range.len(),
+            s.range.low,
+            s.range.high
+        ));
+    }
+    if s.os == portdoctor::snapshot::Os::Linux && args.time_wait.is_some_and(|t| t <= 0.0) {
+        return Some(format!(
+            "--time-wait 0s: Linux holds TIME_WAIT for a fixed {} s (TCP_TIMEWAIT_LEN, not a sysctl); tcp_tw_reuse is the Linux way to shorten what blocks a port (--tw-reuse 1)",
+            portdoctor::rules::LINUX_TIME_WAIT_SECONDS
+        ));
+    }
+    None
 }

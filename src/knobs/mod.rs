@@ -236,7 +236,11 @@ pub fn knob(id: &str) -> Option<&'static Knob> {
 pub fn sysctl_fix(id: &str, value: &str) -> String {
     let quoted = rules::sysctl_shell_value(value);
     let dropin = rules::sysctl_dropin_path();
-    format!("sysctl -w {id}={quoted} && echo '{id} = {value}' >> {dropin}")
+    // Idempotent: any earlier line for the knob is replaced, not followed by another.
+    let pattern = id.replace('.', "\\.");
+    format!(
+        "sysctl -w {id}={quoted} && {{ grep -sv '^{pattern} *=' {dropin}; echo '{id} = {value}'; }} > {dropin}.new && mv {dropin}.new {dropin}"
+    )
 }
 
 /// The fix as a `portdoctor tune` command (plan, backup, verify, rollback), with the manual
@@ -624,8 +628,9 @@ mod tests {
     fn fixes_for_a_namespace_run_inside_it_and_say_they_do_not_persist() {
         let host = tune_fix("net.ipv4.ip_local_port_range", "15000 65000", &Target::Host);
         assert!(host.contains("tune apply --set net.ipv4.ip_local_port_range=\"15000 65000\""));
-        assert!(host
-            .contains("by hand: sysctl -w net.ipv4.ip_local_port_range=\"15000 65000\" && echo"));
+        assert!(
+            host.contains("by hand: sysctl -w net.ipv4.ip_local_port_range=\"15000 65000\" && {")
+        );
         let ns = tune_fix("net.ipv4.tcp_tw_reuse", "1", &Target::Netns("lab1".into()));
         assert!(
             ns.contains("tune apply --netns lab1 --set net.ipv4.tcp_tw_reuse=1"),
@@ -668,7 +673,7 @@ mod tests {
     fn fix_commands_quote_ranges() {
         assert_eq!(
             sysctl_fix("net.ipv4.ip_local_port_range", "15000 65000"),
-            "sysctl -w net.ipv4.ip_local_port_range=\"15000 65000\" && echo 'net.ipv4.ip_local_port_range = 15000 65000' >> /etc/sysctl.d/90-portdoctor.conf"
+            "sysctl -w net.ipv4.ip_local_port_range=\"15000 65000\" && { grep -sv '^net\\.ipv4\\.ip_local_port_range *=' /etc/sysctl.d/90-portdoctor.conf; echo 'net.ipv4.ip_local_port_range = 15000 65000'; } > /etc/sysctl.d/90-portdoctor.conf.new && mv /etc/sysctl.d/90-portdoctor.conf.new /etc/sysctl.d/90-portdoctor.conf"
         );
         assert!(knob("net.ipv4.tcp_tw_reuse").is_some());
     }
