@@ -183,6 +183,20 @@ pub struct Owners {
     pub by_inode: FxHashMap<u64, u32>,
     /// Processes whose descriptors could not be read (permissions).
     pub hidden_processes: u32,
+    /// A few of them, with the error that hid each: what the note names.
+    pub hidden_examples: Vec<HiddenProcess>,
+    /// The scan ran as root (euid 0): "run as root" would be no advice.
+    pub scanned_as_root: bool,
+}
+
+/// A process whose descriptors could not be read, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HiddenProcess {
+    pub pid: u32,
+    /// Its name (`comm`), `?` when that could not be read either.
+    pub name: String,
+    /// The OS error, as the OS words it.
+    pub error: String,
 }
 
 /// Where a setting's value came from.

@@ -719,3 +719,36 @@ fn capacity_from_host_counts_pools_as_check_does() {
     assert!(text.contains("\"pools\":5"), "{cap:#}");
     proc.stop();
 }
+
+/// Item 6: as root, processes whose descriptors the kernel still refuses (PID 1 on these
+/// machines) are named with the error, and root is not told to "run as root"; one is "1
+/// process", not "1 processes".
+#[test]
+fn owner_note_names_the_processes_and_does_not_tell_root_to_be_root() {
+    require_root!("owner_note_names_the_processes_and_does_not_tell_root_to_be_root");
+    let ns = Netns::new("ownernote");
+    let (report, _) = ns.check_json(&[]);
+    let hidden = report["owners"]["hidden_processes"]
+        .as_u64()
+        .expect("a count");
+    let notes: Vec<&str> = report["notes"]
+        .as_array()
+        .expect("notes")
+        .iter()
+        .filter_map(Value::as_str)
+        .filter(|n| n.contains("socket owners"))
+        .collect();
+    if hidden == 0 {
+        // Nothing hidden on this machine: then nothing may be said either.
+        assert!(notes.is_empty(), "{notes:?}");
+        return;
+    }
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    let note = notes[0];
+    assert!(!note.contains("run as root"), "{note}");
+    assert!(note.contains("even as root (pid "), "{note}");
+    assert!(note.contains("os error"), "{note}");
+    if hidden == 1 {
+        assert!(note.starts_with("1 process could"), "{note}");
+    }
+}

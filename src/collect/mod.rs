@@ -61,11 +61,37 @@ pub trait PartialCollector {
 
 /// The note a snapshot carries when some processes could not be inspected for owners.
 pub fn hidden_owners_note(owners: &Owners) -> Option<String> {
-    (owners.hidden_processes > 0).then(|| {
-        format!(
-            "{} processes could not be inspected for socket owners (run as root, or with CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH, to see them)",
-            owners.hidden_processes
-        )
+    let n = owners.hidden_processes;
+    (n > 0).then(|| {
+        let count = if n == 1 {
+            "1 process".to_string()
+        } else {
+            format!("{n} processes")
+        };
+        let named: Vec<String> = owners
+            .hidden_examples
+            .iter()
+            .map(|h| format!("pid {} {}: {}", h.pid, h.name, h.error))
+            .collect();
+        let more = (n as usize).saturating_sub(named.len());
+        let which = if named.is_empty() {
+            String::new()
+        } else if more > 0 {
+            format!(" ({}; and {more} more)", named.join("; "))
+        } else {
+            format!(" ({})", named.join("; "))
+        };
+        if owners.scanned_as_root {
+            format!(
+                "{count} could not be inspected for socket owners even as root{which}: the kernel refuses {} descriptors (another user namespace, or a security module), so {} sockets show no owner",
+                if n == 1 { "its" } else { "their" },
+                if n == 1 { "its" } else { "their" }
+            )
+        } else {
+            format!(
+                "{count} could not be inspected for socket owners{which} (run as root, or with CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH, to see them)"
+            )
+        }
     })
 }
 

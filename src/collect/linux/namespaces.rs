@@ -111,7 +111,18 @@ fn discover(d: &Discovery, notes: &mut Vec<String>) -> BTreeMap<NetnsId, Found> 
     }
     if hidden > 0 {
         notes.push(format!(
-            "{hidden} processes' namespaces could not be read (run as root to see every namespace)"
+            "{} namespace{} could not be read{}",
+            if hidden == 1 {
+                "1 process's".to_string()
+            } else {
+                format!("{hidden} processes'")
+            },
+            if hidden == 1 { "" } else { "s" },
+            if crate::tune::linux::is_root() {
+                " even as root (the kernel refused /proc/PID/ns/net)"
+            } else {
+                " (run as root to see every namespace)"
+            }
         ));
     }
     for f in found.values_mut() {

@@ -12,7 +12,7 @@ use std::os::fd::AsRawFd;
 use rustc_hash::{FxHashMap, FxHashSet};
 
 use super::procfs::socket_inode;
-use crate::snapshot::Owners;
+use crate::snapshot::{HiddenProcess, Owners};
 use crate::units::printable;
 
 /// Finds the owners of `wanted` inodes. Processes whose descriptors cannot be read (other
@@ -23,6 +23,8 @@ pub fn scan(wanted: &FxHashSet<u64>) -> Owners {
     if wanted.is_empty() {
         return owners;
     }
+    // SAFETY: geteuid(2) has no preconditions and cannot fail.
+    owners.scanned_as_root = unsafe { libc::geteuid() } == 0;
     let Ok(proc_dir) = fs::read_dir("/proc") else {
         return owners;
     };
@@ -33,22 +35,25 @@ pub fn scan(wanted: &FxHashSet<u64>) -> Owners {
             continue;
         };
         let path = format!("/proc/{pid}/fd");
-        let (Ok(fds), Ok(dir)) = (fs::read_dir(&path), File::open(&path)) else {
-            // Gone already, or not ours to read.
-            if fs::metadata(&path).is_ok() {
-                owners.hidden_processes += 1;
+        let (fds, dir) = match (fs::read_dir(&path), File::open(&path)) {
+            (Ok(fds), Ok(dir)) => (fds, dir),
+            (Err(e), _) | (_, Err(e)) => {
+                // Gone already, or not ours to read.
+                if fs::metadata(&path).is_ok() {
+                    note_hidden(&mut owners, pid, &e);
+                }
+                continue;
             }
-            continue;
         };
         let mut owns_any = false;
-        let mut denied = false;
+        let mut denied = None;
         for fd in fds.flatten() {
             let mut link = [0u8; 64];
             let target = match read_link_at(&dir, fd.file_name().as_encoded_bytes(), &mut link) {
                 Ok(t) => t,
                 // Listing needs CAP_DAC_READ_SEARCH, reading the links CAP_SYS_PTRACE.
                 Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
-                    denied = true;
+                    denied = Some(e);
                     break;
                 }
                 Err(_) => continue,
@@ -61,8 +66,8 @@ pub fn scan(wanted: &FxHashSet<u64>) -> Owners {
                 owns_any = true;
             }
         }
-        if denied {
-            owners.hidden_processes += 1;
+        if let Some(e) = denied {
+            note_hidden(&mut owners, pid, &e);
         }
         if owns_any {
             // Any process can name itself anything (prctl): escape before it reaches a terminal.
@@ -75,6 +80,24 @@ pub fn scan(wanted: &FxHashSet<u64>) -> Owners {
     }
     owners.by_inode = found;
     owners
+}
+
+/// Processes the note names at most.
+const HIDDEN_EXAMPLES: usize = 3;
+
+fn note_hidden(owners: &mut Owners, pid: u32, e: &std::io::Error) {
+    owners.hidden_processes += 1;
+    if owners.hidden_examples.len() < HIDDEN_EXAMPLES {
+        let name = fs::read(format!("/proc/{pid}/comm")).map_or_else(
+            |_| "?".to_string(),
+            |b| printable(String::from_utf8_lossy(&b).trim_end_matches('\n')),
+        );
+        owners.hidden_examples.push(HiddenProcess {
+            pid,
+            name,
+            error: e.to_string(),
+        });
+    }
 }
 
 /// `readlinkat(dir, name)` into `buf`. Socket links (`socket:[4026531993]`) fit in 64 bytes;
