@@ -753,3 +753,27 @@ fn owner_note_names_the_processes_and_does_not_tell_root_to_be_root() {
         assert!(note.starts_with("1 process could"), "{note}");
     }
 }
+
+/// Item 6: `lab --chart` to a path that cannot be written fails at once, before the lab runs
+/// (it ran the whole lab and then lost the results).
+#[test]
+fn lab_checks_the_chart_path_first() {
+    require_root!("lab_checks_the_chart_path_first");
+    let started = Instant::now();
+    let r = portdoctor(&[
+        "lab",
+        "--rate",
+        "20",
+        "--duration",
+        "4s",
+        "--chart",
+        "/proc/portdoctor-no-such-dir/lab.svg",
+    ]);
+    assert_eq!(r.code, 3, "{}\n{}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("cannot write the chart"), "{}", r.stderr);
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "the 4 s lab ran first: {:?}",
+        started.elapsed()
+    );
+}

@@ -58,6 +58,20 @@ fn run_linux(args: &LabArgs, cfg: &LabConfig) -> anyhow::Result<ExitCode> {
     use portdoctor::lab::report::{render_json, render_text, second_line, SECOND_HEADER};
 
     use super::write_stdout;
+    // A chart that cannot be written must not cost a whole lab run: check the path first.
+    let chart_existed = args.chart.as_ref().is_some_and(|p| p.exists());
+    if let Some(path) = &args.chart {
+        if let Err(e) = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(path)
+        {
+            return Ok(super::failed(format!(
+                "cannot write the chart to {}: {e}",
+                path.display()
+            )));
+        }
+    }
     // Live lines only for a person watching; the final table repeats them on stdout.
     let live = !args.json && std::io::IsTerminal::is_terminal(&std::io::stderr());
     if live {
@@ -70,25 +84,35 @@ fn run_linux(args: &LabArgs, cfg: &LabConfig) -> anyhow::Result<ExitCode> {
     });
     let mut report = match result {
         Ok(r) => r,
-        Err(e @ LabError::Limit(_)) => return Ok(super::usage(e)),
-        Err(e) => return Ok(super::failed(e)),
+        Err(e) => {
+            // The empty file made by the check above is no chart.
+            if let (Some(path), false) = (&args.chart, chart_existed) {
+                let _ = std::fs::remove_file(path);
+            }
+            return Ok(match e {
+                LabError::Limit(_) => super::usage(e),
+                _ => super::failed(e),
+            });
+        }
     };
+    let mut chart_error = None;
     if let Some(path) = &args.chart {
         let svg = portdoctor::lab::chart::svg(&report);
-        if let Err(e) = std::fs::write(path, svg) {
-            return Ok(super::failed(format!(
-                "writing the chart to {}: {e}",
-                path.display()
-            )));
+        match std::fs::write(path, svg) {
+            Ok(()) => report.chart = Some(path.display().to_string()),
+            Err(e) => chart_error = Some(format!("writing the chart to {}: {e}", path.display())),
         }
-        report.chart = Some(path.display().to_string());
     }
     let text = if args.json {
         render_json(&report)
     } else {
         render_text(&report)
     };
+    // The results first, always: a lost chart does not lose the run.
     write_stdout(text.as_bytes())?;
+    if let Some(e) = chart_error {
+        return Ok(super::failed(e));
+    }
     let ok = report.comparison.agrees && report.observed.completed && report.namespace_removed;
     Ok(ExitCode::from(u8::from(!ok)))
 }
