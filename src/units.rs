@@ -101,6 +101,15 @@ pub fn group(n: u64) -> String {
     out
 }
 
+/// A count and its noun, grouped: "1 port", "1,234 ports".
+pub fn count(n: u64, one: &str, many: &str) -> String {
+    if n == 1 {
+        format!("1 {one}")
+    } else {
+        format!("{} {many}", group(n))
+    }
+}
+
 /// Seconds as a short human duration: "0 s", "18 s", "4 min", "2.5 h", "3 d".
 pub fn human_duration(seconds: f64) -> String {
     if !seconds.is_finite() || seconds < 0.0 {
@@ -166,6 +175,13 @@ impl UtcTime {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn counts_agree_with_their_noun() {
+        assert_eq!(super::count(1, "port", "ports"), "1 port");
+        assert_eq!(super::count(0, "port", "ports"), "0 ports");
+        assert_eq!(super::count(28_232, "port", "ports"), "28,232 ports");
+    }
+
     use super::*;
 
     #[test]

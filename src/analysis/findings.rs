@@ -554,8 +554,9 @@ fn range_findings(cx: &Context, out: &mut Vec<Finding>) {
         out.push(Finding::host(
             FindingCode::ListenerInRange,
             format!(
-                "{} port(s) inside the ephemeral range are held by listeners or bound sockets ({}{}): they leave every pool, and an outbound connection can take them while their service restarts",
-                cap.bound_in_range.len(),
+                "{} inside the ephemeral range {} held by listeners or bound sockets ({}{}): they leave every pool, and an outbound connection can take them while their service restarts",
+                crate::units::count(cap.bound_in_range.len() as u64, "port", "ports"),
+                if cap.bound_in_range.len() == 1 { "is" } else { "are" },
                 shown.join(", "),
                 if more > 0 { format!(", … {more} more") } else { String::new() }
             ),
@@ -746,11 +747,11 @@ fn pool_finding(
         )
     } else {
         format!(
-            "{} is {:.0}% full ({} of {} ports: {}){eta}",
+            "{} is {:.0}% full ({} of {}: {}){eta}",
             p.key,
             util * 100.0,
             group(used),
-            group(u64::from(cap)),
+            crate::units::count(u64::from(cap), "port", "ports"),
             states_phrase(p)
         )
     };

@@ -118,11 +118,11 @@ pub fn render_text(r: &CapacityReport) -> String {
     );
     let _ = writeln!(
         out,
-        "  usable ports per pool  {}  (range {}-{}: {} ports, {} reserved/excluded, {} bound)",
+        "  usable ports per pool  {}  (range {}-{}: {}, {} reserved/excluded, {} bound)",
         group(u64::from(o.usable_ports)),
         s.range.low,
         s.range.high,
-        group(u64::from(o.range_ports)),
+        crate::units::count(u64::from(o.range_ports), "port", "ports"),
         group(u64::from(o.reserved_in_range)),
         group(u64::from(s.bound_ports))
     );

@@ -129,9 +129,9 @@ pub fn render(snap: &Snapshot, a: &Analysis, opts: &TextOptions) -> String {
     match &a.capacity {
         Some(c) => {
             parts.push(format!(
-                "range {} ({} ports)",
+                "range {} ({})",
                 c.range,
-                group(u64::from(c.range.len()))
+                crate::units::count(u64::from(c.range.len()), "port", "ports")
             ));
             parts.push(format!(
                 "{} {}",
@@ -326,7 +326,10 @@ fn windows_lines(w: &crate::snapshot::WindowsSettings) -> Vec<String> {
             .dynamic_ports_v6
             .and_then(crate::snapshot::DynamicPorts::range)
         {
-            Some(r) => format!("ipv6 range {r} ({} ports)", group(u64::from(r.len()))),
+            Some(r) => format!(
+                "ipv6 range {r} ({})",
+                crate::units::count(u64::from(r.len()), "port", "ports")
+            ),
             None => "ipv6 range unknown".into(),
         },
     );
