@@ -823,11 +823,14 @@ fn capacity_takes_its_inputs_from_a_snapshot_file() {
     );
     assert_eq!(s["tw_reuse"], 0, "{s}");
     assert_eq!(s["bound_ports"], 1, "{s}");
+    // Counted as check counts them (issue 13 item 4): distinct remote ip:port, and the pools
+    // themselves (was 4 pools / 2 sources = "2 destinations").
     assert_eq!(
         (s["source_ips"].as_u64(), s["destinations"].as_u64()),
-        (Some(2), Some(2)),
+        (Some(2), Some(4)),
         "{s}"
     );
+    assert_eq!(s["observed_pools"], 4, "{s}");
     assert!(s["rate_per_s"].as_f64().is_some_and(|r| r > 0.0), "{s}");
 
     let missing = dir.path().join("nope.json");

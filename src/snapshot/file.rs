@@ -55,8 +55,8 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::ser::Formatter;
 
 use super::{
-    Counters, HostInfo, NetnsId, Os, Owners, PortRange, Settings, Snapshot, Socket, SocketSource,
-    Target, TcpState, WindowsSettings,
+    Counters, HiddenProcess, HostInfo, NetnsId, Os, Owners, PortRange, Settings, Snapshot, Socket,
+    SocketSource, Target, TcpState, WindowsSettings,
 };
 
 /// The schema this build writes and reads.
@@ -373,6 +373,12 @@ struct OwnersFile {
     processes: BTreeMap<u32, String>,
     inodes_by_pid: BTreeMap<u32, Vec<u64>>,
     hidden_processes: u32,
+    /// (pid, name, OS error) of a few hidden processes; absent when none were named.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    hidden_examples: Vec<(u32, String, String)>,
+    /// The owner scan ran as root; absent when it did not.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    scanned_as_root: bool,
 }
 
 impl OwnersFile {
@@ -392,6 +398,12 @@ impl OwnersFile {
                 .collect(),
             inodes_by_pid,
             hidden_processes: o.hidden_processes,
+            hidden_examples: o
+                .hidden_examples
+                .iter()
+                .map(|h| (h.pid, h.name.clone(), h.error.clone()))
+                .collect(),
+            scanned_as_root: o.scanned_as_root,
         }
     }
 
@@ -411,6 +423,12 @@ impl OwnersFile {
             processes: self.processes.into_iter().collect(),
             by_inode,
             hidden_processes: self.hidden_processes,
+            hidden_examples: self
+                .hidden_examples
+                .into_iter()
+                .map(|(pid, name, error)| HiddenProcess { pid, name, error })
+                .collect(),
+            scanned_as_root: self.scanned_as_root,
         })
     }
 }
