@@ -369,3 +369,7 @@ fn host_and_pools(reg: &mut Registry, snap: &Snapshot, a: &Analysis, opts: Metri
         );
     }
 }
+
+#[cfg(test)]
+#[path = "metrics_tests.rs"]
+mod tests;
