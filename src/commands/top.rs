@@ -15,7 +15,7 @@ use ratatui::Terminal;
 
 use portdoctor::collect::refresh::{next_wait, Policy, RefreshInfo, Refresher};
 use portdoctor::collect::{self, Collector};
-use portdoctor::snapshot::Snapshot;
+use portdoctor::snapshot::{NamespaceIdentity, Snapshot};
 use portdoctor::top::{render, render_text, state::Action, App, Key, ViewOptions};
 
 use super::{usage, use_color, write_stdout};
@@ -34,12 +34,25 @@ pub fn run(args: &TopArgs) -> anyhow::Result<ExitCode> {
         Err(e) => return Ok(usage(e)),
     };
     let owners = opts.owners;
-    let collector = collect::native(opts)?;
+    let source = if args.scope.all_namespaces {
+        match all_namespaces(opts, args.scope.pods_dir.as_deref()) {
+            Ok(s) => s,
+            Err(e) => return Ok(usage(e)),
+        }
+    } else {
+        Source::One(collect::native(opts)?)
+    };
     let interval = Duration::from_secs_f64(args.interval);
     let mut app = App::new(interval, thresholds);
     if args.once {
-        let snapshot = collector.snapshot()?;
-        app.ingest(Instant::now(), snapshot);
+        match &source {
+            Source::One(collector) => app.ingest(Instant::now(), collector.snapshot()?),
+            #[cfg(target_os = "linux")]
+            Source::All(opts, discovery) => {
+                let found = collect_all(opts, discovery)?;
+                app.ingest_namespaces(Instant::now(), identified(found));
+            }
+        }
         let tty = std::io::stdout().is_terminal();
         let (w, h) = match terminal::size() {
             Ok((w, h)) if tty && w > 0 && h > 0 => (w, h),
@@ -57,7 +70,66 @@ pub fn run(args: &TopArgs) -> anyhow::Result<ExitCode> {
         ));
     }
     let color = use_color(args.output.color);
-    interactive(app, collector, owners, ViewOptions { color })
+    interactive(app, source, owners, ViewOptions { color })
+}
+
+/// What top collects: one namespace (through the refresher, which reuses dumps), or every
+/// namespace (`-A`, discovered anew at each refresh).
+enum Source {
+    One(Box<dyn Collector>),
+    #[cfg(target_os = "linux")]
+    All(collect::CollectOptions, Discovery),
+}
+
+#[cfg(target_os = "linux")]
+use portdoctor::collect::linux::namespaces::{collect_all, AllNamespaces, Discovery};
+
+#[cfg(target_os = "linux")]
+#[allow(clippy::unnecessary_wraps)] // the same signature as elsewhere
+fn all_namespaces(
+    opts: collect::CollectOptions,
+    pods_dir: Option<&std::path::Path>,
+) -> Result<Source, String> {
+    let mut discovery = Discovery::default();
+    if let Some(dir) = pods_dir {
+        discovery.pods_dir = dir.to_path_buf();
+    }
+    Ok(Source::All(opts, discovery))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn all_namespaces(
+    _opts: collect::CollectOptions,
+    _pods_dir: Option<&std::path::Path>,
+) -> Result<Source, String> {
+    Err(format!(
+        "--all-namespaces reads Linux network namespaces; on {} leave it out",
+        std::env::consts::OS
+    ))
+}
+
+#[cfg(target_os = "linux")]
+fn identified(found: AllNamespaces) -> Vec<(NamespaceIdentity, Snapshot)> {
+    found
+        .namespaces
+        .into_iter()
+        .map(|n| (n.identity, n.snapshot))
+        .collect()
+}
+
+/// The worker's way of collecting.
+enum Mode {
+    One(Box<Refresher>),
+    #[cfg(target_os = "linux")]
+    All(collect::CollectOptions, Discovery),
+}
+
+/// One refresh's result.
+enum Sampled {
+    One(Box<Snapshot>, RefreshInfo),
+    /// Every namespace, and how long collecting them took.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    All(Vec<(NamespaceIdentity, Snapshot)>, Duration),
 }
 
 enum ToWorker {
@@ -67,19 +139,23 @@ enum ToWorker {
 }
 
 /// A refresh: when it started, and what it found (with the pause to the next one).
-type Sample = (Instant, Result<(Snapshot, RefreshInfo, Duration), String>);
+type Sample = (Instant, Result<(Sampled, Duration), String>);
 
 /// Collects every `interval` (or at once on `Now`), not while paused; ends when `top` drops
 /// its sender.
 fn worker(
-    collector: Box<dyn Collector>,
+    source: Source,
     owners: bool,
     mut interval: Duration,
     rx: &mpsc::Receiver<ToWorker>,
     tx: &mpsc::Sender<Sample>,
 ) {
     let policy = Policy::default();
-    let mut refresher = Refresher::new(collector, owners, policy);
+    let mut mode = match source {
+        Source::One(collector) => Mode::One(Box::new(Refresher::new(collector, owners, policy))),
+        #[cfg(target_os = "linux")]
+        Source::All(opts, discovery) => Mode::All(opts, discovery),
+    };
     let mut paused = false;
     let mut next = Instant::now();
     loop {
@@ -104,11 +180,19 @@ fn worker(
             Err(mpsc::RecvTimeoutError::Disconnected) => return,
         }
         let now = Instant::now();
-        let result = refresher.refresh(now).map(|(snapshot, info)| {
-            let wait = next_wait(interval, info.took, &policy);
-            (snapshot, info, wait)
-        });
-        let wait = result.as_ref().map_or(interval, |r| r.2);
+        let result = match &mut mode {
+            Mode::One(refresher) => refresher.refresh(now).map(|(snapshot, info)| {
+                let wait = next_wait(interval, info.took, &policy);
+                (Sampled::One(Box::new(snapshot), info), wait)
+            }),
+            #[cfg(target_os = "linux")]
+            Mode::All(opts, discovery) => collect_all(opts, discovery).map(|found| {
+                let took = now.elapsed();
+                let wait = next_wait(interval, took, &policy);
+                (Sampled::All(identified(found), took), wait)
+            }),
+        };
+        let wait = result.as_ref().map_or(interval, |r| r.1);
         if tx.send((now, result.map_err(|e| e.to_string()))).is_err() {
             return;
         }
@@ -156,7 +240,7 @@ fn key_of(ev: &event::KeyEvent) -> Option<Key> {
 
 fn interactive(
     mut app: App,
-    collector: Box<dyn Collector>,
+    source: Source,
     owners: bool,
     view: ViewOptions,
 ) -> anyhow::Result<ExitCode> {
@@ -165,7 +249,7 @@ fn interactive(
     let interval = app.interval;
     std::thread::Builder::new()
         .name("top-collect".into())
-        .spawn(move || worker(collector, owners, interval, &worker_rx, &sample_tx))?;
+        .spawn(move || worker(source, owners, interval, &worker_rx, &sample_tx))?;
 
     let previous = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
@@ -230,10 +314,14 @@ fn interactive(
         }
         while let Ok((at, result)) = samples.try_recv() {
             match result {
-                Ok((snapshot, info, wait)) => {
-                    app.ingest(at, snapshot);
+                Ok((Sampled::One(snapshot, info), wait)) => {
+                    app.ingest(at, *snapshot);
                     app.refresh = Some(info);
                     app.cycle = Some(info.took + wait);
+                }
+                Ok((Sampled::All(namespaces, took), wait)) => {
+                    app.ingest_namespaces(at, namespaces);
+                    app.cycle = Some(took + wait);
                 }
                 Err(e) => app.error = Some(e),
             }
