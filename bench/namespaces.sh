@@ -51,6 +51,7 @@ cleanup() {
 	rm -rf "$work"
 }
 trap cleanup EXIT INT TERM
+trap 'echo "namespaces.sh: failed at line $LINENO: $BASH_COMMAND" >&2' ERR
 
 now_us() { local t=$EPOCHREALTIME; echo "${t/[.,]/}"; }
 median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
