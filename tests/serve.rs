@@ -969,3 +969,40 @@ fn port_taken_exits_3_and_textfile_is_written_atomically() {
     );
     assert_eq!(out.status.code(), Some(4));
 }
+
+/// `serve -A` without the privilege to enter other namespaces still exports its own, counts
+/// what it skipped (`portdoctor_namespaces_skipped`, for an alert that the DaemonSet lacks a
+/// capability) and says why on stderr.
+#[test]
+fn unprivileged_serve_all_namespaces_counts_what_it_skipped() {
+    use std::os::unix::fs::PermissionsExt as _;
+    require_root!("unprivileged_serve_all_namespaces_counts_what_it_skipped");
+    let ns = Netns::new("askip");
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let out = run_bounded(
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(PORTDOCTOR)
+            .args(["serve", "-A", "--textfile"])
+            .arg(dir.path()),
+        Duration::from_secs(60),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{:?} {stderr}", out.status);
+    let text = std::fs::read_to_string(dir.path().join("portdoctor.prom")).expect("textfile");
+    assert_eq!(sample(&text, "portdoctor_collection_success "), Some(1.0));
+    assert!(
+        sample(&text, "portdoctor_namespaces ").is_some_and(|n| n >= 1.0),
+        "{text}"
+    );
+    assert!(
+        sample(&text, "portdoctor_namespaces_skipped ").is_some_and(|n| n >= 1.0),
+        "{text}"
+    );
+    assert!(
+        stderr.contains(&format!("namespace {} skipped", ns.name))
+            && stderr.contains("CAP_SYS_ADMIN"),
+        "{stderr}"
+    );
+}

@@ -257,10 +257,31 @@ fn collect_and_render(
                         analysis: a,
                     })
                     .collect();
-                (render(Some(Scraped::All(&inspected))), None)
+                log_notes_once(&found.notes);
+                (
+                    render(Some(Scraped::All {
+                        namespaces: &inspected,
+                        skipped: found.skipped,
+                    })),
+                    None,
+                )
             }
             Err(e) => failed(e.to_string()),
         },
+    }
+}
+
+/// `-A`: what could not be collected (namespaces skipped for want of privileges, unreadable
+/// processes) goes to stderr when it differs from the last collection's, not at every scrape.
+#[cfg(target_os = "linux")]
+fn log_notes_once(notes: &[String]) {
+    static LAST: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    let mut last = LAST.lock().unwrap_or_else(PoisonError::into_inner);
+    if last.as_slice() != notes {
+        for n in notes {
+            eprintln!("portdoctor: note: {n}");
+        }
+        *last = notes.to_vec();
     }
 }
 

@@ -50,7 +50,11 @@ pub enum Scraped<'a> {
     /// The host's (or `--netns`/`--pid`'s) namespace: series without namespace labels.
     One(&'a Snapshot, &'a Analysis),
     /// Every namespace: each series gains `netns`, `pod_namespace`, `pod` and `container`.
-    All(&'a [Inspected<'a>]),
+    All {
+        namespaces: &'a [Inspected<'a>],
+        /// Namespaces found but not collected (no privilege to enter, vanished).
+        skipped: usize,
+    },
 }
 
 /// What one collection attempt produced.
@@ -331,7 +335,7 @@ fn host_and_pools(reg: &mut Registry, scraped: &Scraped<'_>, opts: MetricsOption
             }],
             false,
         ),
-        Scraped::All(namespaces) => (
+        Scraped::All { namespaces, .. } => (
             namespaces
                 .iter()
                 .map(|n| Part {
@@ -344,12 +348,18 @@ fn host_and_pools(reg: &mut Registry, scraped: &Scraped<'_>, opts: MetricsOption
             true,
         ),
     };
-    if all {
+    if let Scraped::All { skipped, .. } = scraped {
         gauge(
             reg,
             "namespaces",
             "Network namespaces collected (-A); each namespace's series carry its netns, pod_namespace, pod and container labels",
             units.len() as f64,
+        );
+        gauge(
+            reg,
+            "namespaces_skipped",
+            "Network namespaces found but not collected (-A): no privilege to enter them (CAP_SYS_ADMIN), or gone meanwhile",
+            *skipped as f64,
         );
     }
     pools(reg, &units, all, opts);

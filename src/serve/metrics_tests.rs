@@ -125,7 +125,10 @@ fn every_namespace_labelled_and_capped_across_namespaces() {
         })
         .collect();
     let c = Collection {
-        result: Some(Scraped::All(&all)),
+        result: Some(Scraped::All {
+            namespaces: &all,
+            skipped: 2,
+        }),
         duration_seconds: 0.5,
         timestamp_seconds: 1_700_000_000.0,
     };
@@ -140,6 +143,11 @@ fn every_namespace_labelled_and_capped_across_namespaces() {
         r#"netns="blue",pod_namespace="shop",pod="cart-5d8",container="containerd://3f2a9c1b8d7e""#;
     let uid_only = r#"netns="4026532002",pod_namespace="",pod="uid-4026532002",container="containerd://3f2a9c1b8d7e""#;
     assert_eq!(value(&text, "portdoctor_namespaces"), Some(3.0), "{text}");
+    assert_eq!(
+        value(&text, "portdoctor_namespaces_skipped"),
+        Some(2.0),
+        "{text}"
+    );
 
     // The three most utilized pools of all namespaces: host 95 and 40, blue 50.
     let pool = |ns: &str, i: u32| {
@@ -207,7 +215,7 @@ fn every_namespace_labelled_and_capped_across_namespaces() {
         let exporter_own = [
             "portdoctor_build_info",
             "portdoctor_collection",
-            "portdoctor_namespaces ",
+            "portdoctor_namespaces",
         ]
         .iter()
         .any(|p| line.starts_with(p));
