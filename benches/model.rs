@@ -1,7 +1,8 @@
 //! Criterion benchmarks of the pure part of `portdoctor check`: the pool model
-//! (`analysis::analyze`) and the JSON report (`report::json::render`) on synthetic snapshots
-//! built in memory, so no root, namespace or kernel is involved (bench/check.sh measures the
-//! whole command against `ss` and a raw netlink dump).
+//! (`analysis::analyze`), the JSON report (`report::json::render`) and the snapshot file
+//! (`snapshot::file`: what `check --save` and `--load` add) on synthetic snapshots built in
+//! memory, so no root, namespace or kernel is involved (bench/check.sh measures the whole command
+//! against `ss` and a raw netlink dump, bench/save.sh the whole `check --save`).
 //!
 //! Run: `cargo bench --bench model` (about a minute). Quick look: `cargo bench --bench model --
 //! --quick`. Only one size: `cargo bench --bench model -- 300k`.
@@ -22,7 +23,7 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use portdoctor::analysis::{analyze, Thresholds};
 use portdoctor::report::json;
 use portdoctor::snapshot::{
-    Os, PortRange, Settings, Snapshot, Socket, SocketSource, TcpState, ValueSource,
+    file, Os, Owners, PortRange, Settings, Snapshot, Socket, SocketSource, TcpState, ValueSource,
 };
 
 /// The Linux default range: 28,232 ports per pool.
@@ -247,5 +248,43 @@ fn bench_model(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, bench_model);
+/// `check --save` and `--load` on top of `check`: the snapshot file written to a temporary file
+/// (serialize + write, as `file::save` does) and parsed back, with owners for every socket that
+/// has an inode (4 processes).
+fn bench_file(c: &mut Criterion) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for (label, n) in [("100k", 100_000), ("300k", 300_000)] {
+        let mut snap = snapshot(n);
+        let mut owners = Owners::default();
+        for pid in 1..=4u32 {
+            owners.processes.insert(pid, format!("worker-{pid}"));
+        }
+        for s in snap.sockets.iter().filter(|s| s.inode != 0) {
+            owners.by_inode.insert(s.inode, 1 + (s.inode % 4) as u32);
+        }
+        snap.owners = Some(owners.into());
+        let bytes = file::to_vec(&snap);
+        eprintln!(
+            "snapshot file, {label}: {} bytes, {:.1} bytes per socket",
+            bytes.len(),
+            bytes.len() as f64 / snap.sockets.len() as f64
+        );
+        let path = dir.path().join(format!("{label}.json"));
+
+        let mut g = c.benchmark_group(format!("file/{label}"));
+        g.sample_size(10)
+            .warm_up_time(Duration::from_millis(500))
+            .measurement_time(Duration::from_secs(3))
+            .throughput(Throughput::Elements(snap.sockets.len() as u64));
+        g.bench_function("save", |b| {
+            b.iter(|| file::save(black_box(&snap), &path).expect("save"));
+        });
+        g.bench_function("load", |b| {
+            b.iter(|| file::from_slice(black_box(&bytes), &path).expect("load"));
+        });
+        g.finish();
+    }
+}
+
+criterion_group!(benches, bench_model, bench_file);
 criterion_main!(benches);

@@ -276,3 +276,87 @@ impl SnapshotBuilder {
         self.snap
     }
 }
+
+/// Named hosts shared by the report snapshots and the snapshot-file round trips, so each is
+/// written once.
+pub mod hosts {
+    use super::SnapshotBuilder;
+    use crate::snapshot::{EventStat, ExcludedRange, Snapshot};
+
+    /// A critical Linux host: four pools (one 97% full), owners, listeners.
+    pub fn critical_linux() -> Snapshot {
+        SnapshotBuilder::linux()
+            .tw_reuse(0)
+            // Ramp: 27,410 used, 1,500 TIME_WAIT in the last 10 s.
+            .pool("10.0.0.5", "10.0.0.9", 5432, 300, 27_110, (0, 59_000))
+            .restart_ports()
+            .pool("10.0.0.5", "10.0.0.12", 443, 128, 19_990, (0, 59_000))
+            .restart_ports()
+            .pool("10.0.0.5", "10.0.0.7", 6379, 69, 1_000, (0, 59_000))
+            .restart_ports()
+            .pool("2001:db8::5", "2001:db8::7", 443, 12, 40, (0, 59_000))
+            .listen("0.0.0.0", 8080)
+            .listen("127.0.0.1", 45000)
+            .tcp_ext("TCPTimeWaitOverflow", 0)
+            .owned_by(1234, "api-server")
+            .build()
+    }
+
+    /// One local address, three destinations, ports never shared and all of bind()'s parity.
+    pub fn bind_before_connect() -> Snapshot {
+        let mut b = SnapshotBuilder::linux().tw_reuse(0);
+        let mut port = 32769u16;
+        for dst in 0..3u16 {
+            for _ in 0..40 {
+                b = b.time_wait("127.0.0.1", port, "127.0.0.1", 20_000 + dst, 30_000);
+                port += 2;
+            }
+        }
+        b.build()
+    }
+
+    fn excluded(low: u16, high: u16, administered: bool) -> ExcludedRange {
+        ExcludedRange {
+            low,
+            high,
+            administered,
+        }
+    }
+
+    /// An IIS host that opens a connection per request to SQL Server and an API, on a Hyper-V
+    /// machine (exclusions inside the range), with 4231 events in the log.
+    pub fn iis() -> Snapshot {
+        SnapshotBuilder::windows()
+            .windows_settings(|w| {
+                let hyperv = vec![
+                    excluded(5357, 5357, false),
+                    excluded(49671, 49770, false),
+                    excluded(49871, 49970, false),
+                    excluded(50000, 50059, true),
+                    excluded(61117, 61216, false),
+                ];
+                w.excluded_ports_v4.clone_from(&hyperv);
+                w.excluded_ports_v6 = hyperv;
+                if let Some(r) = w.registry.as_mut() {
+                    r.max_user_port = Some(65534);
+                }
+                if let Some(e) = w.events.as_mut() {
+                    e.ports_exhausted_4231 = EventStat {
+                        count: 12,
+                        last_unix_ms: Some(1_795_814_043_512),
+                    };
+                }
+            })
+            .pool("10.0.0.5", "10.0.0.9", 1433, 200, 13_000, (0, 100_000))
+            .pool("10.0.0.5", "10.0.0.12", 443, 40, 1_500, (0, 100_000))
+            .restart_ports()
+            .pool("10.0.0.6", "10.0.0.12", 443, 20, 300, (0, 100_000))
+            .restart_ports()
+            .pool("2001:db8::5", "2001:db8::9", 443, 8, 40, (0, 100_000))
+            .listen("0.0.0.0", 80)
+            .listen("0.0.0.0", 443)
+            .listen("10.0.0.5", 65000)
+            .owned_by(4242, "w3wp.exe")
+            .build()
+    }
+}

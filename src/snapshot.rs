@@ -7,10 +7,13 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+
+pub mod file;
 
 /// An inclusive range of ports, e.g. `ip_local_port_range` or one reserved block.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "file::PortRangeFields")]
 pub struct PortRange {
     pub low: u16,
     pub high: u16,
@@ -65,7 +68,7 @@ impl std::fmt::Display for PortRange {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Os {
     Linux,
@@ -73,7 +76,7 @@ pub enum Os {
 }
 
 /// Where the socket list came from; the text fallback sees fewer details.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SocketSource {
     Netlink,
@@ -183,7 +186,7 @@ pub struct Owners {
 }
 
 /// Where a setting's value came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ValueSource {
     /// Read from the OS.
@@ -193,13 +196,18 @@ pub enum ValueSource {
 }
 
 /// Settings that govern the ephemeral pools. `None` = could not be read. Serialized as the
-/// `settings` object of the `portdoctor.check/v1` contract.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+/// `settings` object of the `portdoctor.check/v1` contract, and in the same shape in snapshot
+/// files ([`file`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Settings {
     pub ephemeral_ports: Option<PortRange>,
     /// Reserved (Linux) or excluded (Windows) port ranges, merged and sorted; `[[low, high]]`
     /// in JSON.
-    #[serde(serialize_with = "ranges_as_pairs")]
+    #[serde(
+        serialize_with = "ranges_as_pairs",
+        deserialize_with = "file::ranges_from_pairs",
+        default
+    )]
     pub reserved_ports: Vec<PortRange>,
     pub time_wait_seconds: Option<u32>,
     pub time_wait_source: Option<ValueSource>,
@@ -216,7 +224,7 @@ fn ranges_as_pairs<S: serde::Serializer>(ranges: &[PortRange], ser: S) -> Result
 }
 
 /// Kernel counters since boot (of the namespace). Names follow `/proc/net/{snmp,netstat}`.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Counters {
     /// `Tcp:` line of /proc/net/snmp (ActiveOpens, PassiveOpens, CurrEstab, …).
     pub tcp: std::collections::BTreeMap<String, i64>,
@@ -319,7 +327,7 @@ impl std::fmt::Display for Target {
 
 /// The identity of a network namespace: device and inode of its nsfs file (what `ls -L -i
 /// /proc/PID/ns/net` and `lsns -t net` show). Stable while the namespace lives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct NetnsId {
     pub dev: u64,
     pub ino: u64,
@@ -380,7 +388,8 @@ fn netns_inode<S: serde::Serializer>(id: &Option<NetnsId>, ser: S) -> Result<S::
     id.map(|i| i.ino).serialize(ser)
 }
 
-/// Everything one collection observed.
+/// Everything one collection observed. Saved and loaded as a `portdoctor.snapshot/v1` file by
+/// [`file`] (its `Serialize`/`Deserialize` impls live there).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Snapshot {
     pub os: Os,
@@ -433,7 +442,7 @@ impl Snapshot {
 }
 
 /// A TCP dynamic port range as netsh reports it (`start`, `number of ports`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DynamicPorts {
     pub start: u16,
     pub count: u32,
@@ -442,13 +451,13 @@ pub struct DynamicPorts {
 impl DynamicPorts {
     /// `start .. start + count - 1`; `None` when the pair is impossible (count 0, past 65535).
     pub fn range(self) -> Option<PortRange> {
-        let high = u32::from(self.start) + self.count.checked_sub(1)?;
+        let high = u32::from(self.start).checked_add(self.count.checked_sub(1)?)?;
         PortRange::new(self.start, u16::try_from(high).ok()?)
     }
 }
 
 /// One line of `netsh int ipv4|ipv6 show excludedportrange protocol=tcp`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExcludedRange {
     pub low: u16,
     pub high: u16,
@@ -468,7 +477,7 @@ impl ExcludedRange {
 
 /// REG_DWORD values under `…\Services\Tcpip\Parameters`. `None` = the value is absent, so the
 /// OS built-in default applies.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct TcpipRegistry {
     /// The key that was read (HKLM\SYSTEM\CurrentControlSet\Services\Tcpip\Parameters, or
     /// the override in `PORTDOCTOR_TCPIP_PARAMS_KEY`).
@@ -488,14 +497,14 @@ pub struct TcpipRegistry {
 }
 
 /// Count and newest time of one event id in the window.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct EventStat {
     pub count: u64,
     pub last_unix_ms: Option<u64>,
 }
 
 /// Tcpip events 4227 (TIME_WAIT reuse failed) and 4231 (ephemeral port allocation failed).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct TcpipEvents {
     pub window_hours: u32,
     #[serde(rename = "4227")]
@@ -506,7 +515,7 @@ pub struct TcpipEvents {
 
 /// What only Windows has. The generic [`Settings`] carry the IPv4 dynamic range
 /// (`ephemeral_ports`), the IPv4 excluded ranges (`reserved_ports`) and the TIME_WAIT length.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct WindowsSettings {
     /// Windows build number (e.g. 20348 = Server 2022).
     pub build: Option<u32>,

@@ -4,31 +4,13 @@
 use std::process::Command;
 
 use portdoctor::analysis::{analyze, Thresholds};
-use portdoctor::fixture::SnapshotBuilder;
+use portdoctor::fixture::{hosts, SnapshotBuilder};
 use portdoctor::report::{json, text};
 use portdoctor::snapshot::Snapshot;
 
 fn human(s: &Snapshot, top: Option<usize>) -> String {
     let a = analyze(s, Thresholds::default());
     text::render(s, &a, &text::TextOptions { color: false, top })
-}
-
-fn critical_host() -> Snapshot {
-    SnapshotBuilder::linux()
-        .tw_reuse(0)
-        // Ramp: 27,410 used, 1,500 TIME_WAIT in the last 10 s.
-        .pool("10.0.0.5", "10.0.0.9", 5432, 300, 27_110, (0, 59_000))
-        .restart_ports()
-        .pool("10.0.0.5", "10.0.0.12", 443, 128, 19_990, (0, 59_000))
-        .restart_ports()
-        .pool("10.0.0.5", "10.0.0.7", 6379, 69, 1_000, (0, 59_000))
-        .restart_ports()
-        .pool("2001:db8::5", "2001:db8::7", 443, 12, 40, (0, 59_000))
-        .listen("0.0.0.0", 8080)
-        .listen("127.0.0.1", 45000)
-        .tcp_ext("TCPTimeWaitOverflow", 0)
-        .owned_by(1234, "api-server")
-        .build()
 }
 
 #[test]
@@ -38,7 +20,7 @@ fn human_report_empty_host() {
 
 #[test]
 fn human_report_critical_host() {
-    insta::assert_snapshot!(human(&critical_host(), Some(20)));
+    insta::assert_snapshot!(human(&hosts::critical_linux(), Some(20)));
 }
 
 #[test]
@@ -59,20 +41,12 @@ fn human_report_top_limits_pools() {
 
 #[test]
 fn human_report_bind_before_connect() {
-    let mut b = SnapshotBuilder::linux().tw_reuse(0);
-    let mut port = 32769u16;
-    for dst in 0..3u16 {
-        for _ in 0..40 {
-            b = b.time_wait("127.0.0.1", port, "127.0.0.1", 20_000 + dst, 30_000);
-            port += 2;
-        }
-    }
-    insta::assert_snapshot!(human(&b.build(), Some(20)));
+    insta::assert_snapshot!(human(&hosts::bind_before_connect(), Some(20)));
 }
 
 #[test]
 fn json_contract_shape() {
-    let s = critical_host();
+    let s = hosts::critical_linux();
     let a = analyze(&s, Thresholds::default());
     let out = json::render(&s, &a, None);
     let v: serde_json::Value = serde_json::from_str(&out).expect("valid JSON");

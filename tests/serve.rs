@@ -39,7 +39,7 @@ fn free_port() -> u16 {
         .expect("a free loopback port")
 }
 
-/// A child process killed (and reaped) on drop; `timeout` bounds its life even if we die.
+/// A child process stopped (and reaped) on drop; `timeout` bounds its life even if we die.
 struct Proc {
     child: Child,
     stderr: PathBuf,
@@ -77,6 +77,16 @@ impl Proc {
 
 impl Drop for Proc {
     fn drop(&mut self) {
+        // SIGTERM to `timeout` is passed on to the program; a SIGKILL would leave the program
+        // running as an orphan.
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .stderr(Stdio::null())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(7);
+        while Instant::now() < deadline && self.alive() {
+            thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -186,6 +196,40 @@ fn promtool(args: &[&str], input: Option<&str>, dir: &Path) {
     );
 }
 
+/// A real Prometheus (Debian package) on a free loopback port, storing in DIR, scraping TARGET
+/// every second (scrape timeout 1 s).
+fn prometheus(target: SocketAddr, dir: &Path) -> (Proc, SocketAddr) {
+    let cfg = dir.join("prometheus.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: portdoctor\n    static_configs:\n      - targets: ['{target}']\n"
+        ),
+    )
+    .expect("prometheus config");
+    let prom_port = free_port();
+    let prom_addr: SocketAddr = format!("127.0.0.1:{prom_port}").parse().expect("addr");
+    let prom = Proc::start(
+        "prometheus",
+        120,
+        "prometheus",
+        &[
+            &format!("--config.file={}", cfg.display()),
+            &format!("--storage.tsdb.path={}", dir.join("data").display()),
+            &format!("--web.listen-address={prom_addr}"),
+            "--storage.tsdb.retention.time=1h",
+        ],
+    );
+    (prom, prom_addr)
+}
+
+/// An instant query to Prometheus's HTTP API (QUERY already URL-safe).
+fn prom_query(prom: SocketAddr, query: &str) -> Option<Value> {
+    let path = format!("/api/v1/query?query={query}");
+    let (status, _, body) = http_get(prom, &path, &[]).ok()?;
+    (status == 200).then(|| serde_json::from_str(&body).ok())?
+}
+
 /// A sockpop population in a fresh namespace: IPv4 and IPv6 pools with ESTABLISHED and
 /// TIME_WAIT sockets (all TIME_WAIT blocks: the harness sets tcp_tw_reuse=0).
 fn populated(tag: &str) -> (Netns, common::Sockpop) {
@@ -276,27 +320,7 @@ fn prometheus_scrapes_serve_in_netns_and_values_match_check_json() {
 
     // A real Prometheus scraping every second.
     let dir = tempfile::tempdir().expect("temp dir");
-    let cfg = dir.path().join("prometheus.yml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: portdoctor\n    static_configs:\n      - targets: ['{addr}']\n"
-        ),
-    )
-    .expect("prometheus config");
-    let prom_port = free_port();
-    let prom_addr: SocketAddr = format!("127.0.0.1:{prom_port}").parse().expect("addr");
-    let mut prom = Proc::start(
-        "prometheus",
-        120,
-        "prometheus",
-        &[
-            &format!("--config.file={}", cfg.display()),
-            &format!("--storage.tsdb.path={}", dir.path().join("data").display()),
-            &format!("--web.listen-address={prom_addr}"),
-            "--storage.tsdb.retention.time=1h",
-        ],
-    );
+    let (mut prom, prom_addr) = prometheus(addr, dir.path());
 
     let (report, _) = ns.check_json(&["--no-owners"]);
     let want: Vec<&Value> = pools(&report)
@@ -304,11 +328,7 @@ fn prometheus_scrapes_serve_in_netns_and_values_match_check_json() {
         .filter(|p| p["scope"] == "destination")
         .collect();
     assert_eq!(want.len(), 6, "3 ports × 2 families");
-    let query = |q: &str| -> Option<Value> {
-        let path = format!("/api/v1/query?query={q}");
-        let (status, _, body) = http_get(prom_addr, &path, &[]).ok()?;
-        (status == 200).then(|| serde_json::from_str(&body).ok())?
-    };
+    let query = |q: &str| prom_query(prom_addr, q);
     let metrics = [
         ("portdoctor_pool_in_use", "in_use"),
         ("portdoctor_pool_time_wait", "time_wait"),
@@ -356,32 +376,6 @@ fn prometheus_scrapes_serve_in_netns_and_values_match_check_json() {
         .expect("time_wait value");
     assert_eq!(tw as u64, u64_at(&report, "sockets.time_wait"));
     assert!(prom.alive() && exporter.alive());
-}
-
-/// A real Prometheus scraping `target` every second; dropped with its data directory.
-fn prometheus(target: SocketAddr) -> (Proc, SocketAddr, tempfile::TempDir) {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let cfg = dir.path().join("prometheus.yml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: portdoctor\n    static_configs:\n      - targets: ['{target}']\n"
-        ),
-    )
-    .expect("prometheus config");
-    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-    let prom = Proc::start(
-        "prometheus",
-        120,
-        "prometheus",
-        &[
-            &format!("--config.file={}", cfg.display()),
-            &format!("--storage.tsdb.path={}", dir.path().join("data").display()),
-            &format!("--web.listen-address={addr}"),
-            "--storage.tsdb.retention.time=1h",
-        ],
-    );
-    (prom, addr, dir)
 }
 
 /// The series of an instant query (PromQL `q`), if Prometheus answers.
@@ -503,7 +497,8 @@ fn prometheus_scrapes_serve_all_namespaces_with_pod_labels() {
         "{text}"
     );
     promtool(&["check", "metrics"], Some(&text), &repo());
-    let (mut prom, prom_addr, _data) = prometheus(addr);
+    let data = tempfile::tempdir().expect("temp dir");
+    let (mut prom, prom_addr) = prometheus(addr, data.path());
 
     let check = common::portdoctor(&[
         "check",
@@ -738,6 +733,160 @@ fn thousand_idle_connections_do_not_block_scrapes() {
         assert!(body.contains("portdoctor_pool_in_use{"));
         thread::sleep(Duration::from_millis(300));
     }
+    assert!(exporter.alive(), "{}", exporter.stderr());
+}
+
+/// Holds N idle connections to HOST:PORT (never sends a byte) and reopens each one the server
+/// closes, at most RATE a second, for HOLD s (so the limit stays flooded however the server
+/// frees slots). Writes READY with N once all N are connected, and DONE with "opened closed" at
+/// the end.
+const FLOOD_PY: &str = r"
+import resource, selectors, socket, sys, time
+host, port, n, rate, hold, ready, done = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5]), sys.argv[6], sys.argv[7]
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, n + 256), hard))
+sel = selectors.DefaultSelector()
+opened = closed = reopened = 0
+def open_one(blocking):
+    global opened
+    if blocking:
+        s = socket.create_connection((host, port), timeout=5)
+        s.setblocking(False)
+    else:
+        s = socket.socket()
+        s.setblocking(False)
+        try:
+            s.connect((host, port))
+        except BlockingIOError:
+            pass
+    sel.register(s, selectors.EVENT_READ)
+    opened += 1
+for i in range(n):
+    open_one(True)
+open(ready, 'w').write(str(n))
+start = time.time()
+pending = 0
+while time.time() - start < hold:
+    for key, _ in sel.select(timeout=0.02):
+        s = key.fileobj
+        try:
+            data = s.recv(4096)
+        except OSError:
+            data = b''
+        if not data:
+            sel.unregister(s)
+            s.close()
+            closed += 1
+            pending += 1
+    while pending and reopened < rate * (time.time() - start):
+        open_one(False)
+        reopened += 1
+        pending -= 1
+open(done, 'w').write('%d %d' % (opened, closed))
+";
+
+/// Issue 21 item 8: with the connection limit flooded by idle connections (200 held against
+/// --max-connections 50, each one closed reopened at once, up to 300/s), every scrape on a new
+/// connection succeeds, each within 3 s (they take milliseconds; the bound allows one lost SYN).
+/// Before, the limit was a semaphore: new connections were closed at once until idle ones timed
+/// out (10 s): 0 of 20. And a real Prometheus, whose idle keep-alive connection may now be the
+/// one closed to make room, misses no scrape: it reconnects (before, its connection kept its
+/// slot, so this part guards against the fix costing keep-alive scrapers).
+#[test]
+fn scrapes_succeed_while_idle_connections_flood_the_limit() {
+    // serve collects its own namespace: no root needed.
+    let (mut exporter, addr) = serve(&["--max-connections", "50", "--min-interval", "1s"]);
+    let dir = tempfile::tempdir().expect("temp dir");
+    // A real Prometheus scrapes every second (timeout 1 s) before and during the flood.
+    let (prom, prom_addr) = prometheus(addr, dir.path());
+    let up = wait_until(Duration::from_secs(30), || {
+        let v = prom_query(prom_addr, "up")?;
+        (v["data"]["result"][0]["value"][1] == "1").then_some(())
+    });
+    assert!(up.is_some(), "Prometheus never scraped: {}", prom.stderr());
+    let (ready, done) = (dir.path().join("ready"), dir.path().join("done"));
+    let _flood = Proc::start(
+        "flood",
+        60,
+        common::python(),
+        &[
+            "-c",
+            FLOOD_PY,
+            "127.0.0.1",
+            &addr.port().to_string(),
+            "200",
+            "300",
+            "10",
+            &ready.display().to_string(),
+            &done.display().to_string(),
+        ],
+    );
+    let held = wait_until(Duration::from_secs(20), || {
+        std::fs::read_to_string(&ready).ok()
+    });
+    assert_eq!(held.as_deref(), Some("200"), "flood helper not ready");
+    let flood_start = unix_now();
+    let mut failures = Vec::new();
+    let mut slowest = Duration::ZERO;
+    let scrapes = 20;
+    for i in 0..scrapes {
+        let t0 = Instant::now();
+        let got = http_get(addr, "/metrics", &[]);
+        let took = t0.elapsed();
+        slowest = slowest.max(took);
+        match got {
+            Ok((200, _, body))
+                if took < Duration::from_secs(3) && body.contains("portdoctor_build_info") => {}
+            Ok((status, head, _)) => {
+                failures.push(format!("#{i}: {status} after {took:?}: {head}"));
+            }
+            Err(e) => failures.push(format!("#{i}: {e} after {took:?}")),
+        }
+        thread::sleep(Duration::from_millis(250));
+    }
+    let stats = wait_until(Duration::from_secs(20), || {
+        std::fs::read_to_string(&done).ok()
+    })
+    .expect("flood helper finished");
+    let (opened, closed) = stats
+        .split_once(' ')
+        .and_then(|(o, c)| Some((o.parse::<u32>().ok()?, c.parse::<u32>().ok()?)))
+        .expect("flood stats");
+    println!(
+        "flood: {opened} connections opened, {closed} closed by serve; {} of {scrapes} scrapes ok, slowest {slowest:?}",
+        scrapes - failures.len()
+    );
+    // Prometheus's scrapes in the 8 s from 1.5 s into the flood to 0.5 s before its end.
+    let at = flood_start + 9.5;
+    let over = |f: &str| -> Option<f64> {
+        let v = prom_query(prom_addr, &format!("{f}(up%5B8s%5D)&time={at:.3}"))?;
+        v["data"]["result"][0]["value"][1].as_str()?.parse().ok()
+    };
+    let (count, ok) = (over("count_over_time"), over("sum_over_time"));
+    println!("Prometheus during the flood: {ok:?} of {count:?} scrapes up");
+    assert!(
+        count.is_some_and(|c| c >= 6.0) && ok == count,
+        "Prometheus during the flood: {ok:?} of {count:?} scrapes up\nserve: {}",
+        exporter.stderr()
+    );
+    assert!(
+        failures.is_empty(),
+        "scrapes failed during the flood:\n{}\nserve: {}",
+        failures.join("\n"),
+        exporter.stderr()
+    );
+    // The flood was real: the server had to close idle connections, and they came back.
+    assert!(
+        closed >= 150 && opened >= 350,
+        "flood too weak: opened {opened}, closed {closed}"
+    );
+    assert!(
+        exporter
+            .stderr()
+            .contains("connection limit (50) reached: closed"),
+        "{}",
+        exporter.stderr()
+    );
     assert!(exporter.alive(), "{}", exporter.stderr());
 }
 
@@ -1005,4 +1154,146 @@ fn unprivileged_serve_all_namespaces_counts_what_it_skipped() {
             && stderr.contains("CAP_SYS_ADMIN"),
         "{stderr}"
     );
+}
+
+/// A tmpfs mounted for one test, lazily unmounted on drop.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(at).expect("mount point");
+        common::run_ok(
+            Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0755")])
+                .arg("portdoctor-test")
+                .arg(at),
+        );
+        Tmpfs(at.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Appends zeros to PATH until the file system is full (bounded: 16 MiB).
+fn fill(path: &Path) {
+    let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    else {
+        return;
+    };
+    let chunk = [0u8; 4096];
+    for _ in 0..4096 {
+        if f.write_all(&chunk).is_err() {
+            break;
+        }
+    }
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs_f64()
+}
+
+/// Issue 21 item 8: `--textfile D --loop` on a file system that fills up keeps looping, and the
+/// file stops claiming fresh numbers: it says `portdoctor_collection_success 0` with the time of
+/// the failed round (written in place, which a full disk still allows) instead of keeping the
+/// last good round's pools; once there is room again, full files with success 1 return. Before,
+/// the first failed write ended the loop and the stale file kept saying success 1.
+#[test]
+fn textfile_loop_survives_a_full_disk_without_claiming_freshness() {
+    require_root!("textfile_loop_survives_a_full_disk_without_claiming_freshness");
+    let (ns, _pop) = populated("tfull");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mnt = dir.path().join("textfile");
+    let _tmpfs = Tmpfs::mount(&mnt, "64k");
+    let mnt_arg = mnt.display().to_string();
+    let mut writer = Proc::start(
+        "textfile",
+        90,
+        PORTDOCTOR,
+        &[
+            "serve",
+            "--textfile",
+            &mnt_arg,
+            "--loop",
+            "0.2s",
+            "--netns",
+            &ns.name,
+        ],
+    );
+    let prom = mnt.join("portdoctor.prom");
+    // (collection_success is 1, collection timestamp, has pool series)
+    let state = || -> Option<(bool, f64, bool)> {
+        let text = std::fs::read_to_string(&prom).ok()?;
+        Some((
+            sample(&text, "portdoctor_collection_success ")? > 0.5,
+            sample(&text, "portdoctor_collection_timestamp_seconds ")?,
+            text.contains("portdoctor_pool_in_use{"),
+        ))
+    };
+    let first = wait_until(Duration::from_secs(15), || state().filter(|s| s.0 && s.2));
+    assert!(first.is_some(), "no good file: {}", writer.stderr());
+
+    // Full disk. Keep it full: the writer's failed temp file frees its pages again.
+    let filler = mnt.join("filler");
+    let filled_at = unix_now();
+    fill(&filler);
+    let mut seen = Vec::new();
+    let failed = wait_until(Duration::from_secs(15), || {
+        fill(&filler);
+        let s = state();
+        seen.push(s);
+        s.filter(|&(success, at, pools)| !success && at >= filled_at && !pools)
+    });
+    assert!(
+        failed.is_some(),
+        "the file never said success 0 on the full disk (alive {}): last states {:?}\n{}",
+        writer.alive(),
+        &seen[seen.len().saturating_sub(5)..],
+        writer.stderr()
+    );
+    // From now on never the old numbers presented as current: the file is absent, says
+    // success 0, or comes from a round after the fill (one that did fit).
+    for _ in 0..8 {
+        thread::sleep(Duration::from_millis(100));
+        fill(&filler);
+        if let Some((success, at, _)) = state() {
+            assert!(
+                !success || at >= filled_at,
+                "stale file claims success: collected at {at}, disk full since {filled_at}"
+            );
+        }
+    }
+    assert!(writer.alive(), "the loop ended: {}", writer.stderr());
+    let err = writer.stderr();
+    assert!(
+        err.contains("No space left on device") && err.contains("retrying in 0.2 s"),
+        "{err}"
+    );
+
+    // Room again: full files return.
+    std::fs::remove_file(&filler).expect("remove filler");
+    let freed_at = unix_now();
+    let back = wait_until(Duration::from_secs(15), || {
+        state().filter(|&(success, at, pools)| success && at > freed_at && pools)
+    });
+    assert!(back.is_some(), "no recovery: {}", writer.stderr());
+    let names: Vec<String> = std::fs::read_dir(&mnt)
+        .expect("dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        names,
+        vec!["portdoctor.prom".to_string()],
+        "temp files left"
+    );
+    assert!(writer.alive(), "{}", writer.stderr());
 }

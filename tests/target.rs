@@ -26,7 +26,10 @@ macro_rules! require_root {
 
 /// Whether this build has COMMAND (`top` and `serve` are optional features).
 fn built(command: &str) -> bool {
-    let optional = [("top", cfg!(feature = "top")), ("serve", cfg!(feature = "serve"))];
+    let optional = [
+        ("top", cfg!(feature = "top")),
+        ("serve", cfg!(feature = "serve")),
+    ];
     optional
         .iter()
         .find(|(name, _)| *name == command)
@@ -106,6 +109,20 @@ fn hostile_entries_under_run_netns_fail_fast() {
     }
 }
 
+/// A process that only sleeps inside NS (the one `--pid` will name), once it is inside.
+fn sleeper_in(ns: &Netns) -> common::Background {
+    let mut cmd = ns.exec("sleep");
+    cmd.arg("60");
+    let sleeper = ns.spawn("sleeper", cmd);
+    // `ip netns exec` enters the namespace, then execs: wait until the process is inside.
+    let pid = sleeper.pid;
+    common::wait_until(Duration::from_secs(10), || {
+        ns.pids().contains(&pid).then_some(())
+    })
+    .expect("the sleeper enters the namespace");
+    sleeper
+}
+
 /// A collector built for `--pid` keeps reading the namespace after that process exits (it
 /// holds the namespace open) and says so in a note; before, every later collection failed
 /// with "process not found" although the namespace and its sockets were still there.
@@ -115,15 +132,8 @@ fn pid_target_outlives_its_process() {
     let ns = Netns::new("outlive");
     ns.sysctl("net.ipv4.ip_local_port_range", "40000 40999");
     let mut pop = ns.sockpop(&["--ports", "20000", "--established", "25"]);
-    let mut cmd = ns.exec("sleep");
-    cmd.arg("60");
-    let mut sleeper = ns.spawn("sleeper", cmd);
-    // `ip netns exec` enters the namespace, then execs: wait until the process is inside.
+    let mut sleeper = sleeper_in(&ns);
     let pid = sleeper.pid;
-    common::wait_until(Duration::from_secs(10), || {
-        ns.pids().contains(&pid).then_some(())
-    })
-    .expect("the sleeper enters the namespace");
 
     // setns moves only the calling thread: collect on a thread of its own.
     let (tx, rx) = std::sync::mpsc::channel::<()>();
@@ -187,15 +197,7 @@ fn serve_pid_keeps_exporting_after_the_process_exits() {
     let ns = Netns::new("servepid");
     ns.sysctl("net.ipv4.ip_local_port_range", "40000 40999");
     let mut pop = ns.sockpop(&["--ports", "20001", "--established", "30"]);
-    let mut cmd = ns.exec("sleep");
-    cmd.arg("60");
-    let mut sleeper = ns.spawn("sleeper", cmd);
-    // `ip netns exec` enters the namespace, then execs: wait until the process is inside.
-    let pid = sleeper.pid;
-    common::wait_until(Duration::from_secs(10), || {
-        ns.pids().contains(&pid).then_some(())
-    })
-    .expect("the sleeper enters the namespace");
+    let mut sleeper = sleeper_in(&ns);
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("portdoctor.prom");
     let mut serve = Command::new(env!("CARGO_BIN_EXE_portdoctor"));

@@ -95,3 +95,62 @@ fn filter_active() {
     app.handle_key(Key::Char('x'));
     assert_snapshot!("filter_no_match", frame(&app, 100, 8));
 }
+
+/// `top --load FILE` shows the saved snapshot, paused: `--once` prints exactly the frame the
+/// library renders for that snapshot, and keys that would collect do nothing.
+#[test]
+fn loaded_snapshot_is_shown_paused() {
+    let snap = critical(6_000);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("critical.snapshot.json");
+    portdoctor::snapshot::file::save(&snap, &path).expect("save");
+
+    let mut app = App::loaded(
+        snap,
+        Instant::now(),
+        Duration::from_secs(1),
+        Thresholds::default(),
+    );
+    assert!(app.paused && app.loaded);
+    for key in [
+        Key::Char(' '),
+        Key::Char('r'),
+        Key::Char('+'),
+        Key::Char('-'),
+    ] {
+        assert_eq!(
+            app.handle_key(key),
+            portdoctor::top::state::Action::None,
+            "{key:?}"
+        );
+    }
+    assert!(app.paused);
+    let pools = app.current.as_ref().map_or(0, |c| c.analysis.pools.len());
+    // The frame size `top --once` picks when stdout is not a terminal.
+    let want = portdoctor::top::render_text(&app, 100, (pools as u16 + 6).clamp(8, 60));
+    assert!(
+        want.contains("PAUSED") && want.contains("10.0.0.9:5432"),
+        "{want}"
+    );
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_portdoctor"))
+        .args(["top", "--once", "--load"])
+        .arg(&path)
+        .output()
+        .expect("run portdoctor top");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), want);
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_portdoctor"))
+        .args(["top", "--once", "--load"])
+        .arg(dir.path().join("missing.json"))
+        .output()
+        .expect("run portdoctor top");
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("missing.json"));
+}

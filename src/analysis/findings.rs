@@ -417,7 +417,7 @@ fn tw_bucket_findings(cx: &Context, out: &mut Vec<Finding>) {
         "{}\n(and reduce churn: reuse connections)",
         tune_fix(
             "net.ipv4.tcp_max_tw_buckets",
-            &(max.max(1) * 2).to_string(),
+            &max.max(1).saturating_mul(2).to_string(),
             cx.target
         )
     );

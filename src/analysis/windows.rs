@@ -106,7 +106,7 @@ pub(super) fn findings(snapshot: &Snapshot, pools: &[Pool]) -> Vec<Finding> {
     if let Some(ev) = &w.events {
         let n4231 = ev.ports_exhausted_4231.count;
         let n4227 = ev.reuse_failed_4227.count;
-        if n4231 + n4227 > 0 {
+        if n4231.saturating_add(n4227) > 0 {
             let last = ev
                 .ports_exhausted_4231
                 .last_unix_ms

@@ -16,7 +16,7 @@ pub const SCHEMA: &str = "portdoctor.capacity/v1";
 pub struct CapacityReport {
     pub schema: &'static str,
     pub preset: Option<Preset>,
-    /// Where the inputs came from: `flags`, `host` or `netns:NAME`.
+    /// Where the inputs came from: `flags`, `host`, `netns:NAME` or `snapshot:FILE`.
     pub source: String,
     pub scenario: Scenario,
     pub outcome: Outcome,

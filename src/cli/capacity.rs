@@ -14,6 +14,7 @@ Examples:
   portdoctor capacity --rate 3000 --keepalive 90% --destinations 4
   portdoctor capacity --from-host --rate 5000              this host's range, reuse, listeners
   portdoctor capacity --from-host --netns lab1 --json      inputs from a network namespace
+  portdoctor capacity --from-snapshot db1.snap.json --rate 5000   inputs from `check --save`
 
 Model: a port is held for the connection's lifetime plus TIME_WAIT (plus tcp_tw_reuse_delay
 instead of TIME_WAIT where reuse applies; nothing when the server closes first), so one pool
@@ -23,7 +24,7 @@ Exit codes:
   0  fits with headroom (or no --rate given)
   1  fits, but the pools would be more than 70% full
   2  does not fit: the pools run out (see time to exhaustion and the changes)
-  3  could not read the host (--from-host)
+  3  could not read the host (--from-host) or the snapshot file (--from-snapshot)
   4  bad command line";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -60,6 +61,9 @@ pub struct CapacityArgs {
     /// this host's snapshot
     #[arg(long)]
     pub from_host: bool,
+    /// As --from-host, from a snapshot saved with `portdoctor check --save FILE` (any OS)
+    #[arg(long, value_name = "FILE", conflicts_with = "from_host")]
+    pub from_snapshot: Option<std::path::PathBuf>,
     /// With --from-host: where to read the host (--netns, --pid)
     #[command(flatten)]
     pub target: TargetArgs,

@@ -13,6 +13,8 @@ Examples:
   portdoctor check -A                       every namespace of the host: containers, pods
   portdoctor check --warn 60% --crit 80% --eta 5m
   portdoctor check --top 0 --no-owners      all pools, skip the /proc owner scan
+  portdoctor check --save db1.snap.json     report, and keep the snapshot (e.g. for a ticket)
+  portdoctor check --load db1.snap.json     analyse a saved snapshot, here or on another OS
 
 Privileges: any user sees every socket and setting of the namespace; owners of other users'
 sockets need root (or CAP_SYS_PTRACE + CAP_DAC_READ_SEARCH); --netns/--pid need root or
@@ -34,4 +36,12 @@ pub struct CheckArgs {
     pub scope: ScopeArgs,
     #[command(flatten)]
     pub output: OutputArgs,
+    /// Also write the snapshot that was analysed to FILE (schema portdoctor.snapshot/v1), e.g.
+    /// to attach to a ticket or analyse elsewhere with --load
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["load", "all_namespaces"])]
+    pub save: Option<std::path::PathBuf>,
+    /// Analyse a snapshot saved with --save instead of collecting one (any OS; nothing is read
+    /// from this host)
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["netns", "pid", "source", "no_owners", "all_namespaces"])]
+    pub load: Option<std::path::PathBuf>,
 }

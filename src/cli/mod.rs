@@ -32,7 +32,8 @@ Exit codes:
   0  ok: every pool has room
   1  warning: a pool is filling (>= --warn), or another warning finding
   2  critical: a pool is full or nearly full (>= --crit), or fills within --eta
-  3  could not collect (namespace or process not found, permission denied, kernel refused)
+  3  could not collect (namespace or process not found, permission denied, kernel refused),
+     or could not read or write a snapshot file (--load, --save)
   4  bad command line (unknown flag, invalid value)";
 
 #[derive(Debug, Parser)]

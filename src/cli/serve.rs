@@ -49,10 +49,12 @@ pub struct ServeArgs {
     /// serving HTTP; once, or every --loop
     #[arg(long, value_name = "DIR")]
     pub textfile: Option<PathBuf>,
-    /// With --textfile: rewrite the file at this interval until SIGTERM/Ctrl-C
+    /// With --textfile: rewrite the file at this interval until SIGTERM/Ctrl-C (a failed round
+    /// is logged and retried at the next; the file then says portdoctor_collection_success 0)
     #[arg(long = "loop", value_name = "DURATION", requires = "textfile", value_parser = parse_duration)]
     pub loop_interval: Option<f64>,
-    /// Most connections served at once; more are closed at once (keep under the fd limit)
+    /// Most connections open at once; at the limit a new connection closes the least recently
+    /// active idle ones (lowered to what the open-file limit allows, with a warning)
     #[arg(long, value_name = "N", default_value_t = 2048)]
     pub max_connections: usize,
     /// Time a client has to send a request's headers (also the keep-alive idle limit)

@@ -14,7 +14,8 @@ Examples:
   portdoctor top --pid 4242            inside a container, via one of its processes
   portdoctor top -A                    every namespace: a NAMESPACE/POD column, / filters pods
   portdoctor top --interval 5s --no-owners --warn 50%
-  portdoctor top --once | head         one frame as plain text, for scripts";
+  portdoctor top --once | head         one frame as plain text, for scripts
+  portdoctor top --load db1.snap.json  a snapshot saved with `check --save`, paused";
 
 #[derive(Debug, Args)]
 #[command(after_help = TOP_EXAMPLES)]
@@ -34,4 +35,8 @@ pub struct TopArgs {
     pub scope: ScopeArgs,
     #[command(flatten)]
     pub output: OutputArgs,
+    /// Show a snapshot saved with `portdoctor check --save FILE`, paused (any OS; nothing is
+    /// collected)
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["netns", "pid", "no_owners", "all_namespaces"])]
+    pub load: Option<std::path::PathBuf>,
 }

@@ -16,6 +16,7 @@ Examples:
   portdoctor tune apply --profile conservative --yes      backup, apply, verify
   portdoctor tune history
   portdoctor tune rollback                                 undo the latest apply
+  portdoctor tune forget ID                                retire a backup whose namespace is gone
 
 Exit codes:
   0  done (or nothing to change)
@@ -42,6 +43,9 @@ pub enum TuneCommand {
     Rollback(RollbackArgs),
     /// List backups: id, time, namespace, status, changes
     History(HistoryArgs),
+    /// Retire a backup no rollback can use (its namespace is gone, or you restored its values by
+    /// hand): it is never picked again; no setting changes
+    Forget(ForgetArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -108,6 +112,15 @@ pub struct RollbackArgs {
     /// Print JSON
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ForgetArgs {
+    /// The backup to retire (see `tune history`)
+    #[arg(value_name = "ID")]
+    pub id: String,
+    #[arg(long, value_name = "DIR", default_value = tune::DEFAULT_STATE_DIR)]
+    pub state_dir: PathBuf,
 }
 
 #[derive(Debug, Args)]

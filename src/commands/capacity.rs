@@ -1,5 +1,6 @@
 //! `portdoctor capacity`: the what-if model. Inputs from flags, an OS preset, or the current
-//! snapshot (`--from-host`); flags given explicitly override what the host says.
+//! snapshot (`--from-host`) or a saved one (`--from-snapshot`); flags given explicitly override
+//! what the host says.
 
 use std::process::ExitCode;
 
@@ -7,16 +8,34 @@ use portdoctor::analysis::{analyze, Thresholds};
 use portdoctor::capacity::report::{render_json, render_text, CapacityReport};
 use portdoctor::capacity::{Preset, Scenario};
 use portdoctor::collect::{self, CollectOptions};
-use portdoctor::snapshot::{Os, PortRange};
+use portdoctor::snapshot::{file, Os, PortRange, Snapshot};
 
 use super::{usage, write_stdout};
 use crate::cli::capacity::{CapacityArgs, OsPresetArg};
 use crate::cli::SourceArg;
 
-/// The scenario the host's snapshot describes, and notes on what it could not tell.
-fn from_host(opts: CollectOptions) -> anyhow::Result<(Scenario, Vec<String>)> {
-    let snap = collect::native(opts)?.snapshot()?;
-    let analysis = analyze(&snap, Thresholds::default());
+/// The scenario of this host (`--from-host`, in its target) or of a saved snapshot
+/// (`--from-snapshot`), with notes on what it could not tell and a label for the report.
+fn from_observation(
+    args: &CapacityArgs,
+    opts: CollectOptions,
+) -> anyhow::Result<(Scenario, Vec<String>, String)> {
+    let (snap, source) = if let Some(path) = &args.from_snapshot {
+        (file::load(path)?, format!("snapshot:{}", path.display()))
+    } else {
+        let source = opts
+            .target
+            .label()
+            .map_or_else(|| "host".to_string(), |n| format!("netns:{n}"));
+        (collect::native(opts)?.snapshot()?, source)
+    };
+    let (s, notes) = from_snapshot(&snap);
+    Ok((s, notes, source))
+}
+
+/// The scenario a snapshot describes, and notes on what it could not tell.
+fn from_snapshot(snap: &Snapshot) -> (Scenario, Vec<String>) {
+    let analysis = analyze(snap, Thresholds::default());
     let mut notes = Vec::new();
     let mut s = match snap.os {
         Os::Linux => Preset::LinuxDefault.scenario(),
@@ -74,7 +93,7 @@ fn from_host(opts: CollectOptions) -> anyhow::Result<(Scenario, Vec<String>)> {
     notes.push(
         "connection lifetime is not visible in a snapshot: 0 s unless --lifetime is given".into(),
     );
-    Ok((s, notes))
+    (s, notes)
 }
 
 pub fn run(args: &CapacityArgs) -> anyhow::Result<ExitCode> {
@@ -89,20 +108,17 @@ pub fn run(args: &CapacityArgs) -> anyhow::Result<ExitCode> {
             "--netns, --pid and --source say where to read the host: add --from-host",
         ));
     }
+    let observed = args.from_host || args.from_snapshot.is_some();
     let preset = args
         .os
         .map(OsPresetArg::preset)
-        .or((!args.from_host).then_some(Preset::LinuxDefault));
-    let (mut s, notes, source) = if args.from_host {
-        let target = opts.target.clone();
-        let (mut s, notes) = from_host(opts)?;
+        .or((!observed).then_some(Preset::LinuxDefault));
+    let (mut s, notes, source) = if observed {
+        let (mut s, notes, source) = from_observation(args, opts)?;
         if let Some(p) = args.os {
             // An explicit preset replaces what the host said.
             s = p.preset().scenario();
         }
-        let source = target
-            .label()
-            .map_or_else(|| "host".to_string(), |n| format!("netns:{n}"));
         (s, notes, source)
     } else {
         (

@@ -1,27 +1,44 @@
-//! `portdoctor check`: collect one snapshot, analyze it, render text or JSON, exit by verdict.
+//! `portdoctor check`: collect one snapshot (or load a saved one), analyze it, render text or
+//! JSON, exit by verdict.
 
 use std::process::ExitCode;
 
 use portdoctor::analysis::{analyze, Level};
 use portdoctor::collect;
 use portdoctor::report::{json, text};
+use portdoctor::snapshot::{file, Snapshot};
 
 use super::{usage, use_color, write_stdout};
 use crate::cli::CheckArgs;
+
+/// The snapshot to analyse, collected (and written to `--save FILE` when asked, before anything
+/// is printed, so a failed save fails the command).
+fn snapshot_for(args: &CheckArgs, opts: collect::CollectOptions) -> anyhow::Result<Snapshot> {
+    let snapshot = collect::native(opts)?.snapshot()?;
+    if let Some(path) = &args.save {
+        file::save(&snapshot, path)?;
+    }
+    Ok(snapshot)
+}
 
 pub fn run(args: &CheckArgs) -> anyhow::Result<ExitCode> {
     let thresholds = match args.thresholds.thresholds() {
         Ok(t) => t,
         Err(e) => return Ok(usage(e)),
     };
-    let opts = match args.target.collect_options() {
-        Ok(o) => o,
-        Err(e) => return Ok(usage(e)),
+    let snapshot = if let Some(path) = &args.load {
+        // Nothing is read from this host: no target, no namespace.
+        file::load(path)?
+    } else {
+        let opts = match args.target.collect_options() {
+            Ok(o) => o,
+            Err(e) => return Ok(usage(e)),
+        };
+        if args.scope.all_namespaces {
+            return all_namespaces(args, &opts, thresholds);
+        }
+        snapshot_for(args, opts)?
     };
-    if args.scope.all_namespaces {
-        return all_namespaces(args, &opts, thresholds);
-    }
-    let snapshot = collect::native(opts)?.snapshot()?;
     let analysis = analyze(&snapshot, thresholds);
     let top = top_pools(args);
     let rendered = if args.json {

@@ -37,6 +37,8 @@ use portdoctor::serve::webconfig::{self, WebConfig};
 use super::EXIT_COLLECT;
 use crate::cli::ServeArgs;
 
+mod conns;
+
 /// The most `--max-connections` may ask for.
 const MAX_CONNECTIONS_LIMIT: usize = 1_000_000;
 
@@ -113,7 +115,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     if args.max_pools == 0 || args.max_connections == 0 {
         return usage_error("--max-pools and --max-connections must be at least 1");
     }
-    // More than a process could hold open (and tokio's semaphore has a ceiling).
+    // More than a process could hold open.
     if args.max_connections > MAX_CONNECTIONS_LIMIT {
         return usage_error(&format!(
             "--max-connections {} is more than a process can hold: at most {MAX_CONNECTIONS_LIMIT}",
@@ -195,7 +197,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         .build()
         .context("starting the async runtime")?;
     let limits = Limits {
-        max_connections: args.max_connections,
+        max_connections: connections_the_fd_limit_allows(args.max_connections),
         header_timeout: Duration::from_secs_f64(args.header_timeout),
         request_timeout: Duration::from_secs_f64(args.request_timeout),
     };
@@ -291,27 +293,78 @@ fn log_notes_once(notes: &[String]) {
 
 fn textfile(shared: &Shared, dir: &Path, interval: Option<f64>) -> anyhow::Result<ExitCode> {
     loop {
+        let round = Instant::now();
         let (text, error) = collect_and_render(
             &shared.collector,
             shared.thresholds,
             shared.metrics,
             &shared.counters,
         );
-        write_atomically(dir, &textfmt::to_classic(&text))?;
         if let Some(e) = &error {
             eprintln!("portdoctor: error: collecting: {e}");
         }
-        match interval {
-            None => {
-                return Ok(ExitCode::from(if error.is_some() {
-                    EXIT_COLLECT
-                } else {
-                    0
-                }));
+        if let Err(e) = write_atomically(dir, &textfmt::to_classic(&text)) {
+            let stale = withdraw_stale(dir, shared);
+            match interval {
+                None => return Ok(super::failed(format!("{e:#}; {stale}"))),
+                Some(s) => {
+                    eprintln!("portdoctor: error: {e:#}; {stale}; retrying in {s} s");
+                }
             }
-            // SIGTERM/Ctrl-C end the process; the rename keeps the file whole whenever that is.
-            Some(s) => std::thread::sleep(Duration::from_secs_f64(s)),
         }
+        let Some(every) = interval else {
+            return Ok(ExitCode::from(if error.is_some() {
+                EXIT_COLLECT
+            } else {
+                0
+            }));
+        };
+        // A failed round (collection or write) is retried at the next one. SIGTERM/Ctrl-C end
+        // the process; the rename keeps the file whole whenever that is.
+        let every = Duration::from_secs_f64(every);
+        std::thread::sleep(every.saturating_sub(round.elapsed()));
+    }
+}
+
+/// After the full file could not be written: the file in DIR still holds the previous round's
+/// numbers, which node_exporter would go on exporting as current. Replace it in place (no new
+/// inode or second copy needed, so this works on a full disk) by a short one with
+/// `portdoctor_collection_success 0` and the current time, else remove it. Says what happened.
+fn withdraw_stale(dir: &Path, shared: &Shared) -> String {
+    let dest = dir.join(TEXTFILE_NAME);
+    let failed = Collection {
+        result: None,
+        duration_seconds: 0.0,
+        timestamp_seconds: unix_now(),
+    };
+    let text = textfmt::to_classic(&metrics::render(&failed, &shared.counters, shared.metrics));
+    let overwrite = || -> std::io::Result<()> {
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).truncate(true);
+        // Never write through a symlink someone put in the directory.
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::custom_flags(&mut opts, libc::O_NOFOLLOW);
+        let mut f = opts.open(&dest)?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()
+    };
+    match overwrite() {
+        Ok(()) => format!(
+            "{} now says portdoctor_collection_success 0",
+            dest.display()
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => "no previous file".to_string(),
+        Err(e) => match std::fs::remove_file(&dest) {
+            Ok(()) => format!(
+                "removed the previous {} (cannot overwrite it either: {e})",
+                dest.display()
+            ),
+            Err(e2) if e2.kind() == std::io::ErrorKind::NotFound => "no previous file".to_string(),
+            Err(e2) => format!(
+                "the previous {} stays (cannot overwrite it: {e}; nor remove it: {e2})",
+                dest.display()
+            ),
+        },
     }
 }
 
@@ -408,7 +461,8 @@ async fn serve(
 ) -> anyhow::Result<()> {
     let listener =
         tokio::net::TcpListener::from_std(listener).context("registering the listener")?;
-    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let table = conns::Table::new(limits.max_connections);
+    let mut eviction_log = EvictionLog::default();
     let (stop_tx, stop_rx) = watch::channel(false);
     let stop = shutdown_signal();
     tokio::pin!(stop);
@@ -417,57 +471,181 @@ async fn serve(
             () = &mut stop => break,
             a = listener.accept() => a,
         };
-        let Ok((stream, _peer)) = accepted else {
-            // Out of file descriptors or a connection reset before accept: back off a bit
-            // instead of spinning.
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            continue;
+        let stream = match accepted {
+            Ok((stream, _peer)) => stream,
+            Err(e) => {
+                // Out of file descriptors: close idle connections to get some back. Otherwise
+                // (a connection reset before accept, …) back off a bit instead of spinning.
+                if out_of_descriptors(&e) {
+                    table.evict_idle();
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
         };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            // Full: close at once rather than queue (the header timeout frees slots).
+        let Some(slot) = table.admit() else {
+            // Every slot is handling a request (each bounded by --request-timeout): close
+            // at once rather than queue.
             drop(stream);
             continue;
         };
         let _ = stream.set_nodelay(true);
+        let evicted = table.take_evicted();
+        eviction_log.add(evicted, limits.max_connections);
+        let stream = conns::Tracked::new(stream, Arc::clone(slot.conn()));
         let shared = shared.clone();
         let stop_rx = stop_rx.clone();
         let tls = tls.clone();
         tokio::spawn(async move {
-            let _permit = permit;
-            match tls {
-                None => serve_connection(TokioIo::new(stream), shared, limits, stop_rx).await,
-                #[cfg(feature = "tls")]
-                Some(acceptor) => {
-                    if let Ok(Ok(s)) =
-                        tokio::time::timeout(limits.header_timeout, acceptor.accept(stream)).await
-                    {
-                        serve_connection(TokioIo::new(s), shared, limits, stop_rx).await;
+            let conn = Arc::clone(slot.conn());
+            let work = async {
+                match tls {
+                    None => {
+                        serve_connection(TokioIo::new(stream), shared, &conn, limits, stop_rx)
+                            .await;
                     }
+                    #[cfg(feature = "tls")]
+                    Some(acceptor) => {
+                        if let Ok(Ok(s)) =
+                            tokio::time::timeout(limits.header_timeout, acceptor.accept(stream))
+                                .await
+                        {
+                            serve_connection(TokioIo::new(s), shared, &conn, limits, stop_rx).await;
+                        }
+                    }
+                    #[cfg(not(feature = "tls"))]
+                    Some(never) => match never {},
                 }
-                #[cfg(not(feature = "tls"))]
-                Some(never) => match never {},
+            };
+            // Evicted (idle while the table was full): dropping the connection closes it.
+            tokio::select! {
+                () = work => {}
+                () = conn.evicted() => {}
             }
+            drop(slot);
         });
+        if evicted > 0 {
+            // Under a flood, let the connections just accepted read their requests (and so
+            // become busy) before more arrivals push them towards the eviction end.
+            tokio::task::yield_now().await;
+        }
     }
     // Graceful: no new connections; open ones finish their request (bounded).
     drop(listener);
     let _ = stop_tx.send(true);
-    let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
-    let _ = tokio::time::timeout(Duration::from_secs(5), slots.acquire_many(all)).await;
+    let t0 = Instant::now();
+    while table.len() > 0 && t0.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     Ok(())
+}
+
+/// Says on stderr, at most once a minute, that the connection limit made room by closing
+/// idle connections (a flood, or a limit too low for the scrapers).
+#[derive(Default)]
+struct EvictionLog {
+    since_last: u64,
+    last: Option<Instant>,
+}
+
+impl EvictionLog {
+    fn add(&mut self, evicted: u64, max: usize) {
+        self.since_last += evicted;
+        if self.since_last == 0
+            || self
+                .last
+                .is_some_and(|t| t.elapsed() < Duration::from_secs(60))
+        {
+            return;
+        }
+        eprintln!(
+            "portdoctor: connection limit ({max}) reached: closed {} idle connections (least recently active first) to admit new ones{}",
+            self.since_last,
+            if self.last.is_some() { " in the last minute" } else { "" }
+        );
+        self.since_last = 0;
+        self.last = Some(Instant::now());
+    }
+}
+
+fn out_of_descriptors(e: &std::io::Error) -> bool {
+    #[cfg(unix)]
+    {
+        matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
+    }
+    #[cfg(windows)]
+    {
+        // WSAEMFILE
+        e.raw_os_error() == Some(10024)
+    }
+}
+
+/// Descriptors kept for everything but connections: the listener, the runtime, the netlink
+/// sockets and /proc files of a collection, namespace handles, stdio.
+#[cfg(target_os = "linux")]
+const FD_RESERVE: u64 = 64;
+
+/// How many connections the open-file limit allows, at most `want`. Like Go programs (since
+/// 1.19) it first raises the soft `RLIMIT_NOFILE` towards the hard one when `want` needs it: a
+/// soft limit of 1024 (systemd's default) below the cap would let a flood exhaust descriptors
+/// before the cap is reached, and then accept() fails instead of closing idle connections.
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)] // getrlimit/setrlimit(2) on a local struct
+fn connections_the_fd_limit_allows(want: usize) -> usize {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a valid, writable rlimit.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut lim) } != 0 {
+        return want;
+    }
+    let need = (want as u64).saturating_add(FD_RESERVE);
+    if lim.rlim_cur != libc::RLIM_INFINITY && lim.rlim_cur < need {
+        let raised = libc::rlimit {
+            rlim_cur: need.min(lim.rlim_max),
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: `raised` is a valid rlimit; raising the soft limit up to the hard one needs no
+        // privilege.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raw const raised) } == 0 {
+            lim.rlim_cur = raised.rlim_cur;
+        }
+    }
+    if lim.rlim_cur == libc::RLIM_INFINITY || lim.rlim_cur >= need {
+        return want;
+    }
+    let fit = usize::try_from(lim.rlim_cur.saturating_sub(FD_RESERVE))
+        .unwrap_or(want)
+        .max(1);
+    eprintln!(
+        "portdoctor: warning: the open-file limit ({}) allows {fit} connections, not --max-connections {want}; raise it (ulimit -n, LimitNOFILE=) or lower --max-connections",
+        lim.rlim_cur
+    );
+    fit
+}
+
+#[cfg(not(target_os = "linux"))]
+fn connections_the_fd_limit_allows(want: usize) -> usize {
+    want
 }
 
 async fn serve_connection<I>(
     io: TokioIo<I>,
     shared: Arc<Shared>,
+    conn: &Arc<conns::Conn>,
     limits: Limits,
     mut stop: watch::Receiver<bool>,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let conn = Arc::clone(conn);
     let service = hyper::service::service_fn(move |req| {
         let shared = shared.clone();
+        // Not evicted while a request is handled.
+        let busy = conn.busy();
         async move {
+            let _busy = busy;
             let resp =
                 match tokio::time::timeout(limits.request_timeout, handle(&shared, &req)).await {
                     Ok(r) => r,

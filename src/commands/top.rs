@@ -15,7 +15,7 @@ use ratatui::Terminal;
 
 use portdoctor::collect::refresh::{next_wait, Policy, RefreshInfo, Refresher};
 use portdoctor::collect::{self, Collector};
-use portdoctor::snapshot::{NamespaceIdentity, Snapshot};
+use portdoctor::snapshot::{file, NamespaceIdentity, Snapshot};
 use portdoctor::top::{render, render_text, state::Action, App, Key, ViewOptions};
 
 use super::{usage, use_color, write_stdout};
@@ -29,26 +29,34 @@ pub fn run(args: &TopArgs) -> anyhow::Result<ExitCode> {
         Ok(t) => t,
         Err(e) => return Ok(usage(e)),
     };
-    let opts = match args.target.collect_options() {
-        Ok(o) => o,
-        Err(e) => return Ok(usage(e)),
-    };
-    let owners = opts.owners;
-    let source = if args.scope.all_namespaces {
-        match all_namespaces(opts, args.scope.pods_dir.as_deref()) {
-            Ok(s) => s,
-            Err(e) => return Ok(usage(e)),
-        }
-    } else {
-        Source::One(collect::native(opts)?)
-    };
     let interval = Duration::from_secs_f64(args.interval);
-    let mut app = App::new(interval, thresholds);
+    // A saved snapshot (`--load`), or a collector for this host (its target opened once).
+    let (mut app, source) = if let Some(path) = &args.load {
+        let snapshot = file::load(path)?;
+        let app = App::loaded(snapshot, Instant::now(), interval, thresholds);
+        (app, None)
+    } else {
+        let opts = match args.target.collect_options() {
+            Ok(o) => o,
+            Err(e) => return Ok(usage(e)),
+        };
+        let owners = opts.owners;
+        let source = if args.scope.all_namespaces {
+            match all_namespaces(opts, args.scope.pods_dir.as_deref()) {
+                Ok(s) => s,
+                Err(e) => return Ok(usage(e)),
+            }
+        } else {
+            Source::One(collect::native(opts)?)
+        };
+        (App::new(interval, thresholds), Some((source, owners)))
+    };
     if args.once {
         match &source {
-            Source::One(collector) => app.ingest(Instant::now(), collector.snapshot()?),
+            None => {}
+            Some((Source::One(collector), _)) => app.ingest(Instant::now(), collector.snapshot()?),
             #[cfg(target_os = "linux")]
-            Source::All(opts, discovery) => {
+            Some((Source::All(opts, discovery), _)) => {
                 let found = collect_all(opts, discovery)?;
                 app.ingest_namespaces(Instant::now(), identified(found));
             }
@@ -57,7 +65,7 @@ pub fn run(args: &TopArgs) -> anyhow::Result<ExitCode> {
         let (w, h) = match terminal::size() {
             Ok((w, h)) if tty && w > 0 && h > 0 => (w, h),
             _ => {
-                let pools = app.current.as_ref().map_or(0, |c| c.analysis.pools.len());
+                let pools = app.current.as_ref().map_or(0, |c| c.rows().count());
                 (100, (pools as u16).saturating_add(6).clamp(8, 60))
             }
         };
@@ -70,7 +78,7 @@ pub fn run(args: &TopArgs) -> anyhow::Result<ExitCode> {
         ));
     }
     let color = use_color(args.output.color);
-    interactive(app, source, owners, ViewOptions { color })
+    interactive(app, source, ViewOptions { color })
 }
 
 /// What top collects: one namespace (through the refresher, which reuses dumps), or every
@@ -238,18 +246,20 @@ fn key_of(ev: &event::KeyEvent) -> Option<Key> {
     })
 }
 
+/// Runs the terminal UI; `source` `None`: nothing to collect (a loaded snapshot), no worker.
 fn interactive(
     mut app: App,
-    source: Source,
-    owners: bool,
+    source: Option<(Source, bool)>,
     view: ViewOptions,
 ) -> anyhow::Result<ExitCode> {
     let (to_worker, worker_rx) = mpsc::channel();
     let (sample_tx, samples) = mpsc::channel::<Sample>();
     let interval = app.interval;
-    std::thread::Builder::new()
-        .name("top-collect".into())
-        .spawn(move || worker(source, owners, interval, &worker_rx, &sample_tx))?;
+    if let Some((source, owners)) = source {
+        std::thread::Builder::new()
+            .name("top-collect".into())
+            .spawn(move || worker(source, owners, interval, &worker_rx, &sample_tx))?;
+    }
 
     let previous = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {

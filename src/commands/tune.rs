@@ -7,12 +7,12 @@ use std::process::ExitCode;
 use clap::ValueEnum;
 use portdoctor::collect::{self, Collector};
 use portdoctor::rules::SYSCTL_DROPIN_NAME;
-use portdoctor::snapshot::{NetnsId, Target};
-use portdoctor::tune::{plan, render, Goal, Plan, Profile};
+use portdoctor::snapshot::NetnsId;
+use portdoctor::tune::{self, plan, render, Goal, Plan, Profile};
 
 use super::{failed, usage, write_stdout, EXIT_USAGE};
 use crate::cli::tune::{
-    ApplyArgs, GoalArgs, HistoryArgs, ProfileArg, RollbackArgs, TuneArgs, TuneCommand,
+    ApplyArgs, ForgetArgs, GoalArgs, HistoryArgs, ProfileArg, RollbackArgs, TuneArgs, TuneCommand,
 };
 
 pub fn run(args: &TuneArgs) -> anyhow::Result<ExitCode> {
@@ -21,6 +21,7 @@ pub fn run(args: &TuneArgs) -> anyhow::Result<ExitCode> {
         TuneCommand::Apply(a) => run_apply(a),
         TuneCommand::Rollback(r) => run_rollback(r),
         TuneCommand::History(h) => run_history(h),
+        TuneCommand::Forget(f) => run_forget(f),
     }
 }
 
@@ -54,24 +55,31 @@ fn collector_for(g: &GoalArgs) -> Result<Box<dyn Collector>, ExitCode> {
     collect::native(opts).map_err(failed)
 }
 
-/// The plan for `g` on the collector's target, with the identity of the namespace it was
-/// planned in; `Err(code)` when it must stop.
+/// The plan for `g` on the collector's target, where it persists (see
+/// [`tune::persist_dir`]) and the identity of the namespace it was planned in; `Err(code)`
+/// when it must stop.
 fn make_plan(
     g: &GoalArgs,
     collector: &dyn Collector,
     sysctl_dir: Option<&PathBuf>,
-) -> Result<(Plan, Option<NetnsId>), ExitCode> {
+    no_persist: bool,
+) -> Result<(Plan, Option<PathBuf>, Option<NetnsId>), ExitCode> {
     let goal = goal_of(g).map_err(usage)?;
     let snap = collector.snapshot().map_err(failed)?;
     let mut p = plan::plan(&snap, &goal).map_err(usage)?;
-    if let Some(d) = p.dropin.as_mut() {
-        match sysctl_dir {
-            Some(dir) => d.path = dir.join(SYSCTL_DROPIN_NAME).display().to_string(),
-            None if !g.target.target().is_host() => p.dropin = None,
-            None => {}
-        }
+    // After the snapshot: the collector left this thread in the target's namespace.
+    let (dir, note) = tune::persist_dir(
+        sysctl_dir.map(PathBuf::as_path),
+        no_persist,
+        !g.target.target().is_host(),
+    );
+    match (&dir, p.dropin.as_mut()) {
+        (Some(dir), Some(d)) => d.path = dir.join(SYSCTL_DROPIN_NAME).display().to_string(),
+        (None, _) => p.dropin = None,
+        (Some(_), None) => {}
     }
-    Ok((p, snap.host.netns_id))
+    p.notes.extend(note);
+    Ok((p, dir, snap.host.netns_id))
 }
 
 fn apply_hint(g: &GoalArgs) -> String {
@@ -104,8 +112,8 @@ fn apply_hint(g: &GoalArgs) -> String {
 }
 
 fn run_plan(g: &GoalArgs) -> anyhow::Result<ExitCode> {
-    let p = match collector_for(g).and_then(|c| make_plan(g, c.as_ref(), None)) {
-        Ok((p, _)) => p,
+    let p = match collector_for(g).and_then(|c| make_plan(g, c.as_ref(), None, false)) {
+        Ok((p, _, _)) => p,
         Err(code) => return Ok(code),
     };
     if g.json {
@@ -121,24 +129,15 @@ fn run_apply(a: &ApplyArgs) -> anyhow::Result<ExitCode> {
     use portdoctor::tune::linux;
 
     let g = &a.goal;
-    let sysctl_dir = if a.no_persist {
-        None
-    } else {
-        match &a.sysctl_dir {
-            Some(d) => Some(d.clone()),
-            // /etc/sysctl.d configures the host's own namespace at boot, no other.
-            None if !g.target.target().is_host() => None,
-            None => Some(PathBuf::from(portdoctor::rules::SYSCTL_DIR)),
-        }
-    };
     let collector = match collector_for(g) {
         Ok(c) => c,
         Err(code) => return Ok(code),
     };
-    let (p, planned_in) = match make_plan(g, collector.as_ref(), sysctl_dir.as_ref()) {
-        Ok(p) => p,
-        Err(code) => return Ok(code),
-    };
+    let (p, sysctl_dir, planned_in) =
+        match make_plan(g, collector.as_ref(), a.sysctl_dir.as_ref(), a.no_persist) {
+            Ok(x) => x,
+            Err(code) => return Ok(code),
+        };
     if p.is_refused() {
         if g.json {
             write_stdout((serde_json::to_string_pretty(&p)? + "\n").as_bytes())?;
@@ -174,7 +173,7 @@ fn run_apply(a: &ApplyArgs) -> anyhow::Result<ExitCode> {
         sysctl_dir: sysctl_dir.filter(|_| p.dropin.is_some()),
         proc_sys: PathBuf::from("/proc/sys"),
     };
-    match linux::apply(&p, &paths) {
+    match linux::apply(&p, &paths, g.target.netns.as_deref()) {
         Ok(outcome) => {
             if g.json {
                 let v = serde_json::json!({
@@ -184,7 +183,7 @@ fn run_apply(a: &ApplyArgs) -> anyhow::Result<ExitCode> {
                 });
                 write_stdout((serde_json::to_string_pretty(&v)? + "\n").as_bytes())?;
             } else {
-                write_stdout(apply_text(&p, &outcome, &g.target.target()).as_bytes())?;
+                write_stdout(apply_text(&p, &outcome).as_bytes())?;
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -193,7 +192,7 @@ fn run_apply(a: &ApplyArgs) -> anyhow::Result<ExitCode> {
 }
 
 #[cfg(target_os = "linux")]
-fn apply_text(p: &Plan, o: &portdoctor::tune::linux::ApplyOutcome, target: &Target) -> String {
+fn apply_text(p: &Plan, o: &portdoctor::tune::linux::ApplyOutcome) -> String {
     let mut s = String::new();
     if o.backup_id.is_none() {
         s.push_str("nothing to change: every value is already as planned (no backup written)\n");
@@ -204,6 +203,9 @@ fn apply_text(p: &Plan, o: &portdoctor::tune::linux::ApplyOutcome, target: &Targ
             let _ = writeln!(s, "same     {u}");
         }
         return s;
+    }
+    for c in &o.cleaned {
+        let _ = writeln!(s, "cleaned  {} (left by an interrupted run)", c.display());
     }
     if let (Some(id), Some(path)) = (&o.backup_id, &o.backup_path) {
         let _ = writeln!(s, "backup   {id}  ({})", path.display());
@@ -240,15 +242,7 @@ fn apply_text(p: &Plan, o: &portdoctor::tune::linux::ApplyOutcome, target: &Targ
         "capacity {}",
         render::capacity_line(&p.capacity_after, p.os)
     );
-    let _ = writeln!(
-        s,
-        "undo     portdoctor tune rollback --id {}{}",
-        o.backup_id.as_deref().unwrap_or("?"),
-        match target {
-            Target::Netns(n) => format!(" --netns {n}"),
-            _ => String::new(),
-        }
-    );
+    let _ = writeln!(s, "undo     {}", o.undo.as_deref().unwrap_or("?"));
     s
 }
 
@@ -257,33 +251,27 @@ fn run_rollback(r: &RollbackArgs) -> anyhow::Result<ExitCode> {
     use portdoctor::collect::linux::netns;
     use portdoctor::tune::linux;
 
-    let b = match linux::pick_backup(&r.state_dir, r.id.as_deref(), r.netns.as_deref()) {
-        Ok(b) => b,
-        Err(e) => return Ok(failed(e)),
+    let req = linux::RollbackRequest {
+        state_dir: &r.state_dir,
+        proc_sys: std::path::Path::new("/proc/sys"),
+        id: r.id.as_deref(),
+        netns: r.netns.as_deref(),
     };
-    if let (Some(want), Some(id)) = (&r.netns, &r.id) {
-        if b.netns.as_deref() != Some(want.as_str()) {
-            return Ok(usage(format!(
-                "backup {id} was taken in namespace {}, not {want}",
-                b.netns.as_deref().unwrap_or("default (the host's own)")
-            )));
-        }
-    }
-    // The backup says where its values live: enter that namespace before opening /proc/sys.
-    let _entered = match netns::enter(&Target::from_label(b.netns.as_deref())) {
-        Ok(h) => h,
-        Err(e) => return Ok(failed(e)),
+    let mut enter = |n: &str| {
+        netns::enter(&portdoctor::snapshot::Target::Netns(n.to_string()))
+            .map(drop)
+            .map_err(|e| e.to_string())
     };
-    match linux::rollback(&b, &r.state_dir) {
+    match linux::rollback(&req, &mut enter) {
         Ok(o) => {
             if r.json {
                 write_stdout((serde_json::to_string_pretty(&o)? + "\n").as_bytes())?;
             } else {
-                let mut s = format!(
-                    "rolled back {} (netns {})\n",
-                    o.id,
-                    b.netns.as_deref().unwrap_or("default")
-                );
+                let mut s = String::new();
+                for c in &o.cleaned {
+                    let _ = writeln!(s, "cleaned  {} (left by an interrupted run)", c.display());
+                }
+                let _ = writeln!(s, "rolled back {} (netns {})", o.id, o.namespace);
                 for v in &o.restored {
                     let _ = writeln!(s, "restored {v}");
                 }
@@ -295,15 +283,42 @@ fn run_rollback(r: &RollbackArgs) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Err(e) if e.is_usage() => Ok(usage(e)),
         Err(e) => Ok(failed(e)),
     }
 }
 
 #[cfg(target_os = "linux")]
+fn run_forget(f: &ForgetArgs) -> anyhow::Result<ExitCode> {
+    match portdoctor::tune::linux::forget(&f.state_dir, std::path::Path::new("/proc/sys"), &f.id) {
+        Ok(b) => {
+            write_stdout(
+                format!(
+                    "forgot {} (netns {}): no rollback will pick it; no setting was changed\n",
+                    b.id, b.namespace
+                )
+                .as_bytes(),
+            )?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) if e.is_usage() => Ok(usage(e)),
+        Err(e) => Ok(failed(e)),
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+#[allow(clippy::unnecessary_wraps)] // the same signature as the Linux version
+fn run_forget(f: &ForgetArgs) -> anyhow::Result<ExitCode> {
+    let _ = f;
+    Ok(failed("`tune forget` is implemented for Linux only so far"))
+}
+
+#[cfg(target_os = "linux")]
 fn run_history(h: &HistoryArgs) -> anyhow::Result<ExitCode> {
+    use portdoctor::tune::backup::Record;
     use portdoctor::tune::linux;
 
-    let (all, notes) = match linux::history(&h.state_dir) {
+    let all = match linux::history(&h.state_dir) {
         Ok(x) => x,
         Err(e) => return Ok(failed(e)),
     };
@@ -321,7 +336,23 @@ fn run_history(h: &HistoryArgs) -> anyhow::Result<ExitCode> {
             "ID", "CREATED", "NETNS", "STATUS"
         );
     }
-    for b in &all {
+    for r in &all {
+        let b = match r {
+            Record::Backup(b) => b,
+            Record::Unreadable(u) => {
+                let _ = writeln!(
+                    s,
+                    "{:<24} {:<20} {:<16} {:<26} {}: {}",
+                    u.id.as_deref().unwrap_or("?"),
+                    "?",
+                    "?",
+                    "unreadable",
+                    u.file.display(),
+                    u.reason
+                );
+                continue;
+            }
+        };
         let changes: Vec<String> = b
             .values
             .iter()
@@ -335,18 +366,20 @@ fn run_history(h: &HistoryArgs) -> anyhow::Result<ExitCode> {
             })
             .chain(b.dropin.as_ref().map(|d| format!("{}", d.path.display())))
             .collect();
+        let ns = match (&b.namespace.name, b.namespace.initial) {
+            (Some(n), _) => n.clone(),
+            (None, true) => "default".to_string(),
+            (None, false) => format!("net:[{}]", b.namespace.ino),
+        };
         let _ = writeln!(
             s,
             "{:<24} {:<20} {:<16} {:<26} {}",
             b.id,
             b.created,
-            b.netns.as_deref().unwrap_or("default"),
+            ns,
             b.status,
             changes.join("; ")
         );
-    }
-    for n in notes {
-        let _ = writeln!(s, "note: {n}");
     }
     write_stdout(s.as_bytes())?;
     Ok(ExitCode::SUCCESS)

@@ -256,6 +256,8 @@ pub struct App {
     /// Time from the start of one refresh to the start of the next: the interval, or longer
     /// when refreshing is slow (collect::refresh::next_wait).
     pub cycle: Option<Duration>,
+    /// Showing one saved snapshot (`top --load`): paused for good; space, r and +/- do nothing.
+    pub loaded: bool,
 }
 
 impl App {
@@ -275,7 +277,22 @@ impl App {
             error: None,
             refresh: None,
             cycle: None,
+            loaded: false,
         }
+    }
+
+    /// An app showing one saved snapshot, paused (`top --load`).
+    pub fn loaded(
+        snapshot: Snapshot,
+        at: Instant,
+        interval: Duration,
+        thresholds: Thresholds,
+    ) -> Self {
+        let mut app = Self::new(interval, thresholds);
+        app.ingest(at, snapshot);
+        app.paused = true;
+        app.loaded = true;
+        app
     }
 
     /// Feeds one sample. Ignored while paused (the shell does not collect then either).
@@ -507,6 +524,8 @@ impl App {
         }
         match key {
             Key::Char('q') => return Action::Quit,
+            // Nothing to collect: a loaded snapshot stays as it is.
+            Key::Char(' ' | 'p' | 'r' | '+' | '=' | '-') if self.loaded => return Action::None,
             Key::Esc if !self.filter.is_empty() => self.filter.clear(),
             Key::Esc if self.detail => self.detail = false,
             Key::Char('/') => self.editing_filter = true,

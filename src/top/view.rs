@@ -625,6 +625,9 @@ fn render_footer(app: &App, t: &Theme, area: Rect, buf: &mut Buffer) {
         "type to filter pools and owners · Enter keep · Esc clear".to_string()
     } else if let Some(e) = &app.error {
         format!("error: {e}")
+    } else if app.loaded {
+        "saved snapshot, nothing refreshes · q quit · s sort · / filter · ↑↓ select · enter detail"
+            .to_string()
     } else if area.width >= 100 {
         "q quit · s sort · / filter · space pause · +/- interval · ↑↓ select · enter detail · r refresh"
             .to_string()

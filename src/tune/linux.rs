@@ -10,16 +10,17 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
+use super::backup::{self, value_path, Record};
+pub use super::backup::{Backup, SavedDropIn, SavedValue, Unreadable, BACKUP_SCHEMA};
+use super::netns_id::NetnsIdentity;
 use super::plan::Plan;
 use crate::knobs;
-
-/// Schema of a backup file.
-pub const BACKUP_SCHEMA: &str = "portdoctor.tune-backup/v1";
 
 #[derive(Debug, thiserror::Error)]
 pub enum TuneError {
@@ -36,12 +37,22 @@ pub enum TuneError {
     },
     #[error("{0}")]
     Other(String),
+    /// A bad `--id` (a usage error).
+    #[error("{0}")]
+    BadId(String),
     #[error("no backup {0:?} in {1}; list them with `portdoctor tune history`")]
     NoSuchBackup(String, PathBuf),
     #[error("no backup to roll back in {0} (every backup there is already rolled back, or there is none)")]
     NothingToRollBack(PathBuf),
     #[error("another `portdoctor tune` (pid {pid}) is changing settings right now (it holds the lock on {path}); wait for it to finish and run this again; nothing was changed")]
     Busy { pid: u32, path: PathBuf },
+}
+
+impl TuneError {
+    /// A usage error (exit 4) rather than a failure to act (exit 3).
+    pub fn is_usage(&self) -> bool {
+        matches!(self, TuneError::BadId(_))
+    }
 }
 
 /// Held while apply or rollback runs. Two applies at once would each read "prior" values the
@@ -54,18 +65,33 @@ struct StateLock {
     path: PathBuf,
     /// The state dir did not exist before: removed again on drop if nothing else is in it.
     created_dir: Option<PathBuf>,
+    /// Temp files of interrupted runs removed once the lock was held.
+    cleaned: Vec<PathBuf>,
 }
 
 impl StateLock {
+    /// Creates the state dir (0700) if needed, refuses an unsafe one, locks it and removes
+    /// the temp files interrupted runs left (every writer of the state dir holds this lock, so
+    /// none of them is in use).
     fn acquire(state_dir: &Path) -> Result<Self, TuneError> {
         let created_dir = (!state_dir.exists()).then(|| state_dir.to_path_buf());
-        fs::create_dir_all(state_dir).map_err(io("cannot create", state_dir))?;
+        if created_dir.is_some() {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(state_dir)
+                .and_then(|()| fs::set_permissions(state_dir, fs::Permissions::from_mode(0o700)))
+                .map_err(io("cannot create", state_dir))?;
+        }
+        check_state_dir(state_dir)?;
         let path = state_dir.join("lock");
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(&path)
             .map_err(io("cannot open", &path))?;
         if !try_flock(&file).map_err(io("cannot lock", &path))? {
@@ -78,12 +104,84 @@ impl StateLock {
         file.set_len(0)
             .and_then(|()| writeln!(file, "{}", std::process::id()))
             .map_err(io("cannot write", &path))?;
+        let cleaned = clean_temp_files(
+            state_dir,
+            |n| Path::new(n).extension().is_some_and(|x| x == "json"),
+            false,
+        );
         Ok(Self {
             _file: file,
             path,
             created_dir,
+            cleaned,
         })
     }
+}
+
+/// The state dir must be a directory owned by whoever runs this (root) and not writable by
+/// everyone: a backup planted there would be written into the kernel by the next rollback.
+pub fn check_state_dir(dir: &Path) -> Result<(), TuneError> {
+    let m = fs::metadata(dir).map_err(io("cannot stat the state dir", dir))?;
+    if !m.is_dir() {
+        return Err(TuneError::Other(format!(
+            "state dir {} is not a directory; nothing was changed",
+            dir.display()
+        )));
+    }
+    let me = euid();
+    if Some(m.uid()) != me {
+        return Err(TuneError::Other(format!(
+            "state dir {} is owned by uid {}, not by uid {} that runs this: a backup there could have been written by someone else, and rollback writes backups into the kernel; use a directory of your own (`--state-dir`) or `chown {} {}`; nothing was changed",
+            dir.display(),
+            m.uid(),
+            me.map_or_else(|| "?".to_string(), |u| u.to_string()),
+            me.map_or_else(|| "root".to_string(), |u| u.to_string()),
+            dir.display()
+        )));
+    }
+    if m.mode() & 0o002 != 0 {
+        return Err(TuneError::Other(format!(
+            "state dir {} is writable by everyone (mode {:04o}): anyone could plant a backup that a rollback would write into the kernel; run `chmod 0700 {}` or use another --state-dir; nothing was changed",
+            dir.display(),
+            m.mode() & 0o7777,
+            dir.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Removes `.NAME.tmp-PID` files in `dir` (left by a run killed between creating and renaming
+/// them) whose NAME passes `name_ok`; with `only_dead`, only those whose PID is gone (another
+/// writer may be using its own). Best effort: returns what was removed.
+fn clean_temp_files(dir: &Path, name_ok: impl Fn(&str) -> bool, only_dead: bool) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = fs::read_dir(dir) else {
+        return out;
+    };
+    let me = std::process::id();
+    for e in entries.flatten() {
+        let n = e.file_name().to_string_lossy().into_owned();
+        let Some((name, pid)) = n
+            .strip_prefix('.')
+            .and_then(|r| r.rsplit_once(".tmp-"))
+            .and_then(|(name, pid)| Some((name, pid.parse::<u32>().ok()?)))
+        else {
+            continue;
+        };
+        if !name_ok(name) || pid == me {
+            continue;
+        }
+        if only_dead && Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        if e.file_type().is_ok_and(|t| t.is_file()) && fs::remove_file(e.path()).is_ok() {
+            out.push(e.path());
+        }
+    }
+    if !out.is_empty() {
+        let _ = sync_dir(dir);
+    }
+    out
 }
 
 /// `flock(LOCK_EX | LOCK_NB)`: Ok(false) when another process holds it.
@@ -124,46 +222,6 @@ fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> TuneErr
     move |source| TuneError::Io { what, path, source }
 }
 
-/// One value as it was before apply.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SavedValue {
-    pub knob: String,
-    pub path: PathBuf,
-    /// The exact bytes the kernel printed before (UTF-8; sysctl text is ASCII).
-    pub prior: String,
-    /// What apply writes.
-    pub new: String,
-}
-
-/// The drop-in as it was before apply.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SavedDropIn {
-    pub path: PathBuf,
-    /// `None` = the file did not exist.
-    pub prior: Option<String>,
-    pub new: String,
-}
-
-/// A backup file in the state dir: everything rollback needs.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Backup {
-    pub schema: String,
-    pub id: String,
-    pub created_unix_ms: u64,
-    /// UTC, `2026-11-28T04:45:10Z`.
-    pub created: String,
-    pub netns: Option<String>,
-    pub hostname: Option<String>,
-    pub kernel: Option<String>,
-    /// `applying` (written before the first change; a crash leaves it so), `applied`,
-    /// `apply_failed_rolled_back`, `rolled_back`.
-    pub status: String,
-    #[serde(default)]
-    pub status_detail: Option<String>,
-    pub values: Vec<SavedValue>,
-    pub dropin: Option<SavedDropIn>,
-}
-
 /// Where things live; tests point all of them at temporary directories.
 #[derive(Debug, Clone)]
 pub struct Paths {
@@ -177,25 +235,37 @@ pub struct Paths {
 struct Writer {
     count: u32,
     fault_after: Option<u32>,
-    fail_at: Option<u32>,
+    /// Writes that fail (`PORTDOCTOR_FAULT_FAIL_WRITE=N[,M...]`).
+    fail_at: Vec<u32>,
 }
 
 impl Writer {
     fn new() -> Self {
         #[cfg(debug_assertions)]
-        let env = |k: &str| std::env::var(k).ok().and_then(|v| v.parse().ok());
+        let env = |k: &str| std::env::var(k).ok();
         #[cfg(not(debug_assertions))]
-        let env = |_: &str| None;
+        let env = |_: &str| None::<String>;
         Writer {
             count: 0,
-            fault_after: env("PORTDOCTOR_FAULT_AFTER_WRITES"),
-            fail_at: env("PORTDOCTOR_FAULT_FAIL_WRITE"),
+            fault_after: env("PORTDOCTOR_FAULT_AFTER_WRITES").and_then(|v| v.parse().ok()),
+            fail_at: env("PORTDOCTOR_FAULT_FAIL_WRITE")
+                .map(|v| v.split(',').filter_map(|n| n.trim().parse().ok()).collect())
+                .unwrap_or_default(),
+        }
+    }
+
+    /// No fault injection (rollback).
+    fn plain() -> Self {
+        Writer {
+            count: 0,
+            fault_after: None,
+            fail_at: Vec::new(),
         }
     }
 
     /// The injected failure, when the next write is the one to fail.
     fn injected(&mut self, path: &Path) -> Result<(), TuneError> {
-        if self.fail_at == Some(self.count + 1) {
+        if self.fail_at.contains(&(self.count + 1)) {
             self.count += 1;
             return Err(io("fault injection: failed to write", path)(
                 std::io::Error::other("injected"),
@@ -230,8 +300,10 @@ impl Writer {
         res
     }
 
-    /// Replaces a file atomically: temp file, fsync, rename, fsync the directory.
-    fn file(&mut self, path: &Path, content: &str) -> Result<(), TuneError> {
+    /// Replaces a file atomically: temp file (created new, `mode`), fsync, rename, fsync the
+    /// directory. A failure removes the temp file again; one a kill leaves behind is removed
+    /// by the next run (`clean_temp_files`).
+    fn file(&mut self, path: &Path, content: &str, mode: u32) -> Result<(), TuneError> {
         self.injected(path)?;
         let dir = path.parent().unwrap_or(Path::new("."));
         fs::create_dir_all(dir).map_err(io("cannot create directory", dir))?;
@@ -240,13 +312,23 @@ impl Writer {
             path.file_name().map_or("f".into(), |n| n.to_string_lossy()),
             std::process::id()
         ));
-        {
-            let mut f = File::create(&tmp).map_err(io("cannot create", &tmp))?;
-            f.write_all(content.as_bytes())
-                .and_then(|()| f.sync_all())
-                .map_err(io("cannot write", &tmp))?;
+        let _ = fs::remove_file(&tmp);
+        let written = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)
+            .map_err(io("cannot create", &tmp))
+            .and_then(|mut f| {
+                f.write_all(content.as_bytes())
+                    .and_then(|()| f.sync_all())
+                    .map_err(io("cannot write", &tmp))
+            })
+            .and_then(|()| fs::rename(&tmp, path).map_err(io("cannot rename into place", path)));
+        if let Err(e) = written {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
         }
-        fs::rename(&tmp, path).map_err(io("cannot rename into place", path))?;
         sync_dir(dir)?;
         self.wrote();
         Ok(())
@@ -282,10 +364,15 @@ pub fn shown(v: &str) -> String {
 
 /// Effective uid 0 (from /proc/self/status, no unsafe needed).
 pub fn is_root() -> bool {
+    euid() == Some(0)
+}
+
+/// The effective uid, from /proc/self/status.
+fn euid() -> Option<u32> {
     fs::read_to_string("/proc/self/status").ok().and_then(|s| {
         let line = s.lines().find(|l| l.starts_with("Uid:"))?.to_string();
         line.split_whitespace().nth(2)?.parse::<u32>().ok()
-    }) == Some(0)
+    })
 }
 
 fn read(path: &Path) -> Result<String, TuneError> {
@@ -363,16 +450,22 @@ pub struct ApplyOutcome {
     pub already: Vec<String>,
     pub dropin: Option<PathBuf>,
     pub dropin_changed: bool,
+    /// Temp files of interrupted runs that were removed.
+    pub cleaned: Vec<PathBuf>,
+    /// The command that undoes this apply ([`rollback_command`]).
+    pub undo: Option<String>,
 }
 
 fn backup_path(state_dir: &Path, id: &str) -> PathBuf {
     state_dir.join(format!("{id}.json"))
 }
 
+/// Writes the backup with a fresh checksum. The file name comes from the id, which is checked
+/// first (it is generated, but never trusted blindly).
 fn write_backup(w: &mut Writer, state_dir: &Path, b: &Backup) -> Result<PathBuf, TuneError> {
+    backup::check_id(&b.id).map_err(TuneError::Other)?;
     let path = backup_path(state_dir, &b.id);
-    let json = serde_json::to_string_pretty(b).map_err(|e| TuneError::Other(e.to_string()))?;
-    w.file(&path, &(json + "\n"))?;
+    w.file(&path, &b.sealed_text(), 0o600)?;
     Ok(path)
 }
 
@@ -401,8 +494,58 @@ fn same_value(knob_id: &str, current: &str, wanted: &str) -> bool {
     }
 }
 
-/// Applies `plan` (already checked: no refusals) in the current namespace.
-pub fn apply(plan: &Plan, paths: &Paths) -> Result<ApplyOutcome, TuneError> {
+/// The drop-in must be a regular file or absent: it is replaced by rename, which would turn a
+/// symbolic link into a file (and leave the file it pointed to as it was).
+fn check_dropin_file(path: &Path) -> Result<(), TuneError> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => Err(TuneError::Other(format!(
+            "{} is a symbolic link (to {}): portdoctor replaces the drop-in atomically by rename, which would turn the link into a regular file and leave the file it points to unchanged; give --sysctl-dir the directory of the real file, or replace the link by a copy; nothing was changed",
+            path.display(),
+            fs::read_link(path).map_or_else(|_| "?".into(), |t| t.display().to_string())
+        ))),
+        Ok(m) if !m.is_file() => Err(TuneError::Other(format!(
+            "{} is not a regular file; nothing was changed",
+            path.display()
+        ))),
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io("cannot stat", path)(e)),
+    }
+}
+
+/// `portdoctor tune rollback --id ID [--state-dir DIR]`, prefixed with `ip netns exec NAME`
+/// when the backup belongs to a named namespace that apply did not enter itself.
+pub fn rollback_command(b: &Backup, state_dir: &Path) -> String {
+    let prefix = match (&b.netns, b.namespace.initial, &b.namespace.name) {
+        (None, false, Some(n)) => format!("ip netns exec {} ", shell_word(n)),
+        _ => String::new(),
+    };
+    let dir = if state_dir == Path::new(super::DEFAULT_STATE_DIR) {
+        String::new()
+    } else {
+        format!(
+            " --state-dir {}",
+            shell_word(&state_dir.display().to_string())
+        )
+    };
+    format!("{prefix}portdoctor tune rollback --id {}{dir}", b.id)
+}
+
+/// A word for a shell command line: as is when plain, else single-quoted.
+fn shell_word(w: &str) -> String {
+    if !w.is_empty()
+        && w.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./:=@%+,".contains(c))
+    {
+        w.to_string()
+    } else {
+        format!("'{}'", w.replace('\'', r"'\''"))
+    }
+}
+
+/// Applies `plan` (already checked: no refusals) in the current namespace; `entered` is the
+/// `--netns` name the caller entered (recorded, so rollback enters it too).
+pub fn apply(plan: &Plan, paths: &Paths, entered: Option<&str>) -> Result<ApplyOutcome, TuneError> {
     if plan.is_refused() {
         return Err(TuneError::Other(format!(
             "the plan is refused: {}",
@@ -411,19 +554,16 @@ pub fn apply(plan: &Plan, paths: &Paths) -> Result<ApplyOutcome, TuneError> {
     }
     // Before the prior values are read (without root nothing can change; that error comes
     // below, after "already set" has had its say).
-    let _lock = if is_root() {
+    let lock = if is_root() {
         Some(StateLock::acquire(&paths.state_dir)?)
     } else {
         None
     };
+    let mut cleaned = lock.as_ref().map(|l| l.cleaned.clone()).unwrap_or_default();
     let mut values = Vec::new();
     let mut already = Vec::new();
     for c in &plan.changes {
-        let knob = knobs::knob(c.knob).ok_or_else(|| TuneError::Other(c.knob.to_string()))?;
-        let rel = knob
-            .proc_sys_path()
-            .ok_or_else(|| TuneError::Other(format!("{} is not a Linux sysctl", c.knob)))?;
-        let path = paths.proc_sys.join(rel);
+        let path = value_path(&paths.proc_sys, c.knob).map_err(TuneError::Other)?;
         let prior = match fs::read_to_string(&path) {
             Ok(p) => p,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -448,15 +588,23 @@ pub fn apply(plan: &Plan, paths: &Paths) -> Result<ApplyOutcome, TuneError> {
     }
     // Persistent part: every planned knob, so a value set at runtime by hand gets persisted too.
     let dropin = match (&paths.sysctl_dir, &plan.dropin) {
-        (Some(dir), Some(d)) if !plan.changes.is_empty() => {
+        (Some(dir), Some(_)) if !plan.changes.is_empty() => {
             let path = dir.join(crate::rules::SYSCTL_DROPIN_NAME);
+            backup::check_dropin_path(&path).map_err(TuneError::Other)?;
+            check_dropin_file(&path)?;
+            if lock.is_some() {
+                cleaned.extend(clean_temp_files(
+                    dir,
+                    |n| n == crate::rules::SYSCTL_DROPIN_NAME,
+                    true,
+                ));
+            }
             let prior = read_optional(&path)?;
             let lines: Vec<(String, String)> = plan
                 .changes
                 .iter()
                 .map(|c| (c.knob.to_string(), c.proposed.clone()))
                 .collect();
-            let _ = d;
             let new = merge_dropin(prior.as_deref(), &lines);
             (prior.as_deref() != Some(new.as_str())).then_some(SavedDropIn { path, prior, new })
         }
@@ -473,83 +621,131 @@ pub fn apply(plan: &Plan, paths: &Paths) -> Result<ApplyOutcome, TuneError> {
                 .as_ref()
                 .map(|d| d.join(crate::rules::SYSCTL_DROPIN_NAME)),
             dropin_changed: false,
+            cleaned,
+            undo: None,
         });
     }
     if !is_root() {
         return Err(TuneError::NotRoot("apply"));
     }
+    let namespace = NetnsIdentity::current(entered).map_err(io(
+        "cannot identify the network namespace",
+        Path::new("/proc/thread-self/ns/net"),
+    ))?;
     let created_unix_ms = now_ms();
     let mut backup = Backup {
         schema: BACKUP_SCHEMA.into(),
         id: new_id(&paths.state_dir, created_unix_ms),
         created_unix_ms,
         created: utc_string(created_unix_ms),
-        netns: plan.netns.clone(),
+        netns: entered.map(str::to_string),
+        namespace,
         hostname: plan.hostname.clone(),
         kernel: plan.os_version.clone(),
         status: "applying".into(),
         status_detail: None,
         values,
         dropin,
+        checksum: String::new(),
     };
     let mut w = Writer::new();
     // 1. The backup, durable before anything changes.
-    let bpath = write_backup(&mut w, &paths.state_dir, &backup)?;
-    // 2. Runtime values, then the drop-in; 3. verify.
-    let result = write_all(&mut w, &backup).and_then(|()| verify_new(&backup));
+    let bpath = match write_backup(&mut w, &paths.state_dir, &backup) {
+        Ok(p) => p,
+        Err(e) => return Err(TuneError::Other(format!("{e}; nothing was changed"))),
+    };
+    // 2. Runtime values, then the drop-in; 3. verify; 4. the status. A failure at any of these
+    // puts back what changed: exit 3 always means the prior state.
+    let result = write_all(&mut w, &backup, &paths.proc_sys)
+        .and_then(|()| verify_new(&backup, &paths.proc_sys))
+        .and_then(|()| {
+            let mut done = backup.clone();
+            done.status = "applied".into();
+            write_backup(&mut w, &paths.state_dir, &done).map(|_| done)
+        });
     match result {
+        Ok(done) => Ok(ApplyOutcome {
+            backup_id: Some(done.id.clone()),
+            backup_path: Some(bpath),
+            changed: done
+                .values
+                .iter()
+                .map(|v| format!("{}: {} → {}", v.knob, shown(&v.prior), shown(&v.new)))
+                .collect(),
+            already,
+            dropin: done.dropin.as_ref().map(|d| d.path.clone()),
+            dropin_changed: done.dropin.is_some(),
+            cleaned,
+            undo: Some(rollback_command(&done, &paths.state_dir)),
+        }),
+        Err(e) => Err(undo_failed_apply(&mut w, &mut backup, &bpath, paths, &e)),
+    }
+}
+
+/// Apply failed after the backup was written: restore, and record what really happened.
+fn undo_failed_apply(
+    w: &mut Writer,
+    backup: &mut Backup,
+    bpath: &Path,
+    paths: &Paths,
+    e: &TuneError,
+) -> TuneError {
+    let undo = restore(w, backup, &paths.proc_sys);
+    match undo {
         Ok(()) => {
-            backup.status = "applied".into();
-            write_backup(&mut w, &paths.state_dir, &backup)?;
-            Ok(ApplyOutcome {
-                backup_id: Some(backup.id.clone()),
-                backup_path: Some(bpath),
-                changed: backup
-                    .values
-                    .iter()
-                    .map(|v| format!("{}: {} → {}", v.knob, shown(&v.prior), shown(&v.new)))
-                    .collect(),
-                already,
-                dropin: backup.dropin.as_ref().map(|d| d.path.clone()),
-                dropin_changed: backup.dropin.is_some(),
-            })
-        }
-        Err(e) => {
-            let undo = restore(&mut w, &backup);
             backup.status = "apply_failed_rolled_back".into();
-            backup.status_detail = Some(match &undo {
-                Ok(()) => format!("{e}"),
-                Err(u) => format!("{e}; rollback also failed: {u}"),
-            });
-            let _ = write_backup(&mut w, &paths.state_dir, &backup);
-            Err(match undo {
-                Ok(()) => TuneError::Other(format!(
-                    "{e}. Everything this run changed was restored to the prior values (backup {} in {})",
+            backup.status_detail = Some(e.to_string());
+            let record = match write_backup(w, &paths.state_dir, backup) {
+                Ok(_) => format!(
+                    "backup {} in {} is marked apply_failed_rolled_back",
                     backup.id,
                     paths.state_dir.display()
-                )),
-                Err(u) => TuneError::Other(format!(
-                    "{e}. Restoring the prior values failed too ({u}): run `portdoctor tune rollback --id {}`",
-                    backup.id
-                )),
-            })
+                ),
+                // The state dir may be full: the backup still says `applying`, which is not
+                // true any more. Everything is restored, so the record is dropped rather than
+                // left claiming changes that are not there.
+                Err(we) => match fs::remove_file(bpath).and_then(|()| {
+                    File::open(&paths.state_dir).and_then(|d| d.sync_all())
+                }) {
+                    Ok(()) => format!("its status could not be recorded ({we}), so backup {} was removed: there is nothing to roll back", backup.id),
+                    Err(re) => format!("its status could not be recorded ({we}) nor the backup removed ({re}): backup {} still says `applying`, and rolling it back would change nothing", backup.id),
+                },
+            };
+            TuneError::Other(format!(
+                "{e}. Everything this run changed was restored to the prior values and verified; {record}"
+            ))
+        }
+        Err(u) => {
+            backup.status = "apply_failed_not_restored".into();
+            backup.status_detail = Some(format!("{e}; the automatic restore failed: {u}"));
+            let record = match write_backup(w, &paths.state_dir, backup) {
+                Ok(_) => "marked apply_failed_not_restored".to_string(),
+                Err(we) => format!("still marked applying (its status could not be updated: {we})"),
+            };
+            TuneError::Other(format!(
+                "{e}. Restoring the prior values failed too ({u}); backup {} is {record}. Run `{}` to restore them",
+                backup.id,
+                rollback_command(backup, &paths.state_dir)
+            ))
         }
     }
 }
 
-fn write_all(w: &mut Writer, b: &Backup) -> Result<(), TuneError> {
+fn write_all(w: &mut Writer, b: &Backup, proc_sys: &Path) -> Result<(), TuneError> {
     for v in &b.values {
-        w.sysctl(&v.path, &v.new)?;
+        let path = value_path(proc_sys, &v.knob).map_err(TuneError::Other)?;
+        w.sysctl(&path, &v.new)?;
     }
     if let Some(d) = &b.dropin {
-        w.file(&d.path, &d.new)?;
+        check_dropin_file(&d.path)?;
+        w.file(&d.path, &d.new, 0o644)?;
     }
     Ok(())
 }
 
-fn verify_new(b: &Backup) -> Result<(), TuneError> {
+fn verify_new(b: &Backup, proc_sys: &Path) -> Result<(), TuneError> {
     for v in &b.values {
-        let now = read(&v.path)?;
+        let now = read(&value_path(proc_sys, &v.knob).map_err(TuneError::Other)?)?;
         if !same_value(&v.knob, &now, &v.new) {
             return Err(TuneError::Other(format!(
                 "{} reads {:?} after writing {:?}: the kernel did not take the value",
@@ -571,31 +767,36 @@ fn verify_new(b: &Backup) -> Result<(), TuneError> {
 }
 
 /// Writes every prior value back (only where it differs) and the prior drop-in, then checks
-/// that each reads back byte for byte.
-fn restore(w: &mut Writer, b: &Backup) -> Result<(), TuneError> {
+/// that each reads back byte for byte. Paths are derived from the knob names.
+fn restore(w: &mut Writer, b: &Backup, proc_sys: &Path) -> Result<(), TuneError> {
     let mut errors = Vec::new();
+    let mut value_paths = Vec::new();
     for v in &b.values {
-        let now = read_optional(&v.path)?;
+        value_paths.push(value_path(proc_sys, &v.knob).map_err(TuneError::Other)?);
+    }
+    for (v, path) in b.values.iter().zip(&value_paths) {
+        let now = read_optional(path)?;
         if now.as_deref() != Some(v.prior.as_str()) {
-            if let Err(e) = w.sysctl(&v.path, &v.prior) {
+            if let Err(e) = w.sysctl(path, &v.prior) {
                 errors.push(e.to_string());
             }
         }
     }
     if let Some(d) = &b.dropin {
+        backup::check_dropin_path(&d.path).map_err(TuneError::Other)?;
         let now = read_optional(&d.path)?;
         if now != d.prior {
-            let r = match &d.prior {
-                Some(c) => w.file(&d.path, c),
+            let r = check_dropin_file(&d.path).and_then(|()| match &d.prior {
+                Some(c) => w.file(&d.path, c, 0o644),
                 None => w.remove(&d.path),
-            };
+            });
             if let Err(e) = r {
                 errors.push(e.to_string());
             }
         }
     }
-    for v in &b.values {
-        let now = read_optional(&v.path)?;
+    for (v, path) in b.values.iter().zip(&value_paths) {
+        let now = read_optional(path)?;
         if now.as_deref() != Some(v.prior.as_str()) {
             errors.push(format!(
                 "{} reads {:?}, not the prior {:?}",
@@ -620,94 +821,120 @@ fn restore(w: &mut Writer, b: &Backup) -> Result<(), TuneError> {
     }
 }
 
-/// Every backup in the state dir, oldest first. Unreadable files are skipped with a note.
-pub fn history(state_dir: &Path) -> Result<(Vec<Backup>, Vec<String>), TuneError> {
-    let mut out = Vec::new();
-    let mut notes = Vec::new();
-    let entries = match fs::read_dir(state_dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((out, notes)),
-        Err(e) => return Err(io("cannot list", state_dir)(e)),
-    };
-    for e in entries.flatten() {
-        let p = e.path();
-        if p.extension().is_none_or(|x| x != "json") {
-            continue;
-        }
-        match fs::read_to_string(&p)
-            .map_err(|e| e.to_string())
-            .and_then(|t| serde_json::from_str::<Backup>(&t).map_err(|e| e.to_string()))
-        {
-            Ok(b) if b.schema == BACKUP_SCHEMA => out.push(b),
-            Ok(_) => notes.push(format!("{}: not a portdoctor backup", p.display())),
-            Err(e) => notes.push(format!("{}: unreadable ({e})", p.display())),
-        }
-    }
-    out.sort_by(|a, b| {
-        a.created_unix_ms
-            .cmp(&b.created_unix_ms)
-            .then(a.id.cmp(&b.id))
-    });
-    Ok((out, notes))
+/// Every record in the state dir, oldest first: backups and, with the reason, files that
+/// cannot be used as one.
+pub fn history(state_dir: &Path) -> Result<Vec<Record>, TuneError> {
+    backup::scan(state_dir, Path::new("/proc/sys")).map_err(io("cannot list", state_dir))
 }
 
-/// Picks the backup to roll back: `id`, or the newest not yet rolled back (of `netns` when
-/// given).
-pub fn pick_backup(
-    state_dir: &Path,
-    id: Option<&str>,
-    netns: Option<&str>,
-) -> Result<Backup, TuneError> {
-    let (all, _) = history(state_dir)?;
-    if let Some(id) = id {
-        return all
-            .into_iter()
-            .find(|b| b.id == id)
-            .ok_or_else(|| TuneError::NoSuchBackup(id.to_string(), state_dir.to_path_buf()));
-    }
-    all.into_iter()
-        .rev()
-        .filter(|b| netns.is_none() || b.netns.as_deref() == netns)
-        .find(|b| b.status == "applying" || b.status == "applied")
-        .ok_or_else(|| TuneError::NothingToRollBack(state_dir.to_path_buf()))
+/// What `tune rollback` is asked to do.
+#[derive(Debug, Clone)]
+pub struct RollbackRequest<'a> {
+    pub state_dir: &'a Path,
+    /// `/proc/sys` (tests: a temporary copy).
+    pub proc_sys: &'a Path,
+    /// `--id`: this backup, even if newer ones are unreadable.
+    pub id: Option<&'a str>,
+    /// `--netns`: enter it first; only its backups are candidates.
+    pub netns: Option<&'a str>,
 }
 
 /// What rollback did.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RollbackOutcome {
     pub id: String,
+    /// Where the values were restored.
+    pub namespace: String,
     pub restored: Vec<String>,
     pub dropin: Option<String>,
+    /// Temp files of interrupted runs that were removed.
+    pub cleaned: Vec<PathBuf>,
 }
 
-/// Restores `b` in the current namespace (the caller enters `b.netns` first) and marks it.
-pub fn rollback(b: &Backup, state_dir: &Path) -> Result<RollbackOutcome, TuneError> {
+/// `tune rollback`: picks the backup (`--id`, or the newest whose changes may still be in
+/// place), enters its namespace with `enter` (a `--netns` name apply entered), checks that the
+/// namespace is the one the backup was taken in, restores byte for byte and marks it.
+///
+/// Refused (nothing changed): a bad id; a backup of another namespace (both named); without
+/// `--id`, any unreadable record newer than the one picked (it may hold changes still applied).
+pub fn rollback(
+    req: &RollbackRequest<'_>,
+    enter: &mut dyn FnMut(&str) -> Result<(), String>,
+) -> Result<RollbackOutcome, TuneError> {
+    if let Some(id) = req.id {
+        backup::check_id(id).map_err(TuneError::BadId)?;
+    }
     if !is_root() {
         return Err(TuneError::NotRoot("rollback"));
     }
-    let _lock = StateLock::acquire(state_dir)?;
-    // Picked before the lock: another rollback may have restored it since.
-    let (now, _) = history(state_dir)?;
-    if let Some(cur) = now.iter().find(|c| c.id == b.id) {
-        if cur.status != "applying" && cur.status != "applied" {
-            return Err(TuneError::Other(format!(
-                "backup {} is {} now (another rollback ran meanwhile); nothing was changed",
-                b.id, cur.status
-            )));
+    if let Some(n) = req.netns {
+        enter(n).map_err(TuneError::Other)?;
+    }
+    if !req.state_dir.exists() {
+        return Err(match req.id {
+            Some(id) => TuneError::NoSuchBackup(id.to_string(), req.state_dir.to_path_buf()),
+            None => TuneError::NothingToRollBack(req.state_dir.to_path_buf()),
+        });
+    }
+    let lock = StateLock::acquire(req.state_dir)?;
+    let mut cleaned = lock.cleaned.clone();
+    let here_entered = NetnsIdentity::current(req.netns).map_err(io(
+        "cannot identify the network namespace",
+        Path::new("/proc/thread-self/ns/net"),
+    ))?;
+    let records =
+        backup::scan(req.state_dir, req.proc_sys).map_err(io("cannot list", req.state_dir))?;
+    let b = pick(&records, req, &here_entered)?;
+    // The backup says where its values live: enter the namespace apply entered.
+    if req.netns.is_none() {
+        if let Some(n) = &b.netns {
+            enter(n).map_err(|e| {
+                TuneError::Other(format!(
+                    "backup {} was taken in network namespace {n}, which cannot be entered now ({e}); nothing was changed. If the namespace is gone, its values went with it: retire the backup with `{}`, or roll back another one with --id (see `portdoctor tune history`)",
+                    b.id,
+                    forget_command(&b.id, req.state_dir)
+                ))
+            })?;
         }
     }
-    let mut w = Writer {
-        count: 0,
-        fault_after: None,
-        fail_at: None,
-    };
-    restore(&mut w, b)?;
+    let here = NetnsIdentity::current(req.netns.or(b.netns.as_deref())).map_err(io(
+        "cannot identify the network namespace",
+        Path::new("/proc/thread-self/ns/net"),
+    ))?;
+    if !here.same_namespace(&b.namespace) {
+        let gone = b.netns.is_some() && here.name == b.namespace.name;
+        return Err(TuneError::Other(format!(
+            "backup {} belongs to network namespace {}, but this rollback runs in {}{}: its prior values would be written into the wrong namespace; nothing was changed{}",
+            b.id,
+            b.namespace,
+            here,
+            if gone { " (a namespace of the same name created later is another namespace; the one the backup belongs to is gone, and so are its values)" } else { "" },
+            if gone { String::new() } else { format!(". Run it there: `{}`", rollback_command(&b, req.state_dir)) }
+        )));
+    }
+    if let Some(d) = &b.dropin {
+        if let Some(dir) = d.path.parent() {
+            cleaned.extend(clean_temp_files(
+                dir,
+                |n| n == crate::rules::SYSCTL_DROPIN_NAME,
+                true,
+            ));
+        }
+    }
+    let mut w = Writer::plain();
+    restore(&mut w, &b, req.proc_sys)?;
     let mut done = b.clone();
     done.status = "rolled_back".into();
     done.status_detail = Some(format!("rolled back at {}", utc_string(now_ms())));
-    write_backup(&mut w, state_dir, &done)?;
+    if let Err(e) = write_backup(&mut w, req.state_dir, &done) {
+        return Err(TuneError::Other(format!(
+            "every prior value was restored and verified, but backup {} could not be marked rolled_back ({e}); running the rollback again changes nothing",
+            b.id
+        )));
+    }
     Ok(RollbackOutcome {
         id: b.id.clone(),
+        namespace: here.to_string(),
         restored: b
             .values
             .iter()
@@ -717,7 +944,131 @@ pub fn rollback(b: &Backup, state_dir: &Path) -> Result<RollbackOutcome, TuneErr
             Some(_) => format!("{} restored", d.path.display()),
             None => format!("{} removed (it did not exist before)", d.path.display()),
         }),
+        cleaned,
     })
+}
+
+/// The command that retires backup `id` of `state_dir`.
+fn forget_command(id: &str, state_dir: &Path) -> String {
+    let dir = if state_dir == Path::new(super::DEFAULT_STATE_DIR) {
+        String::new()
+    } else {
+        format!(
+            " --state-dir {}",
+            shell_word(&state_dir.display().to_string())
+        )
+    };
+    format!("portdoctor tune forget {id}{dir}")
+}
+
+/// `tune forget ID`: marks a backup `forgotten` so that no rollback picks it (its namespace is
+/// gone, or its values were put back by hand). Changes no setting; under the state lock.
+pub fn forget(state_dir: &Path, proc_sys: &Path, id: &str) -> Result<Backup, TuneError> {
+    backup::check_id(id).map_err(TuneError::BadId)?;
+    if !is_root() {
+        return Err(TuneError::NotRoot("forget"));
+    }
+    if !state_dir.exists() {
+        return Err(TuneError::NoSuchBackup(
+            id.to_string(),
+            state_dir.to_path_buf(),
+        ));
+    }
+    let _lock = StateLock::acquire(state_dir)?;
+    let records = backup::scan(state_dir, proc_sys).map_err(io("cannot list", state_dir))?;
+    let b = records
+        .iter()
+        .find_map(|r| match r {
+            Record::Backup(b) if b.id == id => Some(b),
+            _ => None,
+        })
+        .ok_or_else(|| TuneError::NoSuchBackup(id.to_string(), state_dir.to_path_buf()))?;
+    if !backup::needs_rollback(&b.status) {
+        return Err(TuneError::Other(format!(
+            "backup {id} is {} already: nothing to forget; nothing was changed",
+            b.status
+        )));
+    }
+    let mut done = (**b).clone();
+    done.status = "forgotten".into();
+    done.status_detail = Some(format!(
+        "forgotten at {} (was {}); its values were not restored by portdoctor",
+        utc_string(now_ms()),
+        b.status
+    ));
+    write_backup(&mut Writer::plain(), state_dir, &done)?;
+    Ok(done)
+}
+
+/// The backup a rollback acts on; see [`rollback`].
+fn pick(
+    records: &[Record],
+    req: &RollbackRequest<'_>,
+    here: &NetnsIdentity,
+) -> Result<Backup, TuneError> {
+    if let Some(id) = req.id {
+        return match records.iter().find(|r| match r {
+            Record::Backup(b) => b.id == id,
+            Record::Unreadable(u) => u.id.as_deref() == Some(id),
+        }) {
+            Some(Record::Backup(b)) if backup::needs_rollback(&b.status) => Ok((**b).clone()),
+            Some(Record::Backup(b)) => Err(TuneError::Other(format!(
+                "backup {id} is {} already: nothing to roll back; nothing was changed",
+                b.status
+            ))),
+            Some(Record::Unreadable(u)) => Err(TuneError::Other(format!(
+                "backup {} cannot be used: {}; nothing was changed. Its prior values cannot be trusted: restore them by hand",
+                u.file.display(),
+                u.reason
+            ))),
+            None => Err(TuneError::NoSuchBackup(
+                id.to_string(),
+                req.state_dir.to_path_buf(),
+            )),
+        };
+    }
+    let chosen = records.iter().rev().find_map(|r| match r {
+        Record::Backup(b)
+            if backup::needs_rollback(&b.status)
+                && (req.netns.is_none() || b.namespace.same_namespace(here)) =>
+        {
+            Some(b)
+        }
+        _ => None,
+    });
+    let floor = chosen.map(|b| backup::id_order(&b.id));
+    let newer_unreadable: Vec<&Unreadable> = records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Unreadable(u) if floor.as_ref().is_none_or(|f| r.order() > *f) => Some(u),
+            _ => None,
+        })
+        .collect();
+    if !newer_unreadable.is_empty() {
+        let files = newer_unreadable
+            .iter()
+            .map(|u| format!("{} ({})", u.file.display(), u.reason))
+            .collect::<Vec<_>>()
+            .join("; ");
+        let way = match chosen {
+            Some(b) => format!(
+                "it may record changes that are still applied, which rolling back the older backup {} would leave in place. Check those values; then roll back the older one anyway with `portdoctor tune rollback --id {}`, or move the unreadable file out of {} and run this again",
+                b.id,
+                b.id,
+                req.state_dir.display()
+            ),
+            None => format!(
+                "it may be the latest apply, with changes still in place. Check the values by hand; then move the file out of {} (a specific backup can be rolled back with `--id ID`)",
+                req.state_dir.display()
+            ),
+        };
+        return Err(TuneError::Other(format!(
+            "unreadable backup newer than any that can be rolled back: {files}; {way}; nothing was changed"
+        )));
+    }
+    chosen
+        .map(|b| (**b).clone())
+        .ok_or_else(|| TuneError::NothingToRollBack(req.state_dir.to_path_buf()))
 }
 
 #[cfg(test)]
@@ -749,7 +1100,7 @@ mod tests {
             sysctl_dir: Some(dir.path().join("sysctl.d")),
             proc_sys: dir.path().join("proc"),
         };
-        let e = apply(&p, &paths).expect_err("tcp_tw_reuse_delay is missing");
+        let e = apply(&p, &paths, None).expect_err("tcp_tw_reuse_delay is missing");
         let msg = e.to_string();
         assert!(
             msg.contains("net.ipv4.tcp_tw_reuse_delay does not exist on this kernel")

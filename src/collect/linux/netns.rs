@@ -149,12 +149,6 @@ pub fn current_id() -> Option<NetnsId> {
     id_of(Path::new("/proc/thread-self/ns/net"))
 }
 
-/// The initial namespace (that of pid 1 as this process sees /proc): the one /etc/sysctl.d
-/// configures at boot.
-pub fn initial_id() -> Option<NetnsId> {
-    id_of(Path::new("/proc/1/ns/net"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
