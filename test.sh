@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every portdoctor test on a fresh Debian/Ubuntu machine: installs what the tests need
-# (iproute2 for network namespaces and ss, a C compiler for ../shared/tools, setpriv, python3),
+# (iproute2 for network namespaces and ss, a C compiler for ../shared/tools, setpriv, python3,
+# the Kubernetes schema validators from PyPI),
 # then runs the unit, property, snapshot and integration tests.
 # The integration tests create network namespaces, so this needs root.
 set -euo pipefail
@@ -32,6 +33,20 @@ if [ ${#need[@]} -gt 0 ]; then
     if command -v systemctl >/dev/null 2>&1; then systemctl stop prometheus >/dev/null 2>&1 || true; fi
     for pid in $(pgrep -x prometheus || true); do kill "$pid" 2>/dev/null || true; done
   fi
+fi
+
+# tests/deploy.rs validates deploy/kubernetes/ offline: the Kubernetes API schemas bundled in
+# kubernetes-validate, the Prometheus Operator's CRD models in cloudcoil-models-prometheus-operator.
+k8s_pkgs=(kubernetes-validate==1.37.0 cloudcoil-models-prometheus-operator==0.80.1.0)
+if ! python3 -c 'import kubernetes_validate, cloudcoil.models.prometheus_operator' >/dev/null 2>&1; then
+  if ! python3 -m pip --version >/dev/null 2>&1; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-pip >/dev/null
+  fi
+  echo "test.sh: installing ${k8s_pkgs[*]}" >&2
+  # A Debian python3 refuses system-wide pip installs unless told (PEP 668).
+  python3 -m pip install -q "${k8s_pkgs[@]}" 2>/dev/null \
+    || python3 -m pip install -q --break-system-packages "${k8s_pkgs[@]}"
 fi
 
 cargo test --locked "$@"

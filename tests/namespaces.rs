@@ -343,3 +343,111 @@ fn unprivileged_all_namespaces_reports_its_own() {
         "the test namespace is named as skipped: {notes}"
     );
 }
+
+/// The capabilities deploy/kubernetes/daemonset.yaml adds (its `add:` list).
+fn daemonset_capabilities() -> Vec<String> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kubernetes/daemonset.yaml");
+    let text = std::fs::read_to_string(&path).expect("deploy/kubernetes/daemonset.yaml");
+    let mut lines = text.lines().skip_while(|l| l.trim() != "add:").skip(1);
+    let mut caps = Vec::new();
+    while let Some(cap) = lines.next().and_then(|l| l.trim().strip_prefix("- ")) {
+        caps.push(cap.to_string());
+    }
+    caps
+}
+
+/// The DaemonSet's capabilities, by experiment: root with exactly those (as a container that
+/// drops ALL and adds them) finds a named namespace and one only a pod's process holds, and
+/// names the pod; without SYS_PTRACE the process-held one is not seen, without SYS_ADMIN no
+/// other namespace can be entered.
+#[test]
+fn daemonset_capabilities_are_the_least_that_work() {
+    const UID: &str = "9d6a4ce1-5b3c-44e5-a6b7-1227f5eec649";
+    require_root!("daemonset_capabilities_are_the_least_that_work");
+    let caps = daemonset_capabilities();
+    assert_eq!(
+        caps,
+        ["SYS_ADMIN", "SYS_PTRACE"],
+        "the DaemonSet's capabilities"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let named = Netns::new("capn");
+    let held = unnamed(dir.path(), "caps", "46000 46099", 7200, 4);
+    let _cg = Cgroup::new(
+        &format!(
+            "pdt{}caps/kubepods.slice/kubepods-pod{}.slice/cri-containerd-{DOCKER_ID}.scope",
+            std::process::id(),
+            UID.replace('-', "_")
+        ),
+        held.pid,
+    );
+    let pods = dir.path().join("pods");
+    std::fs::create_dir_all(pods.join(format!("kube-system_coredns-1_{UID}"))).unwrap();
+    let pods = pods.to_str().unwrap().to_string();
+    let bin = env!("CARGO_BIN_EXE_portdoctor");
+    let run = |caps: &[&str]| -> Value {
+        let mut bounding = String::from("-all");
+        for c in caps {
+            bounding.push_str(",+");
+            bounding.push_str(&c.to_lowercase());
+        }
+        let out = common::run_bounded(
+            Command::new("setpriv")
+                .arg(format!("--bounding-set={bounding}"))
+                .args(["--inh-caps=-all", "--no-new-privs"])
+                .arg(bin)
+                .args(["check", "-A", "--json", "--no-owners", "--pods-dir", &pods]),
+            Duration::from_secs(60),
+        );
+        assert!(
+            matches!(out.status.code(), Some(0..=2)),
+            "{caps:?}: {:?} {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("JSON")
+    };
+    let has_named = |r: &Value| {
+        r["namespaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["netns"]["name"] == named.name.as_str())
+    };
+    let held_entry = |r: &Value| {
+        r["namespaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| {
+                n["pids"]
+                    .as_array()
+                    .is_some_and(|p| p.iter().any(|x| x == held.pid))
+            })
+            .cloned()
+    };
+
+    let caps: Vec<&str> = caps.iter().map(String::as_str).collect();
+    let full = run(&caps);
+    assert!(has_named(&full), "{caps:?}: {}", full["namespace_notes"]);
+    let e = held_entry(&full)
+        .unwrap_or_else(|| panic!("{caps:?}: the pod's namespace: {}", full["namespace_notes"]));
+    assert_eq!(e["pod"]["name"], "coredns-1", "{e}");
+    assert_eq!(pool_in_use(&e, 7200), 4, "{e}");
+
+    let no_ptrace = run(&["SYS_ADMIN"]);
+    assert!(has_named(&no_ptrace));
+    assert!(
+        held_entry(&no_ptrace).is_none(),
+        "without SYS_PTRACE a namespace only a process holds is invisible"
+    );
+
+    let no_admin = run(&["SYS_PTRACE"]);
+    assert!(!has_named(&no_admin) && held_entry(&no_admin).is_none());
+    let notes = no_admin["namespace_notes"].to_string();
+    assert!(
+        notes.contains(&named.name) && notes.contains("CAP_SYS_ADMIN"),
+        "{notes}"
+    );
+    drop(held);
+}

@@ -8,6 +8,7 @@
 mod common;
 
 use std::collections::BTreeSet;
+use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -374,6 +375,265 @@ fn prometheus_scrapes_serve_in_netns_and_values_match_check_json() {
         .and_then(|s| s.parse().ok())
         .expect("time_wait value");
     assert_eq!(tw as u64, u64_at(&report, "sockets.time_wait"));
+    assert!(prom.alive() && exporter.alive());
+}
+
+/// The series of an instant query (PromQL `q`), if Prometheus answers.
+fn prom_series(prom: SocketAddr, q: &str) -> Option<Vec<Value>> {
+    let mut encoded = String::new();
+    for b in q.bytes() {
+        if b.is_ascii_alphanumeric() || b == b'_' {
+            encoded.push(char::from(b));
+        } else {
+            let _ = write!(encoded, "%{b:02X}");
+        }
+    }
+    // HTTP/1.0, so that a longer answer comes whole rather than chunked.
+    let request = format!("GET /api/v1/query?query={encoded} HTTP/1.0\r\nHost: {prom}\r\n\r\n");
+    let (status, _, body) = http_raw(prom, request.as_bytes()).ok()?;
+    if status != 200 {
+        return None;
+    }
+    let v: Value = serde_json::from_str(&body).ok()?;
+    v["data"]["result"].as_array().cloned()
+}
+
+/// The cgroup v2 mount point (/sys/fs/cgroup, or /sys/fs/cgroup/unified on hybrid hosts).
+fn cgroup2_root() -> PathBuf {
+    let mounts = std::fs::read_to_string("/proc/mounts").expect("reading /proc/mounts");
+    mounts
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() > 2 && f[2] == "cgroup2").then(|| PathBuf::from(f[1]))
+        })
+        .expect("a cgroup2 mount (the test builds a pod's cgroup path in it)")
+}
+
+/// A cgroup the test made (as tests/namespaces.rs does); the process is moved back to the root
+/// and the directories removed when dropped.
+struct Cgroup {
+    root: PathBuf,
+    rel: PathBuf,
+    pid: u32,
+}
+
+impl Cgroup {
+    fn new(rel: &str, pid: u32) -> Cgroup {
+        let root = cgroup2_root();
+        let dir = root.join(rel);
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+        std::fs::write(dir.join("cgroup.procs"), pid.to_string())
+            .unwrap_or_else(|e| panic!("moving {pid} into {}: {e}", dir.display()));
+        Cgroup {
+            root,
+            rel: PathBuf::from(rel),
+            pid,
+        }
+    }
+}
+
+impl Drop for Cgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::write(self.root.join("cgroup.procs"), self.pid.to_string());
+        let mut rel = self.rel.clone();
+        loop {
+            let _ = std::fs::remove_dir(self.root.join(&rel));
+            if !rel.pop() || rel.as_os_str().is_empty() {
+                break;
+            }
+        }
+    }
+}
+
+/// `serve -A`: a namespace whose process sits in a kubelet-style pod cgroup and one without,
+/// scraped by a real Prometheus; every pool series carries the namespace and pod labels and the
+/// values of `check -A --json` for the same namespaces.
+#[test]
+fn prometheus_scrapes_serve_all_namespaces_with_pod_labels() {
+    const POD_UID: &str = "7c1e28ba-2fa1-11d2-883f-0016d3cca427";
+    const CONTAINER: &str = "5e2a9c1b8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f1a";
+    require_root!("prometheus_scrapes_serve_all_namespaces_with_pod_labels");
+    let (in_pod, pop) = populated("apod");
+    let plain = Netns::new("aplain");
+    plain.sysctl("net.ipv4.ip_local_port_range", "40000 40199");
+    let _pop2 = plain.sockpop(&[
+        "--ports",
+        "21000-21001",
+        "--dst",
+        "127.0.0.1",
+        "--established",
+        "150",
+        "--time-wait",
+        "30",
+    ]);
+    let _cg = Cgroup::new(
+        &format!(
+            "pdt{}kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{}.slice/cri-containerd-{CONTAINER}.scope",
+            std::process::id(),
+            POD_UID.replace('-', "_")
+        ),
+        pop.pid(),
+    );
+    let pods = tempfile::tempdir().expect("temp dir");
+    std::fs::create_dir(pods.path().join(format!("shop_cart-5d8_{POD_UID}"))).expect("pod dir");
+    let pods_dir = pods.path().to_str().expect("utf-8 path");
+
+    let (mut exporter, addr) = serve(&[
+        "-A",
+        "--pods-dir",
+        pods_dir,
+        "--min-interval",
+        "1s",
+        "--max-pools",
+        "10000",
+    ]);
+    let text = scrape(addr);
+    assert!(
+        text.contains(&format!(
+            "portdoctor_verdict_level{{netns=\"{}\",pod_namespace=\"shop\",pod=\"cart-5d8\",container=\"containerd://{CONTAINER}\"}}",
+            in_pod.name
+        )),
+        "{text}"
+    );
+    promtool(&["check", "metrics"], Some(&text), &repo());
+    let data = tempfile::tempdir().expect("temp dir");
+    let (mut prom, prom_addr) = prometheus(addr, data.path());
+
+    // The populations were made in one burst: once no TIME_WAIT has arrived for a few seconds
+    // no pool is forecast as filling, so check's verdict no longer depends on when it ran.
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    let check = common::portdoctor(&[
+        "check",
+        "-A",
+        "--json",
+        "--no-owners",
+        "--pods-dir",
+        pods_dir,
+    ]);
+    let report = check.json();
+    let namespace = |name: &str| -> Value {
+        report["namespaces"]
+            .as_array()
+            .expect("namespaces")
+            .iter()
+            .find(|n| n["netns"]["name"] == name)
+            .unwrap_or_else(|| panic!("check -A lacks {name}: {report}"))
+            .clone()
+    };
+    let expected = [
+        (namespace(&in_pod.name), Some(("shop", "cart-5d8"))),
+        (namespace(&plain.name), None),
+    ];
+    assert_eq!(expected[0].0["pod"]["name"], "cart-5d8");
+    let metrics = [
+        ("portdoctor_pool_in_use", "in_use"),
+        ("portdoctor_pool_time_wait", "time_wait"),
+        ("portdoctor_pool_blocking_time_wait", "blocking_time_wait"),
+        ("portdoctor_pool_capacity", "capacity"),
+        ("portdoctor_pool_utilization_ratio", "utilization"),
+    ];
+    let mut last = String::new();
+    let matched = wait_until(Duration::from_secs(40), || {
+        for (ns, pod) in &expected {
+            let name = ns["netns"]["name"].as_str()?;
+            let want: Vec<&Value> = ns["pools"]
+                .as_array()?
+                .iter()
+                .filter(|p| p["scope"] == "destination")
+                .collect();
+            for (metric, field) in metrics {
+                let series = prom_series(prom_addr, &format!("{metric}{{netns=\"{name}\"}}"))?;
+                if series.len() != want.len() {
+                    last = format!(
+                        "{metric}{{netns={name}}}: {} series, want {}",
+                        series.len(),
+                        want.len()
+                    );
+                    return None;
+                }
+                for s in &series {
+                    let m = &s["metric"];
+                    let labels = (m["pod_namespace"].as_str(), m["pod"].as_str());
+                    let container = m["container"].as_str();
+                    let ok = match pod {
+                        Some((pns, pname)) => {
+                            labels == (Some(*pns), Some(*pname))
+                                && container == Some(format!("containerd://{CONTAINER}").as_str())
+                        }
+                        // Empty labels are absent in Prometheus.
+                        None => labels == (None, None) && container.is_none(),
+                    };
+                    assert!(ok, "{metric} in {name}: labels {m}");
+                }
+                for p in &want {
+                    let port = p["remote_port"].to_string();
+                    let got = series.iter().find(|s| {
+                        s["metric"]["local_ip"] == p["local_ip"]
+                            && s["metric"]["remote_ip"] == p["remote_ip"]
+                            && s["metric"]["remote_port"].as_str() == Some(port.as_str())
+                    })?;
+                    let got: f64 = got["value"][1].as_str()?.parse().ok()?;
+                    let expect = p[field].as_f64()?;
+                    if (got - expect).abs() > 1e-9 {
+                        last = format!("{metric} {name} {p}: prometheus {got}, check {expect}");
+                        return None;
+                    }
+                }
+            }
+            let verdict = prom_series(
+                prom_addr,
+                &format!("portdoctor_verdict_level{{netns=\"{name}\"}}"),
+            )?;
+            let level: f64 = verdict.first()?["value"][1].as_str()?.parse().ok()?;
+            let want_level = match ns["verdict"]["level"].as_str()? {
+                "ok" => 0.0,
+                "warning" => 1.0,
+                _ => 2.0,
+            };
+            if (level - want_level).abs() > 1e-9 {
+                last = format!("verdict of {name}: prometheus {level}, check {want_level}");
+                return None;
+            }
+        }
+        Some(())
+    });
+    assert!(
+        matched.is_some(),
+        "Prometheus never agreed with check -A --json: {last}\nprometheus: {}\nserve: {}",
+        prom.stderr(),
+        exporter.stderr()
+    );
+    // The dashboard's pod variables select the pod's pools.
+    let dash: Value = serde_json::from_str(
+        &std::fs::read_to_string(repo().join("deploy/grafana/portdoctor.json")).expect("dashboard"),
+    )
+    .expect("dashboard JSON parses");
+    let in_use = dash["panels"]
+        .as_array()
+        .expect("panels")
+        .iter()
+        .flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default())
+        .find_map(|t| {
+            let e = t["expr"].as_str()?;
+            e.starts_with("portdoctor_pool_in_use{")
+                .then(|| e.to_string())
+        })
+        .expect("a dashboard query of portdoctor_pool_in_use");
+    let q = in_use
+        .replace("$instance", ".*")
+        .replace("$pod_namespace", "shop")
+        .replace("$pod", "cart-5d8")
+        .replace("$netns", ".*");
+    let series = prom_series(prom_addr, &q).expect("query");
+    assert_eq!(series.len(), 6, "{q}: {series:?}");
+    assert!(series.iter().all(|s| s["metric"]["pod"] == "cart-5d8"));
+    let n = prom_series(prom_addr, "portdoctor_namespaces").expect("query");
+    let n: f64 = n[0]["value"][1]
+        .as_str()
+        .and_then(|v| v.parse().ok())
+        .expect("value");
+    assert!(n >= 2.0, "portdoctor_namespaces {n}");
     assert!(prom.alive() && exporter.alive());
 }
 
@@ -860,6 +1120,43 @@ fn port_taken_exits_3_and_textfile_is_written_atomically() {
         Duration::from_secs(20),
     );
     assert_eq!(out.status.code(), Some(4));
+}
+
+/// `serve -A` without the privilege to enter other namespaces still exports its own, counts
+/// what it skipped (`portdoctor_namespaces_skipped`, for an alert that the DaemonSet lacks a
+/// capability) and says why on stderr.
+#[test]
+fn unprivileged_serve_all_namespaces_counts_what_it_skipped() {
+    use std::os::unix::fs::PermissionsExt as _;
+    require_root!("unprivileged_serve_all_namespaces_counts_what_it_skipped");
+    let ns = Netns::new("askip");
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let out = run_bounded(
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(PORTDOCTOR)
+            .args(["serve", "-A", "--textfile"])
+            .arg(dir.path()),
+        Duration::from_secs(60),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{:?} {stderr}", out.status);
+    let text = std::fs::read_to_string(dir.path().join("portdoctor.prom")).expect("textfile");
+    assert_eq!(sample(&text, "portdoctor_collection_success "), Some(1.0));
+    assert!(
+        sample(&text, "portdoctor_namespaces ").is_some_and(|n| n >= 1.0),
+        "{text}"
+    );
+    assert!(
+        sample(&text, "portdoctor_namespaces_skipped ").is_some_and(|n| n >= 1.0),
+        "{text}"
+    );
+    assert!(
+        stderr.contains(&format!("namespace {} skipped", ns.name))
+            && stderr.contains("CAP_SYS_ADMIN"),
+        "{stderr}"
+    );
 }
 
 /// A tmpfs mounted for one test, lazily unmounted on drop.

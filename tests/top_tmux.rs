@@ -255,3 +255,133 @@ fn top_in_tmux_shows_a_rising_pool_and_restores_the_terminal() {
         "top left the terminal modes changed"
     );
 }
+
+/// The cgroup v2 mount point.
+fn cgroup2_root() -> std::path::PathBuf {
+    let mounts = std::fs::read_to_string("/proc/mounts").expect("reading /proc/mounts");
+    mounts
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() > 2 && f[2] == "cgroup2").then(|| std::path::PathBuf::from(f[1]))
+        })
+        .expect("a cgroup2 mount (the test builds a pod's cgroup path in it)")
+}
+
+/// A pod cgroup the test made (as tests/namespaces.rs does); the process goes back to the root
+/// and the directories are removed on drop.
+struct PodCgroup {
+    root: std::path::PathBuf,
+    rel: std::path::PathBuf,
+    pid: u32,
+}
+
+impl PodCgroup {
+    fn new(rel: &str, pid: u32) -> PodCgroup {
+        let root = cgroup2_root();
+        let dir = root.join(rel);
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+        std::fs::write(dir.join("cgroup.procs"), pid.to_string())
+            .unwrap_or_else(|e| panic!("moving {pid} into {}: {e}", dir.display()));
+        PodCgroup {
+            root,
+            rel: rel.into(),
+            pid,
+        }
+    }
+}
+
+impl Drop for PodCgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::write(self.root.join("cgroup.procs"), self.pid.to_string());
+        let mut rel = self.rel.clone();
+        loop {
+            let _ = std::fs::remove_dir(self.root.join(&rel));
+            if !rel.pop() || rel.as_os_str().is_empty() {
+                break;
+            }
+        }
+    }
+}
+
+/// `top -A`: a pod's namespace (its process in a kubelet-style cgroup, a pods directory) shows
+/// its pools under NAMESPACE/POD, the filter finds them by the pod's name, and the detail pane
+/// names pod and container.
+#[test]
+fn top_all_namespaces_names_pods_and_filters_by_them() {
+    const UID: &str = "4a1e28ba-2fa1-11d2-883f-0016d3cca427";
+    const ID: &str = "6e2a9c1b8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f1a";
+    if !require_root("top_all_namespaces_names_pods_and_filters_by_them") {
+        return;
+    }
+    let ns = Netns::new("topall");
+    let pop = ns.sockpop(&[
+        "--ports",
+        "20000",
+        "--dst",
+        "127.0.0.1",
+        "--established",
+        "40",
+    ]);
+    let _cg = PodCgroup::new(
+        &format!(
+            "pdt{}top/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{}.slice/cri-containerd-{ID}.scope",
+            std::process::id(),
+            UID.replace('-', "_")
+        ),
+        pop.pid(),
+    );
+    let pods = ns.path("pods");
+    std::fs::create_dir_all(pods.join(format!("shop_cart-5d8_{UID}"))).expect("pods dir");
+
+    let tmux = Tmux::new("all", 140, 40);
+    tmux.wait_for("the shell prompt", Duration::from_secs(10), |s| {
+        s.contains("READY$")
+    });
+    tmux.keys(&[
+        &format!(
+            "{PORTDOCTOR} top -A --no-owners --pods-dir {} --interval 500ms",
+            pods.display()
+        ),
+        "Enter",
+    ]);
+    let row = |s: &str| -> Option<String> {
+        s.lines()
+            .find(|l| l.starts_with("shop/cart-5d8") && l.contains("127.0.0.1 → 127.0.0.1:2"))
+            .map(str::to_string)
+    };
+    tmux.wait_for("top's first frame", Duration::from_secs(60), |s| {
+        s.contains("NAMESPACE/POD")
+    });
+    // Filter by the pod's name: only its namespace's pools stay (whatever else the host runs).
+    tmux.keys(&["/", "cart-5d8", "Enter"]);
+    let filtered = tmux.wait_for("the pod's pool, filtered", Duration::from_secs(60), |s| {
+        s.contains("filter \"cart-5d8\"") && row(s).is_some()
+    });
+    let line = row(&filtered).unwrap_or_default();
+    assert!(
+        line.split_whitespace().any(|w| w == "40"),
+        "40 connections in use: {line}"
+    );
+    let table: Vec<&str> = filtered
+        .lines()
+        .skip_while(|l| !l.starts_with("NAMESPACE/POD"))
+        .skip(1)
+        .take_while(|l| !l.trim().is_empty())
+        .collect();
+    assert!(
+        !table.is_empty() && table.iter().all(|l| l.starts_with("shop/cart-5d8")),
+        "{filtered}"
+    );
+    // The detail pane names pod and container.
+    tmux.keys(&["Enter"]);
+    tmux.wait_for(
+        "the identity in the detail pane",
+        Duration::from_secs(5),
+        |s| s.contains(&format!("pod shop/cart-5d8 · containerd {}", &ID[..12])),
+    );
+    tmux.keys(&["q"]);
+    tmux.wait_for("the shell after quit", Duration::from_secs(10), |s| {
+        !s.contains("portdoctor top ·") && s.contains("READY$")
+    });
+}

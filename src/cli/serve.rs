@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::{parse_duration, TargetArgs, ThresholdArgs};
+use super::{parse_duration, ScopeArgs, TargetArgs, ThresholdArgs};
 
 /// The default address. The port: free: free in the Prometheus default port allocations wiki at the time of
 /// writing (9951 is not listed).
@@ -16,11 +16,14 @@ Examples:
   portdoctor serve                                 http://127.0.0.1:9951/metrics
   portdoctor serve --listen 0.0.0.0:9951 --web-config /etc/portdoctor/web.yml
   portdoctor serve --netns lab1 --min-interval 10s --max-pools 100
+  portdoctor serve -A --listen 0.0.0.0:9951        every namespace: pods and containers
   portdoctor serve --textfile /var/lib/node_exporter/textfile            one shot
   portdoctor serve --textfile /var/lib/node_exporter/textfile --loop 30s
 
 Scrapes within --min-interval share one collection. With --netns/--pid the listener stays in
-the caller's namespace; only collections run in the target's. Paths: /metrics, /healthz, / (index).
+the caller's namespace; only collections run in the target's. With -A each collection finds
+every namespace anew and --max-pools counts the pools of all of them together. Paths:
+/metrics, /healthz, / (index).
 Metrics, alert rules, the Grafana dashboard and the systemd unit: docs/serve.md and deploy/.
 
 Exit codes: 0 stopped by SIGTERM/Ctrl-C (or textfile written), 3 cannot listen (port taken) or
@@ -66,4 +69,7 @@ pub struct ServeArgs {
     /// nothing)
     #[command(flatten)]
     pub target: TargetArgs,
+    /// With -A every series gains the labels netns, pod_namespace, pod and container
+    #[command(flatten)]
+    pub scope: ScopeArgs,
 }

@@ -2,7 +2,7 @@
 
 use clap::Args;
 
-use super::{parse_duration, OutputArgs, TargetArgs, ThresholdArgs};
+use super::{parse_duration, OutputArgs, ScopeArgs, TargetArgs, ThresholdArgs};
 
 const TOP_EXAMPLES: &str = "\
 Keys: q/Ctrl-C quit · s sort (u use, i in use, n rate, e full in, a name) · / filter ·
@@ -12,6 +12,7 @@ Examples:
   portdoctor top                       watch this host, refresh every second
   portdoctor top --netns lab1          inside the network namespace /run/netns/lab1
   portdoctor top --pid 4242            inside a container, via one of its processes
+  portdoctor top -A                    every namespace: a NAMESPACE/POD column, / filters pods
   portdoctor top --interval 5s --no-owners --warn 50%
   portdoctor top --once | head         one frame as plain text, for scripts
   portdoctor top --load db1.snap.json  a snapshot saved with `check --save`, paused";
@@ -31,9 +32,11 @@ pub struct TopArgs {
     #[command(flatten)]
     pub target: TargetArgs,
     #[command(flatten)]
+    pub scope: ScopeArgs,
+    #[command(flatten)]
     pub output: OutputArgs,
     /// Show a snapshot saved with `portdoctor check --save FILE`, paused (any OS; nothing is
     /// collected)
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["netns", "pid", "no_owners"])]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["netns", "pid", "no_owners", "all_namespaces"])]
     pub load: Option<std::path::PathBuf>,
 }

@@ -61,9 +61,12 @@ fn from_cgroup_path(path: &str) -> (Option<Container>, Option<String>) {
                 }
             }
         }
-        // cgroupfs driver: /kubepods[/qos]/pod<uid>/<id> and /docker/<id>.
+        // cgroupfs driver: /kubepods[/qos]/pod<uid>/<id> and /docker/<id>. Read from inside a
+        // cgroup namespace (a DaemonSet's container) the path is relative to the reader's own
+        // cgroup, `/../../burstable/pod<uid>/<id>`, and `kubepods` may be among the hidden parts.
         if let Some(uid) = part.strip_prefix("pod") {
-            if i > 0 && parts[..i].contains(&"kubepods") && is_uid(uid) {
+            let above = &parts[..i];
+            if (above.contains(&"kubepods") || above.contains(&"..")) && is_uid(uid) {
                 pod_uid = Some(uid.to_string());
                 if let Some(id) = parts.get(i + 1).filter(|id| is_container_id(id)) {
                     container = Some(Container {
@@ -157,6 +160,26 @@ mod tests {
         let (c, p) = from_cgroup(&text);
         assert_eq!(c.map(|c| c.id), Some(ID.to_string()));
         assert_eq!(p.as_deref(), Some(UID));
+    }
+
+    /// Inside a cgroup namespace (a DaemonSet's container) other pods' paths are relative to
+    /// the reader's cgroup.
+    #[test]
+    fn paths_relative_to_a_cgroup_namespace() {
+        let systemd = format!(
+            "0::/../../kubepods-besteffort-pod{}.slice/cri-containerd-{ID}.scope",
+            UID.replace('-', "_")
+        );
+        let cgroupfs = format!("0::/../../burstable/pod{UID}/{ID}");
+        for text in [systemd, cgroupfs] {
+            let (c, p) = from_cgroup(&text);
+            assert_eq!(c.map(|c| c.id), Some(ID.to_string()), "{text}");
+            assert_eq!(p.as_deref(), Some(UID), "{text}");
+        }
+        assert_eq!(
+            from_cgroup(&format!("0::/burstable/pod{UID}/{ID}")),
+            (None, None)
+        );
     }
 
     #[test]

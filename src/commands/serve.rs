@@ -25,8 +25,12 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{watch, Semaphore};
 
 use portdoctor::analysis::{analyze, Thresholds};
+#[cfg(target_os = "linux")]
+use portdoctor::collect::linux::namespaces::{collect_all, Discovery};
 use portdoctor::collect::{self, Collector};
-use portdoctor::serve::metrics::{self, Collection, ExporterCounters, MetricsOptions};
+#[cfg(target_os = "linux")]
+use portdoctor::report::namespaces::Inspected;
+use portdoctor::serve::metrics::{self, Collection, ExporterCounters, MetricsOptions, Scraped};
 use portdoctor::serve::textfmt;
 use portdoctor::serve::webconfig::{self, WebConfig};
 
@@ -41,9 +45,38 @@ const MAX_CONNECTIONS_LIMIT: usize = 1_000_000;
 /// The file written by `--textfile DIR`.
 pub const TEXTFILE_NAME: &str = "portdoctor.prom";
 
+/// What a collection covers: one namespace, or every namespace of the host (`-A`).
+#[derive(Clone)]
+enum Scope {
+    One(Arc<dyn Collector>),
+    #[cfg(target_os = "linux")]
+    All(Arc<(collect::CollectOptions, Discovery)>),
+}
+
+impl Scope {
+    /// `-A`: every namespace, discovered anew at each collection (pods come and go).
+    #[cfg(target_os = "linux")]
+    #[allow(clippy::unnecessary_wraps)] // the same signature as elsewhere
+    fn all(opts: collect::CollectOptions, pods_dir: Option<&Path>) -> Result<Scope, String> {
+        let mut discovery = Discovery::default();
+        if let Some(dir) = pods_dir {
+            discovery.pods_dir = dir.to_path_buf();
+        }
+        Ok(Scope::All(Arc::new((opts, discovery))))
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn all(_opts: collect::CollectOptions, _pods_dir: Option<&Path>) -> Result<Scope, String> {
+        Err(format!(
+            "--all-namespaces reads Linux network namespaces; on {} leave it out",
+            std::env::consts::OS
+        ))
+    }
+}
+
 /// What every request handler shares.
 struct Shared {
-    collector: Arc<dyn Collector>,
+    collector: Scope,
     thresholds: Thresholds,
     metrics: MetricsOptions,
     min_interval: Duration,
@@ -105,7 +138,14 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     // Opens the target namespace now (a missing one fails here, exit 3) and keeps it open;
     // collections enter it on the blocking-pool thread that runs them, so the listener and
     // the event loop stay in the caller's namespace.
-    let collector: Arc<dyn Collector> = Arc::from(collect::native(opts)?);
+    let collector = if args.scope.all_namespaces {
+        match Scope::all(opts, args.scope.pods_dir.as_deref()) {
+            Ok(s) => s,
+            Err(e) => return usage_error(&e),
+        }
+    } else {
+        Scope::One(Arc::from(collect::native(opts)?))
+    };
     let shared = Shared {
         collector,
         thresholds,
@@ -174,27 +214,77 @@ fn unix_now() -> f64 {
 
 /// One collection, analysis and rendering (blocking: run it off the event loop).
 fn collect_and_render(
-    collector: &dyn Collector,
+    scope: &Scope,
     thresholds: Thresholds,
     mopts: MetricsOptions,
     counters: &ExporterCounters,
 ) -> (String, Option<String>) {
     let t0 = Instant::now();
     counters.collections.inc();
-    let result = collector.snapshot().map(|snap| {
-        let a = analyze(&snap, thresholds);
-        (snap, a)
-    });
-    let error = result.as_ref().err().map(ToString::to_string);
-    if error.is_some() {
-        counters.collection_errors.inc();
-    }
-    let collection = Collection {
-        result: result.as_ref().ok().map(|(s, a)| (s, a)),
-        duration_seconds: t0.elapsed().as_secs_f64(),
-        timestamp_seconds: unix_now(),
+    let render = |result: Option<Scraped<'_>>| {
+        let collection = Collection {
+            result,
+            duration_seconds: t0.elapsed().as_secs_f64(),
+            timestamp_seconds: unix_now(),
+        };
+        metrics::render(&collection, counters, mopts)
     };
-    (metrics::render(&collection, counters, mopts), error)
+    let failed = |e: String| {
+        counters.collection_errors.inc();
+        (render(None), Some(e))
+    };
+    match scope {
+        Scope::One(collector) => match collector.snapshot() {
+            Ok(snap) => {
+                let a = analyze(&snap, thresholds);
+                (render(Some(Scraped::One(&snap, &a))), None)
+            }
+            Err(e) => failed(e.to_string()),
+        },
+        #[cfg(target_os = "linux")]
+        Scope::All(all) => match collect_all(&all.0, &all.1) {
+            Ok(found) => {
+                let analyses: Vec<_> = found
+                    .namespaces
+                    .iter()
+                    .map(|n| analyze(&n.snapshot, thresholds))
+                    .collect();
+                let inspected: Vec<Inspected<'_>> = found
+                    .namespaces
+                    .iter()
+                    .zip(&analyses)
+                    .map(|(n, a)| Inspected {
+                        identity: &n.identity,
+                        snapshot: &n.snapshot,
+                        analysis: a,
+                    })
+                    .collect();
+                log_notes_once(&found.notes);
+                (
+                    render(Some(Scraped::All {
+                        namespaces: &inspected,
+                        skipped: found.skipped,
+                    })),
+                    None,
+                )
+            }
+            Err(e) => failed(e.to_string()),
+        },
+    }
+}
+
+/// `-A`: what could not be collected (namespaces skipped for want of privileges, unreadable
+/// processes) goes to stderr when it differs from the last collection's, not at every scrape.
+#[cfg(target_os = "linux")]
+fn log_notes_once(notes: &[String]) {
+    static LAST: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    let mut last = LAST.lock().unwrap_or_else(PoisonError::into_inner);
+    if last.as_slice() != notes {
+        for n in notes {
+            eprintln!("portdoctor: note: {n}");
+        }
+        *last = notes.to_vec();
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -205,7 +295,7 @@ fn textfile(shared: &Shared, dir: &Path, interval: Option<f64>) -> anyhow::Resul
     loop {
         let round = Instant::now();
         let (text, error) = collect_and_render(
-            shared.collector.as_ref(),
+            &shared.collector,
             shared.thresholds,
             shared.metrics,
             &shared.counters,
@@ -696,12 +786,12 @@ async fn current_metrics(shared: &Shared) -> Cached {
             return c.clone();
         }
     }
-    let collector = Arc::clone(&shared.collector);
+    let collector = shared.collector.clone();
     let thresholds = shared.thresholds;
     let mopts = shared.metrics;
     let counters = shared.counters.clone();
     let job = tokio::task::spawn_blocking(move || {
-        let (om, error) = collect_and_render(collector.as_ref(), thresholds, mopts, &counters);
+        let (om, error) = collect_and_render(&collector, thresholds, mopts, &counters);
         let classic = textfmt::to_classic(&om);
         (om, classic, error)
     });

@@ -15,7 +15,7 @@ use ratatui::Terminal;
 
 use portdoctor::collect::refresh::{next_wait, Policy, RefreshInfo, Refresher};
 use portdoctor::collect::{self, Collector};
-use portdoctor::snapshot::{file, Snapshot};
+use portdoctor::snapshot::{file, NamespaceIdentity, Snapshot};
 use portdoctor::top::{render, render_text, state::Action, App, Key, ViewOptions};
 
 use super::{usage, use_color, write_stdout};
@@ -31,7 +31,7 @@ pub fn run(args: &TopArgs) -> anyhow::Result<ExitCode> {
     };
     let interval = Duration::from_secs_f64(args.interval);
     // A saved snapshot (`--load`), or a collector for this host (its target opened once).
-    let (mut app, collector) = if let Some(path) = &args.load {
+    let (mut app, source) = if let Some(path) = &args.load {
         let snapshot = file::load(path)?;
         let app = App::loaded(snapshot, Instant::now(), interval, thresholds);
         (app, None)
@@ -41,19 +41,31 @@ pub fn run(args: &TopArgs) -> anyhow::Result<ExitCode> {
             Err(e) => return Ok(usage(e)),
         };
         let owners = opts.owners;
-        let collector = collect::native(opts)?;
-        (App::new(interval, thresholds), Some((collector, owners)))
+        let source = if args.scope.all_namespaces {
+            match all_namespaces(opts, args.scope.pods_dir.as_deref()) {
+                Ok(s) => s,
+                Err(e) => return Ok(usage(e)),
+            }
+        } else {
+            Source::One(collect::native(opts)?)
+        };
+        (App::new(interval, thresholds), Some((source, owners)))
     };
     if args.once {
-        if let Some((collector, _)) = &collector {
-            let snapshot = collector.snapshot()?;
-            app.ingest(Instant::now(), snapshot);
+        match &source {
+            None => {}
+            Some((Source::One(collector), _)) => app.ingest(Instant::now(), collector.snapshot()?),
+            #[cfg(target_os = "linux")]
+            Some((Source::All(opts, discovery), _)) => {
+                let found = collect_all(opts, discovery)?;
+                app.ingest_namespaces(Instant::now(), identified(found));
+            }
         }
         let tty = std::io::stdout().is_terminal();
         let (w, h) = match terminal::size() {
             Ok((w, h)) if tty && w > 0 && h > 0 => (w, h),
             _ => {
-                let pools = app.current.as_ref().map_or(0, |c| c.analysis.pools.len());
+                let pools = app.current.as_ref().map_or(0, |c| c.rows().count());
                 (100, (pools as u16).saturating_add(6).clamp(8, 60))
             }
         };
@@ -66,7 +78,66 @@ pub fn run(args: &TopArgs) -> anyhow::Result<ExitCode> {
         ));
     }
     let color = use_color(args.output.color);
-    interactive(app, collector, ViewOptions { color })
+    interactive(app, source, ViewOptions { color })
+}
+
+/// What top collects: one namespace (through the refresher, which reuses dumps), or every
+/// namespace (`-A`, discovered anew at each refresh).
+enum Source {
+    One(Box<dyn Collector>),
+    #[cfg(target_os = "linux")]
+    All(collect::CollectOptions, Discovery),
+}
+
+#[cfg(target_os = "linux")]
+use portdoctor::collect::linux::namespaces::{collect_all, AllNamespaces, Discovery};
+
+#[cfg(target_os = "linux")]
+#[allow(clippy::unnecessary_wraps)] // the same signature as elsewhere
+fn all_namespaces(
+    opts: collect::CollectOptions,
+    pods_dir: Option<&std::path::Path>,
+) -> Result<Source, String> {
+    let mut discovery = Discovery::default();
+    if let Some(dir) = pods_dir {
+        discovery.pods_dir = dir.to_path_buf();
+    }
+    Ok(Source::All(opts, discovery))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn all_namespaces(
+    _opts: collect::CollectOptions,
+    _pods_dir: Option<&std::path::Path>,
+) -> Result<Source, String> {
+    Err(format!(
+        "--all-namespaces reads Linux network namespaces; on {} leave it out",
+        std::env::consts::OS
+    ))
+}
+
+#[cfg(target_os = "linux")]
+fn identified(found: AllNamespaces) -> Vec<(NamespaceIdentity, Snapshot)> {
+    found
+        .namespaces
+        .into_iter()
+        .map(|n| (n.identity, n.snapshot))
+        .collect()
+}
+
+/// The worker's way of collecting.
+enum Mode {
+    One(Box<Refresher>),
+    #[cfg(target_os = "linux")]
+    All(collect::CollectOptions, Discovery),
+}
+
+/// One refresh's result.
+enum Sampled {
+    One(Box<Snapshot>, RefreshInfo),
+    /// Every namespace, and how long collecting them took.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    All(Vec<(NamespaceIdentity, Snapshot)>, Duration),
 }
 
 enum ToWorker {
@@ -76,19 +147,23 @@ enum ToWorker {
 }
 
 /// A refresh: when it started, and what it found (with the pause to the next one).
-type Sample = (Instant, Result<(Snapshot, RefreshInfo, Duration), String>);
+type Sample = (Instant, Result<(Sampled, Duration), String>);
 
 /// Collects every `interval` (or at once on `Now`), not while paused; ends when `top` drops
 /// its sender.
 fn worker(
-    collector: Box<dyn Collector>,
+    source: Source,
     owners: bool,
     mut interval: Duration,
     rx: &mpsc::Receiver<ToWorker>,
     tx: &mpsc::Sender<Sample>,
 ) {
     let policy = Policy::default();
-    let mut refresher = Refresher::new(collector, owners, policy);
+    let mut mode = match source {
+        Source::One(collector) => Mode::One(Box::new(Refresher::new(collector, owners, policy))),
+        #[cfg(target_os = "linux")]
+        Source::All(opts, discovery) => Mode::All(opts, discovery),
+    };
     let mut paused = false;
     let mut next = Instant::now();
     loop {
@@ -113,11 +188,19 @@ fn worker(
             Err(mpsc::RecvTimeoutError::Disconnected) => return,
         }
         let now = Instant::now();
-        let result = refresher.refresh(now).map(|(snapshot, info)| {
-            let wait = next_wait(interval, info.took, &policy);
-            (snapshot, info, wait)
-        });
-        let wait = result.as_ref().map_or(interval, |r| r.2);
+        let result = match &mut mode {
+            Mode::One(refresher) => refresher.refresh(now).map(|(snapshot, info)| {
+                let wait = next_wait(interval, info.took, &policy);
+                (Sampled::One(Box::new(snapshot), info), wait)
+            }),
+            #[cfg(target_os = "linux")]
+            Mode::All(opts, discovery) => collect_all(opts, discovery).map(|found| {
+                let took = now.elapsed();
+                let wait = next_wait(interval, took, &policy);
+                (Sampled::All(identified(found), took), wait)
+            }),
+        };
+        let wait = result.as_ref().map_or(interval, |r| r.1);
         if tx.send((now, result.map_err(|e| e.to_string()))).is_err() {
             return;
         }
@@ -163,19 +246,19 @@ fn key_of(ev: &event::KeyEvent) -> Option<Key> {
     })
 }
 
-/// Runs the terminal UI; `collector` `None`: nothing to collect (a loaded snapshot), no worker.
+/// Runs the terminal UI; `source` `None`: nothing to collect (a loaded snapshot), no worker.
 fn interactive(
     mut app: App,
-    collector: Option<(Box<dyn Collector>, bool)>,
+    source: Option<(Source, bool)>,
     view: ViewOptions,
 ) -> anyhow::Result<ExitCode> {
     let (to_worker, worker_rx) = mpsc::channel();
     let (sample_tx, samples) = mpsc::channel::<Sample>();
     let interval = app.interval;
-    if let Some((collector, owners)) = collector {
+    if let Some((source, owners)) = source {
         std::thread::Builder::new()
             .name("top-collect".into())
-            .spawn(move || worker(collector, owners, interval, &worker_rx, &sample_tx))?;
+            .spawn(move || worker(source, owners, interval, &worker_rx, &sample_tx))?;
     }
 
     let previous = std::panic::take_hook();
@@ -241,10 +324,14 @@ fn interactive(
         }
         while let Ok((at, result)) = samples.try_recv() {
             match result {
-                Ok((snapshot, info, wait)) => {
-                    app.ingest(at, snapshot);
+                Ok((Sampled::One(snapshot, info), wait)) => {
+                    app.ingest(at, *snapshot);
                     app.refresh = Some(info);
                     app.cycle = Some(info.took + wait);
+                }
+                Ok((Sampled::All(namespaces, took), wait)) => {
+                    app.ingest_namespaces(at, namespaces);
+                    app.cycle = Some(took + wait);
                 }
                 Err(e) => app.error = Some(e),
             }

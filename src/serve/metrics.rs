@@ -13,8 +13,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::analysis::{Analysis, Level};
-use crate::report::json::{check_report, PoolOut};
-use crate::snapshot::Snapshot;
+use crate::report::json::{check_report, CheckReport, PoolOut};
+use crate::report::namespaces::Inspected;
+use crate::snapshot::{NamespaceIdentity, Snapshot};
 
 /// The label value of the series that sums up the pools beyond `--max-pools`.
 pub const OTHER: &str = "other";
@@ -25,7 +26,8 @@ pub const ANY: &str = "any";
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 type F64Gauge = Gauge<f64, AtomicU64>;
-type Labels = Vec<(&'static str, String)>;
+/// A series' labels, in order.
+pub type Labels = Vec<(&'static str, String)>;
 type GaugeFamily = Family<Labels, F64Gauge>;
 
 /// Counters that live as long as the exporter (shared by every collection).
@@ -43,14 +45,59 @@ pub struct MetricsOptions {
     pub max_pools: usize,
 }
 
+/// What one collection produced: one namespace, or every namespace of the host (`-A`).
+pub enum Scraped<'a> {
+    /// The host's (or `--netns`/`--pid`'s) namespace: series without namespace labels.
+    One(&'a Snapshot, &'a Analysis),
+    /// Every namespace: each series gains `netns`, `pod_namespace`, `pod` and `container`.
+    All {
+        namespaces: &'a [Inspected<'a>],
+        /// Namespaces found but not collected (no privilege to enter, vanished).
+        skipped: usize,
+    },
+}
+
 /// What one collection attempt produced.
 pub struct Collection<'a> {
-    /// The snapshot and its analysis, or `None` when the collection failed.
-    pub result: Option<(&'a Snapshot, &'a Analysis)>,
+    /// The snapshots and their analyses, or `None` when the collection failed.
+    pub result: Option<Scraped<'a>>,
     /// Wall time of the collection and analysis.
     pub duration_seconds: f64,
     /// Unix time at the end of the collection.
     pub timestamp_seconds: f64,
+}
+
+/// The labels that name a namespace under `-A`: `netns` (its /run/netns name, else its inode),
+/// `pod_namespace` and `pod` (from the kubelet's pod directory; `pod` is the pod UID when there
+/// is none), `container` (`runtime://id`, as Kubernetes writes container IDs). A label that
+/// does not apply is empty, which Prometheus treats as absent.
+pub fn namespace_labels(id: &NamespaceIdentity) -> Labels {
+    let (pod_namespace, pod) = match &id.pod {
+        Some(p) if !p.name.is_empty() => (p.namespace.clone(), p.name.clone()),
+        Some(p) => (String::new(), p.uid.clone()),
+        None => (String::new(), String::new()),
+    };
+    vec![
+        (
+            "netns",
+            id.name.clone().unwrap_or_else(|| id.id.ino.to_string()),
+        ),
+        ("pod_namespace", pod_namespace),
+        ("pod", pod),
+        (
+            "container",
+            id.container
+                .as_ref()
+                .map_or_else(String::new, |c| format!("{}://{}", c.runtime, c.id)),
+        ),
+    ]
+}
+
+/// `ns` followed by `more`.
+fn labelled(ns: &Labels, more: Labels) -> Labels {
+    let mut l = ns.clone();
+    l.extend(more);
+    l
 }
 
 fn gauge(reg: &mut Registry, name: &str, help: &str, value: f64) {
@@ -102,8 +149,8 @@ fn other_labels() -> Labels {
 }
 
 impl PoolFamilies {
-    fn add(&self, p: &PoolOut<'_>) {
-        let l = pool_labels(p);
+    fn add(&self, ns: &Labels, p: &PoolOut<'_>) {
+        let l = labelled(ns, pool_labels(p));
         self.in_use.get_or_create(&l).set(p.in_use as f64);
         self.time_wait.get_or_create(&l).set(p.time_wait as f64);
         self.blocking_time_wait
@@ -130,9 +177,9 @@ impl PoolFamilies {
 
     /// Sums (counts, rates) or maxima (utilization) of the pools beyond the cap; no capacity and
     /// no ETA, which do not add up.
-    fn add_other(&self, rest: &[PoolOut<'_>]) {
-        let l = other_labels();
-        let sum = |f: fn(&PoolOut<'_>) -> u64| rest.iter().map(f).sum::<u64>() as f64;
+    fn add_other(&self, ns: &Labels, rest: &[&PoolOut<'_>]) {
+        let l = labelled(ns, other_labels());
+        let sum = |f: fn(&PoolOut<'_>) -> u64| rest.iter().map(|p| f(p)).sum::<u64>() as f64;
         self.in_use.get_or_create(&l).set(sum(|p| p.in_use));
         self.time_wait.get_or_create(&l).set(sum(|p| p.time_wait));
         self.blocking_time_wait
@@ -249,8 +296,8 @@ pub fn render(c: &Collection<'_>, counters: &ExporterCounters, opts: MetricsOpti
         Unit::Seconds,
         c.timestamp_seconds,
     );
-    if let Some((snap, analysis)) = c.result {
-        host_and_pools(&mut reg, snap, analysis, opts);
+    if let Some(scraped) = &c.result {
+        host_and_pools(&mut reg, scraped, opts);
     }
     let mut out = String::new();
     // Writing into a String cannot fail.
@@ -258,125 +305,282 @@ pub fn render(c: &Collection<'_>, counters: &ExporterCounters, opts: MetricsOpti
     out
 }
 
-fn host_and_pools(reg: &mut Registry, snap: &Snapshot, a: &Analysis, opts: MetricsOptions) {
-    let report = check_report(snap, a, None);
-    let families = PoolFamilies::default();
-    let shown = report.pools.len().min(opts.max_pools);
-    for p in &report.pools[..shown] {
-        families.add(p);
+/// One namespace's share of the series: its labels (none without `-A`) and its report.
+struct Part<'a> {
+    labels: Labels,
+    snap: &'a Snapshot,
+    analysis: &'a Analysis,
+    report: CheckReport<'a>,
+}
+
+/// A gauge with one value per namespace: a plain series without `-A` (as it always was), one
+/// series per namespace with it; not registered when no namespace has a value.
+fn per_namespace(
+    reg: &mut Registry,
+    name: &str,
+    help: &str,
+    all: bool,
+    series: Vec<(Labels, f64)>,
+) {
+    if !all {
+        if let Some((_, v)) = series.first() {
+            gauge(reg, name, help, *v);
+        }
+        return;
     }
-    let rest = &report.pools[shown..];
-    if !rest.is_empty() {
-        families.add_other(rest);
+    if series.is_empty() {
+        return;
+    }
+    let family = GaugeFamily::default();
+    for (l, v) in series {
+        family.get_or_create(&l).set(v);
+    }
+    reg.register(name, help, family);
+}
+
+/// `(labels, value)` of every namespace that has the value.
+fn each(units: &[Part<'_>], f: impl Fn(&Part<'_>) -> Option<f64>) -> Vec<(Labels, f64)> {
+    units
+        .iter()
+        .filter_map(|u| f(u).map(|v| (u.labels.clone(), v)))
+        .collect()
+}
+
+fn host_and_pools(reg: &mut Registry, scraped: &Scraped<'_>, opts: MetricsOptions) {
+    let (units, all): (Vec<Part<'_>>, bool) = match scraped {
+        Scraped::One(snap, a) => (
+            vec![Part {
+                labels: Vec::new(),
+                snap,
+                analysis: a,
+                report: check_report(snap, a, None),
+            }],
+            false,
+        ),
+        Scraped::All { namespaces, .. } => (
+            namespaces
+                .iter()
+                .map(|n| Part {
+                    labels: namespace_labels(n.identity),
+                    snap: n.snapshot,
+                    analysis: n.analysis,
+                    report: check_report(n.snapshot, n.analysis, None),
+                })
+                .collect(),
+            true,
+        ),
+    };
+    if let Scraped::All { skipped, .. } = scraped {
+        gauge(
+            reg,
+            "namespaces",
+            "Network namespaces collected (-A); each namespace's series carry its netns, pod_namespace, pod and container labels",
+            units.len() as f64,
+        );
+        gauge(
+            reg,
+            "namespaces_skipped",
+            "Network namespaces found but not collected (-A): no privilege to enter them (CAP_SYS_ADMIN), or gone meanwhile",
+            *skipped as f64,
+        );
+    }
+    pools(reg, &units, all, opts);
+    host(reg, &units, all);
+}
+
+/// The pool families: the `--max-pools` most utilized pools of all namespaces get their own
+/// series, the rest are summed per namespace into its `other` series.
+fn pools(reg: &mut Registry, units: &[Part<'_>], all: bool, opts: MetricsOptions) {
+    let mut ranked: Vec<(usize, &PoolOut<'_>)> = units
+        .iter()
+        .enumerate()
+        .flat_map(|(i, u)| u.report.pools.iter().map(move |p| (i, p)))
+        .collect();
+    // Stable, with the analysis' own order (utilization, then size): one namespace's pools keep
+    // exactly the order `check` shows them in.
+    ranked.sort_by(|(_, a), (_, b)| {
+        b.utilization
+            .unwrap_or(-1.0)
+            .total_cmp(&a.utilization.unwrap_or(-1.0))
+            .then(b.in_use.cmp(&a.in_use))
+    });
+    let shown = ranked.len().min(opts.max_pools);
+    let families = PoolFamilies::default();
+    for (i, p) in &ranked[..shown] {
+        families.add(&units[*i].labels, p);
+    }
+    let mut rest: Vec<Vec<&PoolOut<'_>>> = vec![Vec::new(); units.len()];
+    for (i, p) in &ranked[shown..] {
+        rest[*i].push(p);
+    }
+    for (u, r) in units.iter().zip(&rest) {
+        if !r.is_empty() {
+            families.add_other(&u.labels, r);
+        }
     }
     families.register(reg);
-    gauge(
+    per_namespace(
         reg,
         "pools",
         "Pools found (destination and per-local-address pools), before the --max-pools cap",
-        report.pools.len() as f64,
+        all,
+        units
+            .iter()
+            .map(|u| (u.labels.clone(), u.report.pools.len() as f64))
+            .collect(),
     );
-    gauge(
+    per_namespace(
         reg,
         "pools_dropped",
         "Pools without their own series because of --max-pools, summed into the local_ip=\"other\" series",
-        rest.len() as f64,
+        all,
+        units
+            .iter()
+            .zip(&rest)
+            .map(|(u, r)| (u.labels.clone(), r.len() as f64))
+            .collect(),
     );
-    let by_level = Family::<Labels, F64Gauge>::default();
-    for (level, n) in &report.verdict.pools {
-        by_level
-            .get_or_create(&vec![("level", (*level).to_string())])
-            .set(*n as f64);
+    let by_level = GaugeFamily::default();
+    for u in units {
+        for (level, n) in &u.report.verdict.pools {
+            by_level
+                .get_or_create(&labelled(&u.labels, vec![("level", (*level).to_string())]))
+                .set(*n as f64);
+        }
     }
     reg.register(
         "pools_by_level",
         "Pools per health level (ok, warning, critical)",
         by_level,
     );
+}
 
-    if let Some(range) = snap.settings.ephemeral_ports {
-        gauge(
-            reg,
-            "ephemeral_port_range_low",
-            "First port of the ephemeral (dynamic) port range",
-            f64::from(range.low),
-        );
-        gauge(
-            reg,
-            "ephemeral_port_range_high",
-            "Last port of the ephemeral (dynamic) port range",
-            f64::from(range.high),
-        );
-    }
-    if let Some(cap) = &report.capacity {
-        gauge(
-            reg,
-            "ephemeral_ports_usable",
-            "Ports of the range a pool can use: range minus reserved/excluded and bound ports",
-            f64::from(cap.usable_per_pool),
-        );
-    }
-    let states = Family::<Labels, F64Gauge>::default();
-    for (state, n) in report.states {
-        states
-            .get_or_create(&vec![("state", (*state).to_string())])
-            .set(*n as f64);
+#[allow(clippy::too_many_lines)] // one registration after the other
+fn host(reg: &mut Registry, units: &[Part<'_>], all: bool) {
+    per_namespace(
+        reg,
+        "ephemeral_port_range_low",
+        "First port of the ephemeral (dynamic) port range",
+        all,
+        each(units, |u| {
+            u.snap.settings.ephemeral_ports.map(|r| f64::from(r.low))
+        }),
+    );
+    per_namespace(
+        reg,
+        "ephemeral_port_range_high",
+        "Last port of the ephemeral (dynamic) port range",
+        all,
+        each(units, |u| {
+            u.snap.settings.ephemeral_ports.map(|r| f64::from(r.high))
+        }),
+    );
+    per_namespace(
+        reg,
+        "ephemeral_ports_usable",
+        "Ports of the range a pool can use: range minus reserved/excluded and bound ports",
+        all,
+        each(units, |u| {
+            u.report
+                .capacity
+                .as_ref()
+                .map(|c| f64::from(c.usable_per_pool))
+        }),
+    );
+    let states = GaugeFamily::default();
+    for u in units {
+        for (state, n) in u.report.states {
+            states
+                .get_or_create(&labelled(&u.labels, vec![("state", (*state).to_string())]))
+                .set(*n as f64);
+        }
     }
     reg.register("sockets", "TCP sockets per state", states);
-    gauge(
+    per_namespace(
         reg,
         "time_wait_sockets",
         "TCP sockets in TIME_WAIT, all pools and inbound together",
-        report.sockets.time_wait as f64,
+        all,
+        each(units, |u| Some(u.report.sockets.time_wait as f64)),
     );
-    if let Some(max) = snap.settings.max_tw_buckets {
-        gauge(
-            reg,
-            "time_wait_buckets_max",
-            "net.ipv4.tcp_max_tw_buckets: TIME_WAIT sockets the kernel keeps before it drops new ones",
-            max as f64,
-        );
-    }
-    if let Some(v) = snap.counters.tcp_ext("TCPTimeWaitOverflow") {
+    per_namespace(
+        reg,
+        "time_wait_buckets_max",
+        "net.ipv4.tcp_max_tw_buckets: TIME_WAIT sockets the kernel keeps before it drops new ones",
+        all,
+        each(units, |u| u.snap.settings.max_tw_buckets.map(|m| m as f64)),
+    );
+    let overflow_help = "TIME_WAIT sockets the kernel did not create because tcp_max_tw_buckets was reached (TcpExt TCPTimeWaitOverflow)";
+    let overflow: Vec<(&Labels, u64)> = units
+        .iter()
+        .filter_map(|u| {
+            let v = u.snap.counters.tcp_ext("TCPTimeWaitOverflow")?;
+            Some((&u.labels, v.max(0) as u64))
+        })
+        .collect();
+    if all {
+        if !overflow.is_empty() {
+            let family = Family::<Labels, Counter>::default();
+            for (l, v) in overflow {
+                family.get_or_create(l).inc_by(v);
+            }
+            reg.register("tcp_time_wait_overflow", overflow_help, family);
+        }
+    } else if let Some((_, v)) = overflow.first() {
         let c = Counter::<u64>::default();
-        c.inc_by(v.max(0) as u64);
-        reg.register(
-            "tcp_time_wait_overflow",
-            "TIME_WAIT sockets the kernel did not create because tcp_max_tw_buckets was reached (TcpExt TCPTimeWaitOverflow)",
-            c,
-        );
+        c.inc_by(*v);
+        reg.register("tcp_time_wait_overflow", overflow_help, c);
     }
-    gauge(
+    per_namespace(
         reg,
         "verdict_level",
         "Overall verdict of the check model: 0 ok, 1 warning, 2 critical",
-        match a.verdict.level {
-            Level::Ok => 0.0,
-            Level::Warning => 1.0,
-            Level::Critical => 2.0,
-        },
+        all,
+        each(units, |u| {
+            Some(match u.analysis.verdict.level {
+                Level::Ok => 0.0,
+                Level::Warning => 1.0,
+                Level::Critical => 2.0,
+            })
+        }),
     );
-    let findings = Family::<Labels, F64Gauge>::default();
-    for f in &a.verdict.findings {
-        let severity = serde_json::to_value(f.severity)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_default();
-        findings
-            .get_or_create(&vec![("code", f.code.to_string()), ("severity", severity)])
-            .inc_by(1.0);
+    let findings = GaugeFamily::default();
+    for u in units {
+        for f in &u.analysis.verdict.findings {
+            let severity = serde_json::to_value(f.severity)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default();
+            findings
+                .get_or_create(&labelled(
+                    &u.labels,
+                    vec![("code", f.code.to_string()), ("severity", severity)],
+                ))
+                .inc_by(1.0);
+        }
     }
     reg.register(
         "findings",
         "Findings of the check model per stable code and severity (see `portdoctor check`)",
         findings,
     );
-    if let Some(events) = snap.windows.as_ref().and_then(|w| w.events) {
-        let ev = Family::<Labels, F64Gauge>::default();
-        ev.get_or_create(&vec![("event_id", "4227".to_string())])
+    windows_events(reg, units);
+}
+
+fn windows_events(reg: &mut Registry, units: &[Part<'_>]) {
+    let ev = GaugeFamily::default();
+    let mut window = None;
+    for u in units {
+        let Some(events) = u.snap.windows.as_ref().and_then(|w| w.events) else {
+            continue;
+        };
+        ev.get_or_create(&labelled(&u.labels, vec![("event_id", "4227".to_string())]))
             .set(events.reuse_failed_4227.count as f64);
-        ev.get_or_create(&vec![("event_id", "4231".to_string())])
+        ev.get_or_create(&labelled(&u.labels, vec![("event_id", "4231".to_string())]))
             .set(events.ports_exhausted_4231.count as f64);
+        window = Some(f64::from(events.window_hours) * 3600.0);
+    }
+    if let Some(w) = window {
         reg.register(
             "windows_tcpip_events",
             "Tcpip events in the System log within the look-back window: 4227 TIME_WAIT reuse failed, 4231 ephemeral port allocation failed",
@@ -387,7 +591,11 @@ fn host_and_pools(reg: &mut Registry, snap: &Snapshot, a: &Analysis, opts: Metri
             "windows_tcpip_events_window",
             "Look-back window of portdoctor_windows_tcpip_events",
             Unit::Seconds,
-            f64::from(events.window_hours) * 3600.0,
+            w,
         );
     }
 }
+
+#[cfg(test)]
+#[path = "metrics_tests.rs"]
+mod tests;

@@ -10,7 +10,7 @@ use rustc_hash::FxHashMap;
 
 use crate::analysis::{analyze, Analysis, Finding, Pool, PoolKey, Scope, Thresholds};
 use crate::collect::refresh::RefreshInfo;
-use crate::snapshot::Snapshot;
+use crate::snapshot::{NamespaceIdentity, Snapshot};
 
 /// Refresh intervals offered by `+`/`-`.
 pub const INTERVALS: [Duration; 7] = [
@@ -28,11 +28,66 @@ pub const HISTORY_WINDOW: Duration = Duration::from_secs(600);
 /// Upper bound on points per pool whatever the interval (memory stays bounded at 0.5 s).
 pub const HISTORY_MAX_POINTS: usize = 600;
 
-/// A pool's identity across snapshots.
-pub type PoolId = (Scope, PoolKey);
+/// A pool's identity across snapshots: its namespace (the inode; 0 for the own namespace, the
+/// only one without `-A`), scope and key.
+pub type PoolId = (u64, Scope, PoolKey);
 
+/// The id of a pool of the own namespace.
 pub fn pool_id(p: &Pool) -> PoolId {
-    (p.scope, p.key)
+    (0, p.scope, p.key)
+}
+
+/// Another namespace of an `-A` sample, analysed.
+pub struct Namespace {
+    pub identity: NamespaceIdentity,
+    pub snapshot: Snapshot,
+    pub analysis: Analysis,
+}
+
+/// A pool as top shows it: the pool and the namespace it is in (`None`: the own namespace).
+#[derive(Clone, Copy)]
+pub struct Row<'a> {
+    pub pool: &'a Pool,
+    pub namespace: Option<&'a Namespace>,
+}
+
+impl Row<'_> {
+    pub fn id(&self) -> PoolId {
+        (
+            self.namespace.map_or(0, |n| n.identity.id.ino),
+            self.pool.scope,
+            self.pool.key,
+        )
+    }
+}
+
+impl std::ops::Deref for Row<'_> {
+    type Target = Pool;
+    fn deref(&self) -> &Pool {
+        self.pool
+    }
+}
+
+/// How the NAMESPACE/POD column and the filter name a namespace: the pod (`namespace/name`,
+/// or its UID), else the `/run/netns` name, else the container, else the inode.
+pub fn namespace_label(id: &NamespaceIdentity) -> String {
+    if id.own {
+        return "own".into();
+    }
+    if let Some(p) = &id.pod {
+        return if p.name.is_empty() {
+            format!("pod {}", p.uid)
+        } else {
+            format!("{}/{}", p.namespace, p.name)
+        };
+    }
+    if let Some(name) = &id.name {
+        return name.clone();
+    }
+    if let Some(c) = &id.container {
+        return format!("{} {}", c.runtime, &c.id[..c.id.len().min(12)]);
+    }
+    format!("inode {}", id.id.ino)
 }
 
 /// One point of a pool's history: 24 bytes (f32 with NaN for unknown), since top keeps up to
@@ -144,9 +199,41 @@ pub enum Action {
 
 /// The latest sample, analysed.
 pub struct Current {
+    /// The own namespace (the only one without `-A`).
     pub snapshot: Snapshot,
     pub analysis: Analysis,
     pub at: Instant,
+    /// With `-A`: the own namespace's identity.
+    pub own: Option<NamespaceIdentity>,
+    /// With `-A`: every other namespace.
+    pub others: Vec<Namespace>,
+}
+
+impl Current {
+    /// Every pool: the own namespace's, then the others' in order.
+    pub fn rows(&self) -> impl Iterator<Item = Row<'_>> {
+        let own = self.analysis.pools.iter().map(|pool| Row {
+            pool,
+            namespace: None,
+        });
+        let others = self.others.iter().flat_map(|n| {
+            n.analysis.pools.iter().map(move |pool| Row {
+                pool,
+                namespace: Some(n),
+            })
+        });
+        own.chain(others)
+    }
+
+    /// The snapshot a row's pool comes from.
+    pub fn snapshot_of<'a>(&'a self, row: &Row<'a>) -> &'a Snapshot {
+        row.namespace.map_or(&self.snapshot, |n| &n.snapshot)
+    }
+
+    /// Whether this is an `-A` sample.
+    pub fn all_namespaces(&self) -> bool {
+        self.own.is_some()
+    }
 }
 
 pub struct App {
@@ -214,10 +301,56 @@ impl App {
             return;
         }
         let analysis = analyze(&snapshot, self.thresholds);
+        self.ingest_current(Current {
+            snapshot,
+            analysis,
+            at,
+            own: None,
+            others: Vec::new(),
+        });
+    }
+
+    /// Feeds one `-A` sample: every namespace with its identity, the own one among them
+    /// (without it, the sample is dropped with an error shown).
+    pub fn ingest_namespaces(&mut self, at: Instant, all: Vec<(NamespaceIdentity, Snapshot)>) {
+        if self.paused {
+            return;
+        }
+        let mut own = None;
+        let mut others = Vec::new();
+        for (identity, snapshot) in all {
+            if identity.own && own.is_none() {
+                own = Some((identity, snapshot));
+                continue;
+            }
+            let analysis = analyze(&snapshot, self.thresholds);
+            others.push(Namespace {
+                identity,
+                snapshot,
+                analysis,
+            });
+        }
+        let Some((identity, snapshot)) = own else {
+            self.error = Some("could not read this process's own network namespace".into());
+            return;
+        };
+        let analysis = analyze(&snapshot, self.thresholds);
+        self.ingest_current(Current {
+            snapshot,
+            analysis,
+            at,
+            own: Some(identity),
+            others,
+        });
+    }
+
+    fn ingest_current(&mut self, current: Current) {
+        let at = current.at;
         let prev_at = self.current.as_ref().map(|c| c.at);
-        for p in &analysis.pools {
+        for row in current.rows() {
+            let p = row.pool;
             let used = p.used();
-            let entry = self.stats.entry(pool_id(p));
+            let entry = self.stats.entry(row.id());
             let stats = entry.or_insert_with(|| PoolStats {
                 used,
                 in_use: p.in_use,
@@ -262,7 +395,7 @@ impl App {
         }
         // Pools gone from the snapshot: keep their history for the window (they may come
         // back), record that they are empty now, then forget them.
-        let present: rustc_hash::FxHashSet<PoolId> = analysis.pools.iter().map(pool_id).collect();
+        let present: rustc_hash::FxHashSet<PoolId> = current.rows().map(|r| r.id()).collect();
         self.stats.retain(|id, s| {
             if present.contains(id) {
                 return true;
@@ -280,32 +413,31 @@ impl App {
             s.in_use = 0;
             true
         });
-        self.current = Some(Current {
-            snapshot,
-            analysis,
-            at,
-        });
+        self.current = Some(current);
         self.samples += 1;
         self.error = None;
         self.fix_selection();
     }
 
     /// Pools shown, in display order: filtered, then sorted.
-    pub fn visible(&self) -> Vec<&Pool> {
+    pub fn visible(&self) -> Vec<Row<'_>> {
         let Some(cur) = &self.current else {
             return Vec::new();
         };
         let needle = self.filter.to_lowercase();
-        let mut rows: Vec<&Pool> = cur
-            .analysis
-            .pools
-            .iter()
-            .filter(|p| needle.is_empty() || matches_filter(p, &needle))
+        let mut rows: Vec<Row<'_>> = cur
+            .rows()
+            .filter(|r| needle.is_empty() || matches_filter(r, &needle))
             .collect();
-        let stat = |p: &Pool| self.stats.get(&pool_id(p));
+        let stat = |r: &Row<'_>| self.stats.get(&r.id());
         match self.sort {
-            // The analysis order already is utilization, then size, then key.
-            SortBy::Utilization => {}
+            // One namespace's analysis order already is utilization, then size, then key.
+            SortBy::Utilization if cur.others.is_empty() => {}
+            SortBy::Utilization => rows.sort_by(|a, b| {
+                let ua = a.utilization.unwrap_or(-1.0);
+                let ub = b.utilization.unwrap_or(-1.0);
+                ub.total_cmp(&ua).then(b.in_use.cmp(&a.in_use))
+            }),
             SortBy::InUse => rows.sort_by_key(|p| std::cmp::Reverse(p.in_use)),
             SortBy::Rate => rows.sort_by(|a, b| {
                 let ra = stat(a).and_then(|s| s.connect_per_s).unwrap_or(-1.0);
@@ -317,29 +449,30 @@ impl App {
                 let eb = stat(b).and_then(|s| s.eta_seconds).unwrap_or(f64::INFINITY);
                 ea.total_cmp(&eb)
             }),
-            SortBy::Name => rows.sort_by(|a, b| a.key.cmp(&b.key).then(a.scope.cmp(&b.scope))),
+            SortBy::Name => rows.sort_by(|a, b| {
+                let ns = |r: &Row<'_>| r.namespace.map(|n| namespace_label(&n.identity));
+                ns(a)
+                    .cmp(&ns(b))
+                    .then(a.key.cmp(&b.key))
+                    .then(a.scope.cmp(&b.scope))
+            }),
         }
         rows
     }
 
-    pub fn selected_pool(&self) -> Option<&Pool> {
+    pub fn selected_pool(&self) -> Option<Row<'_>> {
         let id = self.selected?;
-        self.current
-            .as_ref()?
-            .analysis
-            .pools
-            .iter()
-            .find(|p| pool_id(p) == id)
+        self.current.as_ref()?.rows().find(|r| r.id() == id)
     }
 
-    /// The finding about the selected pool, most severe first.
-    pub fn findings_for(&self, p: &Pool) -> Vec<&Finding> {
+    /// The finding about a pool (of its own namespace), most severe first.
+    pub fn findings_for<'a>(&'a self, p: &Row<'a>) -> Vec<&'a Finding> {
         let name = p.key.to_string();
         let Some(cur) = &self.current else {
             return Vec::new();
         };
-        let mut out: Vec<&Finding> = cur
-            .analysis
+        let analysis = p.namespace.map_or(&cur.analysis, |n| &n.analysis);
+        let mut out: Vec<&Finding> = analysis
             .verdict
             .findings
             .iter()
@@ -351,14 +484,14 @@ impl App {
 
     /// Keeps the selection on the same pool across refreshes, or on the first row.
     fn fix_selection(&mut self) {
-        let rows: Vec<PoolId> = self.visible().iter().map(|p| pool_id(p)).collect();
+        let rows: Vec<PoolId> = self.visible().iter().map(Row::id).collect();
         if self.selected.is_none_or(|s| !rows.contains(&s)) {
             self.selected = rows.first().copied();
         }
     }
 
     fn move_selection(&mut self, delta: isize) {
-        let rows: Vec<PoolId> = self.visible().iter().map(|p| pool_id(p)).collect();
+        let rows: Vec<PoolId> = self.visible().iter().map(Row::id).collect();
         if rows.is_empty() {
             self.selected = None;
             return;
@@ -445,8 +578,23 @@ fn trim_history(h: &mut VecDeque<Point>, now: Instant) {
     }
 }
 
-fn matches_filter(p: &Pool, needle: &str) -> bool {
-    p.key.to_string().to_lowercase().contains(needle)
+/// The filter matches the pool key, an owner's name or pid, and with `-A` the namespace: pod
+/// namespace and name, `/run/netns` name, container id.
+fn matches_filter(r: &Row<'_>, needle: &str) -> bool {
+    let p = r.pool;
+    let ns = r.namespace.is_some_and(|n| {
+        let id = &n.identity;
+        namespace_label(id).to_lowercase().contains(needle)
+            || id
+                .name
+                .as_ref()
+                .is_some_and(|s| s.to_lowercase().contains(needle))
+            || id
+                .container
+                .as_ref()
+                .is_some_and(|c| c.id.starts_with(needle))
+    });
+    ns || p.key.to_string().to_lowercase().contains(needle)
         || p.processes
             .iter()
             .any(|o| o.name.to_lowercase().contains(needle) || o.pid.to_string() == needle)

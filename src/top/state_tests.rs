@@ -2,6 +2,7 @@ use std::time::{Duration, Instant};
 
 use super::*;
 use crate::fixture::SnapshotBuilder;
+use crate::snapshot::NamespaceIdentity;
 
 /// A Linux host with one pool to 10.0.0.9:5432 of `est` established connections (no
 /// TIME_WAIT, so the TIME_WAIT-age rate is 0 and the count change is all there is).
@@ -238,5 +239,89 @@ fn a_stretched_refresh_cycle_is_shown_in_the_header() {
         header(&a).contains("every 1 s (slow: 6 s)"),
         "{}",
         header(&a)
+    );
+}
+
+fn ns_identity(ino: u64, own: bool, pod: Option<(&str, &str)>) -> NamespaceIdentity {
+    use crate::snapshot::{NetnsId, Pod};
+    NamespaceIdentity {
+        id: NetnsId { dev: 4, ino },
+        name: None,
+        found_in: Vec::new(),
+        pids: vec![1],
+        container: None,
+        pod: pod.map(|(ns, name)| Pod {
+            namespace: ns.into(),
+            name: name.into(),
+            uid: "1b4e28ba-2fa1-11d2-883f-0016d3cca427".into(),
+        }),
+        own,
+    }
+}
+
+/// Three namespaces whose loopback pools have the same key: `est` connections each.
+fn three_namespaces(own: u32, web: u32, api: u32) -> Vec<(NamespaceIdentity, Snapshot)> {
+    let snap = |n: u32| {
+        SnapshotBuilder::linux()
+            .range(40000, 40099)
+            .pool("127.0.0.1", "127.0.0.1", 8080, n, 0, (0, 0))
+            .build()
+    };
+    vec![
+        (ns_identity(10, true, None), snap(own)),
+        (ns_identity(11, false, Some(("shop", "web-1"))), snap(web)),
+        (
+            ns_identity(12, false, Some(("payments", "api-7f9"))),
+            snap(api),
+        ),
+    ]
+}
+
+/// `-A`: the same pool key in three namespaces is three rows with their own stats, sorted by
+/// utilization across namespaces; the filter matches pod names; the selection follows the
+/// namespace's pool, and the detail pane names the pod.
+#[test]
+fn every_namespace_one_row_per_pool_filter_by_pod() {
+    let t0 = Instant::now();
+    let mut a = app();
+    a.ingest_namespaces(t0, three_namespaces(10, 80, 30));
+    let rows = |a: &App| -> Vec<(Option<String>, u64)> {
+        a.visible()
+            .iter()
+            .map(|r| (r.namespace.map(|n| namespace_label(&n.identity)), r.in_use))
+            .collect()
+    };
+    assert_eq!(
+        rows(&a),
+        vec![
+            (Some("shop/web-1".into()), 80),
+            (Some("payments/api-7f9".into()), 30),
+            (None, 10)
+        ]
+    );
+    assert_eq!(a.stats.len(), 3, "one history per namespace's pool");
+    // The filter matches the pod's name and namespace.
+    a.handle_key(Key::Char('/'));
+    for c in "payments".chars() {
+        a.handle_key(Key::Char(c));
+    }
+    a.handle_key(Key::Enter);
+    assert_eq!(rows(&a), vec![(Some("payments/api-7f9".into()), 30)]);
+    let chosen = a.selected.unwrap();
+    a.handle_key(Key::Esc);
+    // The selection stays on that namespace's pool as the others grow past it.
+    a.selected = Some(chosen);
+    a.ingest_namespaces(t0 + Duration::from_secs(1), three_namespaces(90, 95, 31));
+    assert_eq!(a.selected, Some(chosen));
+    let sel = a.selected_pool().unwrap();
+    assert_eq!(sel.in_use, 31);
+    assert!((a.stats[&chosen].growth_per_s.unwrap() - 1.0).abs() < 1e-9);
+    // The detail pane says which pod the pool is in.
+    a.handle_key(Key::Enter);
+    let text = crate::top::render_text(&a, 120, 30);
+    assert!(text.contains("pod payments/api-7f9"), "{text}");
+    assert!(
+        text.contains("NAMESPACE/POD") && text.contains("3 netns, worst"),
+        "{text}"
     );
 }

@@ -13,10 +13,11 @@ use ratatui::widgets::{
     Wrap,
 };
 
-use super::state::{pool_id, App, PoolStats};
+use super::state::{namespace_label, App, PoolStats};
 use std::fmt::Write as _;
 
 use crate::analysis::{Level, Pool, Scope, Severity};
+use crate::report::namespaces::identity_line;
 use crate::snapshot::Os;
 use crate::units::{group, human_duration};
 
@@ -318,7 +319,7 @@ fn render_header(app: &App, t: &Theme, area: Rect, buf: &mut Buffer) {
     }
     let line2 = Line::from(fit_parts(&parts, area.width as usize));
 
-    let count = |l: Level| a.pools.iter().filter(|p| p.level == l).count();
+    let count = |l: Level| cur.rows().filter(|p| p.level == l).count();
     let shown = app.visible().len();
     let filtering = !app.filter.is_empty() || app.editing_filter;
     let narrow = area.width < 100 || (filtering && area.width < 120);
@@ -342,15 +343,32 @@ fn render_header(app: &App, t: &Theme, area: Rect, buf: &mut Buffer) {
             t.level(Level::Warning),
         ),
         Span::raw(format!(", {} ok", count(Level::Ok))),
-        Span::styled(format!(" · sort {}", app.sort.name()), t.dim()),
     ];
+    if cur.all_namespaces() {
+        let worst = cur
+            .others
+            .iter()
+            .map(|n| n.analysis.verdict.level)
+            .chain([a.verdict.level])
+            .max()
+            .unwrap_or(Level::Ok);
+        line3.push(Span::raw(" · "));
+        line3.push(Span::styled(
+            format!("{} netns, worst {}", cur.others.len() + 1, worst.name()),
+            t.level(worst),
+        ));
+    }
+    line3.push(Span::styled(
+        format!(" · sort {}", app.sort.name()),
+        t.dim(),
+    ));
     if filtering {
         let cursor = if app.editing_filter { "_" } else { "" };
         line3.push(Span::styled(
             format!(
                 " · filter \"{}{cursor}\" {shown}/{}",
                 app.filter,
-                a.pools.len()
+                cur.rows().count()
             ),
             t.fg(Color::Cyan),
         ));
@@ -364,7 +382,7 @@ fn render_table(app: &App, t: &Theme, area: Rect, buf: &mut Buffer) {
     };
     let rows_data = app.visible();
     if rows_data.is_empty() {
-        let msg = if cur.analysis.pools.is_empty() {
+        let msg = if cur.rows().next().is_none() {
             "no outbound connections use the ephemeral range"
         } else {
             "no pool matches the filter (Esc clears it)"
@@ -374,12 +392,24 @@ fn render_table(app: &App, t: &Theme, area: Rect, buf: &mut Buffer) {
     }
     let wide = area.width >= 120;
     let medium = area.width >= 100;
-    let scanned = cur.snapshot.owners.is_some();
     let os = cur.snapshot.os;
     let bar_w: usize = if medium { 6 } else { 4 };
+    let all = cur.all_namespaces();
 
-    let mut header = vec!["POOL local → remote", "IN USE"];
-    let mut widths = vec![Constraint::Min(18), Constraint::Length(7)];
+    let mut header = Vec::new();
+    let mut widths = Vec::new();
+    if all {
+        header.push("NAMESPACE/POD");
+        widths.push(Constraint::Length(if wide {
+            22
+        } else if medium {
+            16
+        } else {
+            12
+        }));
+    }
+    header.extend(["POOL local → remote", "IN USE"]);
+    widths.extend([Constraint::Min(18), Constraint::Length(7)]);
     if medium {
         header.push("TIME_WAIT");
         widths.push(Constraint::Length(9));
@@ -407,8 +437,16 @@ fn render_table(app: &App, t: &Theme, area: Rect, buf: &mut Buffer) {
     let rows: Vec<Row> = rows_data
         .iter()
         .map(|p| {
-            let st = app.stats.get(&pool_id(p));
-            let mut cells = vec![Cell::from(pool_label(p, os)), right(group(p.in_use))];
+            let st = app.stats.get(&p.id());
+            let scanned = cur.snapshot_of(p).owners.is_some();
+            let mut cells = Vec::new();
+            if all {
+                cells.push(Cell::from(p.namespace.map_or_else(
+                    || "own".to_string(),
+                    |n| namespace_label(&n.identity),
+                )));
+            }
+            cells.extend([Cell::from(pool_label(p, os)), right(group(p.in_use))]);
             if medium {
                 cells.push(right(if p.blocking_time_wait == p.time_wait {
                     group(p.time_wait)
@@ -443,7 +481,7 @@ fn render_table(app: &App, t: &Theme, area: Rect, buf: &mut Buffer) {
         .collect();
     let selected = app
         .selected
-        .and_then(|s| rows_data.iter().position(|p| pool_id(p) == s));
+        .and_then(|s| rows_data.iter().position(|p| p.id() == s));
     let mut state = TableState::default().with_selected(selected);
     let table = Table::new(rows, widths)
         .header(Row::new(header).style(bold()))
@@ -453,10 +491,12 @@ fn render_table(app: &App, t: &Theme, area: Rect, buf: &mut Buffer) {
 }
 
 fn render_detail(app: &App, t: &Theme, area: Rect, buf: &mut Buffer) {
-    let (Some(p), Some(cur)) = (app.selected_pool(), &app.current) else {
+    let (Some(row), Some(cur)) = (app.selected_pool(), &app.current) else {
         return;
     };
-    let os = cur.snapshot.os;
+    let p: &Pool = row.pool;
+    let snapshot = cur.snapshot_of(&row);
+    let os = snapshot.os;
     let block = Block::default()
         .borders(Borders::TOP)
         .title(Span::styled(format!(" {} ", pool_label(p, os)), bold()));
@@ -478,13 +518,18 @@ fn render_detail(app: &App, t: &Theme, area: Rect, buf: &mut Buffer) {
             let _ = write!(out, " · {name} {}", group(*n));
             out
         });
-    let mut lines = vec![Line::from(format!(
+    let mut lines = Vec::new();
+    // With -A: which namespace, pod and container the pool is in.
+    if let Some(id) = row.namespace.map(|n| &n.identity).or(cur.own.as_ref()) {
+        lines.push(Line::styled(identity_line(id), t.fg(Color::Cyan)));
+    }
+    lines.push(Line::from(format!(
         "ESTABLISHED {} · TIME_WAIT {} ({} blocking, {} reusable){others}",
         group(p.established),
         group(p.time_wait),
         group(p.blocking_time_wait),
         group(reusable),
-    ))];
+    )));
     lines.push(Line::from(format!(
         "used {} of {} · free {} · tw_reuse {}",
         group(p.used()),
@@ -496,7 +541,7 @@ fn render_detail(app: &App, t: &Theme, area: Rect, buf: &mut Buffer) {
             "does not apply"
         }
     )));
-    lines.push(Line::from(if cur.snapshot.owners.is_none() {
+    lines.push(Line::from(if snapshot.owners.is_none() {
         "owners not scanned (--no-owners)".to_string()
     } else if p.processes.is_empty() {
         "owners unknown (TIME_WAIT has none; other users' sockets need root)".to_string()
@@ -510,7 +555,7 @@ fn render_detail(app: &App, t: &Theme, area: Rect, buf: &mut Buffer) {
     }));
     // Owner scans are paced by their cost (collect::refresh); say how old the one shown is.
     if let Some(age) = app.refresh.and_then(|r| r.owners_age) {
-        if age > app.interval && cur.snapshot.owners.is_some() {
+        if age > app.interval && snapshot.owners.is_some() {
             lines.push(Line::styled(
                 format!(
                     "owners as of {} ago (the /proc scan is paced by its cost; new sockets show up at the next)",
@@ -520,7 +565,7 @@ fn render_detail(app: &App, t: &Theme, area: Rect, buf: &mut Buffer) {
             ));
         }
     }
-    let findings = app.findings_for(p);
+    let findings = app.findings_for(&row);
     if findings.is_empty() {
         lines.push(Line::styled("no finding about this pool", t.dim()));
     }
@@ -546,7 +591,7 @@ fn render_detail(app: &App, t: &Theme, area: Rect, buf: &mut Buffer) {
         .render(text_area, buf);
 
     if spark_w > 0 {
-        let stats = app.stats.get(&pool_id(p));
+        let stats = app.stats.get(&row.id());
         let n = spark_area.width as usize;
         let hist: Vec<_> = stats
             .map(|s| {

@@ -54,6 +54,8 @@ pub struct AllNamespaces {
     pub namespaces: Vec<NamespaceSnapshot>,
     /// What could not be inspected, and why (vanished, unreadable, held only by a file).
     pub notes: Vec<String>,
+    /// Namespaces found but not collected (could not be entered, vanished, refused).
+    pub skipped: usize,
 }
 
 /// A namespace as discovery found it.
@@ -262,6 +264,7 @@ fn collect_all_here(opts: &CollectOptions, d: &Discovery) -> AllNamespaces {
                 Ok((t, h)) => (t, Some(h)),
                 Err(why) => {
                     notes.push(format!("namespace {label} skipped: {why}"));
+                    out.skipped += 1;
                     continue;
                 }
             }
@@ -279,7 +282,10 @@ fn collect_all_here(opts: &CollectOptions, d: &Discovery) -> AllNamespaces {
                 .namespaces
                 .push(NamespaceSnapshot { identity, snapshot }),
             // Vanished between discovery and collection, or refused: say so, go on.
-            Err(e) => notes.push(format!("namespace {label} skipped: {e}")),
+            Err(e) => {
+                notes.push(format!("namespace {label} skipped: {e}"));
+                out.skipped += 1;
+            }
         }
     }
     // Socket inodes are unique host-wide: one /proc scan finds the owners of every namespace.
