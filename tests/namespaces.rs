@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -38,54 +38,6 @@ const CONTAINER_ID: &str = "3f2a9c1b8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a2b1c0d9e8f7a
 const DOCKER_ID: &str = "aaaa9c1b8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f1b";
 const POD_UID: &str = "1b4e28ba-2fa1-11d2-883f-0016d3cca427";
 const POD_UID2: &str = "2c5f39cb-3ab2-22e3-994a-1127e4ddb538";
-
-/// The cgroup v2 mount point (/sys/fs/cgroup, or /sys/fs/cgroup/unified on hybrid hosts).
-fn cgroup2_root() -> PathBuf {
-    let mounts = std::fs::read_to_string("/proc/mounts").expect("reading /proc/mounts");
-    mounts
-        .lines()
-        .find_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            (f.len() > 2 && f[2] == "cgroup2").then(|| PathBuf::from(f[1]))
-        })
-        .expect("a cgroup2 mount (the test builds container cgroup paths in it)")
-}
-
-/// A cgroup the test made; the process in it is moved back and the directories removed.
-struct Cgroup {
-    root: PathBuf,
-    rel: String,
-    pid: u32,
-}
-
-impl Cgroup {
-    fn new(rel: &str, pid: u32) -> Cgroup {
-        let root = cgroup2_root();
-        let dir = root.join(rel);
-        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
-        std::fs::write(dir.join("cgroup.procs"), pid.to_string())
-            .unwrap_or_else(|e| panic!("moving {pid} into {}: {e}", dir.display()));
-        Cgroup {
-            root,
-            rel: rel.to_string(),
-            pid,
-        }
-    }
-}
-
-impl Drop for Cgroup {
-    fn drop(&mut self) {
-        let _ = std::fs::write(self.root.join("cgroup.procs"), self.pid.to_string());
-        // Leaf first, then the parents this test created.
-        let mut rel = PathBuf::from(&self.rel);
-        loop {
-            let _ = std::fs::remove_dir(self.root.join(&rel));
-            if !rel.pop() || rel.as_os_str().is_empty() {
-                break;
-            }
-        }
-    }
-}
 
 /// A process holding a namespace of its own; killed when dropped.
 struct Held {
@@ -188,18 +140,18 @@ fn every_namespace_with_its_own_pools_and_identity() {
     let docker = unnamed(dir.path(), "docker", "44000 44099", 7101, 7);
     let cgroupfs = unnamed(dir.path(), "cgroupfs", "45000 45099", 7102, 3);
     let tag = std::process::id();
-    let _cg1 = Cgroup::new(
+    let _cg1 = common::Cgroup::new(
         &format!(
             "pdt{tag}kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{}.slice/cri-containerd-{CONTAINER_ID}.scope",
             POD_UID.replace('-', "_")
         ),
         k8s.pid,
     );
-    let _cg2 = Cgroup::new(
+    let _cg2 = common::Cgroup::new(
         &format!("pdt{tag}system.slice/docker-{DOCKER_ID}.scope"),
         docker.pid,
     );
-    let _cg3 = Cgroup::new(
+    let _cg3 = common::Cgroup::new(
         &format!("pdt{tag}/kubepods/burstable/pod{POD_UID2}/{CONTAINER_ID}"),
         cgroupfs.pid,
     );
@@ -373,7 +325,7 @@ fn daemonset_capabilities_are_the_least_that_work() {
     let dir = tempfile::tempdir().unwrap();
     let named = Netns::new("capn");
     let held = unnamed(dir.path(), "caps", "46000 46099", 7200, 4);
-    let _cg = Cgroup::new(
+    let _cg = common::Cgroup::new(
         &format!(
             "pdt{}caps/kubepods.slice/kubepods-pod{}.slice/cri-containerd-{DOCKER_ID}.scope",
             std::process::id(),

@@ -398,54 +398,6 @@ fn prom_series(prom: SocketAddr, q: &str) -> Option<Vec<Value>> {
     v["data"]["result"].as_array().cloned()
 }
 
-/// The cgroup v2 mount point (/sys/fs/cgroup, or /sys/fs/cgroup/unified on hybrid hosts).
-fn cgroup2_root() -> PathBuf {
-    let mounts = std::fs::read_to_string("/proc/mounts").expect("reading /proc/mounts");
-    mounts
-        .lines()
-        .find_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            (f.len() > 2 && f[2] == "cgroup2").then(|| PathBuf::from(f[1]))
-        })
-        .expect("a cgroup2 mount (the test builds a pod's cgroup path in it)")
-}
-
-/// A cgroup the test made (as tests/namespaces.rs does); the process is moved back to the root
-/// and the directories removed when dropped.
-struct Cgroup {
-    root: PathBuf,
-    rel: PathBuf,
-    pid: u32,
-}
-
-impl Cgroup {
-    fn new(rel: &str, pid: u32) -> Cgroup {
-        let root = cgroup2_root();
-        let dir = root.join(rel);
-        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
-        std::fs::write(dir.join("cgroup.procs"), pid.to_string())
-            .unwrap_or_else(|e| panic!("moving {pid} into {}: {e}", dir.display()));
-        Cgroup {
-            root,
-            rel: PathBuf::from(rel),
-            pid,
-        }
-    }
-}
-
-impl Drop for Cgroup {
-    fn drop(&mut self) {
-        let _ = std::fs::write(self.root.join("cgroup.procs"), self.pid.to_string());
-        let mut rel = self.rel.clone();
-        loop {
-            let _ = std::fs::remove_dir(self.root.join(&rel));
-            if !rel.pop() || rel.as_os_str().is_empty() {
-                break;
-            }
-        }
-    }
-}
-
 /// `serve -A`: a namespace whose process sits in a kubelet-style pod cgroup and one without,
 /// scraped by a real Prometheus; every pool series carries the namespace and pod labels and the
 /// values of `check -A --json` for the same namespaces.
@@ -467,7 +419,7 @@ fn prometheus_scrapes_serve_all_namespaces_with_pod_labels() {
         "--time-wait",
         "30",
     ]);
-    let _cg = Cgroup::new(
+    let _cg = common::Cgroup::new(
         &format!(
             "pdt{}kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{}.slice/cri-containerd-{CONTAINER}.scope",
             std::process::id(),

@@ -256,54 +256,6 @@ fn top_in_tmux_shows_a_rising_pool_and_restores_the_terminal() {
     );
 }
 
-/// The cgroup v2 mount point.
-fn cgroup2_root() -> std::path::PathBuf {
-    let mounts = std::fs::read_to_string("/proc/mounts").expect("reading /proc/mounts");
-    mounts
-        .lines()
-        .find_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            (f.len() > 2 && f[2] == "cgroup2").then(|| std::path::PathBuf::from(f[1]))
-        })
-        .expect("a cgroup2 mount (the test builds a pod's cgroup path in it)")
-}
-
-/// A pod cgroup the test made (as tests/namespaces.rs does); the process goes back to the root
-/// and the directories are removed on drop.
-struct PodCgroup {
-    root: std::path::PathBuf,
-    rel: std::path::PathBuf,
-    pid: u32,
-}
-
-impl PodCgroup {
-    fn new(rel: &str, pid: u32) -> PodCgroup {
-        let root = cgroup2_root();
-        let dir = root.join(rel);
-        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
-        std::fs::write(dir.join("cgroup.procs"), pid.to_string())
-            .unwrap_or_else(|e| panic!("moving {pid} into {}: {e}", dir.display()));
-        PodCgroup {
-            root,
-            rel: rel.into(),
-            pid,
-        }
-    }
-}
-
-impl Drop for PodCgroup {
-    fn drop(&mut self) {
-        let _ = std::fs::write(self.root.join("cgroup.procs"), self.pid.to_string());
-        let mut rel = self.rel.clone();
-        loop {
-            let _ = std::fs::remove_dir(self.root.join(&rel));
-            if !rel.pop() || rel.as_os_str().is_empty() {
-                break;
-            }
-        }
-    }
-}
-
 /// `top -A`: a pod's namespace (its process in a kubelet-style cgroup, a pods directory) shows
 /// its pools under NAMESPACE/POD, the filter finds them by the pod's name, and the detail pane
 /// names pod and container.
@@ -323,7 +275,7 @@ fn top_all_namespaces_names_pods_and_filters_by_them() {
         "--established",
         "40",
     ]);
-    let _cg = PodCgroup::new(
+    let _cg = common::Cgroup::new(
         &format!(
             "pdt{}top/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{}.slice/cri-containerd-{ID}.scope",
             std::process::id(),

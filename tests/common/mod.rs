@@ -9,6 +9,7 @@
 //! - [`report`]: values of a `portdoctor.check/v1` report by dotted path, pools, findings.
 //! - [`compare`]: a report against `ss`, the ground truth and the procfs collector.
 //! - [`tables`]: two library socket dumps compared by identity and state.
+//! - [`cgroup`]: container cgroup paths for a test's process (pod and container identity).
 //!
 //! Everything is re-exported here, so tests call `common::Netns`, `common::portdoctor`, ….
 // Every test crate compiles all of this and calls its own subset; rustc reports unused items and
@@ -16,6 +17,7 @@
 #![allow(dead_code)]
 
 mod binary;
+mod cgroup;
 mod compare;
 mod netns;
 mod population;
@@ -26,5 +28,6 @@ mod tables;
 
 #[allow(unused_imports)]
 pub use self::{
-    binary::*, compare::*, netns::*, population::*, process::*, report::*, ss::*, tables::*,
+    binary::*, cgroup::*, compare::*, netns::*, population::*, process::*, report::*, ss::*,
+    tables::*,
 };
