@@ -8,7 +8,8 @@
 #  4. the Windows zip's exe runs `check --json` under Wine (skipped if the zip is absent);
 #  5. the container image builds (podman) and its root filesystem runs `check` as nobody
 #     (chroot: `podman run` cannot start containers on this CI machine, see README);
-#  6. SHA256SUMS matches.
+#  6. the Kubernetes manifest validates against the Kubernetes schemas (kubernetes-validate);
+#  7. SHA256SUMS matches.
 # Usage: packaging/test.sh [GLIBC_BINARY]  (default: $CARGO_TARGET_DIR/debug/portdoctor, built by
 # cargo test; built here if missing).
 set -euo pipefail
@@ -102,13 +103,14 @@ EOF
 code_m=0; "$bin" check --netns "$ns" --json >"$work/musl.json" || code_m=$?
 code_g=0; "$glibc" check --netns "$ns" --json >"$work/glibc.json" || code_g=$?
 check_that "check exit code: musl $code_m = glibc $code_g (1 or 2)" test "$code_m" = "$code_g" -a "$code_m" -ge 1 -a "$code_m" -le 2
-normalise() { # drops what differs between two runs a second apart
+normalise() { # drops what differs between two runs a second apart, and host-wide counters
   python3 -c '
 import json, re, sys
 def strip(v):
     if isinstance(v, dict):
         return {k: strip(x) for k, x in v.items()
-                if k not in ("collected_at_unix_ms", "connect_rate_per_s", "eta_seconds")}
+                # sockstat is host-wide (tcp.alloc, tcp.mem): other processes move it.
+                if k not in ("collected_at_unix_ms", "connect_rate_per_s", "eta_seconds", "sockstat")}
     if isinstance(v, list):
         return [strip(x) for x in v]
     if isinstance(v, str):
@@ -237,7 +239,16 @@ import json, sys
 d = json.load(open(sys.argv[1]))
 assert d["schema"] == "portdoctor.check/v1" and int(sys.argv[2]) <= 2' "$work/container.json" "$code"
 
-# --- 6. checksums -------------------------------------------------------------------------------
+# --- 6. the Kubernetes manifest, against the Kubernetes schemas (offline, kubernetes-validate) ---
+manifest=deploy/kubernetes/portdoctor.yaml
+venv=$target_dir/kubernetes-validate-venv
+if [ ! -x "$venv/bin/kubernetes-validate" ]; then
+  python3 -m venv "$venv" && "$venv/bin/pip" install -q kubernetes-validate==1.37.0
+fi
+check_that "kubernetes-validate --strict $manifest" "$venv/bin/kubernetes-validate" --strict --quiet "$manifest"
+check_that "manifest image is portdoctor:$version" grep -q "image: portdoctor:$version\$" "$manifest"
+
+# --- 7. checksums -------------------------------------------------------------------------------
 check_that "SHA256SUMS" bash -c "cd '$dist' && sha256sum --quiet -c SHA256SUMS"
 
 if [ "$fails" -gt 0 ]; then
