@@ -26,11 +26,7 @@ target_dir=${CARGO_TARGET_DIR:-$root/target}
 musl=x86_64-unknown-linux-musl
 win=x86_64-pc-windows-gnu
 dist=$root/dist
-# The commit for --version, also when this tree is a tarball without .git.
-if [ -z "${PORTDOCTOR_COMMIT:-}" ] && git -C "$root" rev-parse --git-dir >/dev/null 2>&1; then
-  PORTDOCTOR_COMMIT=$(git -C "$root" rev-parse --short=12 HEAD)
-  export PORTDOCTOR_COMMIT
-fi
+# --version's commit: build.rs asks git; from a source tarball, set PORTDOCTOR_COMMIT=HASH.
 
 need=()
 command -v musl-gcc >/dev/null 2>&1 || need+=(musl-tools)

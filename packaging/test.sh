@@ -165,6 +165,7 @@ else
   left=$(for f in $files; do [ -e "$f" ] && echo "$f"; done; true)
   check_that "dpkg -r removed every file (left: ${left:-none})" test -z "$left"
   check_that "no portdoctor on PATH after removal" bash -c '! command -v portdoctor'
+  check_that "dpkg -r removed /usr/share/portdoctor" test ! -e /usr/share/portdoctor
   dpkg -P portdoctor >/dev/null 2>&1 || true
   check_that "dpkg -P: no package state left" bash -c '! dpkg -s portdoctor >/dev/null 2>&1'
 fi
