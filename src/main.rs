@@ -58,21 +58,23 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         #[cfg(feature = "serve")]
         Command::Serve(args) => commands::serve::run(&args),
         Command::Man { command } => {
-            let root = Cli::command();
-            let page = match command.as_deref() {
-                None => root,
-                Some(name) => {
-                    let Some(sub) = root.find_subcommand(name) else {
-                        return Ok(commands::usage(format!(
-                            "no command {name:?}; try `portdoctor man` for the list"
-                        )));
-                    };
-                    // Leak is fine: one short-lived page per process, and clap wants 'static.
-                    let full: &'static str =
-                        Box::leak(format!("portdoctor-{name}").into_boxed_str());
-                    sub.clone().name(full)
-                }
-            };
+            let mut page = Cli::command();
+            let mut name = String::from("portdoctor");
+            for word in &command {
+                let Some(sub) = page.find_subcommand(word) else {
+                    return Ok(commands::usage(format!(
+                        "no command {:?}; try `portdoctor man` for the list",
+                        command.join(" ")
+                    )));
+                };
+                name = format!("{name}-{word}");
+                page = sub.clone();
+            }
+            if !command.is_empty() {
+                // Leak is fine: one short-lived page per process, and clap wants 'static.
+                let full: &'static str = Box::leak(name.into_boxed_str());
+                page = page.name(full);
+            }
             let mut out = Vec::new();
             clap_mangen::Man::new(page).render(&mut out)?;
             write_stdout(&out)?;

@@ -158,6 +158,16 @@ fn man_page_and_completions_are_generated() {
         man.contains("portdoctor\\-check") && man.contains("\\-\\-netns"),
         "{man}"
     );
+    // Nested commands have their own page (packaging/build.sh installs one per command).
+    let (code, man, _) = cli(&["man", "tune", "apply"]);
+    assert_eq!(code, 0);
+    assert!(
+        man.contains("portdoctor\\-tune\\-apply") && man.contains("\\-\\-sysctl\\-dir"),
+        "{man}"
+    );
+    let (code, _, err) = cli(&["man", "tune", "nope"]);
+    assert_eq!(code, 4);
+    assert!(err.contains("tune nope"), "{err}");
     for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
         let (code, out, _) = cli(&["completions", shell]);
         assert_eq!(code, 0, "{shell}");

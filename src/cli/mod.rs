@@ -41,7 +41,8 @@ Exit codes:
     name = "portdoctor",
     // Not argv[0]: on Windows that is `portdoctor.exe`, and usage lines should read the same.
     bin_name = "portdoctor",
-    version,
+    // VERSION (commit HASH, TARGET triple), from build.rs.
+    version = env!("PORTDOCTOR_VERSION_LINE"),
     about = "Find, explain, predict and fix TCP ephemeral-port exhaustion",
     long_about = "portdoctor groups outbound TCP sockets into the pools the kernel allocates ports \
 from (per local IP, remote IP and remote port on Linux), compares each with the configured \
@@ -78,11 +79,11 @@ pub enum Command {
     },
     /// Print a man page (roff) to stdout: portdoctor(1), or portdoctor-COMMAND(1)
     #[command(
-        after_help = "Examples:\n  portdoctor man > /usr/local/share/man/man1/portdoctor.1\n  portdoctor man check > /usr/local/share/man/man1/portdoctor-check.1"
+        after_help = "Examples:\n  portdoctor man > /usr/local/share/man/man1/portdoctor.1\n  portdoctor man check > /usr/local/share/man/man1/portdoctor-check.1\n  portdoctor man tune apply > /usr/local/share/man/man1/portdoctor-tune-apply.1"
     )]
     Man {
-        /// A command whose page to print (e.g. check)
-        command: Option<String>,
+        /// A command whose page to print (e.g. check, or tune apply)
+        command: Vec<String>,
     },
     #[cfg(feature = "serve")]
     /// Prometheus exporter (/metrics) or node_exporter textfile writer for the pool model

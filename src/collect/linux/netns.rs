@@ -19,7 +19,8 @@ pub const NETNS_RUN_DIR: &str = "/run/netns";
 
 /// `NS_GET_NSTYPE` (`_IO(0xb7, 0x3)`, linux/nsfs.h, Linux 4.11): the namespace type of an
 /// nsfs descriptor; any other file answers ENOTTY.
-const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
+// `libc::Ioctl`: the request is `c_ulong` in glibc but `c_int` in musl (the static build).
+const NS_GET_NSTYPE: libc::Ioctl = 0xb703;
 
 /// An open network namespace, entered on demand.
 #[derive(Debug)]
