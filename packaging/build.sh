@@ -115,7 +115,9 @@ fhs_tree() {
   install -Dm644 deploy/prometheus/portdoctor.rules.yml "$r/usr/share/portdoctor/prometheus/portdoctor.rules.yml"
   install -Dm644 deploy/prometheus/portdoctor.rules.test.yml "$r/usr/share/portdoctor/prometheus/portdoctor.rules.test.yml"
   install -Dm644 deploy/grafana/portdoctor.json "$r/usr/share/portdoctor/grafana/portdoctor.json"
-  install -Dm644 deploy/kubernetes/portdoctor.yaml "$r/usr/share/portdoctor/kubernetes/portdoctor.yaml"
+  for f in deploy/kubernetes/*.yaml; do
+    install -Dm644 "$f" "$r/usr/share/portdoctor/kubernetes/$(basename "$f")"
+  done
   install -Dm644 deploy/web-config.example.yml "$r/usr/share/portdoctor/web-config.example.yml"
   install -Dm644 packaging/sysctl.d-README "$r/usr/share/portdoctor/sysctl.d-README"
   install -Dm644 README.md "$r/usr/share/doc/portdoctor/README.md"
