@@ -458,8 +458,9 @@ pub fn aggregate(
     out
 }
 
-/// Keeps the failures of namespace `target` (all of them when it is unknown) and those whose
-/// namespace could not be read; the rest is summed per namespace in `other_namespaces`.
+/// Keeps the failures of namespace `target` (all of them when it is unknown); the rest is
+/// summed per namespace in `other_namespaces`, failures whose namespace could not be read
+/// (the process exited first) under `unknown`.
 pub fn narrow(
     all: Vec<FailureCount>,
     target: Option<NetnsId>,
@@ -470,12 +471,11 @@ pub fn narrow(
     };
     let mut kept = Vec::new();
     for c in all {
-        match c.netns {
-            Some(id) if id != target => {
-                let label = c.netns_label().unwrap_or_default();
-                *others.entry(label).or_default() += c.count;
-            }
-            _ => kept.push(c),
+        if c.netns == Some(target) {
+            kept.push(c);
+        } else {
+            let label = c.netns_label().unwrap_or_else(|| "unknown".to_string());
+            *others.entry(label).or_default() += c.count;
         }
     }
     (kept, others)

@@ -30,12 +30,12 @@ fn snapshot_for(args: &CheckArgs, opts: collect::CollectOptions) -> anyhow::Resu
                     .map(|(ns, n)| format!("{ns}: {n}"))
                     .collect();
                 snapshot.notes.push(format!(
-                    "failed connect()/bind() calls in other namespaces were not counted here ({}); inspect them with --netns or --pid",
+                    "failed connect()/bind() calls in other namespaces were not counted here ({}); inspect them with --netns or --pid (`unknown`: the process exited before its namespace was read)",
                     others.join(", ")
                 ));
             }
             if f.events.iter().any(|c| c.netns.is_none()) {
-                snapshot.notes.push("some failing processes exited before their namespace was read: they are counted here, though they may have failed in another namespace".to_string());
+                snapshot.notes.push("some failing processes exited before their namespace was read; they are counted here only because no namespace was asked for".to_string());
             }
             snapshot.connect_failures = Some(f);
         }

@@ -41,6 +41,13 @@ const PERF_SAMPLE_RAW: u64 = 1 << 10;
 const PERF_FLAG_FD_CLOEXEC: libc::c_ulong = 1 << 3;
 const PERF_RECORD_LOST: u32 = 2;
 const PERF_RECORD_SAMPLE: u32 = 9;
+const PERF_RECORD_NAMESPACES: u32 = 16;
+/// `perf_event_attr.namespaces`: PERF_RECORD_NAMESPACES when a task is created or changes
+/// namespaces (clone, setns, unshare), so a process that exits before it is looked up still has
+/// a known namespace when it entered it during the window (`ip netns exec`, containers).
+const ATTR_NAMESPACES: u64 = 1 << 28;
+/// `NET_NS_INDEX` in PERF_RECORD_NAMESPACES' link_info array.
+const NET_NS_INDEX: usize = 0;
 /// `_IOW('$', 6, char *)`
 const PERF_EVENT_IOC_SET_FILTER: libc::c_ulong = 0x4008_2406;
 /// `_IO('$', 5)`
@@ -139,7 +146,12 @@ impl Ring {
     }
 
     /// Copies out every record written since the last drain.
-    fn drain(&mut self, out: &mut Vec<RawSample>, lost: &mut u64) {
+    fn drain(
+        &mut self,
+        out: &mut Vec<RawSample>,
+        namespaces: &mut FxHashMap<u32, u64>,
+        lost: &mut u64,
+    ) {
         let head = self.head().load(Ordering::Acquire);
         let mut tail = self.tail().load(Ordering::Relaxed);
         let page = page_size();
@@ -162,6 +174,11 @@ impl Ring {
                         out.push(s);
                     }
                 }
+                PERF_RECORD_NAMESPACES => {
+                    if let Some((pid, ino)) = parse_namespaces(&record[8..]) {
+                        namespaces.insert(pid, ino);
+                    }
+                }
                 PERF_RECORD_LOST if record.len() >= 24 => {
                     let mut n = [0u8; 8];
                     n.copy_from_slice(&record[16..24]);
@@ -173,6 +190,19 @@ impl Ring {
         }
         self.tail().store(tail, Ordering::Release);
     }
+}
+
+/// The body of a `PERF_RECORD_NAMESPACES`: (pid, inode of its network namespace).
+fn parse_namespaces(b: &[u8]) -> Option<(u32, u64)> {
+    let u64_at = |i: usize| Some(u64::from_ne_bytes(b.get(i..i + 8)?.try_into().ok()?));
+    let pid = u32::from_ne_bytes(b.get(0..4)?.try_into().ok()?);
+    let nr = u64_at(8)? as usize;
+    if nr < NET_NS_INDEX + 1 {
+        return None;
+    }
+    // link_info[i] = {dev: u64, ino: u64} from offset 16.
+    let ino = u64_at(16 + NET_NS_INDEX * 16 + 8)?;
+    Some((pid, ino))
 }
 
 /// The body of a `PERF_RECORD_SAMPLE` with TID, TIME and RAW.
@@ -240,7 +270,12 @@ fn read_format(root: &Path, name: &'static str) -> Result<failures::Format, Trac
     })
 }
 
-fn perf_open(id: u64, cpu: i32, name: &'static str) -> Result<OwnedFd, TracerError> {
+fn perf_open(
+    id: u64,
+    cpu: i32,
+    name: &'static str,
+    namespaces: bool,
+) -> Result<OwnedFd, TracerError> {
     let attr = PerfEventAttr {
         kind: PERF_TYPE_TRACEPOINT,
         size: ATTR_SIZE,
@@ -248,6 +283,7 @@ fn perf_open(id: u64, cpu: i32, name: &'static str) -> Result<OwnedFd, TracerErr
         sample_period: 1,
         sample_type: PERF_SAMPLE_TID | PERF_SAMPLE_TIME | PERF_SAMPLE_RAW,
         wakeup_events: 1,
+        flags: if namespaces { ATTR_NAMESPACES } else { 0 },
         ..PerfEventAttr::default()
     };
     // SAFETY: `attr` is a valid perf_event_attr of `ATTR_SIZE` bytes that outlives the call.
@@ -321,6 +357,10 @@ pub struct FailureTracer {
     correlator: Correlator,
     /// Every process that failed, looked up when its first failure was read.
     processes: FxHashMap<u32, ProcessInfo>,
+    /// Network namespace inode per pid, from PERF_RECORD_NAMESPACES.
+    namespaces: FxHashMap<u32, u64>,
+    /// The nsfs device (one for all namespaces), to make ids of those inodes.
+    netns_dev: u64,
     samples: Vec<RawSample>,
     lost: u64,
 }
@@ -368,8 +408,8 @@ impl FailureTracer {
         let mut rings = Vec::new();
         for cpu in online_cpus() {
             let mut fds = Vec::new();
-            for (name, id, filter) in events {
-                let fd = perf_open(id, cpu, name)?;
+            for (i, (name, id, filter)) in events.into_iter().enumerate() {
+                let fd = perf_open(id, cpu, name, i == 0)?;
                 let filter = CString::new(filter).map_err(|e| TracerError::Setup {
                     what: format!("the filter of {name}"),
                     source: std::io::Error::other(e),
@@ -431,6 +471,8 @@ impl FailureTracer {
             rings,
             correlator: Correlator::default(),
             processes: FxHashMap::default(),
+            namespaces: FxHashMap::default(),
+            netns_dev: super::netns::current_id().map_or(0, |id| id.dev),
             samples: Vec::new(),
             lost: 0,
         })
@@ -441,7 +483,7 @@ impl FailureTracer {
     pub fn drain(&mut self) -> Vec<Failure> {
         self.samples.clear();
         for ring in &mut self.rings {
-            ring.drain(&mut self.samples, &mut self.lost);
+            ring.drain(&mut self.samples, &mut self.namespaces, &mut self.lost);
         }
         self.samples.sort_by_key(|s| s.time_ns);
         let mut out = Vec::new();
@@ -456,7 +498,13 @@ impl FailureTracer {
             self.correlator.expire(last);
         }
         for f in &out {
-            self.processes.entry(f.pid).or_insert_with(|| lookup(f.pid));
+            let info = self.processes.entry(f.pid).or_insert_with(|| lookup(f.pid));
+            if info.netns.is_none() {
+                info.netns = self.namespaces.get(&f.pid).map(|&ino| NetnsId {
+                    dev: self.netns_dev,
+                    ino,
+                });
+            }
         }
         for (pid, comm) in self.correlator.take_exits() {
             if let Some(p) = self.processes.get_mut(&pid) {
