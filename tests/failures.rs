@@ -392,3 +392,93 @@ fn unprivileged_observe_is_null_with_a_note() {
     );
     assert_eq!(run.code, 0, "an idle namespace is ok: the verdict decides");
 }
+
+/// `GET /metrics` over plain HTTP/1.1; the body.
+#[cfg(feature = "serve")]
+fn scrape(addr: std::net::SocketAddr) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    s.write_all(
+        format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    let (head, body) = buf.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.1 200").then(|| body.to_string())
+}
+
+/// The value of the sample line starting with `prefix`.
+#[cfg(feature = "serve")]
+fn sample(text: &str, prefix: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[cfg(feature = "serve")]
+#[test]
+fn serve_counter_rises_by_exactly_the_failures_between_two_scrapes() {
+    if !require_root("serve_counter_rises_by_exactly_the_failures_between_two_scrapes") {
+        return;
+    }
+    let ns = small_range_ns("failserve");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    let mut cmd = Command::new("timeout");
+    cmd.args([
+        "60",
+        env!("CARGO_BIN_EXE_portdoctor"),
+        "serve",
+        "--netns",
+        &ns.name,
+    ])
+    .args(["--listen", &addr.to_string(), "--min-interval", "0"]);
+    let _serve = ns.spawn("serve", cmd);
+    let first =
+        common::wait_until(Duration::from_secs(10), || scrape(addr)).expect("serve answers");
+    assert_eq!(
+        sample(&first, "portdoctor_connect_failure_tracing "),
+        Some(1.0),
+        "{first}"
+    );
+    let series = "portdoctor_connect_failures_total{local_ip=\"127.0.0.1\",remote_ip=\"127.0.0.3\",remote_port=\"7001\",error=\"EADDRNOTAVAIL\"}";
+    assert_eq!(sample(&first, series), None, "no failures yet: {first}");
+
+    // Failures in another namespace at the same time must not be counted.
+    let other = small_range_ns("failserveB");
+    let plan = |n: u32| {
+        serde_json::json!({
+            "listen": [["127.0.0.3", 7001]], "delay": 0.2,
+            "steps": [["connect", "127.0.0.3", 7001, 10], ["connect", "127.0.0.3", 7001, n]],
+        })
+    };
+    let mut noise = Client::start(&other, &plan(9));
+    let mut client = Client::start(&ns, &plan(8));
+    assert_eq!(
+        client.results().1[1],
+        serde_json::json!({"EADDRNOTAVAIL": 8})
+    );
+    assert_eq!(
+        noise.results().1[1],
+        serde_json::json!({"EADDRNOTAVAIL": 9})
+    );
+    let seen = common::wait_until(Duration::from_secs(5), || {
+        scrape(addr)
+            .and_then(|t| sample(&t, series))
+            .filter(|v| *v >= 8.0)
+    });
+    assert_eq!(seen, Some(8.0));
+    std::thread::sleep(Duration::from_millis(300));
+    let second = scrape(addr).expect("second scrape");
+    assert_eq!(
+        sample(&second, series),
+        Some(8.0),
+        "exactly 8, not B's 9 too: {second}"
+    );
+}

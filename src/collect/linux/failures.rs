@@ -536,6 +536,28 @@ impl FailureTracer {
     }
 }
 
+impl FailureTracer {
+    /// Forgets processes that have exited (for tracers that run for days: `serve`).
+    pub fn forget_exited(&mut self) {
+        self.refresh_exited();
+        self.processes.retain(|_, p| !p.exited);
+        let alive = &self.processes;
+        self.namespaces.retain(|pid, _| {
+            alive.contains_key(pid) || Path::new(&format!("/proc/{pid}")).exists()
+        });
+    }
+}
+
+/// The namespace a target names (the caller's own for the host).
+pub fn target_id(target: &crate::snapshot::Target) -> Option<NetnsId> {
+    use crate::snapshot::Target;
+    match target {
+        Target::Host => super::netns::current_id(),
+        Target::Netns(name) => id_of(&Path::new(NETNS_RUN_DIR).join(name)),
+        Target::Process(pid) => id_of(Path::new(&format!("/proc/{pid}/ns/net"))),
+    }
+}
+
 /// Name and namespace of a live process (`exited` when it is already gone).
 fn lookup(pid: u32) -> ProcessInfo {
     let name = std::fs::read_to_string(format!("/proc/{pid}/comm"))
