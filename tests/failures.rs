@@ -1,6 +1,7 @@
 //! `check --observe`: failed connect() (EADDRNOTAVAIL) and bind() (EADDRINUSE) calls counted by
 //! the tracepoint tracer, against real sockets in namespaces these tests create. Each client
 //! reports what its own calls returned, and the counts must match exactly.
+#![cfg(target_os = "linux")]
 
 mod common;
 

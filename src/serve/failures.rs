@@ -57,6 +57,7 @@ pub fn labels(
     ]
 }
 
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 fn capped(l: Labels, seen: &mut rustc_hash::FxHashSet<Labels>, cap: usize) -> Labels {
     if seen.contains(&l) {
         return l;

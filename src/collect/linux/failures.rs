@@ -46,6 +46,8 @@ const PERF_RECORD_NAMESPACES: u32 = 16;
 /// namespaces (clone, setns, unshare), so a process that exits before it is looked up still has
 /// a known namespace when it entered it during the window (`ip netns exec`, containers).
 const ATTR_NAMESPACES: u64 = 1 << 28;
+/// `perf_event_attr.watermark`: `wakeup_events` is then a byte count (`wakeup_watermark`).
+const ATTR_WATERMARK: u64 = 1 << 14;
 /// `NET_NS_INDEX` in PERF_RECORD_NAMESPACES' link_info array.
 const NET_NS_INDEX: usize = 0;
 /// `_IOW('$', 6, char *)`
@@ -282,8 +284,10 @@ fn perf_open(
         config: id,
         sample_period: 1,
         sample_type: PERF_SAMPLE_TID | PERF_SAMPLE_TIME | PERF_SAMPLE_RAW,
-        wakeup_events: 1,
-        flags: if namespaces { ATTR_NAMESPACES } else { 0 },
+        // Nobody polls (the buffers are drained on a timer): wake only at half a buffer, so a
+        // burst of failures does not cost a wakeup per sample.
+        wakeup_events: (page_size() * DATA_PAGES / 2) as u32,
+        flags: ATTR_WATERMARK | if namespaces { ATTR_NAMESPACES } else { 0 },
         ..PerfEventAttr::default()
     };
     // SAFETY: `attr` is a valid perf_event_attr of `ATTR_SIZE` bytes that outlives the call.
