@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::{findings, python, require_root, run_program, Background, Netns, PdRun};
+use common::{findings, python, require_root, run_program, Background, Netns};
 use serde_json::Value;
 
 /// The client: listens where asked, then (after `delay` seconds, so the tracer is running)
@@ -87,21 +87,64 @@ fn small_range_ns(tag: &str) -> Netns {
     ns
 }
 
-/// `check --netns NS --observe WINDOW --json` started now, in the background of the caller.
-fn observe(ns: &Netns) -> std::thread::JoinHandle<PdRun> {
-    let name = ns.name.clone();
-    std::thread::spawn(move || {
-        let args = ["check", "--netns", &name, "--observe", WINDOW, "--json"];
-        run_program(
-            Command::new(env!("CARGO_BIN_EXE_portdoctor")).args(args),
-            &args,
-        )
+/// A running `check --netns NS --observe WINDOW --json`, its stdout going to a file.
+struct Observer {
+    child: std::process::Child,
+    out: PathBuf,
+}
+
+/// Perf event descriptors the process holds (the tracer is up once it has them).
+fn perf_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| {
+        d.flatten()
+            .filter(|e| {
+                std::fs::read_link(e.path())
+                    .is_ok_and(|l| l.to_string_lossy().contains("perf_event"))
+            })
+            .count()
     })
 }
 
-fn finish(h: std::thread::JoinHandle<PdRun>) -> (Value, i32) {
-    let run = h.join().expect("the check thread");
-    (run.json(), run.code)
+/// Starts `check --observe` on NS and returns once its tracer is running (so a client started
+/// next is seen from its first system call, its setns included).
+fn observe(ns: &Netns) -> Observer {
+    let out = ns.path("check.json");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_portdoctor"))
+        .args(["check", "--netns", &ns.name, "--observe", WINDOW, "--json"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(&out).expect("stdout file"))
+        .spawn()
+        .expect("starting portdoctor check --observe");
+    let pid = child.id();
+    let up = common::wait_until(Duration::from_secs(20), || {
+        (perf_fds(pid) > 0).then_some(())
+    });
+    if up.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("check --observe did not open its tracepoints within 20 s");
+    }
+    Observer { child, out }
+}
+
+/// Waits (at most 60 s) for the check to end: its report and exit code.
+fn finish(mut o: Observer) -> (Value, i32) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Ok(Some(st)) = o.child.try_wait() {
+            break st;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = o.child.kill();
+            let _ = o.child.wait();
+            panic!("check --observe did not end within 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let text = std::fs::read_to_string(&o.out).expect("check output");
+    let report: Value = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("check --json output is not JSON ({e}): {text}"));
+    (report, status.code().expect("check exited normally"))
 }
 
 fn pool_failures(report: &Value, remote_ip: &str, port: u64) -> Value {

@@ -162,3 +162,87 @@ fn bind_findings(_snapshot: &Snapshot, f: &ConnectFailures, out: &mut Vec<Findin
         "if these are clients binding a local address before connect(): set IP_BIND_ADDRESS_NO_PORT on the socket before bind() (the port is then chosen at connect() per destination), or do not bind; a server's bind() on a busy port is a different problem (another process or SO_REUSEADDR)".to_string(),
     ));
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analysis::{analyze, Level, Thresholds};
+    use crate::snapshot::Os;
+
+    fn failures(events: Vec<FailureCount>) -> ConnectFailures {
+        ConnectFailures {
+            source: "test".into(),
+            window_seconds: 10.0,
+            events,
+            ..ConnectFailures::default()
+        }
+    }
+
+    fn count(error: FailureError, n: u64, exited: bool) -> FailureCount {
+        let addr = error == FailureError::AddrNotAvail;
+        FailureCount {
+            pid: Some(42),
+            process: Some("client".into()),
+            exited,
+            netns: None,
+            netns_name: None,
+            local_ip: addr.then(|| "10.0.0.5".parse().unwrap()),
+            remote_ip: addr.then(|| "10.0.0.9".parse().unwrap()),
+            remote_port: addr.then_some(5432),
+            error,
+            count: n,
+        }
+    }
+
+    #[test]
+    fn failures_in_the_window_are_critical_even_without_a_full_pool() {
+        let mut snap = Snapshot::empty(Os::Linux);
+        let th = Thresholds::default();
+        assert!(analyze(&snap, th)
+            .verdict
+            .findings
+            .iter()
+            .all(|f| f.code != FindingCode::ConnectFailures));
+        snap.connect_failures = Some(failures(vec![
+            count(FailureError::AddrNotAvail, 25, true),
+            count(FailureError::AddrInUse, 3, false),
+        ]));
+        let analysis = analyze(&snap, th);
+        assert_eq!(analysis.verdict.level, Level::Critical);
+        let codes: Vec<_> = analysis
+            .verdict
+            .findings
+            .iter()
+            .map(|f| (f.code, f.severity))
+            .collect();
+        assert!(codes.contains(&(
+            FindingCode::ConnectFailures,
+            super::super::Severity::Critical
+        )));
+        assert!(codes.contains(&(FindingCode::BindFailures, super::super::Severity::Warning)));
+        let found = analysis
+            .verdict
+            .findings
+            .iter()
+            .find(|f| f.code == FindingCode::ConnectFailures)
+            .unwrap();
+        assert_eq!(found.pool.as_deref(), Some("10.0.0.5 → 10.0.0.9:5432"));
+        assert!(
+            found.message.contains("client (pid 42, exited): 25"),
+            "{}",
+            found.message
+        );
+    }
+
+    #[test]
+    fn an_observed_window_without_failures_finds_nothing_and_counts_zero_not_null() {
+        let mut s = Snapshot::empty(Os::Linux);
+        s.connect_failures = Some(failures(Vec::new()));
+        let a = analyze(&s, Thresholds::default());
+        assert_eq!(a.verdict.level, Level::Ok);
+        assert_eq!(
+            s.connect_failures.as_ref().map(ConnectFailures::total),
+            Some(0)
+        );
+    }
+}

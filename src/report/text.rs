@@ -100,7 +100,8 @@ fn failure_lines(snap: &Snapshot, a: &Analysis, out: &mut String) {
         if snap.os == Os::Linux && a.pools.iter().any(|p| p.level > Level::Ok) {
             let _ = writeln!(
                 out,
-                "\nto count the connect() calls that fail now: portdoctor check --observe 10s (as root)"
+                "\nto count the connect() calls that fail now: portdoctor check{} --observe 10s (as root)",
+                snap.host.target.cli_args()
             );
         }
         return;

@@ -46,6 +46,10 @@ const PERF_RECORD_NAMESPACES: u32 = 16;
 /// namespaces (clone, setns, unshare), so a process that exits before it is looked up still has
 /// a known namespace when it entered it during the window (`ip netns exec`, containers).
 const ATTR_NAMESPACES: u64 = 1 << 28;
+/// `perf_event_attr.comm`: PERF_RECORD_COMM on exec. Its records are skipped; it is set because
+/// a CPU-wide event receives side-band records (namespaces included) only when it asks for one
+/// of the classic kinds (`is_sb_event` in kernel/events/core.c).
+const ATTR_COMM: u64 = 1 << 9;
 /// `perf_event_attr.watermark`: `wakeup_events` is then a byte count (`wakeup_watermark`).
 const ATTR_WATERMARK: u64 = 1 << 14;
 /// `NET_NS_INDEX` in PERF_RECORD_NAMESPACES' link_info array.
@@ -287,7 +291,12 @@ fn perf_open(
         // Nobody polls (the buffers are drained on a timer): wake only at half a buffer, so a
         // burst of failures does not cost a wakeup per sample.
         wakeup_events: (page_size() * DATA_PAGES / 2) as u32,
-        flags: ATTR_WATERMARK | if namespaces { ATTR_NAMESPACES } else { 0 },
+        flags: ATTR_WATERMARK
+            | if namespaces {
+                ATTR_NAMESPACES | ATTR_COMM
+            } else {
+                0
+            },
         ..PerfEventAttr::default()
     };
     // SAFETY: `attr` is a valid perf_event_attr of `ATTR_SIZE` bytes that outlives the call.
