@@ -336,7 +336,7 @@ impl Correlator {
     pub fn push(&mut self, e: Event) -> Option<Failure> {
         match e {
             Event::PortlessClose {
-                pid,
+                pid: _,
                 tid,
                 time_ns,
                 local_ip,
@@ -355,7 +355,6 @@ impl Correlator {
                         });
                     }
                 }
-                let _ = pid;
                 self.closes
                     .insert(tid, (time_ns, local_ip, remote_ip, remote_port));
                 None
