@@ -422,6 +422,86 @@ pub struct Snapshot {
     pub notes: Vec<String>,
     /// Windows-only settings and observations (`None` on Linux).
     pub windows: Option<WindowsSettings>,
+    /// Failed connect()/bind() calls counted by the tracer over a window (`check --observe`);
+    /// `None` when not observed (no window asked, no privilege, no tracepoint): never a 0.
+    pub connect_failures: Option<ConnectFailures>,
+}
+
+/// Why a connect() or bind() failed, as counted by the failure tracer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum FailureError {
+    /// connect() found no free port for its (local IP, remote IP, remote port).
+    #[serde(rename = "EADDRNOTAVAIL")]
+    AddrNotAvail,
+    /// bind() found its port (or, with port 0, every port of the range) taken.
+    #[serde(rename = "EADDRINUSE")]
+    AddrInUse,
+}
+
+impl FailureError {
+    pub fn name(self) -> &'static str {
+        match self {
+            FailureError::AddrNotAvail => "EADDRNOTAVAIL",
+            FailureError::AddrInUse => "EADDRINUSE",
+        }
+    }
+}
+
+/// Failures with the same (pid, process, exited, netns, local IP, remote IP, remote port,
+/// error), counted. bind() failures carry no addresses (the syscall's result is all the tracer
+/// sees), so their `local_ip`, `remote_ip` and `remote_port` are `None`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct FailureCount {
+    pub pid: Option<u32>,
+    pub process: Option<String>,
+    /// The process had exited when the window ended.
+    pub exited: bool,
+    /// The namespace of the process at the failure (`None`: it exited before it was read).
+    pub netns: Option<NetnsId>,
+    /// How to name that namespace: its `/run/netns` name when it has one.
+    pub netns_name: Option<String>,
+    pub local_ip: Option<IpAddr>,
+    pub remote_ip: Option<IpAddr>,
+    pub remote_port: Option<u16>,
+    pub error: FailureError,
+    pub count: u64,
+}
+
+impl FailureCount {
+    /// How the namespace is named in reports: its `/run/netns` name, else its inode.
+    pub fn netns_label(&self) -> Option<String> {
+        self.netns_name
+            .clone()
+            .or_else(|| self.netns.map(|id| id.ino.to_string()))
+    }
+}
+
+/// What the failure tracer counted over one window, already narrowed to the inspected namespace
+/// (plus failures whose namespace could not be read, `netns: None`).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct ConnectFailures {
+    /// What was used, e.g. `tracepoint:sock/inet_sock_set_state+syscalls/sys_exit_connect`.
+    pub source: String,
+    pub window_seconds: f64,
+    pub events: Vec<FailureCount>,
+    /// Failures seen in other namespaces of the host (not counted here), by namespace label.
+    pub other_namespaces: std::collections::BTreeMap<String, u64>,
+    /// Samples the kernel dropped because the ring buffer was full (counts may be low).
+    pub lost: u64,
+}
+
+impl ConnectFailures {
+    pub fn total(&self) -> u64 {
+        self.events.iter().map(|e| e.count).sum()
+    }
+
+    pub fn by_error(&self, error: FailureError) -> u64 {
+        self.events
+            .iter()
+            .filter(|e| e.error == error)
+            .map(|e| e.count)
+            .sum()
+    }
 }
 
 impl Snapshot {
@@ -451,6 +531,7 @@ impl Snapshot {
             owners: None,
             notes: Vec::new(),
             windows: None,
+            connect_failures: None,
         }
     }
 }

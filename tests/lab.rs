@@ -33,6 +33,13 @@ fn lab(args: &[&str]) -> (Value, i32) {
     });
     assert_eq!(v["schema"], "portdoctor.lab/v1");
     assert_namespace_gone(&v);
+    // Every scenario: the kernel tracepoints counted exactly the lab's own port failures.
+    let o = &v["observed"];
+    assert_eq!(
+        o["traced_failures"], o["failures"],
+        "lab {args:?}: tracer vs the lab's own count ({})",
+        o["tracing_note"]
+    );
     (v, out.status.code().unwrap_or(-1))
 }
 

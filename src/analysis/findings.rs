@@ -95,11 +95,16 @@ pub enum FindingCode {
     MaxUserPortIgnored,
     /// `StrictTimeWaitSeqCheck` is set; its effect is unverified.
     StrictTimeWaitSeqCheckUnverified,
+    // Observed failures (`check --observe`, Linux).
+    /// connect() failed with EADDRNOTAVAIL while observed.
+    ConnectFailures,
+    /// bind() failed with EADDRINUSE while observed.
+    BindFailures,
 }
 
 impl FindingCode {
     /// In the order the README lists them.
-    pub const ALL: [FindingCode; 19] = [
+    pub const ALL: [FindingCode; 21] = [
         FindingCode::PoolExhausted,
         FindingCode::PoolNearExhaustion,
         FindingCode::TwReuseOff,
@@ -119,6 +124,8 @@ impl FindingCode {
         FindingCode::RegistryValueOutOfRange,
         FindingCode::MaxUserPortIgnored,
         FindingCode::StrictTimeWaitSeqCheckUnverified,
+        FindingCode::ConnectFailures,
+        FindingCode::BindFailures,
     ];
 
     /// The stable wire name, e.g. `pool_exhausted`.
@@ -145,6 +152,8 @@ impl FindingCode {
             FindingCode::StrictTimeWaitSeqCheckUnverified => {
                 "strict_time_wait_seq_check_unverified"
             }
+            FindingCode::ConnectFailures => "connect_failures",
+            FindingCode::BindFailures => "bind_failures",
         }
     }
 
@@ -202,6 +211,12 @@ impl FindingCode {
             FindingCode::StrictTimeWaitSeqCheckUnverified => {
                 "Windows: `StrictTimeWaitSeqCheck` is set; its effect is unverified (info)"
             }
+            FindingCode::ConnectFailures => {
+                "`--observe`: connect() calls failed with EADDRNOTAVAIL (no free port) in the window, per process and pool"
+            }
+            FindingCode::BindFailures => {
+                "`--observe`: bind() calls failed with EADDRINUSE in the window (bind-before-connect: `IP_BIND_ADDRESS_NO_PORT`)"
+            }
         }
     }
 
@@ -221,8 +236,11 @@ impl FindingCode {
             | FindingCode::TwBucketOverflow
             | FindingCode::TwBucketsNearLimit
             | FindingCode::CapacityUnknown
-            | FindingCode::TimeWaitDelayOutOfRange => Some(Severity::Warning),
-            FindingCode::PortExhaustionEvents => Some(Severity::Critical),
+            | FindingCode::TimeWaitDelayOutOfRange
+            | FindingCode::BindFailures => Some(Severity::Warning),
+            FindingCode::PortExhaustionEvents | FindingCode::ConnectFailures => {
+                Some(Severity::Critical)
+            }
             FindingCode::ListenerInRange
             | FindingCode::DynamicRangeOffByOne
             | FindingCode::RegistryValueOutOfRange
@@ -348,6 +366,7 @@ pub(super) fn verdict(
     bind_findings(&cx, &mut findings);
     churn_findings(&cx, &mut findings);
     stuck_findings(&cx, &mut findings);
+    super::failures::findings(snapshot, &mut findings);
     if snapshot.os == Os::Windows {
         findings.extend(super::windows::findings(snapshot, pools));
     }

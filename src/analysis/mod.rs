@@ -1,6 +1,7 @@
 //! The functional core: pure functions from a [`Snapshot`] to an [`Analysis`] (pools, rates,
 //! forecasts, verdict). No I/O here; everything is tested on fixture snapshots.
 
+pub mod failures;
 mod findings;
 mod pools;
 mod windows;

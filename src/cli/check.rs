@@ -15,10 +15,11 @@ Examples:
   portdoctor check --top 0 --no-owners      all pools, skip the /proc owner scan
   portdoctor check --save db1.snap.json     report, and keep the snapshot (e.g. for a ticket)
   portdoctor check --load db1.snap.json     analyse a saved snapshot, here or on another OS
+  portdoctor check --observe 10s            also count failed connect()/bind() calls for 10 s
 
 Privileges: any user sees every socket and setting of the namespace; owners of other users'
 sockets need root (or CAP_SYS_PTRACE + CAP_DAC_READ_SEARCH); --netns/--pid need root or
-CAP_SYS_ADMIN.";
+CAP_SYS_ADMIN; --observe needs root (or CAP_PERFMON and read access to tracefs).";
 
 #[derive(Debug, Args)]
 pub struct CheckArgs {
@@ -44,4 +45,17 @@ pub struct CheckArgs {
     /// from this host)
     #[arg(long, value_name = "FILE", conflicts_with_all = ["netns", "pid", "source", "no_owners", "all_namespaces"])]
     pub load: Option<std::path::PathBuf>,
+    /// Linux: trace for DURATION before reporting and count the connect() calls that found no
+    /// free port (EADDRNOTAVAIL) and the bind() calls that failed (EADDRINUSE), per process
+    /// and pool (kernel tracepoints; see docs/failures.md)
+    #[arg(long, value_name = "DURATION", value_parser = parse_observe, conflicts_with_all = ["load", "all_namespaces"])]
+    pub observe: Option<std::time::Duration>,
+}
+
+fn parse_observe(s: &str) -> Result<std::time::Duration, String> {
+    let secs = portdoctor::units::parse_duration_seconds(s)?;
+    if secs <= 0.0 {
+        return Err(format!("{s:?}: the window must be longer than 0"));
+    }
+    Ok(std::time::Duration::from_secs_f64(secs))
 }

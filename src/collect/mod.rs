@@ -18,6 +18,7 @@
 //! namespace, its sysctls and its sockets; the binary's commands own the terminal (`top`), the
 //! HTTP server (`serve`) and output files.
 
+pub mod failures;
 pub mod identity;
 #[cfg(target_os = "linux")]
 pub mod linux;

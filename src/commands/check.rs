@@ -14,11 +14,79 @@ use crate::cli::CheckArgs;
 /// The snapshot to analyse, collected (and written to `--save FILE` when asked, before anything
 /// is printed, so a failed save fails the command).
 fn snapshot_for(args: &CheckArgs, opts: collect::CollectOptions) -> anyhow::Result<Snapshot> {
-    let snapshot = collect::native(opts)?.snapshot()?;
+    let collector = collect::native(opts)?;
+    // With --observe: trace first (the window), then take the snapshot the failures are
+    // reported against.
+    let observed = args.observe.map(observe);
+    let mut snapshot = collector.snapshot()?;
+    match observed {
+        Some(Ok(f)) => {
+            snapshot.notes.extend(failure_notes(&f));
+            let f = narrow(f, snapshot.host.netns_id);
+            if !f.other_namespaces.is_empty() {
+                let others: Vec<String> = f
+                    .other_namespaces
+                    .iter()
+                    .map(|(ns, n)| format!("{ns}: {n}"))
+                    .collect();
+                snapshot.notes.push(format!(
+                    "failed connect()/bind() calls in other namespaces were not counted here ({}); inspect them with --netns or --pid (`unknown`: the process exited before its namespace was read)",
+                    others.join(", ")
+                ));
+            }
+            if f.events.iter().any(|c| c.netns.is_none()) {
+                snapshot.notes.push("some failing processes exited before their namespace was read; they are counted here only because no namespace was asked for".to_string());
+            }
+            snapshot.connect_failures = Some(f);
+        }
+        Some(Err(note)) => snapshot.notes.push(note),
+        None => {}
+    }
     if let Some(path) = &args.save {
         file::save(&snapshot, path)?;
     }
     Ok(snapshot)
+}
+
+/// Traces failed connect()/bind() calls for `window` on the whole host; the error is the note
+/// saying why it could not.
+#[cfg(target_os = "linux")]
+fn observe(window: std::time::Duration) -> Result<portdoctor::snapshot::ConnectFailures, String> {
+    collect::linux::failures::observe(window, None).map_err(|e| e.to_string())
+}
+
+#[cfg(not(target_os = "linux"))]
+fn observe(_window: std::time::Duration) -> Result<portdoctor::snapshot::ConnectFailures, String> {
+    Err(format!(
+        "--observe traces Linux kernel tracepoints; on {} it counts nothing (Windows: see events 4227/4231 in the findings)",
+        std::env::consts::OS
+    ))
+}
+
+/// The failures of the inspected namespace (failures elsewhere are summed by namespace).
+fn narrow(
+    f: portdoctor::snapshot::ConnectFailures,
+    target: Option<portdoctor::snapshot::NetnsId>,
+) -> portdoctor::snapshot::ConnectFailures {
+    let portdoctor::snapshot::ConnectFailures {
+        source,
+        window_seconds,
+        events,
+        lost,
+        ..
+    } = f;
+    collect::failures::report(&source, window_seconds, events, target, lost)
+}
+
+fn failure_notes(f: &portdoctor::snapshot::ConnectFailures) -> Vec<String> {
+    let mut notes = Vec::new();
+    if f.lost > 0 {
+        notes.push(format!(
+            "the failure tracer's buffers overflowed: {} samples were dropped, the failure counts are low",
+            f.lost
+        ));
+    }
+    notes
 }
 
 pub fn run(args: &CheckArgs) -> anyhow::Result<ExitCode> {

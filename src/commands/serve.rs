@@ -138,6 +138,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     // Opens the target namespace now (a missing one fails here, exit 3) and keeps it open;
     // collections enter it on the blocking-pool thread that runs them, so the listener and
     // the event loop stay in the caller's namespace.
+    let target = opts.target.clone();
     let collector = if args.scope.all_namespaces {
         match Scope::all(opts, args.scope.pods_dir.as_deref()) {
             Ok(s) => s,
@@ -153,7 +154,14 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
             max_pools: args.max_pools,
         },
         min_interval: Duration::from_secs_f64(args.min_interval),
-        counters: ExporterCounters::default(),
+        // Failed connect()/bind() calls of the target's namespace, traced while serve runs.
+        counters: ExporterCounters {
+            failures: portdoctor::serve::failures::start(
+                (!args.scope.all_namespaces).then_some(&target),
+                args.max_pools,
+            ),
+            ..ExporterCounters::default()
+        },
         cache: tokio::sync::Mutex::new(None),
         web,
         auth_ok: Mutex::new(Vec::new()),

@@ -336,6 +336,11 @@ pub struct Observed {
     pub stop_reason: Option<String>,
     /// An example of an unexpected error, if any.
     pub other_error_example: Option<String>,
+    /// The same failures (EADDRNOTAVAIL + EADDRINUSE of this process) as the kernel
+    /// tracepoints counted them (docs/failures.md); `None` when tracing was unavailable.
+    pub traced_failures: Option<u64>,
+    /// Why `traced_failures` is `None`.
+    pub tracing_note: Option<String>,
 }
 
 /// How far apart the model and the run are.

@@ -159,6 +159,19 @@ pub fn render_text(r: &LabReport) -> String {
             .as_deref()
             .map_or_else(String::new, |f| format!(" ({f})"))
     );
+    let _ = match (o.traced_failures, &o.tracing_note) {
+        (Some(traced), _) => writeln!(
+            out,
+            "traced: {traced} port failures counted by the kernel tracepoints ({})",
+            if traced == o.failures {
+                "the same as observed"
+            } else {
+                "DIFFERENT from observed"
+            }
+        ),
+        (None, Some(note)) => writeln!(out, "traced: not available: {note}"),
+        (None, None) => Ok(()),
+    };
     let _ = writeln!(out, "=> {}", verdict_line(r));
     if let Some(reason) = &o.stop_reason {
         let _ = writeln!(out, "note: stopped early: {reason}");

@@ -22,7 +22,23 @@ use crate::collect::{Collector, SourcePreference};
 const SAMPLE_EVERY: Duration = Duration::from_millis(250);
 /// Extra time any loop may run past the configured duration before it gives up.
 const GRACE: Duration = Duration::from_secs(3);
+use crate::collect::linux::failures::{FailureTracer, DRAIN_EVERY};
+
 const LOCALHOST: Ipv4Addr = Ipv4Addr::LOCALHOST;
+
+/// Counts this process's failed connect()/bind() calls until `done`, then drains once more
+/// (the last samples may still be in flight).
+fn trace_own_failures(mut t: FailureTracer, done: &AtomicBool) -> u64 {
+    let me = std::process::id();
+    let mut n = 0u64;
+    let count = |t: &mut FailureTracer| t.drain().iter().filter(|f| f.pid == me).count() as u64;
+    while !done.load(Ordering::Relaxed) {
+        thread::sleep(DRAIN_EVERY);
+        n += count(&mut t);
+    }
+    thread::sleep(Duration::from_millis(100));
+    n + count(&mut t)
+}
 
 /// Creates the namespace, runs the experiment inside it, removes it, and reports.
 /// `progress` gets one line per second (for a human watching).
@@ -100,11 +116,19 @@ fn experiment(
             })?
     };
 
+    let tracer = FailureTracer::start().map(|t| {
+        let done = Arc::clone(&done);
+        thread::spawn(move || trace_own_failures(t, &done))
+    });
     let outcome = client(cfg, &ports, start, hard_end, &samples, progress);
     done.store(true, Ordering::Relaxed);
     let _ = server.join();
     let _ = sampler.join();
-    let (seconds, observed) = outcome;
+    let (seconds, mut observed) = outcome;
+    match tracer {
+        Ok(h) => observed.traced_failures = h.join().ok(),
+        Err(e) => observed.tracing_note = Some(e.to_string()),
+    }
     let pool_samples = std::mem::take(&mut *samples.lock().unwrap_or_else(PoisonError::into_inner));
     let comparison = compare(model.onset_s, observed.onset_s);
     Ok(LabReport {
@@ -432,6 +456,8 @@ fn client(
         completed: stop_reason.is_none(),
         stop_reason,
         other_error_example: st.other_example,
+        traced_failures: None,
+        tracing_note: None,
     };
     (seconds, observed)
 }

@@ -6,10 +6,13 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::analysis::failures::pool_failures;
 use crate::analysis::{
     Analysis, BindPattern, Finding, Level, Pool, ProcessCount, Scope, Thresholds,
 };
-use crate::snapshot::{HostInfo, Os, Settings, Snapshot, SocketSource, WindowsSettings};
+use crate::snapshot::{
+    ConnectFailures, FailureError, HostInfo, Os, Settings, Snapshot, SocketSource, WindowsSettings,
+};
 
 pub const SCHEMA: &str = "portdoctor.check/v1";
 
@@ -49,6 +52,63 @@ pub struct CheckReport<'a> {
     pub verdict: VerdictOut<'a>,
     pub thresholds: Thresholds,
     pub notes: &'a [String],
+    /// `check --observe`: failed connect()/bind() calls in the window; `null` = not observed.
+    pub connect_failures: Option<FailuresOut>,
+}
+
+#[derive(Serialize)]
+pub struct FailuresOut {
+    pub source: String,
+    pub window_seconds: f64,
+    pub total: u64,
+    pub by_error: BTreeMap<&'static str, u64>,
+    pub events: Vec<FailureEventOut>,
+    /// Failures in other namespaces of the host, by namespace (not in `total`).
+    pub other_namespaces: BTreeMap<String, u64>,
+    /// Samples the kernel dropped (full buffer): counts are low by up to this much.
+    pub lost: u64,
+}
+
+#[derive(Serialize)]
+pub struct FailureEventOut {
+    pub pid: Option<u32>,
+    pub process: Option<String>,
+    pub exited: bool,
+    pub netns: Option<String>,
+    pub local_ip: Option<String>,
+    pub remote_ip: Option<String>,
+    pub remote_port: Option<u16>,
+    pub error: &'static str,
+    pub count: u64,
+}
+
+pub fn failures_out(f: &ConnectFailures) -> FailuresOut {
+    FailuresOut {
+        source: f.source.clone(),
+        window_seconds: round(f.window_seconds, 3),
+        total: f.total(),
+        by_error: [FailureError::AddrNotAvail, FailureError::AddrInUse]
+            .into_iter()
+            .map(|e| (e.name(), f.by_error(e)))
+            .collect(),
+        events: f
+            .events
+            .iter()
+            .map(|c| FailureEventOut {
+                pid: c.pid,
+                process: c.process.clone(),
+                exited: c.exited,
+                netns: c.netns_label(),
+                local_ip: c.local_ip.map(|ip| ip.to_string()),
+                remote_ip: c.remote_ip.map(|ip| ip.to_string()),
+                remote_port: c.remote_port,
+                error: c.error.name(),
+                count: c.count,
+            })
+            .collect(),
+        other_namespaces: f.other_namespaces.clone(),
+        lost: f.lost,
+    }
 }
 
 #[derive(Serialize)]
@@ -124,6 +184,8 @@ pub struct PoolOut<'a> {
     pub processes: Option<&'a [ProcessCount]>,
     /// Sockets per state: what fills the pool.
     pub states: &'a BTreeMap<&'static str, u64>,
+    /// `check --observe`: EADDRNOTAVAIL failures in this pool; `null` = not observed.
+    pub connect_failures: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -160,7 +222,7 @@ pub fn check_report<'a>(
         .pools
         .iter()
         .take(top.unwrap_or(usize::MAX))
-        .map(|p| pool_out(p, scanned))
+        .map(|p| pool_out(snap, p, scanned))
         .collect();
     let mut by_level = BTreeMap::from([("critical", 0), ("warning", 0), ("ok", 0)]);
     for p in &a.pools {
@@ -213,10 +275,11 @@ pub fn check_report<'a>(
         },
         thresholds: a.thresholds,
         notes: &snap.notes,
+        connect_failures: snap.connect_failures.as_ref().map(failures_out),
     }
 }
 
-fn pool_out(p: &Pool, scanned: bool) -> PoolOut<'_> {
+fn pool_out<'a>(snap: &Snapshot, p: &'a Pool, scanned: bool) -> PoolOut<'a> {
     PoolOut {
         scope: p.scope,
         local_ip: p.key.local_ip.to_string(),
@@ -237,6 +300,7 @@ fn pool_out(p: &Pool, scanned: bool) -> PoolOut<'_> {
         level: p.level,
         processes: scanned.then_some(p.processes.as_slice()),
         states: &p.states,
+        connect_failures: pool_failures(snap, p),
     }
 }
 

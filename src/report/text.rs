@@ -91,6 +91,57 @@ fn owner_cell(p: &Pool, scanned: bool) -> String {
     }
 }
 
+/// `check --observe`: one line per failing (process, pool); without a window, while pools are
+/// under pressure, how to get this evidence.
+fn failure_lines(snap: &Snapshot, a: &Analysis, out: &mut String) {
+    use crate::analysis::failures::{failure_pool, process_label};
+    use crate::snapshot::FailureError;
+    let Some(f) = &snap.connect_failures else {
+        if snap.os == Os::Linux && a.pools.iter().any(|p| p.level > Level::Ok) {
+            let _ = writeln!(
+                out,
+                "\nto count the connect() calls that fail now: portdoctor check{} --observe 10s (as root)",
+                snap.host.target.cli_args()
+            );
+        }
+        return;
+    };
+    let window = human_duration(f.window_seconds);
+    out.push('\n');
+    if f.total() == 0 {
+        let _ = writeln!(
+            out,
+            "no connect() or bind() failed in the {window} observed"
+        );
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "failures in {window}: {} connect() EADDRNOTAVAIL · {} bind() EADDRINUSE",
+        group(f.by_error(FailureError::AddrNotAvail)),
+        group(f.by_error(FailureError::AddrInUse))
+    );
+    let mut rows: std::collections::BTreeMap<(String, String, &'static str), u64> =
+        std::collections::BTreeMap::new();
+    for c in &f.events {
+        let pool = failure_pool(c).unwrap_or_else(|| "bind()".to_string());
+        *rows
+            .entry((process_label(c), pool, c.error.name()))
+            .or_default() += c.count;
+    }
+    let mut rows: Vec<_> = rows.into_iter().collect();
+    rows.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    for ((process, pool, error), n) in rows {
+        let _ = writeln!(
+            out,
+            "  {:>7} {error:<13} {} {}",
+            group(n),
+            fit(&pool, POOL_COL),
+            process
+        );
+    }
+}
+
 pub fn render(snap: &Snapshot, a: &Analysis, opts: &TextOptions) -> String {
     let paint = Paint(opts.color);
     let s = &snap.settings;
@@ -253,6 +304,8 @@ pub fn render(snap: &Snapshot, a: &Analysis, opts: &TextOptions) -> String {
             );
         }
     }
+
+    failure_lines(snap, a, &mut out);
 
     // Findings.
     if !a.verdict.findings.is_empty() {

@@ -35,6 +35,8 @@ type GaugeFamily = Family<Labels, F64Gauge>;
 pub struct ExporterCounters {
     pub collections: Counter,
     pub collection_errors: Counter,
+    /// Failed connect()/bind() calls, counted by the failure tracer while serve runs.
+    pub failures: super::failures::FailureMetrics,
 }
 
 /// How to export.
@@ -296,6 +298,7 @@ pub fn render(c: &Collection<'_>, counters: &ExporterCounters, opts: MetricsOpti
         Unit::Seconds,
         c.timestamp_seconds,
     );
+    counters.failures.register(&mut reg);
     if let Some(scraped) = &c.result {
         host_and_pools(&mut reg, scraped, opts);
     }

@@ -216,6 +216,7 @@ fn every_namespace_labelled_and_capped_across_namespaces() {
             "portdoctor_build_info",
             "portdoctor_collection",
             "portdoctor_namespaces",
+            "portdoctor_connect_failure",
         ]
         .iter()
         .any(|p| line.starts_with(p));

@@ -5,6 +5,7 @@
 //! read of that one file. The HTTP server, TLS and the textfile writer are
 //! `src/commands/serve.rs`. Every metric is documented in docs/serve.md.
 
+pub mod failures;
 pub mod metrics;
 pub mod textfmt;
 pub mod webconfig;

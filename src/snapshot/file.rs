@@ -556,6 +556,7 @@ impl<'de> Deserialize<'de> for Snapshot {
             owners,
             notes: s.notes,
             windows: s.windows,
+            connect_failures: None,
         })
     }
 }

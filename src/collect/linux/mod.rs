@@ -2,6 +2,7 @@
 //! counters from /proc/net, all read inside the chosen namespace; owners from /proc/*/fd, which
 //! lists every process of the host whatever the namespace (matched to sockets by inode).
 
+pub mod failures;
 pub mod namespaces;
 pub mod netlink;
 pub mod netns;
@@ -162,6 +163,7 @@ impl LinuxCollector {
             owners: owners.map(Arc::new),
             notes,
             windows: None,
+            connect_failures: None,
         })
     }
 }

@@ -127,6 +127,7 @@ impl Collector for WindowsCollector {
             owners: owners.map(Arc::new),
             notes,
             windows: Some(windows),
+            connect_failures: None,
         })
     }
 }
