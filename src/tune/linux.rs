@@ -520,14 +520,7 @@ pub fn rollback_command(b: &Backup, state_dir: &Path) -> String {
         (None, false, Some(n)) => format!("ip netns exec {} ", shell_word(n)),
         _ => String::new(),
     };
-    let dir = if state_dir == Path::new(super::DEFAULT_STATE_DIR) {
-        String::new()
-    } else {
-        format!(
-            " --state-dir {}",
-            shell_word(&state_dir.display().to_string())
-        )
-    };
+    let dir = state_dir_arg(state_dir);
     format!("{prefix}portdoctor tune rollback --id {}{dir}", b.id)
 }
 
@@ -948,16 +941,21 @@ pub fn rollback(
     })
 }
 
-/// The command that retires backup `id` of `state_dir`.
-fn forget_command(id: &str, state_dir: &Path) -> String {
-    let dir = if state_dir == Path::new(super::DEFAULT_STATE_DIR) {
+/// ` --state-dir DIR` for a command line, empty for the default state dir.
+fn state_dir_arg(state_dir: &Path) -> String {
+    if state_dir == Path::new(super::DEFAULT_STATE_DIR) {
         String::new()
     } else {
         format!(
             " --state-dir {}",
             shell_word(&state_dir.display().to_string())
         )
-    };
+    }
+}
+
+/// The command that retires backup `id` of `state_dir`.
+fn forget_command(id: &str, state_dir: &Path) -> String {
+    let dir = state_dir_arg(state_dir);
     format!("portdoctor tune forget {id}{dir}")
 }
 
