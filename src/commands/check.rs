@@ -144,28 +144,15 @@ fn all_namespaces(
     thresholds: portdoctor::analysis::Thresholds,
 ) -> anyhow::Result<ExitCode> {
     use portdoctor::collect::linux::namespaces::{collect_all, Discovery};
-    use portdoctor::report::namespaces::{self, Inspected};
+    use portdoctor::report::namespaces;
 
     let mut discovery = Discovery::default();
     if let Some(dir) = &args.scope.pods_dir {
         discovery.pods_dir.clone_from(dir);
     }
     let found = collect_all(opts, &discovery)?;
-    let analyses: Vec<_> = found
-        .namespaces
-        .iter()
-        .map(|n| analyze(&n.snapshot, thresholds))
-        .collect();
-    let all: Vec<Inspected<'_>> = found
-        .namespaces
-        .iter()
-        .zip(&analyses)
-        .map(|(n, a)| Inspected {
-            identity: &n.identity,
-            snapshot: &n.snapshot,
-            analysis: a,
-        })
-        .collect();
+    let analyses: Vec<_> = found.each().map(|(_, s)| analyze(s, thresholds)).collect();
+    let all = namespaces::inspect(found.each(), &analyses);
     let Some(own) = all.iter().find(|n| n.identity.own) else {
         anyhow::bail!("could not read this process's own network namespace");
     };

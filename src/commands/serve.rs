@@ -29,7 +29,7 @@ use portdoctor::analysis::{analyze, Thresholds};
 use portdoctor::collect::linux::namespaces::{collect_all, Discovery};
 use portdoctor::collect::{self, Collector};
 #[cfg(target_os = "linux")]
-use portdoctor::report::namespaces::Inspected;
+use portdoctor::report::namespaces;
 use portdoctor::serve::metrics::{self, Collection, ExporterCounters, MetricsOptions, Scraped};
 use portdoctor::serve::textfmt;
 use portdoctor::serve::webconfig::{self, WebConfig};
@@ -252,21 +252,8 @@ fn collect_and_render(
         #[cfg(target_os = "linux")]
         Scope::All(all) => match collect_all(&all.0, &all.1) {
             Ok(found) => {
-                let analyses: Vec<_> = found
-                    .namespaces
-                    .iter()
-                    .map(|n| analyze(&n.snapshot, thresholds))
-                    .collect();
-                let inspected: Vec<Inspected<'_>> = found
-                    .namespaces
-                    .iter()
-                    .zip(&analyses)
-                    .map(|(n, a)| Inspected {
-                        identity: &n.identity,
-                        snapshot: &n.snapshot,
-                        analysis: a,
-                    })
-                    .collect();
+                let analyses: Vec<_> = found.each().map(|(_, s)| analyze(s, thresholds)).collect();
+                let inspected = namespaces::inspect(found.each(), &analyses);
                 log_notes_once(&found.notes);
                 (
                     render(Some(Scraped::All {

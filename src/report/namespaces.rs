@@ -18,6 +18,22 @@ pub struct Inspected<'a> {
     pub analysis: &'a Analysis,
 }
 
+/// Each namespace beside its analysis (`analyses[i]` of `identities[i]`).
+pub fn inspect<'a>(
+    namespaces: impl IntoIterator<Item = (&'a NamespaceIdentity, &'a Snapshot)>,
+    analyses: &'a [Analysis],
+) -> Vec<Inspected<'a>> {
+    namespaces
+        .into_iter()
+        .zip(analyses)
+        .map(|((identity, snapshot), analysis)| Inspected {
+            identity,
+            snapshot,
+            analysis,
+        })
+        .collect()
+}
+
 /// The worst verdict of all.
 pub fn worst(all: &[Inspected<'_>]) -> Level {
     all.iter()

@@ -47,6 +47,13 @@ pub struct NamespaceSnapshot {
     pub snapshot: Snapshot,
 }
 
+impl AllNamespaces {
+    /// (identity, snapshot) of each namespace, in order.
+    pub fn each(&self) -> impl Iterator<Item = (&NamespaceIdentity, &Snapshot)> {
+        self.namespaces.iter().map(|n| (&n.identity, &n.snapshot))
+    }
+}
+
 /// Everything `--all-namespaces` found.
 #[derive(Debug, Default)]
 pub struct AllNamespaces {
