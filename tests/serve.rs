@@ -346,13 +346,7 @@ fn prometheus_scrapes_serve_in_netns_and_values_match_check_json() {
                 return None;
             }
             for p in &want {
-                let port = p["remote_port"].to_string();
-                let got = series.iter().find(|s| {
-                    s["metric"]["local_ip"] == p["local_ip"]
-                        && s["metric"]["remote_ip"] == p["remote_ip"]
-                        && s["metric"]["remote_port"].as_str() == Some(port.as_str())
-                })?;
-                let got: f64 = got["value"][1].as_str()?.parse().ok()?;
+                let got = pool_series_value(series, p)?;
                 let expect = p[field].as_f64()?;
                 if (got - expect).abs() > 1e-9 {
                     last = format!("{metric} {p}: prometheus {got}, check {expect}");
@@ -396,6 +390,18 @@ fn prom_series(prom: SocketAddr, q: &str) -> Option<Vec<Value>> {
     }
     let v: Value = serde_json::from_str(&body).ok()?;
     v["data"]["result"].as_array().cloned()
+}
+
+/// The value of the series (from a Prometheus query) of check's pool `p`, matched by local
+/// address, remote address and remote port.
+fn pool_series_value(series: &[Value], p: &Value) -> Option<f64> {
+    let port = p["remote_port"].to_string();
+    let s = series.iter().find(|s| {
+        s["metric"]["local_ip"] == p["local_ip"]
+            && s["metric"]["remote_ip"] == p["remote_ip"]
+            && s["metric"]["remote_port"].as_str() == Some(port.as_str())
+    })?;
+    s["value"][1].as_str()?.parse().ok()
 }
 
 /// `serve -A`: a namespace whose process sits in a kubelet-style pod cgroup and one without,
@@ -519,13 +525,7 @@ fn prometheus_scrapes_serve_all_namespaces_with_pod_labels() {
                     assert!(ok, "{metric} in {name}: labels {m}");
                 }
                 for p in &want {
-                    let port = p["remote_port"].to_string();
-                    let got = series.iter().find(|s| {
-                        s["metric"]["local_ip"] == p["local_ip"]
-                            && s["metric"]["remote_ip"] == p["remote_ip"]
-                            && s["metric"]["remote_port"].as_str() == Some(port.as_str())
-                    })?;
-                    let got: f64 = got["value"][1].as_str()?.parse().ok()?;
+                    let got = pool_series_value(&series, p)?;
                     let expect = p[field].as_f64()?;
                     if (got - expect).abs() > 1e-9 {
                         last = format!("{metric} {name} {p}: prometheus {got}, check {expect}");
