@@ -55,11 +55,11 @@ const ATTR_WATERMARK: u64 = 1 << 14;
 /// `NET_NS_INDEX` in PERF_RECORD_NAMESPACES' link_info array.
 const NET_NS_INDEX: usize = 0;
 /// `_IOW('$', 6, char *)`
-const PERF_EVENT_IOC_SET_FILTER: libc::c_ulong = 0x4008_2406;
+const PERF_EVENT_IOC_SET_FILTER: libc::Ioctl = 0x4008_2406;
 /// `_IO('$', 5)`
-const PERF_EVENT_IOC_SET_OUTPUT: libc::c_ulong = 0x2405;
+const PERF_EVENT_IOC_SET_OUTPUT: libc::Ioctl = 0x2405;
 /// `_IO('$', 0)`
-const PERF_EVENT_IOC_ENABLE: libc::c_ulong = 0x2400;
+const PERF_EVENT_IOC_ENABLE: libc::Ioctl = 0x2400;
 /// `PERF_ATTR_SIZE_VER5`: the layout below.
 const ATTR_SIZE: u32 = 112;
 /// Data pages per CPU buffer (a power of two): 256 KiB holds ~3,000 failures between drains.
@@ -328,9 +328,10 @@ fn perf_open(
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
+/// `req` is `libc::Ioctl`: `c_ulong` in glibc, `c_int` in musl (the static build).
 fn ioctl(
     fd: &OwnedFd,
-    req: libc::c_ulong,
+    req: libc::Ioctl,
     arg: libc::c_ulong,
     what: String,
 ) -> Result<(), TracerError> {
