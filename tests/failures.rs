@@ -342,7 +342,10 @@ fn a_process_that_exits_in_the_window_is_reported_as_exited() {
     let plan = serde_json::json!({
         "listen": [["127.0.0.3", 7001]],
         "steps": [["connect", "127.0.0.3", 7001, 10], ["connect", "127.0.0.3", 7001, 6]],
-        "hold": 0,
+        // Exits well inside the window, but not within the tracer's first drains (a process
+        // gone within ~20 ms of failing cannot be attributed: docs/failures.md); without this
+        // margin the test failed under the loaded parallel suite.
+        "hold": 0.5,
     });
     let mut client = Client::start(&ns, &plan);
     let (pid, results) = client.results();
