@@ -477,15 +477,15 @@ fn serve_counter_rises_by_exactly_the_failures_between_two_scrapes() {
         .expect("a free port")
         .port();
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
-    let mut cmd = Command::new("timeout");
-    cmd.args([
-        "60",
-        env!("CARGO_BIN_EXE_portdoctor"),
-        "serve",
-        "--netns",
-        &ns.name,
-    ])
-    .args(["--listen", &addr.to_string(), "--min-interval", "0"]);
+    // Spawned directly (not under timeout(1)): dropping the handle kills serve itself; a
+    // SIGKILL to a timeout wrapper left serve running after the test.
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_portdoctor"));
+    cmd.args(["serve", "--netns", &ns.name]).args([
+        "--listen",
+        &addr.to_string(),
+        "--min-interval",
+        "0",
+    ]);
     let _serve = ns.spawn("serve", cmd);
     let first =
         common::wait_until(Duration::from_secs(10), || scrape(addr)).expect("serve answers");
