@@ -106,10 +106,6 @@ impl NetnsHandle {
         self.id
     }
 
-    pub fn target(&self) -> &Target {
-        &self.target
-    }
-
     /// For `--pid`: a note once the process has left the namespace (exited, or moved), while
     /// this handle keeps reading the namespace it opened.
     pub fn departed_note(&self) -> Option<String> {
