@@ -35,7 +35,7 @@ fn main() -> ExitCode {
     };
     match run(cli) {
         Ok(code) => code,
-        Err(e) => commands::failed(format!("{e:#}")),
+        Err(e) => commands::failed(commands::error_text(&e)),
     }
 }
 

@@ -524,8 +524,9 @@ fn procfs_source_says_its_capacity_may_be_too_high() {
 }
 
 /// Item 4: with a listener on port 20000 (inside the wider range check suggests), every
-/// `portdoctor tune apply` line check prints is accepted by `tune plan` exactly as printed (the
-/// shell parses it), and the by-hand lines leave the listener's port reserved.
+/// `portdoctor tune apply` line check and `capacity --from-host` print is accepted by `tune plan`
+/// exactly as printed (the shell parses it), and the by-hand lines leave the listener's port
+/// reserved.
 #[test]
 fn range_fixes_reserve_listeners_and_tune_accepts_them_as_printed() {
     require_root!("range_fixes_reserve_listeners_and_tune_accepts_them_as_printed");
@@ -535,10 +536,33 @@ fn range_fixes_reserve_listeners_and_tune_accepts_them_as_printed() {
     let (mut proc, _, done) = churn(&ns, "127.0.0.1", 20000, 0.0, 80);
     assert_eq!(churn_done(&mut proc, &done), 80);
     let (report, _) = ns.check_json(&[]);
+    // capacity reads the same namespace and must plan its range change the same way.
+    let cap = common::portdoctor(&[
+        "capacity",
+        "--from-host",
+        "--netns",
+        &ns.name,
+        "--rate",
+        "5000",
+        "--json",
+    ]);
+    let cap: serde_json::Value = serde_json::from_str(&cap.stdout).expect("capacity JSON");
+    let fixes = report["verdict"]["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .map(|f| (f["code"].clone(), f["fix"].as_str().expect("a fix")))
+        .chain(
+            cap["changes"]
+                .as_array()
+                .expect("capacity changes")
+                .iter()
+                .map(|c| (c["id"].clone(), c["how"].as_str().expect("a how"))),
+        );
     let mut planned = Vec::new();
     let mut by_hand = Vec::new();
-    for f in report["verdict"]["findings"].as_array().expect("findings") {
-        for line in f["fix"].as_str().expect("a fix").lines() {
+    for (code, fix) in fixes {
+        for line in fix.lines() {
             if line.contains("portdoctor tune apply") {
                 // The undo finds the backup of this namespace.
                 let undo = format!("undo: portdoctor tune rollback --netns {})", ns.name);
@@ -548,7 +572,7 @@ fn range_fixes_reserve_listeners_and_tune_accepts_them_as_printed() {
             if let Some(cmd) = line.strip_prefix("by hand: ") {
                 by_hand.push(cut(cmd));
             } else if let Some(at) = line.find("portdoctor tune apply") {
-                planned.push((f["code"].clone(), cut(&line[at..])));
+                planned.push((code.clone(), cut(&line[at..])));
             }
         }
     }
@@ -557,7 +581,10 @@ fn range_fixes_reserve_listeners_and_tune_accepts_them_as_printed() {
         .map(|(_, c)| c)
         .filter(|c| c.contains("ip_local_port_range"))
         .collect();
-    assert!(!range_fixes.is_empty(), "{report:#}");
+    assert!(
+        range_fixes.len() >= 2,
+        "check and capacity: {report:#}\n{cap:#}"
+    );
     for c in &range_fixes {
         assert!(
             c.contains("--set net.ipv4.ip_local_reserved_ports=20000"),
@@ -591,9 +618,10 @@ fn range_fixes_reserve_listeners_and_tune_accepts_them_as_printed() {
         );
         assert!(out.status.success(), "{cmd}: {out:?}");
     }
+    // check widens to 15000-65000, capacity (whose by-hand line ran last) to 15000-65535.
     assert_eq!(
         ns.read_sysctl("net.ipv4.ip_local_port_range"),
-        "15000\t65000"
+        "15000\t65535"
     );
     assert_eq!(ns.read_sysctl("net.ipv4.ip_local_reserved_ports"), "20000");
     proc.stop();
@@ -776,4 +804,36 @@ fn lab_checks_the_chart_path_first() {
         "the 4 s lab ran first: {:?}",
         started.elapsed()
     );
+}
+
+/// Item 6: an OS error is printed once, and the place once ("cannot enter network namespace
+/// X: Operation not permitted …", not the error twice and "network namespace network
+/// namespace X" as before).
+#[test]
+fn an_os_error_is_printed_once() {
+    require_root!("an_os_error_is_printed_once");
+    let ns = Netns::new("oserr");
+    let r = common::run_program(
+        std::process::Command::new("setpriv").args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            common::PORTDOCTOR,
+            "check",
+            "--netns",
+            &ns.name,
+        ]),
+        &["setpriv", "check", "--netns", &ns.name],
+    );
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    let line = r.stderr.trim();
+    assert!(
+        line.starts_with(&format!(
+            "portdoctor: error: cannot enter network namespace {}: Operation not permitted",
+            ns.name
+        )),
+        "{line}"
+    );
+    assert_eq!(line.matches("os error").count(), 1, "{line}");
+    assert_eq!(line.lines().count(), 1, "{line}");
 }

@@ -8,8 +8,6 @@ use serde_json::json;
 
 use super::findings::{Finding, FindingCode};
 use super::{Pool, PoolKey, Scope};
-use crate::knobs::{tune_fix, KnobValue};
-use crate::rules;
 use crate::snapshot::{ConnectFailures, FailureCount, FailureError, Snapshot};
 use crate::units::group;
 
@@ -89,7 +87,6 @@ fn connect_findings(snapshot: &Snapshot, f: &ConnectFailures, out: &mut Vec<Find
             by_pool.entry(pool).or_default().push(c);
         }
     }
-    let target = &snapshot.host.target;
     for (pool, counts) in by_pool {
         let total: u64 = counts.iter().map(|c| c.count).sum();
         let mut per_process: BTreeMap<String, u64> = BTreeMap::new();
@@ -107,11 +104,7 @@ fn connect_findings(snapshot: &Snapshot, f: &ConnectFailures, out: &mut Vec<Find
             .iter()
             .map(|(p, n)| json!({"process": p, "count": n}))
             .collect();
-        let range_fix = tune_fix(
-            "net.ipv4.ip_local_port_range",
-            &KnobValue::Range(rules::LINUX_SUGGESTED_RANGE).text(),
-            target,
-        );
+        let range_fix = super::findings::linux_range_fix(snapshot);
         out.push(Finding {
             code: FindingCode::ConnectFailures,
             severity: super::Severity::Critical,

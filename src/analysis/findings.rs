@@ -867,23 +867,14 @@ fn pool_finding(
     }
 }
 
-/// The wider Linux range as a fix `tune` accepts as printed: listening ports the new range
-/// would cover are reserved first (the planner's own rule, [`crate::tune::plan`]).
-fn linux_range_fix(snapshot: &Snapshot) -> String {
-    let range = rules::LINUX_SUGGESTED_RANGE;
-    let reserved = &snapshot.settings.reserved_ports;
-    let exposed = crate::tune::plan::exposed_listeners(snapshot, range, reserved);
-    let mut sets = Vec::new();
-    if !exposed.is_empty() {
-        sets.push((
-            "net.ipv4.ip_local_reserved_ports",
-            KnobValue::List(crate::tune::plan::merge_with(reserved, &exposed)).text(),
-        ));
-    }
-    sets.push((
-        "net.ipv4.ip_local_port_range",
-        KnobValue::Range(range).text(),
-    ));
+/// The wider Linux range as a fix `tune` accepts as printed (the planner's own rule,
+/// [`crate::tune::plan::linux_range_sets`]).
+pub(super) fn linux_range_fix(snapshot: &Snapshot) -> String {
+    let sets = crate::tune::plan::linux_range_sets(
+        &snapshot.listen_ports(),
+        &snapshot.settings.reserved_ports,
+        rules::LINUX_SUGGESTED_RANGE,
+    );
     tune_fix_all(&sets, &snapshot.host.target)
 }
 

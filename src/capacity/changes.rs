@@ -6,7 +6,9 @@
 use serde::Serialize;
 
 use super::{evaluate, hold_time, pools, tw_reuse_applies, Outcome, Scenario};
-use crate::knobs::{knob, netsh_dynamicport_fix, reg_add_fix, sysctl_fix, tcpip_value_range};
+use crate::knobs::{
+    knob, netsh_dynamicport_fix, reg_add_fix, tcpip_value_range, tune_fix, tune_fix_all,
+};
 use crate::snapshot::{Os, PortRange};
 
 /// Application/infrastructure change, or an OS knob from the knowledge base.
@@ -215,7 +217,11 @@ pub fn changes(s: &Scenario) -> Vec<Change> {
                 ),
                 value.clone(),
                 &after,
-                sysctl_fix(id, &value),
+                // The one range planner: listeners the new range covers are reserved with it.
+                tune_fix_all(
+                    &crate::tune::plan::linux_range_sets(&s.listening_ports, &s.reserved, range),
+                    &s.target,
+                ),
                 knob_tradeoff(id),
             ));
             if !s.bind_before_connect && !s.server_closes_first {
@@ -225,12 +231,11 @@ pub fn changes(s: &Scenario) -> Vec<Change> {
                     after.tw_reuse = 1;
                     after.timestamps = true;
                     let how = if s.timestamps {
-                        sysctl_fix(id, "1")
+                        tune_fix(id, "1", &s.target)
                     } else {
-                        format!(
-                            "{}\n{}",
-                            sysctl_fix("net.ipv4.tcp_timestamps", "1"),
-                            sysctl_fix(id, "1")
+                        tune_fix_all(
+                            &[("net.ipv4.tcp_timestamps", "1".into()), (id, "1".into())],
+                            &s.target,
                         )
                     };
                     out.push(make(
@@ -266,10 +271,12 @@ pub fn changes(s: &Scenario) -> Vec<Change> {
                         }
                         after.tw_reuse_delay_s = max_delay_ms / 1000.0;
                         let value = format!("{max_delay_ms:.0}");
-                        let mut how = sysctl_fix(id, &value);
+                        let mut sets = Vec::new();
                         if !tw_reuse_applies(s) {
-                            how = format!("{}\n{how}", sysctl_fix("net.ipv4.tcp_tw_reuse", "1"));
+                            sets.push(("net.ipv4.tcp_tw_reuse", "1".to_string()));
                         }
+                        sets.push((id, value.clone()));
+                        let how = tune_fix_all(&sets, &s.target);
                         out.push(make(
                             id,
                             ChangeKind::Knob,

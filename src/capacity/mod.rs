@@ -18,7 +18,7 @@ pub use changes::{changes, Change, ChangeKind};
 
 use crate::analysis::Scope;
 use crate::rules;
-use crate::snapshot::{Os, PortRange};
+use crate::snapshot::{Os, PortRange, Target};
 
 /// OS defaults by name (`--os`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -88,6 +88,8 @@ impl Preset {
             bind_before_connect: false,
             server_closes_first: false,
             observed_pools: None,
+            listening_ports: Vec::new(),
+            target: Target::Host,
         }
     }
 }
@@ -131,6 +133,13 @@ pub struct Scenario {
     /// instead of every source IP times every destination.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub observed_pools: Option<u32>,
+    /// Ports services listen on (`--from-host`): a wider range must leave them out, so the
+    /// range change reserves them as `tune` requires.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub listening_ports: Vec<u16>,
+    /// Where the scenario was read (`--from-host --netns …`): the fixes act there.
+    #[serde(skip)]
+    pub target: Target,
 }
 
 /// Why ports are held as long as they are.

@@ -123,9 +123,10 @@ pub enum CollectError {
     NotANamespace { path: PathBuf },
     #[error("process {pid} not found (or its network namespace is not visible): check the pid")]
     ProcessNotFound { pid: u32 },
-    #[error("cannot enter network namespace {name}: {source}; entering a namespace needs root or CAP_SYS_ADMIN")]
+    /// `place`: the target as it reads in a sentence ("network namespace web").
+    #[error("cannot enter {place}: {source}; entering a namespace needs root or CAP_SYS_ADMIN")]
     NamespaceEnter {
-        name: String,
+        place: String,
         #[source]
         source: std::io::Error,
     },

@@ -48,6 +48,8 @@ fn from_snapshot(snap: &Snapshot) -> (Scenario, Vec<String>) {
         notes.push("the host's port range could not be read: the OS default is assumed".into());
     }
     s.reserved.clone_from(&set.reserved_ports);
+    s.listening_ports = snap.listen_ports();
+    s.target = snap.host.target.clone();
     if let Some(c) = &analysis.capacity {
         s.bound_ports = c.bound_in_range.len() as u32;
     }

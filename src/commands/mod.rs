@@ -45,6 +45,23 @@ pub fn set_json_errors(on: bool) {
 
 /// Reports an error that ends the command with `code`: a line on stderr and, with `--json`,
 /// `{"schema": "portdoctor.error/v1", "error": {"kind", "exit_code", "message"}}` on stdout.
+/// An error and its causes in one line, each cause once: our errors often name their OS
+/// error in their own text and also return it as their source, and `{:#}` would print it twice.
+pub fn error_text(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
 pub fn report_error(code: u8, msg: impl std::fmt::Display) -> ExitCode {
     let message = msg.to_string();
     eprintln!("portdoctor: error: {message}");

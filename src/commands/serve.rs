@@ -175,7 +175,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     // found before anything listens.
     let tls = match load_tls(&shared.web) {
         Ok(t) => t,
-        Err(e) => return usage_error(&format!("--web-config: {e:#}")),
+        Err(e) => return usage_error(&format!("--web-config: {}", super::error_text(&e))),
     };
     // The listener lives in the caller's namespace (collections enter the target's).
     let listener = match std::net::TcpListener::bind(args.listen) {
@@ -301,9 +301,12 @@ fn textfile(shared: &Shared, dir: &Path, interval: Option<f64>) -> anyhow::Resul
         if let Err(e) = write_atomically(dir, &textfmt::to_classic(&text)) {
             let stale = withdraw_stale(dir, shared);
             match interval {
-                None => return Ok(super::failed(format!("{e:#}; {stale}"))),
+                None => return Ok(super::failed(format!("{}; {stale}", super::error_text(&e)))),
                 Some(s) => {
-                    eprintln!("portdoctor: error: {e:#}; {stale}; retrying in {s} s");
+                    eprintln!(
+                        "portdoctor: error: {}; {stale}; retrying in {s} s",
+                        super::error_text(&e)
+                    );
                 }
             }
         }

@@ -256,18 +256,45 @@ pub fn capacity_point(snapshot: &Snapshot, settings: &Settings, lifetime: f64) -
     }
 }
 
-/// Listeners inside `range` that `reserved` does not cover (also used by `check`'s range
-/// fixes, so that what it prints is what `tune` accepts).
+/// Listeners inside `range` that `reserved` does not cover.
 pub(crate) fn exposed_listeners(
     snapshot: &Snapshot,
     range: PortRange,
     reserved: &[PortRange],
 ) -> Vec<u16> {
-    snapshot
-        .listen_ports()
-        .into_iter()
+    exposed_ports(&snapshot.listen_ports(), range, reserved)
+}
+
+fn exposed_ports(listening: &[u16], range: PortRange, reserved: &[PortRange]) -> Vec<u16> {
+    listening
+        .iter()
+        .copied()
         .filter(|&p| range.contains(p) && !reserved.iter().any(|r| r.contains(p)))
         .collect()
+}
+
+/// The Linux settings that move the ephemeral range to `range` the way `tune` accepts it:
+/// listening ports the new range would cover are reserved first (the refusal rule of
+/// [`plan`]). The one planner of range fixes: `check`'s findings, the failure findings and
+/// `capacity` print these settings, so what they print is what `tune plan` takes.
+pub fn linux_range_sets(
+    listening: &[u16],
+    reserved: &[PortRange],
+    range: PortRange,
+) -> Vec<(&'static str, String)> {
+    let exposed = exposed_ports(listening, range, reserved);
+    let mut sets = Vec::new();
+    if !exposed.is_empty() {
+        sets.push((
+            "net.ipv4.ip_local_reserved_ports",
+            KnobValue::List(merge_with(reserved, &exposed)).text(),
+        ));
+    }
+    sets.push((
+        "net.ipv4.ip_local_port_range",
+        KnobValue::Range(range).text(),
+    ));
+    sets
 }
 
 fn port_list(ports: &[u16]) -> String {

@@ -242,7 +242,7 @@ pub fn collect_all(opts: &CollectOptions, d: &Discovery) -> Result<AllNamespaces
         .name("portdoctor-netns".into())
         .spawn(move || collect_all_here(&opts, &d))
         .map_err(|e| CollectError::NamespaceEnter {
-            name: "every namespace".into(),
+            place: "a thread for the namespaces".into(),
             source: e,
         })?
         .join()

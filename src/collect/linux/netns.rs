@@ -64,7 +64,7 @@ impl NetnsHandle {
                     CollectError::ProcessNotFound { pid: *pid }
                 }
                 _ => CollectError::NamespaceEnter {
-                    name: target.to_string(),
+                    place: target.to_string(),
                     source: e,
                 },
             })?;
@@ -95,7 +95,7 @@ impl NetnsHandle {
         let rc = unsafe { libc::setns(self.file.as_raw_fd(), libc::CLONE_NEWNET) };
         if rc != 0 {
             return Err(CollectError::NamespaceEnter {
-                name: self.target.to_string(),
+                place: self.target.to_string(),
                 source: std::io::Error::last_os_error(),
             });
         }
