@@ -154,3 +154,53 @@ fn loaded_snapshot_is_shown_paused() {
     assert_eq!(out.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&out.stderr).contains("missing.json"));
 }
+
+/// While the failure tracer runs, FAIL/s shows each pool's failed connect() calls per second
+/// between the last two samples (50 over 2 s: 25), the header their total, and the detail pane
+/// the last failures (time, process, pool), repeats folded.
+#[test]
+fn fail_per_second_column_and_last_failures() {
+    use portdoctor::snapshot::FailureError;
+    use portdoctor::top::failures::{Failures, TracedFailure};
+    let t0 = Instant::now();
+    let mut app = App::new(Duration::from_secs(1), Thresholds::default());
+    app.failures = Some(Failures::new(t0));
+    app.ingest(t0, critical(24_000));
+    let fail = |pid: u32, name: &str, port: u16, netns: u64| TracedFailure {
+        unix_ms: 1_795_814_043_512,
+        pid,
+        process: Some(name.into()),
+        netns: Some(netns),
+        local_ip: Some("10.0.0.5".parse().unwrap()),
+        remote_ip: Some("10.0.0.9".parse().unwrap()),
+        remote_port: Some(port),
+        error: FailureError::AddrNotAvail,
+    };
+    let f = app.failures.as_mut().unwrap();
+    for _ in 0..40 {
+        f.add(fail(1234, "api-server", 5432, 0));
+    }
+    for _ in 0..10 {
+        f.add(fail(77, "cron", 5432, 0));
+    }
+    // Another pool, another namespace: not this pool's.
+    f.add(fail(1234, "api-server", 443, 0));
+    f.add(fail(9, "elsewhere", 5432, 4_026_532_000));
+    app.ingest(t0 + Duration::from_secs(2), critical(26_000));
+    let table = frame(&app, 100, 12);
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("10.0.0.5 → 10.0.0.9:5432"))
+        .unwrap_or_default();
+    assert!(table.contains("FAIL/s"), "{table}");
+    assert!(row.split_whitespace().any(|w| w == "25"), "{table}");
+    assert_snapshot!(table);
+    app.handle_key(Key::Enter);
+    let detail = frame(&app, 120, 24);
+    assert!(
+        detail.contains("failed 21:14:03 UTC cron (pid 77) ×10 10.0.0.5 → 10.0.0.9:5432")
+            && detail.contains("api-server (pid 1234) ×40"),
+        "{detail}"
+    );
+    assert_snapshot!("fail_detail_pane", detail);
+}

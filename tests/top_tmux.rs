@@ -337,3 +337,84 @@ fn top_all_namespaces_names_pods_and_filters_by_them() {
         !s.contains("portdoctor top ·") && s.contains("READY$")
     });
 }
+
+/// Range 40000–40009 held full, then failing connects (EADDRNOTAVAIL), about 50/s, at most 25 s.
+const FAILING: &str = r"
+import socket, time
+srv = socket.socket(); srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind(('127.0.0.3', 7001)); srv.listen(64)
+held = [socket.create_connection(('127.0.0.3', 7001)) for _ in range(10)]
+end = time.time() + 25
+while time.time() < end:
+    s = socket.socket()
+    try:
+        s.connect(('127.0.0.3', 7001)); raise SystemExit('connect succeeded')
+    except OSError:
+        pass
+    s.close(); time.sleep(0.02)
+";
+
+const FAIL_POOL: &str = "127.0.0.1 → 127.0.0.3:7001";
+
+/// `top` traces failed connects while it runs: the pool shows FAIL/s, and the detail pane the
+/// last failures with time, process and pool.
+#[test]
+fn top_in_tmux_shows_failed_connects_per_pool() {
+    if !require_root("top_in_tmux_shows_failed_connects_per_pool") {
+        return;
+    }
+    let ns = Netns::new("topfail");
+    ns.sysctl("net.ipv4.ip_local_port_range", "40000 40009");
+    let tmux = Tmux::new("fail", 120, 30);
+    tmux.wait_for("the shell prompt", Duration::from_secs(10), |s| {
+        s.contains("READY$")
+    });
+    tmux.keys(&[
+        &format!("{PORTDOCTOR} top --netns {} --interval 500ms", ns.name),
+        "Enter",
+    ]);
+    // The header counts failures once the tracer runs (no table yet: no pool).
+    tmux.wait_for("the tracer", Duration::from_secs(15), |s| {
+        s.contains("failed connects 0")
+    });
+    let mut load = ns.exec(python());
+    load.args(["-c", FAILING]);
+    let load = ns.spawn("failing", load);
+    // The row's text under the header's FAIL/s (a 6-wide column; characters, not bytes).
+    let fail_rate = |s: &str| -> Option<f64> {
+        let header: Vec<char> = table_header(s)?.chars().collect();
+        let at =
+            (0..header.len()).find(|&i| header[i..].starts_with(&['F', 'A', 'I', 'L', '/']))?;
+        let row: Vec<char> = s
+            .lines()
+            .find(|l| l.starts_with(FAIL_POOL))?
+            .chars()
+            .collect();
+        let cell: String = row.get(at..at + 6)?.iter().collect();
+        cell.trim().replace(',', "").parse().ok()
+    };
+    let screen = tmux.wait_for("failures in the pool", Duration::from_secs(20), |s| {
+        fail_rate(s).is_some_and(|r| r >= 5.0)
+    });
+    tmux.keys(&["/", "7001", "Enter"]);
+    tmux.wait_for("the filter", Duration::from_secs(5), |s| {
+        s.contains("filter \"7001\" 1/1")
+    });
+    tmux.keys(&["Enter"]);
+    let pid = load.pid;
+    let detail = tmux.wait_for("the last failures", Duration::from_secs(10), |s| {
+        s.lines().any(|l| {
+            l.starts_with("failed ")
+                && l.contains(&format!("(pid {pid})"))
+                && l.contains(&format!("{FAIL_POOL} EADDRNOTAVAIL"))
+        })
+    });
+    assert!(
+        detail.contains("UTC python3"),
+        "time and process name: {detail}\nbefore: {screen}"
+    );
+    tmux.keys(&["q"]);
+    tmux.wait_for("the shell after quit", Duration::from_secs(10), |s| {
+        !s.contains("portdoctor top ·") && s.contains("READY$")
+    });
+}

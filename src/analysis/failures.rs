@@ -13,13 +13,25 @@ use crate::units::group;
 
 /// Whether a counted connect() failure belongs to `pool`.
 fn in_pool(c: &FailureCount, pool: &Pool) -> bool {
-    if c.error != FailureError::AddrNotAvail {
+    failure_in_pool(c.error, c.local_ip, c.remote_ip, c.remote_port, pool)
+}
+
+/// Whether a failure with these addresses belongs to `pool` (EADDRNOTAVAIL only: a bind()
+/// failure names no pool). Shared with `top`'s FAIL/s column.
+pub fn failure_in_pool(
+    error: FailureError,
+    local_ip: Option<IpAddr>,
+    remote_ip: Option<IpAddr>,
+    remote_port: Option<u16>,
+    pool: &Pool,
+) -> bool {
+    if error != FailureError::AddrNotAvail {
         return false;
     }
-    let local = c.local_ip.is_none_or(|ip| ip == pool.key.local_ip);
+    let local = local_ip.is_none_or(|ip| ip == pool.key.local_ip);
     match pool.scope {
         Scope::Destination => {
-            local && c.remote_ip == pool.key.remote_ip && c.remote_port == pool.key.remote_port
+            local && remote_ip == pool.key.remote_ip && remote_port == pool.key.remote_port
         }
         Scope::LocalAddress => local,
         Scope::Host => true,

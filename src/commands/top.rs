@@ -16,6 +16,7 @@ use ratatui::Terminal;
 use portdoctor::collect::refresh::{next_wait, Policy, RefreshInfo, Refresher};
 use portdoctor::collect::{self, Collector};
 use portdoctor::snapshot::{file, NamespaceIdentity, Snapshot};
+use portdoctor::top::failures::{Failures, TracedFailure};
 use portdoctor::top::{render, render_text, state::Action, App, Key, ViewOptions};
 
 use super::{usage, use_color, write_stdout};
@@ -31,6 +32,8 @@ pub fn run(args: &TopArgs) -> anyhow::Result<ExitCode> {
     };
     let interval = Duration::from_secs_f64(args.interval);
     // A saved snapshot (`--load`), or a collector for this host (its target opened once).
+    // Whose failures FAIL/s counts: the target's namespace, or every one with -A.
+    let mut trace: Option<Option<portdoctor::snapshot::Target>> = None;
     let (mut app, source) = if let Some(path) = &args.load {
         let snapshot = file::load(path)?;
         let app = App::loaded(snapshot, Instant::now(), interval, thresholds);
@@ -41,6 +44,7 @@ pub fn run(args: &TopArgs) -> anyhow::Result<ExitCode> {
             Err(e) => return Ok(usage(e)),
         };
         let owners = opts.owners;
+        trace = Some((!args.scope.all_namespaces).then(|| opts.target.clone()));
         let source = if args.scope.all_namespaces {
             match all_namespaces(opts, args.scope.pods_dir.as_deref()) {
                 Ok(s) => s,
@@ -78,7 +82,8 @@ pub fn run(args: &TopArgs) -> anyhow::Result<ExitCode> {
         ));
     }
     let color = use_color(args.output.color);
-    interactive(app, source, ViewOptions { color })
+    let failures = trace.and_then(|target| start_failure_tracer(&mut app, target.as_ref()));
+    interactive(app, source, failures.as_ref(), ViewOptions { color })
 }
 
 /// What top collects: one namespace (through the refresher, which reuses dumps), or every
@@ -208,6 +213,78 @@ fn worker(
     }
 }
 
+/// Starts the failure tracer (docs/failures.md) on a thread of its own: it drains the perf
+/// buffers every 20 ms and sends what failed in `target`'s namespace (every namespace: `None`).
+/// When it cannot run, the header says failures are not traced.
+#[cfg(target_os = "linux")]
+fn start_failure_tracer(
+    app: &mut App,
+    target: Option<&portdoctor::snapshot::Target>,
+) -> Option<mpsc::Receiver<Vec<TracedFailure>>> {
+    use portdoctor::collect::linux::failures::{target_id, FailureTracer, DRAIN_EVERY};
+    let mut tracer = match FailureTracer::start() {
+        Ok(t) => t,
+        Err(e) => {
+            app.failure_note = Some(e.to_string());
+            return None;
+        }
+    };
+    let want = target.and_then(target_id);
+    let one_namespace = target.is_some();
+    let (tx, rx) = mpsc::channel();
+    let spawned = std::thread::Builder::new()
+        .name("failure-tracer".into())
+        .spawn(move || {
+            let mut rounds: u32 = 0;
+            loop {
+                std::thread::sleep(DRAIN_EVERY);
+                let unix_ms = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64);
+                let mut batch = Vec::new();
+                for f in tracer.drain() {
+                    let info = tracer.process(f.pid);
+                    let netns = info.and_then(|p| p.netns);
+                    if one_namespace && netns != want {
+                        continue;
+                    }
+                    batch.push(TracedFailure {
+                        unix_ms,
+                        pid: f.pid,
+                        process: info.and_then(|p| p.name.clone()),
+                        netns: netns.map(|id| id.ino),
+                        local_ip: f.local_ip,
+                        remote_ip: f.remote_ip,
+                        remote_port: f.remote_port,
+                        error: f.error,
+                    });
+                }
+                if !batch.is_empty() && tx.send(batch).is_err() {
+                    return;
+                }
+                rounds = rounds.wrapping_add(1);
+                if rounds % 500 == 0 {
+                    tracer.forget_exited();
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        app.failure_note = Some(format!("could not start the failure tracer: {e}"));
+        return None;
+    }
+    app.failures = Some(Failures::new(Instant::now()));
+    app.failure_netns = want.map_or(0, |id| id.ino);
+    Some(rx)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn start_failure_tracer(
+    _app: &mut App,
+    _target: Option<&portdoctor::snapshot::Target>,
+) -> Option<mpsc::Receiver<Vec<TracedFailure>>> {
+    None
+}
+
 /// Restores the terminal when dropped (normal exit and errors).
 struct TerminalGuard;
 
@@ -250,6 +327,7 @@ fn key_of(ev: &event::KeyEvent) -> Option<Key> {
 fn interactive(
     mut app: App,
     source: Option<(Source, bool)>,
+    failures: Option<&mpsc::Receiver<Vec<TracedFailure>>>,
     view: ViewOptions,
 ) -> anyhow::Result<ExitCode> {
     let (to_worker, worker_rx) = mpsc::channel();
@@ -320,6 +398,14 @@ fn interactive(
                     dirty = true;
                 }
                 _ => {}
+            }
+        }
+        if let (Some(rx), Some(f)) = (failures, &mut app.failures) {
+            while let Ok(batch) = rx.try_recv() {
+                for x in batch {
+                    f.add(x);
+                }
+                dirty = true;
             }
         }
         while let Ok((at, result)) = samples.try_recv() {

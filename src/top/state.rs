@@ -258,6 +258,12 @@ pub struct App {
     pub cycle: Option<Duration>,
     /// Showing one saved snapshot (`top --load`): paused for good; space, r and +/- do nothing.
     pub loaded: bool,
+    /// Failed connect() calls while the tracer runs (`None`: not traced, FAIL/s not shown).
+    pub failures: Option<super::failures::Failures>,
+    /// Why failures are not traced (no privilege, no tracepoint), shown in the header.
+    pub failure_note: Option<String>,
+    /// Without `-A`: the inode of the inspected namespace, whose failures the pools show.
+    pub failure_netns: u64,
 }
 
 impl App {
@@ -278,6 +284,9 @@ impl App {
             refresh: None,
             cycle: None,
             loaded: false,
+            failures: None,
+            failure_note: None,
+            failure_netns: 0,
         }
     }
 
@@ -346,6 +355,9 @@ impl App {
 
     fn ingest_current(&mut self, current: Current) {
         let at = current.at;
+        if let Some(f) = &mut self.failures {
+            f.sample(at);
+        }
         let prev_at = self.current.as_ref().map(|c| c.at);
         for row in current.rows() {
             let p = row.pool;
@@ -458,6 +470,19 @@ impl App {
             }),
         }
         rows
+    }
+
+    /// The namespace inode a row's failures are counted in.
+    pub fn netns_of(&self, row: &Row<'_>) -> u64 {
+        row.namespace
+            .map(|n| n.identity.id.ino)
+            .or_else(|| self.current.as_ref()?.own.as_ref().map(|o| o.id.ino))
+            .unwrap_or(self.failure_netns)
+    }
+
+    /// Failures per second in a row's pool between the last two samples (`None`: not traced).
+    pub fn fail_rate(&self, row: &Row<'_>) -> Option<f64> {
+        Some(self.failures.as_ref()?.rate(self.netns_of(row), row.pool))
     }
 
     pub fn selected_pool(&self) -> Option<Row<'_>> {

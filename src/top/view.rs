@@ -308,6 +308,11 @@ fn render_header(app: &App, t: &Theme, area: Rect, buf: &mut Buffer) {
     if let Some(s) = snap.settings.time_wait_seconds {
         parts.push((4, format!("held {s} s")));
     }
+    match (&app.failures, &app.failure_note) {
+        (Some(f), _) => parts.push((3, format!("failed connects {}", group(f.total)))),
+        (None, Some(_)) => parts.push((5, "failures not traced (needs root)".into())),
+        (None, None) => {}
+    }
     if snap.os == Os::Linux {
         parts.push((
             2,
@@ -418,19 +423,30 @@ fn render_table(app: &App, t: &Theme, area: Rect, buf: &mut Buffer) {
         header.push("CAPACITY");
         widths.push(Constraint::Length(8));
     }
-    header.extend(["USE", "NEW/s", "GROW/s", "FULL IN"]);
-    widths.extend([
-        Constraint::Length(bar_w as u16 + 5),
-        Constraint::Length(6),
-        Constraint::Length(6),
-        Constraint::Length(7),
-    ]);
+    header.extend(["USE", "NEW/s"]);
+    widths.extend([Constraint::Length(bar_w as u16 + 5), Constraint::Length(6)]);
+    // Failed connect() calls per second, while the tracer runs (docs/failures.md).
+    let traced = app.failures.is_some();
+    if traced {
+        header.push("FAIL/s");
+        widths.push(Constraint::Length(6));
+    }
+    // With -A as well, FAIL/s takes 4 more columns from TREND.
+    let trend_w: usize = if traced && all { 8 } else { 12 };
+    header.extend(["GROW/s", "FULL IN"]);
+    widths.extend([Constraint::Length(6), Constraint::Length(7)]);
     if wide {
         header.push("TREND");
-        widths.push(Constraint::Length(12));
+        widths.push(Constraint::Length(trend_w as u16));
     }
     header.push("OWNER");
-    let owner_w: u16 = if medium { 18 } else { 12 };
+    // FAIL/s takes its 7 columns from OWNER below 127 columns (with -A: from OWNER and TREND
+    // at any width), so pools keep theirs.
+    let owner_w: u16 = if (area.width >= 127 && !all) || (medium && !traced) {
+        18
+    } else {
+        12
+    };
     widths.push(Constraint::Length(owner_w));
 
     let right = |s: String| Cell::from(Line::from(s).right_aligned());
@@ -467,13 +483,16 @@ fn render_table(app: &App, t: &Theme, area: Rect, buf: &mut Buffer) {
                 }
                 _ => rate(st.and_then(|s| s.connect_per_s)),
             }));
+            if traced {
+                cells.push(right(rate(app.fail_rate(p))));
+            }
             cells.push(right(signed_rate(st.and_then(|s| s.growth_per_s))));
             cells.push(right(
                 st.and_then(|s| s.eta_seconds)
                     .map_or("—".into(), human_duration),
             ));
             if wide {
-                cells.push(Cell::from(trend(st, 12)));
+                cells.push(Cell::from(trend(st, trend_w)));
             }
             cells.push(Cell::from(owner_cell(p, scanned, owner_w as usize)));
             Row::new(cells).style(t.level(p.level).remove_modifier(Modifier::BOLD))
@@ -541,6 +560,42 @@ fn render_detail(app: &App, t: &Theme, area: Rect, buf: &mut Buffer) {
             "does not apply"
         }
     )));
+    if let Some(f) = &app.failures {
+        let recent: Vec<_> = f.recent_in(app.netns_of(&row), p).take(3).collect();
+        if recent.is_empty() {
+            lines.push(Line::styled(
+                "no failed connect() in this pool since top started",
+                t.dim(),
+            ));
+        }
+        for r in recent {
+            let x = &r.last;
+            let who = match &x.process {
+                Some(name) => format!("{} (pid {})", crate::units::printable(name), x.pid),
+                None => format!("pid {}", x.pid),
+            };
+            let to = match (x.remote_ip, x.remote_port) {
+                (Some(std::net::IpAddr::V6(ip)), Some(port)) => format!("[{ip}]:{port}"),
+                (Some(ip), Some(port)) => format!("{ip}:{port}"),
+                _ => "?".into(),
+            };
+            let from = x.local_ip.map_or("*".into(), |ip| ip.to_string());
+            let time = crate::units::format_utc(x.unix_ms);
+            let times = if r.count > 1 {
+                format!(" ×{}", group(r.count))
+            } else {
+                String::new()
+            };
+            lines.push(Line::from(vec![
+                Span::styled("failed ", t.level(Level::Critical)),
+                Span::raw(format!(
+                    "{} {who}{times} {from} → {to} {}",
+                    time.get(11..).unwrap_or(&time),
+                    x.error.name()
+                )),
+            ]));
+        }
+    }
     lines.push(Line::from(if snapshot.owners.is_none() {
         "owners not scanned (--no-owners)".to_string()
     } else if p.processes.is_empty() {
