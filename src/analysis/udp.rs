@@ -277,3 +277,169 @@ fn fix(snapshot: &Snapshot, p: &UdpPool) -> String {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::IpAddr;
+    use std::sync::Arc;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::analysis::analyze;
+    use crate::fixture::SnapshotBuilder;
+    use crate::snapshot::Owners;
+
+    fn udp(local: &str, port: u16, v6: bool, v6only: Option<bool>, inode: u64) -> UdpSocket {
+        let local_ip: IpAddr = local.parse().unwrap();
+        UdpSocket {
+            local_ip,
+            local_port: port,
+            remote_ip: if local_ip.is_ipv4() {
+                "127.0.0.1".parse().unwrap()
+            } else {
+                "::1".parse().unwrap()
+            },
+            remote_port: 7000,
+            ipv6_socket: v6,
+            v6only,
+            inode,
+            uid: Some(0),
+            pid: None,
+        }
+    }
+
+    fn snap(low: u16, high: u16, sockets: Vec<UdpSocket>) -> Snapshot {
+        let mut s = SnapshotBuilder::linux().range(low, high).build();
+        s.udp_sockets = Arc::new(sockets);
+        s
+    }
+
+    #[test]
+    fn no_udp_sockets_no_udp_pools() {
+        let s = SnapshotBuilder::linux().range(40000, 40099).build();
+        let a = analyze(&s, Thresholds::default());
+        assert!(a.udp_pools.is_empty());
+    }
+
+    #[test]
+    fn ninety_five_of_a_hundred_by_one_owner_is_critical_and_a_leak() {
+        let mut s = snap(
+            40000,
+            40099,
+            (0..95)
+                .map(|i| udp("127.0.0.1", 40000 + i, false, None, 1000 + u64::from(i)))
+                .collect(),
+        );
+        let mut owners = Owners::default();
+        owners.processes.insert(42, "statsd-client".into());
+        for i in 0..95 {
+            owners.by_inode.insert(1000 + i, 42);
+        }
+        s.owners = Some(Arc::new(owners));
+        let a = analyze(&s, Thresholds::default());
+        assert_eq!(a.udp_pools.len(), 1);
+        let p = &a.udp_pools[0];
+        assert_eq!((p.in_use, p.capacity, p.free()), (95, 100, 5));
+        assert_eq!(p.level, Level::Critical);
+        assert_eq!(p.processes[0].ports, 95);
+        assert_eq!(a.verdict.level, Level::Critical);
+        let codes: Vec<&str> = a.verdict.findings.iter().map(|f| f.code.as_str()).collect();
+        assert!(codes.contains(&"udp_pool_near_exhaustion"), "{codes:?}");
+        assert!(codes.contains(&"udp_socket_leak"), "{codes:?}");
+        let f = &a.verdict.findings[0];
+        assert!(
+            f.message
+                .contains("statsd-client (42) holds 95 of 100 UDP ports"),
+            "{}",
+            f.message
+        );
+        assert!(f.fix.contains("shared with TCP"), "{}", f.fix);
+    }
+
+    #[test]
+    fn reserved_ports_shrink_capacity_and_held_reserved_ports_do_not_count() {
+        let mut s = snap(
+            40000,
+            40009,
+            vec![
+                udp("0.0.0.0", 40000, false, None, 1), // reserved: already out of the capacity
+                udp("0.0.0.0", 40007, false, None, 2),
+                udp("0.0.0.0", 50000, false, None, 3), // outside the range
+            ],
+        );
+        s.settings.reserved_ports = vec![PortRange::new(40000, 40004).unwrap()];
+        let p = &udp_pools(&s, Thresholds::default())[0];
+        assert_eq!((p.in_use, p.capacity, p.reserved_in_range), (1, 5, 5));
+    }
+
+    #[test]
+    fn sharing_groups_count_once_and_a_full_pool_is_exhausted() {
+        let mut v: Vec<UdpSocket> = (0..5)
+            .map(|i| udp("0.0.0.0", 40003, false, None, i))
+            .collect();
+        v.extend((0..10).map(|i| udp("127.0.0.2", 40000 + i, false, None, 10 + u64::from(i))));
+        let s = snap(40000, 40009, v);
+        let a = analyze(&s, Thresholds::default());
+        let p = &a.udp_pools[0];
+        assert_eq!((p.in_use, p.sockets, p.free()), (10, 15, 0));
+        assert_eq!(a.verdict.findings[0].code, FindingCode::UdpPoolExhausted);
+    }
+
+    #[test]
+    fn ipv6_spaces_follow_v6only() {
+        let s = snap(
+            40000,
+            40009,
+            vec![
+                udp("127.0.0.1", 40000, false, None, 1),
+                udp("::1", 40001, true, Some(true), 2),
+                udp("::1", 40002, true, Some(false), 3),
+                udp("::1", 40003, true, None, 4),
+            ],
+        );
+        let pools = udp_pools(&s, Thresholds::default());
+        assert_eq!(pools.len(), 2);
+        // IPv4: the IPv4 socket, the dual-stack one and the unknown one (counted as dual-stack).
+        assert_eq!((pools[0].version, pools[0].in_use), (IpVersion::V4, 3));
+        assert_eq!((pools[1].version, pools[1].in_use), (IpVersion::V6, 4));
+    }
+
+    proptest! {
+        /// Whatever the sockets: in_use is the number of distinct non-reserved ports of the
+        /// range held in that space, never more than the capacity, and IPv6 ⊇ IPv4.
+        #[test]
+        fn in_use_is_distinct_ports_within_capacity(
+            socks in proptest::collection::vec(
+                (39990u16..40030, any::<bool>(), proptest::option::of(any::<bool>())), 0..60),
+            res_low in 40000u16..40020,
+        ) {
+            let v: Vec<UdpSocket> = socks
+                .iter()
+                .enumerate()
+                .map(|(i, &(port, v6, only))| {
+                    udp(if v6 { "::" } else { "0.0.0.0" }, port, v6, if v6 { only } else { None }, i as u64)
+                })
+                .collect();
+            let mut s = snap(40000, 40019, v.clone());
+            s.settings.reserved_ports = vec![PortRange::new(res_low, res_low + 2).unwrap()];
+            let pools = udp_pools(&s, Thresholds::default());
+            let reserved = |p: u16| (res_low..=res_low + 2).contains(&p);
+            for p in &pools {
+                let mut want: Vec<u16> = v
+                    .iter()
+                    .filter(|u| rules::udp_port_held_in(u.ipv6_socket, u.v6only, p.version))
+                    .map(|u| u.local_port)
+                    .filter(|&port| (40000..=40019).contains(&port) && !reserved(port))
+                    .collect();
+                want.sort_unstable();
+                want.dedup();
+                prop_assert_eq!(p.in_use, want.len() as u64);
+                prop_assert!(p.in_use <= u64::from(p.capacity));
+            }
+            if pools.len() == 2 {
+                prop_assert!(pools[1].in_use >= pools[0].in_use);
+            }
+        }
+    }
+}

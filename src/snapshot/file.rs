@@ -745,6 +745,31 @@ mod tests {
     use super::*;
 
     #[test]
+    fn udp_sockets_round_trip_and_are_absent_when_there_are_none() {
+        use crate::snapshot::UdpSocket;
+        let mut snap = Snapshot::empty(Os::Linux);
+        let none = String::from_utf8(to_vec(&snap)).unwrap();
+        assert!(!none.contains("udp_socket"), "{none}");
+        snap.udp_sockets = Arc::new(vec![UdpSocket {
+            local_ip: "::".parse().unwrap(),
+            local_port: 40001,
+            remote_ip: "::".parse().unwrap(),
+            remote_port: 0,
+            ipv6_socket: true,
+            v6only: Some(true),
+            inode: 9,
+            uid: Some(0),
+            pid: None,
+        }]);
+        let bytes = to_vec(&snap);
+        let back = from_slice(&bytes, Path::new("x.json")).expect("loads");
+        assert_eq!(back.udp_sockets, snap.udp_sockets);
+        // An older file (no udp_sockets) loads with none.
+        let old = from_slice(none.as_bytes(), Path::new("old.json")).expect("loads");
+        assert!(old.udp_sockets.is_empty());
+    }
+
+    #[test]
     fn endless_files_are_refused_at_the_limit() {
         let e = read_limited(Path::new("/dev/zero"), 1 << 20).expect_err("endless");
         let m = e.to_string();
