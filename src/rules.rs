@@ -50,6 +50,60 @@ pub fn tw_reuse_applies(tw_reuse: Option<u8>, tcp_timestamps: Option<u8>, loopba
         }
 }
 
+// UDP (docs/udp.md has each measurement and its commands; tests/udp.rs repeats them)
+
+/// The IP version of a UDP port space. UDP ports are not shared per destination as TCP's are:
+/// an implicit bind (the first `connect()` or `sendto()` of an unbound socket) binds the wildcard
+/// address, so its port must be free on every address of the namespace, and it fails with
+/// `EAGAIN` when no port of `ip_local_port_range` is. The range is the TCP one (one sysctl for
+/// both), but the port tables are separate: UDP sockets do not take ports from TCP pools, nor
+/// the other way round.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+pub enum IpVersion {
+    #[serde(rename = "ipv4")]
+    V4,
+    #[serde(rename = "ipv6")]
+    V6,
+}
+
+impl IpVersion {
+    pub fn name(self) -> &'static str {
+        match self {
+            IpVersion::V4 => "ipv4",
+            IpVersion::V6 => "ipv6",
+        }
+    }
+}
+
+/// Whether a UDP socket's port is taken from the UDP space of `space` (Linux, measured on 6.18):
+/// - an IPv4 socket holds its port in the IPv4 space;
+/// - a dual-stack IPv6 socket (`IPV6_V6ONLY` off, the default with `net.ipv6.bindv6only=0`)
+///   holds it in both: with every port held by one, neither an IPv4 nor a v6-only socket got one;
+/// - a v6-only socket holds it in the IPv6 space only: v4 and v6-only sockets each got all ten
+///   ports of a ten-port range.
+///
+/// The IPv6 space is what a new *dual-stack* IPv6 socket can get, so every socket counts there.
+/// Unknown `v6only` (the /proc text tables) counts as dual-stack: the default, and the
+/// conservative answer.
+pub fn udp_port_held_in(ipv6_socket: bool, v6only: Option<bool>, space: IpVersion) -> bool {
+    match space {
+        IpVersion::V4 => !ipv6_socket || v6only != Some(true),
+        IpVersion::V6 => true,
+    }
+}
+
+/// `ip_local_reserved_ports` applies to UDP's implicit binds as to TCP's connects: with
+/// 40000–40004 reserved in 40000–40009, UDP connects got 40005–40009 only.
+pub const UDP_RESERVED_PORTS_APPLY: bool = true;
+
+/// Sockets that share one port (`SO_REUSEADDR` / `SO_REUSEPORT` groups, which also share
+/// implicitly bound ports among themselves: 40 such sockets used the 10 ports of the range)
+/// hold that port once; a port held by any UDP socket of the namespace, whatever its address
+/// (a server bound to 127.0.0.5:40005, a client bound to 127.0.0.2), connected or not, is no
+/// longer available to an implicit bind. So a UDP pool's use is the number of *distinct*
+/// ports of the range held, and one pool per IP version serves the whole namespace.
+pub const UDP_POOL_IS_PER_NAMESPACE: bool = true;
+
 /// Where persistent sysctls live: `systemd-sysctl` and `sysctl --system` read it at boot, for
 /// the host's own network namespace only.
 pub const SYSCTL_DIR: &str = "/etc/sysctl.d";
@@ -153,6 +207,28 @@ mod tests {
                 tw_reuse_applies(reuse, ts, lo),
                 want,
                 "tw_reuse {reuse:?}, timestamps {ts:?}, loopback {lo}"
+            );
+        }
+    }
+
+    #[test]
+    fn udp_spaces_follow_the_measured_sharing() {
+        use IpVersion::{V4, V6};
+        // (ipv6 socket, v6only, space) → holds a port there
+        let cases = [
+            (false, None, V4, true),
+            (false, None, V6, true),
+            (true, Some(false), V4, true),
+            (true, Some(false), V6, true),
+            (true, Some(true), V4, false),
+            (true, Some(true), V6, true),
+            (true, None, V4, true),
+        ];
+        for (v6, only, space, want) in cases {
+            assert_eq!(
+                udp_port_held_in(v6, only, space),
+                want,
+                "{v6} {only:?} {space:?}"
             );
         }
     }

@@ -167,6 +167,33 @@ pub struct Socket {
     pub pid: Option<u32>,
 }
 
+/// One UDP socket as the OS reported it (docs/udp.md). A UDP socket has no TCP-like states:
+/// it holds its local port from `bind()` (explicit, or implicit on the first `connect()` or
+/// `sendto()`) until it is closed, connected or not. Addresses are normalised like [`Socket`]'s.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UdpSocket {
+    pub local_ip: IpAddr,
+    pub local_port: u16,
+    /// The peer of a connected socket; the unspecified address and port 0 when unconnected.
+    pub remote_ip: IpAddr,
+    pub remote_port: u16,
+    /// An `AF_INET6` socket (its addresses may still be IPv4 after normalisation).
+    pub ipv6_socket: bool,
+    /// `IPV6_V6ONLY` of an `AF_INET6` socket (`None`: unknown or IPv4). A dual-stack IPv6
+    /// socket holds its port in the IPv4 space too (docs/udp.md, measured on 6.18).
+    pub v6only: Option<bool>,
+    pub inode: u64,
+    pub uid: Option<u32>,
+    /// Owning process id when the OS reports it directly (Windows tables do).
+    pub pid: Option<u32>,
+}
+
+impl UdpSocket {
+    pub fn connected(&self) -> bool {
+        self.remote_port != 0
+    }
+}
+
 /// A process that owns sockets.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Process {
@@ -415,6 +442,9 @@ pub struct Snapshot {
     /// Shared: `top` hands the same dump to consecutive samples while nothing changed
     /// (collect::refresh) instead of copying 7 MiB per 100k sockets each second.
     pub sockets: Arc<Vec<Socket>>,
+    /// UDP sockets, kept apart from the TCP list so the TCP paths stay as they were (empty when
+    /// none were collected: `--no-udp`, an old snapshot file, or a host with none).
+    pub udp_sockets: Arc<Vec<UdpSocket>>,
     pub counters: Counters,
     /// `None` when the owner scan was skipped (`--no-owners`). Shared like `sockets`.
     pub owners: Option<Arc<Owners>>,
@@ -527,6 +557,7 @@ impl Snapshot {
             taken_at_unix_ms: 0,
             settings: Settings::default(),
             sockets: Arc::default(),
+            udp_sockets: Arc::default(),
             counters: Counters::default(),
             owners: None,
             notes: Vec::new(),

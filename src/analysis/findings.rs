@@ -100,11 +100,18 @@ pub enum FindingCode {
     ConnectFailures,
     /// bind() failed with EADDRINUSE while observed.
     BindFailures,
+    // UDP (docs/udp.md).
+    /// A UDP pool has no free port: new UDP sockets fail now.
+    UdpPoolExhausted,
+    /// A UDP pool is over `--warn`/`--crit`.
+    UdpPoolNearExhaustion,
+    /// One process holds most of a UDP pool.
+    UdpSocketLeak,
 }
 
 impl FindingCode {
     /// In the order the README lists them.
-    pub const ALL: [FindingCode; 21] = [
+    pub const ALL: [FindingCode; 24] = [
         FindingCode::PoolExhausted,
         FindingCode::PoolNearExhaustion,
         FindingCode::TwReuseOff,
@@ -126,6 +133,9 @@ impl FindingCode {
         FindingCode::StrictTimeWaitSeqCheckUnverified,
         FindingCode::ConnectFailures,
         FindingCode::BindFailures,
+        FindingCode::UdpPoolExhausted,
+        FindingCode::UdpPoolNearExhaustion,
+        FindingCode::UdpSocketLeak,
     ];
 
     /// The stable wire name, e.g. `pool_exhausted`.
@@ -154,6 +164,9 @@ impl FindingCode {
             }
             FindingCode::ConnectFailures => "connect_failures",
             FindingCode::BindFailures => "bind_failures",
+            FindingCode::UdpPoolExhausted => "udp_pool_exhausted",
+            FindingCode::UdpPoolNearExhaustion => "udp_pool_near_exhaustion",
+            FindingCode::UdpSocketLeak => "udp_socket_leak",
         }
     }
 
@@ -217,6 +230,15 @@ impl FindingCode {
             FindingCode::BindFailures => {
                 "`--observe`: bind() calls failed with EADDRINUSE in the window (bind-before-connect: `IP_BIND_ADDRESS_NO_PORT`)"
             }
+            FindingCode::UdpPoolExhausted => {
+                "a UDP pool (namespace or host, per IP version) has no free port: new UDP sockets fail with EAGAIN now"
+            }
+            FindingCode::UdpPoolNearExhaustion => {
+                "a UDP pool is over `--warn`/`--crit`, naming the processes that hold most ports"
+            }
+            FindingCode::UdpSocketLeak => {
+                "one process holds at least half of a UDP pool's ports (a socket per request, or sockets never closed)"
+            }
         }
     }
 
@@ -231,13 +253,16 @@ impl FindingCode {
             | FindingCode::HighChurnNoPooling
             | FindingCode::CloseWaitLeak
             | FindingCode::SynSentStuck
-            | FindingCode::ExcludedRangeOverlap => None,
+            | FindingCode::ExcludedRangeOverlap
+            | FindingCode::UdpPoolExhausted
+            | FindingCode::UdpPoolNearExhaustion => None,
             FindingCode::TwReuseOff
             | FindingCode::TwBucketOverflow
             | FindingCode::TwBucketsNearLimit
             | FindingCode::CapacityUnknown
             | FindingCode::TimeWaitDelayOutOfRange
-            | FindingCode::BindFailures => Some(Severity::Warning),
+            | FindingCode::BindFailures
+            | FindingCode::UdpSocketLeak => Some(Severity::Warning),
             FindingCode::PortExhaustionEvents | FindingCode::ConnectFailures => {
                 Some(Severity::Critical)
             }
@@ -296,6 +321,27 @@ impl Finding {
 pub struct Verdict {
     pub level: Level,
     pub findings: Vec<Finding>,
+}
+
+impl Verdict {
+    /// Adds findings of another family (UDP), keeping the order and the level right.
+    pub(super) fn add(&mut self, more: Vec<Finding>) {
+        if more.is_empty() {
+            return;
+        }
+        self.findings.extend(more);
+        self.level = self
+            .findings
+            .iter()
+            .map(|f| match f.severity {
+                Severity::Info => Level::Ok,
+                Severity::Warning => Level::Warning,
+                Severity::Critical => Level::Critical,
+            })
+            .max()
+            .unwrap_or(Level::Ok);
+        self.findings.sort_by_key(|f| std::cmp::Reverse(f.severity));
+    }
 }
 
 pub(super) fn evidence_map(v: Value) -> Map<String, Value> {

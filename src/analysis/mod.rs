@@ -4,6 +4,7 @@
 pub mod failures;
 mod findings;
 mod pools;
+pub mod udp;
 mod windows;
 
 use std::collections::BTreeMap;
@@ -16,6 +17,7 @@ pub use pools::{
     build_pools, eta_seconds, owners_in_state, Filler, Pool, PoolKey, ProcessCount, Scope,
     MIN_FORECAST_ARRIVALS,
 };
+pub use udp::{UdpHolder, UdpPool};
 
 use crate::rules;
 use crate::snapshot::{Os, PortRange, Snapshot};
@@ -76,6 +78,8 @@ pub struct Analysis {
     pub owners_unknown: Option<u64>,
     /// Local addresses whose pattern suggests bind-before-connect.
     pub bind_before_connect: Vec<BindPattern>,
+    /// UDP pools (docs/udp.md), IPv4 first; empty without UDP sockets.
+    pub udp_pools: Vec<UdpPool>,
     pub verdict: Verdict,
     pub thresholds: Thresholds,
 }
@@ -108,7 +112,7 @@ pub fn analyze(snapshot: &Snapshot, thresholds: Thresholds) -> Analysis {
             .count() as u64
     });
     let time_wait_total = states.get("TIME_WAIT").copied().unwrap_or(0);
-    let verdict = findings::verdict(
+    let mut verdict = findings::verdict(
         snapshot,
         capacity.as_ref(),
         &built.pools,
@@ -116,6 +120,8 @@ pub fn analyze(snapshot: &Snapshot, thresholds: Thresholds) -> Analysis {
         time_wait_total,
         thresholds,
     );
+    let udp_pools = udp::udp_pools(snapshot, thresholds);
+    verdict.add(udp::findings(snapshot, &udp_pools));
     Analysis {
         capacity,
         states,
@@ -126,6 +132,7 @@ pub fn analyze(snapshot: &Snapshot, thresholds: Thresholds) -> Analysis {
         time_wait_total,
         owners_unknown,
         bind_before_connect: built.bind_patterns,
+        udp_pools,
         verdict,
         thresholds,
     }

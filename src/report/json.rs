@@ -8,8 +8,10 @@ use serde_json::Value;
 
 use crate::analysis::failures::pool_failures;
 use crate::analysis::{
-    Analysis, BindPattern, Finding, Level, Pool, ProcessCount, Scope, Thresholds,
+    Analysis, BindPattern, Finding, Level, Pool, ProcessCount, Scope, Thresholds, UdpHolder,
+    UdpPool,
 };
+use crate::rules::IpVersion;
 use crate::snapshot::{
     ConnectFailures, FailureError, HostInfo, Os, Settings, Snapshot, SocketSource, WindowsSettings,
 };
@@ -47,7 +49,7 @@ pub struct CheckReport<'a> {
     pub sockets: SocketCounts,
     pub counters: CountersOut,
     pub owners: OwnersOut,
-    pub pools: Vec<PoolOut<'a>>,
+    pub pools: Vec<PoolEntry<'a>>,
     pub bind_before_connect: &'a [BindPattern],
     pub verdict: VerdictOut<'a>,
     pub thresholds: Thresholds,
@@ -158,8 +160,57 @@ pub struct OwnersOut {
     pub hidden_processes: Option<u32>,
 }
 
+/// One element of `pools`: a TCP pool or a UDP pool, told apart by `protocol`.
+#[derive(Serialize)]
+#[serde(untagged)]
+pub enum PoolEntry<'a> {
+    Tcp(PoolOut<'a>),
+    Udp(UdpPoolOut<'a>),
+}
+
+impl PoolEntry<'_> {
+    pub fn utilization(&self) -> Option<f64> {
+        match self {
+            PoolEntry::Tcp(p) => p.utilization,
+            PoolEntry::Udp(p) => p.utilization,
+        }
+    }
+
+    pub fn in_use(&self) -> u64 {
+        match self {
+            PoolEntry::Tcp(p) => p.in_use,
+            PoolEntry::Udp(p) => p.in_use,
+        }
+    }
+}
+
+/// A UDP pool (docs/udp.md): the distinct ports of the range held by UDP sockets of one IP
+/// version, namespace-wide (`scope` `namespace`; `host` on Windows). `local_ip` is the wildcard
+/// of the version, the address implicit binds take.
+#[derive(Serialize)]
+pub struct UdpPoolOut<'a> {
+    pub protocol: &'static str,
+    pub scope: &'static str,
+    pub ip_version: IpVersion,
+    pub local_ip: &'static str,
+    pub remote_ip: Option<String>,
+    pub remote_port: Option<u16>,
+    /// Distinct ports held.
+    pub in_use: u64,
+    /// Sockets holding them (port-sharing groups count each socket).
+    pub sockets: u64,
+    pub connected: u64,
+    pub capacity: Option<u32>,
+    pub reserved_in_range: u32,
+    pub utilization: Option<f64>,
+    pub level: Level,
+    pub processes: Option<&'a [UdpHolder]>,
+}
+
 #[derive(Serialize)]
 pub struct PoolOut<'a> {
+    /// `tcp` (UDP pools are [`UdpPoolOut`]).
+    pub protocol: &'static str,
     pub scope: Scope,
     pub local_ip: String,
     pub remote_ip: Option<String>,
@@ -218,15 +269,29 @@ pub fn check_report<'a>(
             .collect::<BTreeMap<_, _>>()
     };
     let scanned = snap.owners.is_some();
-    let pools = a
+    let mut pools: Vec<PoolEntry> = a
         .pools
         .iter()
-        .take(top.unwrap_or(usize::MAX))
-        .map(|p| pool_out(snap, p, scanned))
+        .map(|p| PoolEntry::Tcp(pool_out(snap, p, scanned)))
         .collect();
+    // UDP pools go where their utilization sorts them, TCP order unchanged.
+    for u in &a.udp_pools {
+        let e = udp_pool_out(snap, u, scanned);
+        let at = pools
+            .iter()
+            .position(|p| p.utilization().unwrap_or(0.0) < e.utilization.unwrap_or(0.0))
+            .unwrap_or(pools.len());
+        pools.insert(at, PoolEntry::Udp(e));
+    }
+    pools.truncate(top.unwrap_or(usize::MAX));
     let mut by_level = BTreeMap::from([("critical", 0), ("warning", 0), ("ok", 0)]);
-    for p in &a.pools {
-        *by_level.entry(p.level.name()).or_default() += 1;
+    for level in a
+        .pools
+        .iter()
+        .map(|p| p.level)
+        .chain(a.udp_pools.iter().map(|p| p.level))
+    {
+        *by_level.entry(level.name()).or_default() += 1;
     }
     CheckReport {
         schema: SCHEMA,
@@ -279,8 +344,35 @@ pub fn check_report<'a>(
     }
 }
 
+fn udp_pool_out<'a>(snap: &Snapshot, p: &'a UdpPool, scanned: bool) -> UdpPoolOut<'a> {
+    UdpPoolOut {
+        protocol: "udp",
+        scope: if snap.os == Os::Windows {
+            "host"
+        } else {
+            "namespace"
+        },
+        ip_version: p.version,
+        local_ip: match p.version {
+            IpVersion::V4 => "0.0.0.0",
+            IpVersion::V6 => "::",
+        },
+        remote_ip: None,
+        remote_port: None,
+        in_use: p.in_use,
+        sockets: p.sockets,
+        connected: p.connected,
+        capacity: Some(p.capacity),
+        reserved_in_range: p.reserved_in_range,
+        utilization: p.utilization.map(|u| round(u, 4)),
+        level: p.level,
+        processes: scanned.then_some(p.processes.as_slice()),
+    }
+}
+
 fn pool_out<'a>(snap: &Snapshot, p: &'a Pool, scanned: bool) -> PoolOut<'a> {
     PoolOut {
+        protocol: "tcp",
         scope: p.scope,
         local_ip: p.key.local_ip.to_string(),
         remote_ip: p.key.remote_ip.map(|ip| ip.to_string()),

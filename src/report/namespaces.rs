@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::json::{check_report, PoolOut, VerdictOut};
+use super::json::{check_report, PoolEntry, VerdictOut};
 use super::text::{self, TextOptions};
 use crate::analysis::{Analysis, Level};
 use crate::snapshot::{Container, NamespaceIdentity, Pod, Snapshot};
@@ -60,7 +60,7 @@ struct NamespaceOut<'a> {
     target: Option<String>,
     settings: Value,
     sockets: u64,
-    pools: Vec<PoolOut<'a>>,
+    pools: Vec<PoolEntry<'a>>,
     verdict: VerdictOut<'a>,
     notes: &'a [String],
 }

@@ -91,6 +91,38 @@ fn owner_cell(p: &Pool, scanned: bool) -> String {
     }
 }
 
+/// The UDP section (docs/udp.md): one row per UDP pool, when UDP sockets hold ports.
+fn udp_lines(a: &Analysis, scanned: bool, paint: &Paint, out: &mut String) {
+    if a.udp_pools.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "\n{}",
+        paint.bold(&format!(
+            "{:<POOL_COL$} {:>7} {:>11} {:>8} {:>4}  OWNER",
+            "UDP POOL (whole namespace)", "IN USE", "SOCKETS", "CAPACITY", "USE"
+        ))
+    );
+    for p in &a.udp_pools {
+        let owner = match (scanned, p.processes.as_slice()) {
+            (false, _) | (true, []) => "—".to_string(),
+            (true, [one, ..]) => format!("{} ({}) {} ports", one.name, one.pid, group(one.ports)),
+        };
+        let line = format!(
+            "{:<POOL_COL$} {:>7} {:>11} {:>8} {:>4}  {}",
+            format!("{} · {}", p.version.name(), p.range),
+            group(p.in_use),
+            group(p.sockets),
+            group(u64::from(p.capacity)),
+            p.utilization
+                .map_or("—".into(), |u| format!("{:.0}%", u * 100.0)),
+            fit(&owner, 30),
+        );
+        let _ = writeln!(out, "{}", paint.level(p.level, &line));
+    }
+}
+
 /// `check --observe`: one line per failing (process, pool); without a window, while pools are
 /// under pressure, how to get this evidence.
 fn failure_lines(snap: &Snapshot, a: &Analysis, out: &mut String) {
@@ -305,6 +337,7 @@ pub fn render(snap: &Snapshot, a: &Analysis, opts: &TextOptions) -> String {
         }
     }
 
+    udp_lines(a, scanned, &paint, &mut out);
     failure_lines(snap, a, &mut out);
 
     // Findings.

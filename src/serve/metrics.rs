@@ -13,7 +13,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::analysis::{Analysis, Level};
-use crate::report::json::{check_report, CheckReport, PoolOut};
+use crate::report::json::{check_report, CheckReport, PoolEntry, PoolOut, UdpPoolOut};
 use crate::report::namespaces::Inspected;
 use crate::snapshot::{NamespaceIdentity, Snapshot};
 
@@ -142,6 +142,18 @@ fn pool_labels(p: &PoolOut<'_>) -> Labels {
     ]
 }
 
+/// A UDP pool: the wildcard of its IP version (`0.0.0.0`, `::`), any remote, `protocol="udp"`.
+/// TCP pool series keep exactly the labels they always had (no `protocol`, which Prometheus
+/// reads as `protocol=""`), so dashboards and rules written for them keep their meaning.
+fn udp_pool_labels(p: &UdpPoolOut<'_>) -> Labels {
+    vec![
+        ("local_ip", p.local_ip.into()),
+        ("remote_ip", ANY.into()),
+        ("remote_port", ANY.into()),
+        ("protocol", p.protocol.into()),
+    ]
+}
+
 fn other_labels() -> Labels {
     vec![
         ("local_ip", OTHER.into()),
@@ -151,6 +163,43 @@ fn other_labels() -> Labels {
 }
 
 impl PoolFamilies {
+    fn add_entry(&self, ns: &Labels, e: &PoolEntry<'_>) {
+        match e {
+            PoolEntry::Tcp(p) => self.add(ns, p),
+            PoolEntry::Udp(p) => self.add_udp(ns, p),
+        }
+    }
+
+    /// A UDP pool: distinct ports held, capacity, utilization; its sockets as `UNCONN` and
+    /// `ESTAB` (ss's words for UDP). No TIME_WAIT, rate or ETA: UDP has none.
+    fn add_udp(&self, ns: &Labels, p: &UdpPoolOut<'_>) {
+        let l = labelled(ns, udp_pool_labels(p));
+        self.in_use.get_or_create(&l).set(p.in_use as f64);
+        if let Some(c) = p.capacity {
+            self.capacity.get_or_create(&l).set(f64::from(c));
+        }
+        if let Some(u) = p.utilization {
+            self.utilization.get_or_create(&l).set(u);
+        }
+        for (state, n) in [("UNCONN", p.sockets - p.connected), ("ESTAB", p.connected)] {
+            let mut with_state = l.clone();
+            with_state.push(("state", state.to_string()));
+            self.sockets.get_or_create(&with_state).set(n as f64);
+        }
+    }
+
+    /// UDP pools beyond the cap: ports summed, utilization the maximum.
+    fn add_other_udp(&self, ns: &Labels, rest: &[&UdpPoolOut<'_>]) {
+        let mut l = labelled(ns, other_labels());
+        l.push(("protocol", "udp".into()));
+        self.in_use
+            .get_or_create(&l)
+            .set(rest.iter().map(|p| p.in_use).sum::<u64>() as f64);
+        if let Some(u) = rest.iter().filter_map(|p| p.utilization).reduce(f64::max) {
+            self.utilization.get_or_create(&l).set(u);
+        }
+    }
+
     fn add(&self, ns: &Labels, p: &PoolOut<'_>) {
         let l = labelled(ns, pool_labels(p));
         self.in_use.get_or_create(&l).set(p.in_use as f64);
@@ -394,7 +443,7 @@ fn host_and_pools(reg: &mut Registry, scraped: &Scraped<'_>, opts: MetricsOption
 /// The pool families: the `--max-pools` most utilized pools of all namespaces get their own
 /// series, the rest are summed per namespace into its `other` series.
 fn pools(reg: &mut Registry, units: &[Part<'_>], all: bool, opts: MetricsOptions) {
-    let mut ranked: Vec<(usize, &PoolOut<'_>)> = units
+    let mut ranked: Vec<(usize, &PoolEntry<'_>)> = units
         .iter()
         .enumerate()
         .flat_map(|(i, u)| u.report.pools.iter().map(move |p| (i, p)))
@@ -402,23 +451,30 @@ fn pools(reg: &mut Registry, units: &[Part<'_>], all: bool, opts: MetricsOptions
     // Stable, with the analysis' own order (utilization, then size): one namespace's pools keep
     // exactly the order `check` shows them in.
     ranked.sort_by(|(_, a), (_, b)| {
-        b.utilization
+        b.utilization()
             .unwrap_or(-1.0)
-            .total_cmp(&a.utilization.unwrap_or(-1.0))
-            .then(b.in_use.cmp(&a.in_use))
+            .total_cmp(&a.utilization().unwrap_or(-1.0))
+            .then(b.in_use().cmp(&a.in_use()))
     });
     let shown = ranked.len().min(opts.max_pools);
     let families = PoolFamilies::default();
     for (i, p) in &ranked[..shown] {
-        families.add(&units[*i].labels, p);
+        families.add_entry(&units[*i].labels, p);
     }
     let mut rest: Vec<Vec<&PoolOut<'_>>> = vec![Vec::new(); units.len()];
+    let mut rest_udp: Vec<Vec<&UdpPoolOut<'_>>> = vec![Vec::new(); units.len()];
     for (i, p) in &ranked[shown..] {
-        rest[*i].push(p);
+        match p {
+            PoolEntry::Tcp(p) => rest[*i].push(p),
+            PoolEntry::Udp(p) => rest_udp[*i].push(p),
+        }
     }
-    for (u, r) in units.iter().zip(&rest) {
+    for ((u, r), ru) in units.iter().zip(&rest).zip(&rest_udp) {
         if !r.is_empty() {
             families.add_other(&u.labels, r);
+        }
+        if !ru.is_empty() {
+            families.add_other_udp(&u.labels, ru);
         }
     }
     families.register(reg);
@@ -439,8 +495,8 @@ fn pools(reg: &mut Registry, units: &[Part<'_>], all: bool, opts: MetricsOptions
         all,
         units
             .iter()
-            .zip(&rest)
-            .map(|(u, r)| (u.labels.clone(), r.len() as f64))
+            .zip(rest.iter().zip(&rest_udp))
+            .map(|(u, (r, ru))| (u.labels.clone(), (r.len() + ru.len()) as f64))
             .collect(),
     );
     let by_level = GaugeFamily::default();

@@ -32,6 +32,9 @@
 //! loopback IPv4 and IPv6, 90 % TIME_WAIT, no owners: 16.0 MiB), 61.0 for the synthetic one of
 //! benches/model.rs (10.x addresses, owners). Owners list the inodes under each pid (8 bytes or
 //! so per owned socket) instead of repeating the pid on every socket.
+//! UDP sockets (added within v1) follow as `udp_sockets`, one array per socket in the order of
+//! `udp_socket_fields`; both are absent when there are none, and a file without them loads with
+//! no UDP sockets.
 //! The `settings` and `windows` objects have the shape of the `portdoctor.check/v1` report, so
 //! they are one fact written one way; `tests/fixtures/snapshot` keeps a v1 file that must keep
 //! loading.
@@ -56,7 +59,7 @@ use serde_json::ser::Formatter;
 
 use super::{
     Counters, HiddenProcess, HostInfo, NetnsId, Os, Owners, PortRange, Settings, Snapshot, Socket,
-    SocketSource, Target, TcpState, WindowsSettings,
+    SocketSource, Target, TcpState, UdpSocket, WindowsSettings,
 };
 
 /// The schema this build writes and reads.
@@ -345,6 +348,10 @@ struct SnapshotOut<'a> {
     windows: Option<&'a WindowsSettings>,
     socket_fields: [&'static str; 9],
     sockets: SocketsOut<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    udp_socket_fields: Option<[&'static str; 9]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    udp_sockets: Option<UdpSocketsOut<'a>>,
 }
 
 #[derive(Deserialize)]
@@ -365,6 +372,10 @@ struct SnapshotIn {
     #[serde(default)]
     socket_fields: Option<Vec<String>>,
     sockets: Vec<SocketIn>,
+    #[serde(default)]
+    udp_socket_fields: Option<Vec<String>>,
+    #[serde(default)]
+    udp_sockets: Vec<UdpSocketRow>,
 }
 
 /// `Owners` as the file has it: the inodes under each pid, ascending.
@@ -500,6 +511,66 @@ impl<'de> Deserialize<'de> for SocketIn {
     }
 }
 
+/// The order of a UDP socket's array in the file (`ipv6_socket`: 0 or 1; `v6only`: null, 0, 1).
+pub const UDP_SOCKET_FIELDS: [&str; 9] = [
+    "local_ip",
+    "local_port",
+    "remote_ip",
+    "remote_port",
+    "ipv6_socket",
+    "v6only",
+    "inode",
+    "uid",
+    "pid",
+];
+
+type UdpSocketRow = (
+    IpAddr,
+    u16,
+    IpAddr,
+    u16,
+    u8,
+    Option<u8>,
+    u64,
+    Option<u32>,
+    Option<u32>,
+);
+
+struct UdpSocketsOut<'a>(&'a [UdpSocket]);
+
+impl Serialize for UdpSocketsOut<'_> {
+    fn serialize<S: Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        ser.collect_seq(self.0.iter().map(|s| -> UdpSocketRow {
+            (
+                s.local_ip,
+                s.local_port,
+                s.remote_ip,
+                s.remote_port,
+                u8::from(s.ipv6_socket),
+                s.v6only.map(u8::from),
+                s.inode,
+                s.uid,
+                s.pid,
+            )
+        }))
+    }
+}
+
+fn udp_socket_of(r: UdpSocketRow) -> UdpSocket {
+    let (local_ip, local_port, remote_ip, remote_port, v6, v6only, inode, uid, pid) = r;
+    UdpSocket {
+        local_ip,
+        local_port,
+        remote_ip,
+        remote_port,
+        ipv6_socket: v6 != 0,
+        v6only: v6only.map(|v| v != 0),
+        inode,
+        uid,
+        pid,
+    }
+}
+
 impl Serialize for Snapshot {
     /// The `snapshot` object of a `portdoctor.snapshot/v1` file (see the module docs).
     fn serialize<S: Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
@@ -520,6 +591,8 @@ impl Serialize for Snapshot {
             windows: self.windows.as_ref(),
             socket_fields: SOCKET_FIELDS,
             sockets: SocketsOut(&self.sockets),
+            udp_socket_fields: (!self.udp_sockets.is_empty()).then_some(UDP_SOCKET_FIELDS),
+            udp_sockets: (!self.udp_sockets.is_empty()).then(|| UdpSocketsOut(&self.udp_sockets)),
         }
         .serialize(ser)
     }
@@ -533,6 +606,13 @@ impl<'de> Deserialize<'de> for Snapshot {
             if fields.iter().map(String::as_str).ne(SOCKET_FIELDS) {
                 return Err(D::Error::custom(format_args!(
                     "socket_fields is {fields:?}; this portdoctor reads sockets as {SOCKET_FIELDS:?}"
+                )));
+            }
+        }
+        if let Some(fields) = &s.udp_socket_fields {
+            if fields.iter().map(String::as_str).ne(UDP_SOCKET_FIELDS) {
+                return Err(D::Error::custom(format_args!(
+                    "udp_socket_fields is {fields:?}; this portdoctor reads UDP sockets as {UDP_SOCKET_FIELDS:?}"
                 )));
             }
         }
@@ -552,6 +632,7 @@ impl<'de> Deserialize<'de> for Snapshot {
             taken_at_unix_ms: s.taken_at_unix_ms,
             settings: s.settings,
             sockets: Arc::new(s.sockets.into_iter().map(|r| r.0).collect()),
+            udp_sockets: Arc::new(s.udp_sockets.into_iter().map(udp_socket_of).collect()),
             counters: s.counters,
             owners,
             notes: s.notes,
@@ -662,6 +743,31 @@ impl Formatter for LineFormatter {
 #[cfg(all(test, unix))]
 mod tests {
     use super::*;
+
+    #[test]
+    fn udp_sockets_round_trip_and_are_absent_when_there_are_none() {
+        use crate::snapshot::UdpSocket;
+        let mut snap = Snapshot::empty(Os::Linux);
+        let none = String::from_utf8(to_vec(&snap)).unwrap();
+        assert!(!none.contains("udp_socket"), "{none}");
+        snap.udp_sockets = Arc::new(vec![UdpSocket {
+            local_ip: "::".parse().unwrap(),
+            local_port: 40001,
+            remote_ip: "::".parse().unwrap(),
+            remote_port: 0,
+            ipv6_socket: true,
+            v6only: Some(true),
+            inode: 9,
+            uid: Some(0),
+            pid: None,
+        }]);
+        let bytes = to_vec(&snap);
+        let back = from_slice(&bytes, Path::new("x.json")).expect("loads");
+        assert_eq!(back.udp_sockets, snap.udp_sockets);
+        // An older file (no udp_sockets) loads with none.
+        let old = from_slice(none.as_bytes(), Path::new("old.json")).expect("loads");
+        assert!(old.udp_sockets.is_empty());
+    }
 
     #[test]
     fn endless_files_are_refused_at_the_limit() {

@@ -20,7 +20,8 @@ use super::{
     hidden_owners_note, CollectError, CollectOptions, Collector, PartialCollector, SourcePreference,
 };
 use crate::snapshot::{
-    Counters, HostInfo, Os, Owners, Settings, Snapshot, Socket, SocketSource, ValueSource,
+    Counters, HostInfo, Os, Owners, Settings, Snapshot, Socket, SocketSource, UdpSocket,
+    ValueSource,
 };
 
 /// Linux has no sysctl for it: TCP_TIMEWAIT_LEN is compiled into the kernel.
@@ -103,15 +104,17 @@ impl PartialCollector for LinuxCollector {
     }
 
     fn scan_owners(&self, sockets: &[Socket]) -> Owners {
-        netns_independent_owner_scan(sockets)
+        netns_independent_owner_scan(sockets, &[])
     }
 }
 
 /// Owners come from /proc/*/fd, which shows every process of the host whatever the namespace.
-fn netns_independent_owner_scan(sockets: &[Socket]) -> Owners {
+/// One scan serves the TCP and the UDP sockets.
+fn netns_independent_owner_scan(sockets: &[Socket], udp: &[UdpSocket]) -> Owners {
     let wanted: FxHashSet<u64> = sockets
         .iter()
         .map(|s| s.inode)
+        .chain(udp.iter().map(|s| s.inode))
         .filter(|&i| i != 0)
         .collect();
     owners::scan(&wanted)
@@ -134,9 +137,14 @@ impl LinuxCollector {
         } else {
             (Vec::new(), SocketSource::Netlink)
         };
+        let udp_sockets = if states.is_some() {
+            collect_udp_sockets(source, &mut notes)
+        } else {
+            Vec::new()
+        };
         let settings = read_settings(&mut notes);
         let counters = read_counters();
-        let owners = with_owners.then(|| netns_independent_owner_scan(&sockets));
+        let owners = with_owners.then(|| netns_independent_owner_scan(&sockets, &udp_sockets));
         if let Some(note) = owners.as_ref().and_then(hidden_owners_note) {
             notes.push(note);
         }
@@ -159,6 +167,7 @@ impl LinuxCollector {
             taken_at_unix_ms,
             settings,
             sockets: Arc::new(sockets),
+            udp_sockets: Arc::new(udp_sockets),
             counters,
             owners: owners.map(Arc::new),
             notes,
@@ -204,6 +213,50 @@ fn netlink_sockets(states: u32, notes: &mut Vec<String>) -> Result<Vec<Socket>, 
         ));
     }
     Ok(dump.sockets)
+}
+
+/// UDP sockets from the same source as the TCP ones: sock_diag, or /proc/net/udp{,6} when the
+/// TCP list came from procfs or the UDP dump fails. Never fails the collection: without them
+/// the UDP pools are not shown, and a note says why.
+fn collect_udp_sockets(tcp_source: SocketSource, notes: &mut Vec<String>) -> Vec<UdpSocket> {
+    if tcp_source == SocketSource::Netlink {
+        match netlink::dump_udp() {
+            Ok(dump) => {
+                if dump.interrupted {
+                    notes.push(
+                        "the UDP socket table changed during every dump attempt; UDP counts may be off by the churn".into(),
+                    );
+                }
+                return dump.sockets;
+            }
+            Err(e) => notes.push(format!(
+                "netlink sock_diag for UDP unavailable ({e}); read /proc/net/udp{{,6}} instead"
+            )),
+        }
+    }
+    let mut out = Vec::new();
+    for (name, ipv6_socket) in [("udp", false), ("udp6", true)] {
+        let path = proc_net(name);
+        match fs::read_to_string(&path) {
+            Ok(text) => {
+                let mut rows = Vec::new();
+                let skipped = procfs::parse_proc_net_tcp(&text, 10, &mut rows);
+                if skipped > 0 {
+                    notes.push(format!(
+                        "{skipped} lines of {} could not be parsed and were skipped",
+                        path.display()
+                    ));
+                }
+                out.extend(rows.iter().map(|s| procfs::udp_of(s, ipv6_socket)));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && ipv6_socket => {}
+            Err(e) => notes.push(format!(
+                "{} could not be read ({e}); UDP pools are not shown",
+                path.display()
+            )),
+        }
+    }
+    out
 }
 
 fn read_procfs_sockets(notes: &mut Vec<String>) -> Result<Vec<Socket>, CollectError> {

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use crate::snapshot::{normalize_ip, PortRange, Socket, TcpState};
+use crate::snapshot::{normalize_ip, PortRange, Socket, TcpState, UdpSocket};
 
 /// Parses one `/proc/net/tcp` or `/proc/net/tcp6` table. Lines that do not parse are skipped and
 /// counted, so a kernel that adds a column does not break the tool.
@@ -54,6 +54,22 @@ fn parse_tcp_line(line: &str, ms_per_tick: u32) -> Option<Socket> {
         uid: Some(uid),
         pid: None,
     })
+}
+
+/// A row of `/proc/net/udp{,6}` (same columns as the TCP tables; state 07 unconnected, 01
+/// connected) as a UDP socket. The text tables do not show `IPV6_V6ONLY`.
+pub fn udp_of(s: &Socket, ipv6_socket: bool) -> UdpSocket {
+    UdpSocket {
+        local_ip: s.local_ip,
+        local_port: s.local_port,
+        remote_ip: s.remote_ip,
+        remote_port: s.remote_port,
+        ipv6_socket,
+        v6only: None,
+        inode: s.inode,
+        uid: s.uid,
+        pid: None,
+    }
 }
 
 /// `0100007F:4E20` → 127.0.0.1:20000. The kernel prints each 32-bit word of the address as a

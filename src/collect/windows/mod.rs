@@ -123,6 +123,7 @@ impl Collector for WindowsCollector {
             taken_at_unix_ms: now_ms,
             settings,
             sockets: Arc::new(sockets),
+            udp_sockets: Arc::default(),
             counters,
             owners: owners.map(Arc::new),
             notes,
