@@ -25,6 +25,7 @@ fn in_pool(c: &FailureCount, pool: &Pool) -> bool {
         }
         Scope::LocalAddress => local,
         Scope::Host => true,
+        Scope::Snat => false,
     }
 }
 

@@ -100,11 +100,22 @@ pub enum FindingCode {
     ConnectFailures,
     /// bind() failed with EADDRINUSE while observed.
     BindFailures,
+    // NAT (Linux conntrack; `--cloud-nat`).
+    /// A SNAT pool has no free NAT port.
+    SnatPoolExhausted,
+    /// A SNAT pool is over `--warn`/`--crit`.
+    SnatPoolNearExhaustion,
+    /// conntrack `insert_failed`/`drop` counted dropped new flows.
+    ConntrackInsertFailed,
+    /// The conntrack table is near `nf_conntrack_max`.
+    ConntrackTableFull,
+    /// Flows to one destination near the cloud NAT's quota (a model).
+    CloudNatQuota,
 }
 
 impl FindingCode {
     /// In the order the README lists them.
-    pub const ALL: [FindingCode; 21] = [
+    pub const ALL: [FindingCode; 26] = [
         FindingCode::PoolExhausted,
         FindingCode::PoolNearExhaustion,
         FindingCode::TwReuseOff,
@@ -126,6 +137,11 @@ impl FindingCode {
         FindingCode::StrictTimeWaitSeqCheckUnverified,
         FindingCode::ConnectFailures,
         FindingCode::BindFailures,
+        FindingCode::SnatPoolExhausted,
+        FindingCode::SnatPoolNearExhaustion,
+        FindingCode::ConntrackInsertFailed,
+        FindingCode::ConntrackTableFull,
+        FindingCode::CloudNatQuota,
     ];
 
     /// The stable wire name, e.g. `pool_exhausted`.
@@ -154,6 +170,11 @@ impl FindingCode {
             }
             FindingCode::ConnectFailures => "connect_failures",
             FindingCode::BindFailures => "bind_failures",
+            FindingCode::SnatPoolExhausted => "snat_pool_exhausted",
+            FindingCode::SnatPoolNearExhaustion => "snat_pool_near_exhaustion",
+            FindingCode::ConntrackInsertFailed => "conntrack_insert_failed",
+            FindingCode::ConntrackTableFull => "conntrack_table_full",
+            FindingCode::CloudNatQuota => "cloud_nat_quota",
         }
     }
 
@@ -217,6 +238,21 @@ impl FindingCode {
             FindingCode::BindFailures => {
                 "`--observe`: bind() calls failed with EADDRINUSE in the window (bind-before-connect: `IP_BIND_ADDRESS_NO_PORT`)"
             }
+            FindingCode::SnatPoolExhausted => {
+                "a SNAT pool (NAT address → remote address:port, protocol) has no free NAT port: new flows are dropped"
+            }
+            FindingCode::SnatPoolNearExhaustion => {
+                "a SNAT pool is over `--warn`/`--crit` of its NAT port range"
+            }
+            FindingCode::ConntrackInsertFailed => {
+                "conntrack's `insert_failed`/`drop` counted dropped new flows (no free NAT tuple, or the clash race)"
+            }
+            FindingCode::ConntrackTableFull => {
+                "the conntrack table is over `--warn`/`--crit` of `nf_conntrack_max`"
+            }
+            FindingCode::CloudNatQuota => {
+                "`--cloud-nat`: flows to one destination near the cloud NAT's documented quota (a model)"
+            }
         }
     }
 
@@ -231,7 +267,12 @@ impl FindingCode {
             | FindingCode::HighChurnNoPooling
             | FindingCode::CloseWaitLeak
             | FindingCode::SynSentStuck
-            | FindingCode::ExcludedRangeOverlap => None,
+            | FindingCode::ExcludedRangeOverlap
+            | FindingCode::SnatPoolExhausted
+            | FindingCode::SnatPoolNearExhaustion
+            | FindingCode::ConntrackInsertFailed
+            | FindingCode::ConntrackTableFull
+            | FindingCode::CloudNatQuota => None,
             FindingCode::TwReuseOff
             | FindingCode::TwBucketOverflow
             | FindingCode::TwBucketsNearLimit

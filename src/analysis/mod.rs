@@ -4,6 +4,7 @@
 pub mod failures;
 mod findings;
 mod pools;
+pub mod snat;
 mod windows;
 
 use std::collections::BTreeMap;
@@ -29,6 +30,9 @@ pub struct Thresholds {
     pub crit: f64,
     /// A growing pool that fills within this many seconds is critical.
     pub eta_seconds: f64,
+    /// `--cloud-nat`: the cloud NAT in front of the host, modelled (issue 16).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cloud_nat: Option<snat::CloudNat>,
 }
 
 impl Default for Thresholds {
@@ -37,6 +41,7 @@ impl Default for Thresholds {
             warn: rules::WARN_UTILIZATION,
             crit: rules::CRIT_UTILIZATION,
             eta_seconds: rules::CRIT_ETA_SECONDS,
+            cloud_nat: None,
         }
     }
 }
@@ -78,6 +83,8 @@ pub struct Analysis {
     pub bind_before_connect: Vec<BindPattern>,
     pub verdict: Verdict,
     pub thresholds: Thresholds,
+    /// SNAT pools, conntrack fill and the cloud NAT model; `None` without conntrack.
+    pub snat: Option<snat::SnatAnalysis>,
 }
 
 /// Evidence for bind() before connect() from one local address.
@@ -108,7 +115,7 @@ pub fn analyze(snapshot: &Snapshot, thresholds: Thresholds) -> Analysis {
             .count() as u64
     });
     let time_wait_total = states.get("TIME_WAIT").copied().unwrap_or(0);
-    let verdict = findings::verdict(
+    let mut verdict = findings::verdict(
         snapshot,
         capacity.as_ref(),
         &built.pools,
@@ -116,6 +123,10 @@ pub fn analyze(snapshot: &Snapshot, thresholds: Thresholds) -> Analysis {
         time_wait_total,
         thresholds,
     );
+    let snat = snat::analyze(snapshot, thresholds);
+    if let Some(s) = &snat {
+        snat::add_findings(snapshot, s, thresholds, &mut verdict);
+    }
     Analysis {
         capacity,
         states,
@@ -128,6 +139,7 @@ pub fn analyze(snapshot: &Snapshot, thresholds: Thresholds) -> Analysis {
         bind_before_connect: built.bind_patterns,
         verdict,
         thresholds,
+        snat,
     }
 }
 

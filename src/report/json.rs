@@ -54,6 +54,9 @@ pub struct CheckReport<'a> {
     pub notes: &'a [String],
     /// `check --observe`: failed connect()/bind() calls in the window; `null` = not observed.
     pub connect_failures: Option<FailuresOut>,
+    /// The conntrack table (Linux with nf_conntrack loaded); absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub conntrack: Option<super::snat::ConntrackOut<'a>>,
 }
 
 #[derive(Serialize)]
@@ -186,6 +189,9 @@ pub struct PoolOut<'a> {
     pub states: &'a BTreeMap<&'static str, u64>,
     /// `check --observe`: EADDRNOTAVAIL failures in this pool; `null` = not observed.
     pub connect_failures: Option<u64>,
+    /// `scope: "snat"` rows only: protocol, NAT range and where it was read (issue 16).
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub nat: Option<super::snat::NatFields<'a>>,
 }
 
 #[derive(Serialize)]
@@ -218,15 +224,17 @@ pub fn check_report<'a>(
             .collect::<BTreeMap<_, _>>()
     };
     let scanned = snap.owners.is_some();
-    let pools = a
+    let mut pools: Vec<PoolOut<'a>> = a
         .pools
         .iter()
         .take(top.unwrap_or(usize::MAX))
         .map(|p| pool_out(snap, p, scanned))
         .collect();
+    pools.extend(super::snat::pool_rows(a, top));
     let mut by_level = BTreeMap::from([("critical", 0), ("warning", 0), ("ok", 0)]);
-    for p in &a.pools {
-        *by_level.entry(p.level.name()).or_default() += 1;
+    let snat_levels = a.snat.iter().flat_map(|s| s.pools.iter().map(|p| p.level));
+    for level in a.pools.iter().map(|p| p.level).chain(snat_levels) {
+        *by_level.entry(level.name()).or_default() += 1;
     }
     CheckReport {
         schema: SCHEMA,
@@ -276,6 +284,7 @@ pub fn check_report<'a>(
         thresholds: a.thresholds,
         notes: &snap.notes,
         connect_failures: snap.connect_failures.as_ref().map(failures_out),
+        conntrack: super::snat::conntrack_out(snap, a),
     }
 }
 
@@ -301,6 +310,7 @@ fn pool_out<'a>(snap: &Snapshot, p: &'a Pool, scanned: bool) -> PoolOut<'a> {
         processes: scanned.then_some(p.processes.as_slice()),
         states: &p.states,
         connect_failures: pool_failures(snap, p),
+        nat: None,
     }
 }
 
