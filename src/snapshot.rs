@@ -9,6 +9,7 @@ use std::sync::Arc;
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
+pub mod conntrack;
 pub mod file;
 
 /// An inclusive range of ports, e.g. `ip_local_port_range` or one reserved block.
@@ -455,6 +456,9 @@ pub struct Snapshot {
     /// Failed connect()/bind() calls counted by the tracer over a window (`check --observe`);
     /// `None` when not observed (no window asked, no privilege, no tracepoint): never a 0.
     pub connect_failures: Option<ConnectFailures>,
+    /// The conntrack table (Linux, where nf_conntrack is loaded); `None`: not loaded or not
+    /// readable (a note says which).
+    pub conntrack: Option<conntrack::Conntrack>,
 }
 
 /// Why a connect() or bind() failed, as counted by the failure tracer.
@@ -563,6 +567,7 @@ impl Snapshot {
             notes: Vec::new(),
             windows: None,
             connect_failures: None,
+            conntrack: None,
         }
     }
 }

@@ -35,6 +35,7 @@ pub fn failure_in_pool(
         }
         Scope::LocalAddress => local,
         Scope::Host => true,
+        Scope::Snat => false,
     }
 }
 

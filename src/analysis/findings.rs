@@ -107,11 +107,22 @@ pub enum FindingCode {
     UdpPoolNearExhaustion,
     /// One process holds most of a UDP pool.
     UdpSocketLeak,
+    // NAT (Linux conntrack; `--cloud-nat`).
+    /// A SNAT pool has no free NAT port.
+    SnatPoolExhausted,
+    /// A SNAT pool is over `--warn`/`--crit`.
+    SnatPoolNearExhaustion,
+    /// conntrack `insert_failed`/`drop` counted dropped new flows.
+    ConntrackInsertFailed,
+    /// The conntrack table is near `nf_conntrack_max`.
+    ConntrackTableFull,
+    /// Flows to one destination near the cloud NAT's quota (a model).
+    CloudNatQuota,
 }
 
 impl FindingCode {
     /// In the order the README lists them.
-    pub const ALL: [FindingCode; 24] = [
+    pub const ALL: [FindingCode; 29] = [
         FindingCode::PoolExhausted,
         FindingCode::PoolNearExhaustion,
         FindingCode::TwReuseOff,
@@ -136,6 +147,11 @@ impl FindingCode {
         FindingCode::UdpPoolExhausted,
         FindingCode::UdpPoolNearExhaustion,
         FindingCode::UdpSocketLeak,
+        FindingCode::SnatPoolExhausted,
+        FindingCode::SnatPoolNearExhaustion,
+        FindingCode::ConntrackInsertFailed,
+        FindingCode::ConntrackTableFull,
+        FindingCode::CloudNatQuota,
     ];
 
     /// The stable wire name, e.g. `pool_exhausted`.
@@ -167,6 +183,11 @@ impl FindingCode {
             FindingCode::UdpPoolExhausted => "udp_pool_exhausted",
             FindingCode::UdpPoolNearExhaustion => "udp_pool_near_exhaustion",
             FindingCode::UdpSocketLeak => "udp_socket_leak",
+            FindingCode::SnatPoolExhausted => "snat_pool_exhausted",
+            FindingCode::SnatPoolNearExhaustion => "snat_pool_near_exhaustion",
+            FindingCode::ConntrackInsertFailed => "conntrack_insert_failed",
+            FindingCode::ConntrackTableFull => "conntrack_table_full",
+            FindingCode::CloudNatQuota => "cloud_nat_quota",
         }
     }
 
@@ -239,6 +260,21 @@ impl FindingCode {
             FindingCode::UdpSocketLeak => {
                 "one process holds at least half of a UDP pool's ports (a socket per request, or sockets never closed)"
             }
+            FindingCode::SnatPoolExhausted => {
+                "a SNAT pool (NAT address → remote address:port, protocol) has no free NAT port: new flows are dropped"
+            }
+            FindingCode::SnatPoolNearExhaustion => {
+                "a SNAT pool is over `--warn`/`--crit` of its NAT port range"
+            }
+            FindingCode::ConntrackInsertFailed => {
+                "conntrack's `insert_failed`/`drop` counted dropped new flows (no free NAT tuple, or the clash race)"
+            }
+            FindingCode::ConntrackTableFull => {
+                "the conntrack table is over `--warn`/`--crit` of `nf_conntrack_max`"
+            }
+            FindingCode::CloudNatQuota => {
+                "`--cloud-nat`: flows to one destination near the cloud NAT's documented quota (a model)"
+            }
         }
     }
 
@@ -255,7 +291,12 @@ impl FindingCode {
             | FindingCode::SynSentStuck
             | FindingCode::ExcludedRangeOverlap
             | FindingCode::UdpPoolExhausted
-            | FindingCode::UdpPoolNearExhaustion => None,
+            | FindingCode::UdpPoolNearExhaustion
+            | FindingCode::SnatPoolExhausted
+            | FindingCode::SnatPoolNearExhaustion
+            | FindingCode::ConntrackInsertFailed
+            | FindingCode::ConntrackTableFull
+            | FindingCode::CloudNatQuota => None,
             FindingCode::TwReuseOff
             | FindingCode::TwBucketOverflow
             | FindingCode::TwBucketsNearLimit

@@ -5,6 +5,7 @@ pub mod failures;
 mod findings;
 mod pools;
 pub mod udp;
+pub mod snat;
 mod windows;
 
 use std::collections::BTreeMap;
@@ -31,6 +32,9 @@ pub struct Thresholds {
     pub crit: f64,
     /// A growing pool that fills within this many seconds is critical.
     pub eta_seconds: f64,
+    /// `--cloud-nat`: the cloud NAT in front of the host, modelled (issue 16).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cloud_nat: Option<snat::CloudNat>,
 }
 
 impl Default for Thresholds {
@@ -39,6 +43,7 @@ impl Default for Thresholds {
             warn: rules::WARN_UTILIZATION,
             crit: rules::CRIT_UTILIZATION,
             eta_seconds: rules::CRIT_ETA_SECONDS,
+            cloud_nat: None,
         }
     }
 }
@@ -82,6 +87,8 @@ pub struct Analysis {
     pub udp_pools: Vec<UdpPool>,
     pub verdict: Verdict,
     pub thresholds: Thresholds,
+    /// SNAT pools, conntrack fill and the cloud NAT model; `None` without conntrack.
+    pub snat: Option<snat::SnatAnalysis>,
 }
 
 /// Evidence for bind() before connect() from one local address.
@@ -122,6 +129,10 @@ pub fn analyze(snapshot: &Snapshot, thresholds: Thresholds) -> Analysis {
     );
     let udp_pools = udp::udp_pools(snapshot, thresholds);
     verdict.add(udp::findings(snapshot, &udp_pools));
+    let snat = snat::analyze(snapshot, thresholds);
+    if let Some(s) = &snat {
+        snat::add_findings(snapshot, s, thresholds, &mut verdict);
+    }
     Analysis {
         capacity,
         states,
@@ -135,6 +146,7 @@ pub fn analyze(snapshot: &Snapshot, thresholds: Thresholds) -> Analysis {
         udp_pools,
         verdict,
         thresholds,
+        snat,
     }
 }
 

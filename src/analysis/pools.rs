@@ -20,6 +20,9 @@ pub enum Scope {
     LocalAddress,
     /// The whole host.
     Host,
+    /// A NAT's source ports: unique per (NAT address, remote IP, remote port, protocol), from
+    /// conntrack (`analysis::snat`).
+    Snat,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

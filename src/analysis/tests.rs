@@ -271,6 +271,7 @@ fn thresholds_decide_levels_and_codes() {
         warn: 0.5,
         crit: 0.6,
         eta_seconds: 1.0,
+        ..Thresholds::default()
     };
     assert_eq!(analyze(&build(65), strict).verdict.level, Level::Critical);
 }

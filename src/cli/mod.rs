@@ -187,6 +187,10 @@ pub struct ThresholdArgs {
     /// A growing pool that fills within this time is critical (e.g. 60s, 5m)
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
     pub eta: f64,
+    /// The cloud NAT in front of this host, to model its quota of concurrent flows per
+    /// destination: azure-lb:PORTS, app-service, aws-natgw or gcp[:PORTS] (docs/nat.md)
+    #[arg(long, value_name = "MODEL", value_parser = portdoctor::analysis::snat::CloudNat::parse)]
+    pub cloud_nat: Option<portdoctor::analysis::snat::CloudNat>,
 }
 
 impl ThresholdArgs {
@@ -202,6 +206,7 @@ impl ThresholdArgs {
             warn: self.warn,
             crit: self.crit,
             eta_seconds: self.eta,
+            cloud_nat: self.cloud_nat,
         })
     }
 }

@@ -56,6 +56,9 @@ pub struct CheckReport<'a> {
     pub notes: &'a [String],
     /// `check --observe`: failed connect()/bind() calls in the window; `null` = not observed.
     pub connect_failures: Option<FailuresOut>,
+    /// The conntrack table (Linux with nf_conntrack loaded); absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub conntrack: Option<super::snat::ConntrackOut<'a>>,
 }
 
 #[derive(Serialize)]
@@ -209,8 +212,8 @@ pub struct UdpPoolOut<'a> {
 
 #[derive(Serialize)]
 pub struct PoolOut<'a> {
-    /// `tcp` (UDP pools are [`UdpPoolOut`]).
-    pub protocol: &'static str,
+    /// `tcp` (UDP pools are [`UdpPoolOut`]); a SNAT pool's own protocol (`tcp`, `udp`).
+    pub protocol: &'a str,
     pub scope: Scope,
     pub local_ip: String,
     pub remote_ip: Option<String>,
@@ -237,6 +240,9 @@ pub struct PoolOut<'a> {
     pub states: &'a BTreeMap<&'static str, u64>,
     /// `check --observe`: EADDRNOTAVAIL failures in this pool; `null` = not observed.
     pub connect_failures: Option<u64>,
+    /// `scope: "snat"` rows only: protocol, NAT range and where it was read (issue 16).
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub nat: Option<super::snat::NatFields<'a>>,
 }
 
 #[derive(Serialize)]
@@ -269,7 +275,7 @@ pub fn check_report<'a>(
             .collect::<BTreeMap<_, _>>()
     };
     let scanned = snap.owners.is_some();
-    let mut pools: Vec<PoolEntry> = a
+    let mut pools: Vec<PoolEntry<'a>> = a
         .pools
         .iter()
         .map(|p| PoolEntry::Tcp(pool_out(snap, p, scanned)))
@@ -284,12 +290,14 @@ pub fn check_report<'a>(
         pools.insert(at, PoolEntry::Udp(e));
     }
     pools.truncate(top.unwrap_or(usize::MAX));
+    pools.extend(super::snat::pool_rows(a, top).into_iter().map(PoolEntry::Tcp));
     let mut by_level = BTreeMap::from([("critical", 0), ("warning", 0), ("ok", 0)]);
     for level in a
         .pools
         .iter()
         .map(|p| p.level)
         .chain(a.udp_pools.iter().map(|p| p.level))
+        .chain(a.snat.iter().flat_map(|s| s.pools.iter().map(|p| p.level)))
     {
         *by_level.entry(level.name()).or_default() += 1;
     }
@@ -341,6 +349,7 @@ pub fn check_report<'a>(
         thresholds: a.thresholds,
         notes: &snap.notes,
         connect_failures: snap.connect_failures.as_ref().map(failures_out),
+        conntrack: super::snat::conntrack_out(snap, a),
     }
 }
 
@@ -393,6 +402,7 @@ fn pool_out<'a>(snap: &Snapshot, p: &'a Pool, scanned: bool) -> PoolOut<'a> {
         processes: scanned.then_some(p.processes.as_slice()),
         states: &p.states,
         connect_failures: pool_failures(snap, p),
+        nat: None,
     }
 }
 

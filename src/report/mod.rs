@@ -3,4 +3,5 @@
 
 pub mod json;
 pub mod namespaces;
+pub mod snat;
 pub mod text;

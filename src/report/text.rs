@@ -13,23 +13,23 @@ pub struct TextOptions {
     pub top: Option<usize>,
 }
 
-struct Paint(bool);
+pub(super) struct Paint(pub(super) bool);
 
 impl Paint {
-    fn wrap(&self, code: &str, s: &str) -> String {
+    pub(super) fn wrap(&self, code: &str, s: &str) -> String {
         if self.0 {
             format!("\x1b[{code}m{s}\x1b[0m")
         } else {
             s.to_string()
         }
     }
-    fn bold(&self, s: &str) -> String {
+    pub(super) fn bold(&self, s: &str) -> String {
         self.wrap("1", s)
     }
-    fn dim(&self, s: &str) -> String {
+    pub(super) fn dim(&self, s: &str) -> String {
         self.wrap("2", s)
     }
-    fn level(&self, level: Level, s: &str) -> String {
+    pub(super) fn level(&self, level: Level, s: &str) -> String {
         match level {
             Level::Ok => self.wrap("32", s),
             Level::Warning => self.wrap("33", s),
@@ -47,10 +47,10 @@ impl Paint {
 
 const WIDTH: usize = 100;
 const MAX_FINDINGS: usize = 12;
-const POOL_COL: usize = 34;
+pub(super) const POOL_COL: usize = 34;
 
 /// Shortens `s` to `max` characters with an ellipsis in the middle (both ends carry meaning).
-fn fit(s: &str, max: usize) -> String {
+pub(super) fn fit(s: &str, max: usize) -> String {
     let n = s.chars().count();
     if n <= max {
         return s.to_string();
@@ -338,6 +338,7 @@ pub fn render(snap: &Snapshot, a: &Analysis, opts: &TextOptions) -> String {
     }
 
     udp_lines(a, scanned, &paint, &mut out);
+    super::snat::text_lines(a, opts.top, &paint, &mut out);
     failure_lines(snap, a, &mut out);
 
     // Findings.

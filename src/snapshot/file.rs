@@ -57,6 +57,7 @@ use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::ser::Formatter;
 
+use super::conntrack::Conntrack;
 use super::{
     Counters, HiddenProcess, HostInfo, NetnsId, Os, Owners, PortRange, Settings, Snapshot, Socket,
     SocketSource, Target, TcpState, UdpSocket, WindowsSettings,
@@ -346,6 +347,9 @@ struct SnapshotOut<'a> {
     owners: Option<OwnersFile>,
     notes: &'a [String],
     windows: Option<&'a WindowsSettings>,
+    /// Added within v1: absent in older files and where conntrack is not loaded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    conntrack: Option<&'a Conntrack>,
     socket_fields: [&'static str; 9],
     sockets: SocketsOut<'a>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -369,6 +373,8 @@ struct SnapshotIn {
     notes: Vec<String>,
     #[serde(default)]
     windows: Option<WindowsSettings>,
+    #[serde(default)]
+    conntrack: Option<Conntrack>,
     #[serde(default)]
     socket_fields: Option<Vec<String>>,
     sockets: Vec<SocketIn>,
@@ -589,6 +595,7 @@ impl Serialize for Snapshot {
             owners: self.owners.as_deref().map(OwnersFile::new),
             notes: &self.notes,
             windows: self.windows.as_ref(),
+            conntrack: self.conntrack.as_ref(),
             socket_fields: SOCKET_FIELDS,
             sockets: SocketsOut(&self.sockets),
             udp_socket_fields: (!self.udp_sockets.is_empty()).then_some(UDP_SOCKET_FIELDS),
@@ -638,6 +645,7 @@ impl<'de> Deserialize<'de> for Snapshot {
             notes: s.notes,
             windows: s.windows,
             connect_failures: None,
+            conntrack: s.conntrack,
         })
     }
 }

@@ -2,6 +2,7 @@
 //! counters from /proc/net, all read inside the chosen namespace; owners from /proc/*/fd, which
 //! lists every process of the host whatever the namespace (matched to sockets by inode).
 
+pub mod conntrack;
 pub mod failures;
 pub mod namespaces;
 pub mod netlink;
@@ -144,6 +145,7 @@ impl LinuxCollector {
         };
         let settings = read_settings(&mut notes);
         let counters = read_counters();
+        let conntrack = conntrack::collect(&mut notes);
         let owners = with_owners.then(|| netns_independent_owner_scan(&sockets, &udp_sockets));
         if let Some(note) = owners.as_ref().and_then(hidden_owners_note) {
             notes.push(note);
@@ -173,6 +175,7 @@ impl LinuxCollector {
             notes,
             windows: None,
             connect_failures: None,
+            conntrack,
         })
     }
 }
@@ -284,7 +287,7 @@ fn read_procfs_sockets(notes: &mut Vec<String>) -> Result<Vec<Socket>, CollectEr
 /// A file of this thread's network namespace. `/proc/net` follows the namespace of the
 /// process' main thread, so a collector running on a thread that entered another namespace
 /// must read `/proc/thread-self/net` (Linux 3.17+; `/proc/net` before that).
-fn proc_net(name: &str) -> std::path::PathBuf {
+pub(super) fn proc_net(name: &str) -> std::path::PathBuf {
     let thread_self = Path::new("/proc/thread-self/net");
     let dir = if thread_self.is_dir() {
         thread_self

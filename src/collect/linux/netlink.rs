@@ -18,8 +18,8 @@ const SOCK_DIAG_BY_FAMILY: u16 = 20;
 const TCPDIAG_GETSOCK: u16 = 18;
 const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
-const NLM_F_REQUEST: u16 = 0x1;
-const NLM_F_DUMP: u16 = 0x300;
+pub(super) const NLM_F_REQUEST: u16 = 0x1;
+pub(super) const NLM_F_DUMP: u16 = 0x300;
 const NLM_F_DUMP_INTR: u16 = 0x10;
 const NLMSG_HDRLEN: usize = 16;
 const INET_DIAG_MSG_LEN: usize = 72;
@@ -33,9 +33,9 @@ pub const CONNECTION_STATES: u32 = 0x1ffe;
 /// TCP_LISTEN only: the kernel then walks the listening hash alone.
 pub const LISTEN_STATE: u32 = 1 << 10;
 /// The kernel fills at most about 32 KiB per recv for dumps; a bit more avoids MSG_TRUNC.
-const RECV_BUF: usize = 64 * 1024;
+pub(super) const RECV_BUF: usize = 64 * 1024;
 /// How often an interrupted dump (NLM_F_DUMP_INTR: the tables changed under the walk) is retried.
-const MAX_DUMP_ATTEMPTS: u32 = 4;
+pub(super) const MAX_DUMP_ATTEMPTS: u32 = 4;
 
 /// Result of dumping both families.
 pub struct Dump {
@@ -129,12 +129,18 @@ fn dump_by_family(
 }
 
 fn open() -> Result<OwnedFd, CollectError> {
+    open_protocol(NETLINK_SOCK_DIAG)
+}
+
+/// A netlink socket of `protocol` (NETLINK_SOCK_DIAG, NETLINK_NETFILTER) in this thread's
+/// network namespace.
+pub(super) fn open_protocol(protocol: libc::c_int) -> Result<OwnedFd, CollectError> {
     // SAFETY: plain socket(2) call; the returned descriptor is checked and owned right away.
     let fd = unsafe {
         libc::socket(
             libc::AF_NETLINK,
             libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
-            NETLINK_SOCK_DIAG,
+            protocol,
         )
     };
     if fd < 0 {
@@ -185,20 +191,24 @@ fn dump_one(
     buf: &mut [u8],
     out: &mut Vec<Socket>,
 ) -> Result<bool, CollectError> {
-    dump_one_with(sock, req, seq, buf, &mut |p| {
-        if let Some(s) = decode_inet_diag_msg(p) {
-            out.push(s);
+    dump_messages(sock, req, seq, buf, &mut |kind, payload| {
+        if matches!(kind, SOCK_DIAG_BY_FAMILY | TCPDIAG_GETSOCK) {
+            if let Some(s) = decode_inet_diag_msg(payload) {
+                out.push(s);
+            }
         }
     })
 }
 
-/// [`dump_one`] for any protocol: `on_msg` gets the payload of each `inet_diag_msg` reply.
-fn dump_one_with(
+/// Sends one dump request and hands each reply message of this `seq` (type, payload) to
+/// `on_msg` until NLMSG_DONE. Returns whether the kernel flagged the dump as interrupted
+/// (NLM_F_DUMP_INTR). Shared by the sock_diag and the conntrack dumps.
+pub(super) fn dump_messages(
     sock: &OwnedFd,
     req: &[u8],
     seq: u32,
     buf: &mut [u8],
-    on_msg: &mut impl FnMut(&[u8]),
+    on_msg: &mut dyn FnMut(u16, &[u8]),
 ) -> Result<bool, CollectError> {
     // SAFETY: req is a live buffer of req.len() bytes; a null address sends to the kernel.
     let sent = unsafe { libc::send(sock.as_raw_fd(), req.as_ptr().cast(), req.len(), 0) };
@@ -222,7 +232,7 @@ fn dump_one_with(
                 "dump ended without NLMSG_DONE".into(),
             ));
         }
-        match decode_batch_with(&buf[..n], seq, on_msg)? {
+        match decode_batch(&buf[..n], seq, on_msg)? {
             Batch::More { intr } => interrupted |= intr,
             Batch::Done { intr } => return Ok(interrupted | intr),
         }
@@ -235,19 +245,10 @@ enum Batch {
 }
 
 /// Decodes one recv()'d datagram holding one or more netlink messages.
-#[cfg(test)]
-fn decode_batch(data: &[u8], seq: u32, out: &mut Vec<Socket>) -> Result<Batch, CollectError> {
-    decode_batch_with(data, seq, &mut |p| {
-        if let Some(s) = decode_inet_diag_msg(p) {
-            out.push(s);
-        }
-    })
-}
-
-fn decode_batch_with(
+fn decode_batch(
     mut data: &[u8],
     seq: u32,
-    on_msg: &mut impl FnMut(&[u8]),
+    on_msg: &mut dyn FnMut(u16, &[u8]),
 ) -> Result<Batch, CollectError> {
     let mut intr = false;
     while data.len() >= NLMSG_HDRLEN {
@@ -274,8 +275,7 @@ fn decode_batch_with(
                         return Err(CollectError::Netlink(io::Error::from_raw_os_error(-code)));
                     }
                 }
-                SOCK_DIAG_BY_FAMILY | TCPDIAG_GETSOCK => on_msg(payload),
-                _ => {}
+                _ => on_msg(kind, payload),
             }
         }
         // Messages are 4-byte aligned.
@@ -358,9 +358,9 @@ pub fn dump_udp() -> Result<UdpDump, CollectError> {
         {
             let seq = attempts * 4 + i as u32;
             let req = request_for(family, libc::IPPROTO_UDP as u8, seq, u32::MAX);
-            interrupted |= dump_one_with(&sock, &req, seq, &mut buf, &mut |p| {
-                if let Some(s) = decode_udp_msg(p) {
-                    sockets.push(s);
+            interrupted |= dump_messages(&sock, &req, seq, &mut buf, &mut |kind, p| {
+                if kind == SOCK_DIAG_BY_FAMILY {
+                    sockets.extend(decode_udp_msg(p));
                 }
             })?;
         }
@@ -468,6 +468,14 @@ mod tests {
         assert!(decode_inet_diag_msg(&msg(2, 99, 0, 0)).is_none());
     }
 
+    fn sockets(data: &[u8], seq: u32, out: &mut Vec<Socket>) -> Result<Batch, CollectError> {
+        decode_batch(data, seq, &mut |kind, payload| {
+            if kind == SOCK_DIAG_BY_FAMILY {
+                out.extend(decode_inet_diag_msg(payload));
+            }
+        })
+    }
+
     #[test]
     fn batch_handles_multipart_done_intr_and_errors() {
         let mut data = nl(SOCK_DIAG_BY_FAMILY, 0x2, 7, &msg(2, 1, 0, 0));
@@ -479,23 +487,23 @@ mod tests {
         ));
         let mut out = Vec::new();
         assert!(matches!(
-            decode_batch(&data, 7, &mut out),
+            sockets(&data, 7, &mut out),
             Ok(Batch::More { intr: true })
         ));
         assert_eq!(out.len(), 2);
 
         let done = nl(NLMSG_DONE, 0x2, 7, &0i32.to_ne_bytes());
         assert!(matches!(
-            decode_batch(&done, 7, &mut out),
+            sockets(&done, 7, &mut out),
             Ok(Batch::Done { intr: false })
         ));
 
         let err = nl(NLMSG_ERROR, 0, 7, &(-libc::EPERM).to_ne_bytes());
-        let e = decode_batch(&err, 7, &mut out).err().unwrap();
+        let e = sockets(&err, 7, &mut out).err().unwrap();
         assert!(e.to_string().contains("not permitted"), "{e}");
 
         let bad = vec![200u8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
-        assert!(decode_batch(&bad, 7, &mut out).is_err());
+        assert!(sockets(&bad, 7, &mut out).is_err());
     }
 
     #[test]
@@ -522,7 +530,7 @@ mod tests {
     fn stale_sequence_numbers_are_ignored() {
         let data = nl(SOCK_DIAG_BY_FAMILY, 0x2, 6, &msg(2, 1, 0, 0));
         let mut out = Vec::new();
-        assert!(decode_batch(&data, 7, &mut out).is_ok());
+        assert!(sockets(&data, 7, &mut out).is_ok());
         assert!(out.is_empty());
     }
 }

@@ -129,6 +129,7 @@ impl Collector for WindowsCollector {
             notes,
             windows: Some(windows),
             connect_failures: None,
+            conntrack: None,
         })
     }
 }
