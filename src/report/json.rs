@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use crate::analysis::failures::pool_failures;
 use crate::analysis::{
-    Analysis, BindPattern, Finding, Level, Pool, ProcessCount, Scope, Thresholds,
+    AddressCount, Analysis, BindPattern, Finding, Level, Pool, ProcessCount, Scope, Thresholds,
 };
 use crate::snapshot::{
     ConnectFailures, FailureError, HostInfo, Os, Settings, Snapshot, SocketSource, WindowsSettings,
@@ -186,6 +186,9 @@ pub struct PoolOut<'a> {
     pub states: &'a BTreeMap<&'static str, u64>,
     /// `check --observe`: EADDRNOTAVAIL failures in this pool; `null` = not observed.
     pub connect_failures: Option<u64>,
+    /// A host-wide pool (Windows) split per local address; absent for other scopes.
+    #[serde(skip_serializing_if = "<[AddressCount]>::is_empty")]
+    pub by_local_address: &'a [AddressCount],
 }
 
 #[derive(Serialize)]
@@ -301,6 +304,7 @@ fn pool_out<'a>(snap: &Snapshot, p: &'a Pool, scanned: bool) -> PoolOut<'a> {
         processes: scanned.then_some(p.processes.as_slice()),
         states: &p.states,
         connect_failures: pool_failures(snap, p),
+        by_local_address: &p.by_local_address,
     }
 }
 
