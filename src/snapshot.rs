@@ -658,6 +658,12 @@ pub struct WindowsSettings {
     pub registry: Option<TcpipRegistry>,
     /// `None` = the System event log could not be read (never a made-up zero).
     pub events: Option<TcpipEvents>,
+    /// The auto-reuse port range of the `InternetCustom` TCP setting (`Get-NetTCPSetting`
+    /// `AutoReusePortRangeStartPort`/`NumberOfPorts`; Server 2016 and later): inside it ports
+    /// are shared per 4-tuple by sockets with `SO_REUSE_UNICASTPORT`. `None` = not read;
+    /// a count of 0 = not configured. One setting for both IP versions.
+    #[serde(default)]
+    pub auto_reuse_ports: Option<DynamicPorts>,
 }
 
 impl WindowsSettings {
@@ -668,6 +674,11 @@ impl WindowsSettings {
             IpAddr::V6(_) => self.dynamic_ports_v6,
         }
         .and_then(DynamicPorts::range)
+    }
+
+    /// The configured auto-reuse range (`None` when not read or 0 ports).
+    pub fn auto_reuse_range(&self) -> Option<PortRange> {
+        self.auto_reuse_ports.and_then(DynamicPorts::range)
     }
 
     /// The excluded ranges of `ip`'s family.

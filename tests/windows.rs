@@ -348,3 +348,64 @@ fn collector_sees_a_bound_address_we_choose() {
         1
     );
 }
+
+/// Issue 17 item 1: outbound sockets on two local addresses fill one host-wide IPv4 pool (the
+/// dynamic range is shared "no matter the number of IP addresses"), split per address, in the
+/// model and in `portdoctor.exe check --json`.
+#[test]
+fn outbound_sockets_on_two_addresses_share_one_host_wide_pool() {
+    use portdoctor::analysis::{analyze, Scope, Thresholds};
+    use socket2::{Domain, Protocol, SockAddr, Socket as RawSocket, Type};
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let first = TcpStream::connect(addr).expect("connect from 127.0.0.1");
+    let raw = RawSocket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).expect("socket");
+    let from: SocketAddr = "127.0.0.2:0".parse().expect("addr");
+    if raw.bind(&SockAddr::from(from)).is_err() {
+        println!("SKIP: cannot bind 127.0.0.2");
+        return;
+    }
+    raw.connect(&SockAddr::from(addr))
+        .expect("connect from 127.0.0.2");
+    let second: TcpStream = raw.into();
+    let _servers: Vec<TcpStream> = (0..2)
+        .map(|_| listener.accept().expect("accept").0)
+        .collect();
+    let ports = [
+        first.local_addr().expect("addr").port(),
+        second.local_addr().expect("addr").port(),
+    ];
+    let snap = collect_now();
+    let a = analyze(&snap, Thresholds::default());
+    assert!(
+        a.pools.iter().all(|p| p.scope != Scope::LocalAddress),
+        "{:?}",
+        a.pools.iter().map(|p| (p.scope, p.key)).collect::<Vec<_>>()
+    );
+    let host: Vec<_> = a
+        .pools
+        .iter()
+        .filter(|p| p.scope == Scope::Host && p.key.local_ip.is_ipv4())
+        .collect();
+    assert_eq!(host.len(), 1, "one IPv4 host-wide pool");
+    let split = &host[0].by_local_address;
+    for ip in ["127.0.0.1", "127.0.0.2"] {
+        let ip: IpAddr = ip.parse().expect("ip");
+        assert!(
+            split.iter().any(|b| b.local_ip == ip && b.sockets >= 1),
+            "{ip} missing from {split:?}"
+        );
+    }
+    let (code, out, err) = portdoctor(&["check", "--json", "--top", "0"], &[]);
+    assert!((0..=2).contains(&code), "exit {code}: {err}");
+    let v: Value = serde_json::from_str(&out).expect("JSON");
+    let pools = v["pools"].as_array().expect("pools");
+    let v4 = pools
+        .iter()
+        .find(|p| p["scope"] == "host" && p["local_ip"] == "0.0.0.0")
+        .expect("an IPv4 host pool");
+    let by = v4["by_local_address"].as_array().expect("by_local_address");
+    assert!(by.iter().any(|b| b["local_ip"] == "127.0.0.2"), "{by:?}");
+    drop((first, second));
+    let _ = ports;
+}

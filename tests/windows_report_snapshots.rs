@@ -64,8 +64,12 @@ fn windows_json_contract() {
     ] {
         assert!(v.get(key).is_some(), "missing {key}");
     }
-    assert_eq!(v["pools"][0]["scope"], "local_address");
+    // One host-wide pool per IP version, split per local address.
+    assert_eq!(v["pools"][0]["scope"], "host");
+    assert_eq!(v["pools"][0]["local_ip"], "0.0.0.0");
     assert!(v["pools"][0]["remote_ip"].is_null());
+    assert_eq!(v["pools"][0]["by_local_address"][0]["local_ip"], "10.0.0.5");
+    assert_eq!(v["pools"][0]["by_local_address"][1]["local_ip"], "10.0.0.6");
     assert!(v["pools"][0]["connect_rate_per_s"].is_null());
     let w = &v["settings"]["windows"];
     assert_eq!(w["dynamic_ports_v4"]["start"], 49152);

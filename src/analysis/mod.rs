@@ -15,8 +15,8 @@ use serde::Serialize;
 
 pub use findings::{Finding, FindingCode, Level, Severity, Verdict};
 pub use pools::{
-    build_pools, eta_seconds, owners_in_state, Filler, Pool, PoolKey, ProcessCount, Scope,
-    MIN_FORECAST_ARRIVALS,
+    build_pools, eta_seconds, owners_in_state, AddressCount, Filler, Pool, PoolKey, ProcessCount,
+    Scope, MIN_FORECAST_ARRIVALS,
 };
 pub use udp::{UdpHolder, UdpPool};
 
@@ -152,8 +152,8 @@ pub fn analyze(snapshot: &Snapshot, thresholds: Thresholds) -> Analysis {
 
 /// Range − reserved − bound ports in the range. Bound ports leave *every* connect pool of the
 /// namespace whatever address they are bound to (domain.md, measured on 6.18).
-/// On Windows only wildcard binds leave every pool (a pool is one local address; see
-/// [`windows_pool_capacity`]), so this is the capacity of an address without its own listeners.
+/// On Windows it is the IPv4 host-wide pool ([`windows_pool_capacity`]): binds on any IPv4
+/// address leave it, and so does a configured auto-reuse range.
 pub fn capacity(snapshot: &Snapshot) -> Option<Capacity> {
     let range = snapshot.settings.ephemeral_ports?;
     let reserved = &snapshot.settings.reserved_ports;
@@ -163,19 +163,36 @@ pub fn capacity(snapshot: &Snapshot) -> Option<Capacity> {
         .map(PortRange::len)
         .sum();
     let windows = snapshot.os == Os::Windows;
+    // Windows: a configured auto-reuse range inside the range is its own (shared) pool.
+    let reuse = if windows {
+        windows::auto_reuse_for(snapshot).and_then(|r| r.intersect(range))
+    } else {
+        None
+    };
     let mut bound: Vec<u16> = snapshot
         .sockets
         .iter()
         .filter(|s| s.state.holds_bind_port())
-        .filter(|s| !windows || (s.local_ip.is_unspecified() && s.local_ip.is_ipv4()))
+        .filter(|s| !windows || s.local_ip.is_ipv4())
         .map(|s| s.local_port)
         .filter(|&p| range.contains(p) && !reserved.iter().any(|r| r.contains(p)))
+        .filter(|&p| reuse.is_none_or(|r| !r.contains(p)))
         .collect();
     bound.sort_unstable();
     bound.dedup();
+    let reuse_ports = reuse.map_or(0, |r| {
+        r.len().saturating_sub(
+            reserved
+                .iter()
+                .filter_map(|x| x.intersect(r))
+                .map(PortRange::len)
+                .sum(),
+        )
+    });
     let usable = range
         .len()
         .saturating_sub(reserved_in_range)
+        .saturating_sub(reuse_ports)
         .saturating_sub(bound.len() as u32);
     Some(Capacity {
         range,

@@ -35,11 +35,28 @@ pub struct PoolKey {
 impl std::fmt::Display for PoolKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match (self.remote_ip, self.remote_port) {
+            // A Windows host-wide pool: keyed by the wildcard of its IP version.
+            (None, _) if self.local_ip.is_unspecified() => write!(
+                f,
+                "any {} address → any",
+                if self.local_ip.is_ipv4() {
+                    "IPv4"
+                } else {
+                    "IPv6"
+                }
+            ),
             (Some(IpAddr::V6(ip)), Some(port)) => write!(f, "{} → [{ip}]:{port}", self.local_ip),
             (Some(ip), Some(port)) => write!(f, "{} → {ip}:{port}", self.local_ip),
             _ => write!(f, "{} → any", self.local_ip),
         }
     }
+}
+
+/// Sockets of a host-wide pool on one local address: the per-address breakdown (Windows).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AddressCount {
+    pub local_ip: IpAddr,
+    pub sockets: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -86,6 +103,8 @@ pub struct Pool {
     /// Sockets per state (ss spelling: `ESTABLISHED`, `TIME_WAIT`, `CLOSE_WAIT`, `SYN_SENT`, …):
     /// what fills the pool.
     pub states: BTreeMap<&'static str, u64>,
+    /// A host-wide pool's sockets per local address, most first (empty for other scopes).
+    pub by_local_address: Vec<AddressCount>,
     pub level: Level,
 }
 
@@ -146,9 +165,11 @@ pub enum Filler {
 /// Owners of the pool's sockets in STATE, most sockets first: the process a leak finding names.
 pub fn owners_in_state(snapshot: &Snapshot, p: &Pool, state: TcpState) -> Vec<ProcessCount> {
     let mut owners: FxHashMap<u32, u64> = FxHashMap::default();
+    let host = p.scope == Scope::Host;
     for s in snapshot.sockets.iter().filter(|s| {
         s.state == state
-            && s.local_ip == p.key.local_ip
+            && (s.local_ip == p.key.local_ip
+                || (host && s.local_ip.is_ipv4() == p.key.local_ip.is_ipv4()))
             && p.key.remote_ip.is_none_or(|ip| ip == s.remote_ip)
             && p.key.remote_port.is_none_or(|port| port == s.remote_port)
     }) {
@@ -191,6 +212,7 @@ struct Acc {
     newest_tw_age_ms: Option<u64>,
     states: FxHashMap<TcpState, u64>,
     owners: FxHashMap<u32, u64>,
+    by_local: FxHashMap<IpAddr, u64>,
 }
 
 impl Acc {
@@ -271,7 +293,14 @@ pub fn build_pools(
     let reuse_delay_ms = settings
         .tw_reuse_delay_ms
         .unwrap_or(rules::TW_REUSE_DELAY_MS);
-    let per_local_address = snapshot.os == Os::Windows;
+    // Windows: one host-wide pool per IP version (a port of the dynamic range is taken for
+    // every local address), and destination pools inside a configured auto-reuse range.
+    let windows = snapshot.os == Os::Windows;
+    let auto_reuse = if windows {
+        super::windows::auto_reuse_for(snapshot)
+    } else {
+        None
+    };
 
     let mut accs: FxHashMap<PoolKey, (Acc, bool)> = FxHashMap::default();
     let mut ports_by_local: FxHashMap<IpAddr, Vec<u16>> = FxHashMap::default();
@@ -282,19 +311,20 @@ pub fn build_pools(
             inbound += 1;
             continue;
         }
-        let range = if per_local_address {
+        let shared = auto_reuse.is_some_and(|r| r.contains(s.local_port));
+        let range = if windows {
             super::windows::range_for(snapshot, s.local_ip)
         } else {
             range
         };
-        if range.is_some_and(|r| !r.contains(s.local_port)) {
+        if !shared && range.is_some_and(|r| !r.contains(s.local_port)) {
             other += 1;
             continue;
         }
         outbound += 1;
-        let key = if per_local_address {
+        let key = if windows && !shared {
             PoolKey {
-                local_ip: s.local_ip,
+                local_ip: super::windows::host_key_ip(s.local_ip),
                 remote_ip: None,
                 remote_port: None,
             }
@@ -308,7 +338,7 @@ pub fn build_pools(
         let (acc, reuse) = accs.entry(key).or_insert_with(|| {
             (
                 Acc::default(),
-                !per_local_address && tw_reuse_applies(settings, s.local_ip, s.remote_ip),
+                !windows && tw_reuse_applies(settings, s.local_ip, s.remote_ip),
             )
         });
         acc.in_use += 1;
@@ -338,7 +368,9 @@ pub fn build_pools(
         if let Some(pid) = owner_of(snapshot, s) {
             *acc.owners.entry(pid).or_default() += 1;
         }
-        if !per_local_address {
+        if windows {
+            *acc.by_local.entry(s.local_ip).or_default() += 1;
+        } else {
             ports_by_local
                 .entry(s.local_ip)
                 .or_default()
@@ -349,7 +381,7 @@ pub fn build_pools(
     let cap = capacity.map(|c| c.usable);
     // Windows tables carry no TIME_WAIT timers: without them a rate would be a made-up zero.
     let rates_known = tw_len_ms.is_some()
-        && (!per_local_address
+        && (!windows
             || snapshot
                 .sockets
                 .iter()
@@ -377,11 +409,6 @@ pub fn build_pools(
         }
     }
 
-    let scope = if per_local_address {
-        Scope::LocalAddress
-    } else {
-        Scope::Destination
-    };
     // Ports that bind() holds (ESTABLISHED and TIME_WAIT alike) leave every connect pool of
     // the namespace, not only their own address's: count, per pool, those that are not its own.
     let bind_held: FxHashSet<u16> = bind_patterns
@@ -411,10 +438,20 @@ pub fn build_pools(
     let mut pools: Vec<Pool> = accs
         .iter()
         .map(|(key, (acc, reuse))| {
-            // Windows: each local address has its own capacity (its own and wildcard binds).
-            let (cap, held_elsewhere) = if per_local_address {
+            let scope = if windows && key.remote_ip.is_none() {
+                Scope::Host
+            } else {
+                Scope::Destination
+            };
+            // Windows: the host-wide pool of the IP version, or a destination pool of the
+            // auto-reuse range.
+            let (cap, held_elsewhere) = if windows {
                 (
-                    super::windows::windows_pool_capacity(snapshot, key.local_ip),
+                    if scope == Scope::Host {
+                        super::windows::windows_pool_capacity(snapshot, key.local_ip)
+                    } else {
+                        super::windows::windows_reuse_pool_capacity(snapshot, key.local_ip)
+                    },
                     0,
                 )
             } else if bind_patterns.iter().any(|b| b.local_ip == key.local_ip) {
@@ -541,6 +578,15 @@ fn finish(
     for (state, n) in &acc.states {
         *states.entry(state.name()).or_default() += n;
     }
+    let mut by_local_address: Vec<AddressCount> = if scope == Scope::Host {
+        acc.by_local
+            .iter()
+            .map(|(&local_ip, &sockets)| AddressCount { local_ip, sockets })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    by_local_address.sort_by(|a, b| b.sockets.cmp(&a.sockets).then(a.local_ip.cmp(&b.local_ip)));
     Pool {
         scope,
         key,
@@ -559,6 +605,7 @@ fn finish(
         eta_seconds,
         processes,
         states,
+        by_local_address,
         level,
     }
 }

@@ -425,15 +425,15 @@ fn churn_finding_names_the_owner() {
 }
 
 #[test]
-fn windows_pools_are_per_local_address() {
+fn windows_pools_are_host_wide() {
     let mut s = SnapshotBuilder::linux()
         .pool("10.0.0.5", "10.0.0.9", 443, 3, 0, (0, 0))
-        .pool("10.0.0.5", "10.0.0.10", 443, 2, 0, (0, 0))
+        .pool("10.0.0.6", "10.0.0.10", 443, 2, 0, (0, 0))
         .build();
     s.os = Os::Windows;
     let a = run(&s);
     assert_eq!(a.pools.len(), 1);
-    assert_eq!(a.pools[0].scope, Scope::LocalAddress);
+    assert_eq!(a.pools[0].scope, Scope::Host);
     assert_eq!(a.pools[0].in_use, 5);
 }
 

@@ -41,27 +41,70 @@ fn excluded_in(range: PortRange, excluded: &[PortRange]) -> u32 {
         .sum()
 }
 
-/// Capacity of the Windows pool of local address `ip`: the dynamic range of its IP version −
-/// excluded ports in it − ports in it held by listeners or bound sockets on `ip` or on the
-/// wildcard of the same family. `None` when the range is unknown.
-pub fn windows_pool_capacity(snapshot: &Snapshot, ip: IpAddr) -> Option<u32> {
-    let range = range_for(snapshot, ip)?;
-    let excluded = excluded_for(snapshot, ip);
+/// The auto-reuse range (one for both IP versions) when one is configured (more than 0 ports): inside it
+/// ports are shared per 4-tuple (Set-NetTCPSetting docs; with 0 ports, "even if
+/// SO_REUSE_UNICASTPORT is set" ports come from the dynamic range).
+pub(super) fn auto_reuse_for(snapshot: &Snapshot) -> Option<PortRange> {
+    snapshot.windows.as_ref()?.auto_reuse_range()
+}
+
+/// The wildcard address of `ip`'s family: the key of its host-wide pool.
+pub(super) fn host_key_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+        IpAddr::V6(_) => IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
+    }
+}
+
+/// Ports of `range` held by listeners or bound sockets on *any* address of `ip`'s family and
+/// not excluded: by default Winsock gives a wildcard (port 0) bind a port of the dynamic range
+/// "no matter the number of IP addresses" (SO_PORT_SCALABILITY page), so a port taken on one
+/// address is taken for all.
+fn bound_in(snapshot: &Snapshot, ip: IpAddr, range: PortRange, excluded: &[PortRange]) -> u32 {
     let mut bound: Vec<u16> = snapshot
         .sockets
         .iter()
         .filter(|s| s.state.holds_bind_port() && s.local_ip.is_ipv4() == ip.is_ipv4())
-        .filter(|s| s.local_ip == ip || s.local_ip.is_unspecified())
         .map(|s| s.local_port)
         .filter(|&p| range.contains(p) && !excluded.iter().any(|r| r.contains(p)))
         .collect();
     bound.sort_unstable();
     bound.dedup();
+    bound.len() as u32
+}
+
+/// Capacity of the Windows host-wide pool of `ip`'s IP version: the dynamic range − excluded
+/// ports in it − a configured auto-reuse range inside it (its ports are shared per 4-tuple
+/// and counted in their own pools) − ports in it held by listeners or bound sockets on any
+/// address of the family. `None` when the range is unknown.
+pub fn windows_pool_capacity(snapshot: &Snapshot, ip: IpAddr) -> Option<u32> {
+    let range = range_for(snapshot, ip)?;
+    let mut excluded = excluded_for(snapshot, ip);
+    let excluded_ports = excluded_in(range, &excluded);
+    let mut reuse_ports = 0;
+    if let Some(reuse) = auto_reuse_for(snapshot).and_then(|r| r.intersect(range)) {
+        reuse_ports = reuse.len().saturating_sub(excluded_in(reuse, &excluded));
+        excluded = PortRange::merge_all(excluded.into_iter().chain([reuse]).collect());
+    }
     Some(
         range
             .len()
-            .saturating_sub(excluded_in(range, &excluded))
-            .saturating_sub(bound.len() as u32),
+            .saturating_sub(excluded_ports)
+            .saturating_sub(reuse_ports)
+            .saturating_sub(bound_in(snapshot, ip, range, &excluded)),
+    )
+}
+
+/// Capacity of one destination pool inside the auto-reuse range of `ip`'s family: the range −
+/// excluded ports − ports bound on any address of the family. `None` without such a range.
+pub fn windows_reuse_pool_capacity(snapshot: &Snapshot, ip: IpAddr) -> Option<u32> {
+    let reuse = auto_reuse_for(snapshot)?;
+    let excluded = excluded_for(snapshot, ip);
+    Some(
+        reuse
+            .len()
+            .saturating_sub(excluded_in(reuse, &excluded))
+            .saturating_sub(bound_in(snapshot, ip, reuse, &excluded)),
     )
 }
 
@@ -86,7 +129,10 @@ pub(super) fn pool_fixes(snapshot: &Snapshot, p: &Pool) -> Vec<String> {
             reg_add_fix("TcpTimedWaitDelay", 30)
         ));
     }
-    fixes.push("portdoctor counts one range per local address (the classic, conservative limit); Windows 10 / Server 2016+ may share ports across destinations for implicit binds (SO_REUSE_UNICASTPORT; .NET Framework: ServicePointManager.ReusePort = true; Server 2019+: Set-NetTCPSetting -AutoReusePortRangeStartPort/-NumberOfPorts)".into());
+    if p.key.remote_ip.is_none() {
+        fixes.push(format!("by default Windows gives every outbound {} socket a port of the one dynamic range, whatever its local address (SO_PORT_SCALABILITY page: \"no matter the number of IP addresses\"), so more source addresses do not help unless the application sets SO_PORT_SCALABILITY; ports are shared across destinations only inside an auto-reuse range for sockets with SO_REUSE_UNICASTPORT (Server 2016+: {}; .NET: ServicePointManager.ReusePort = true or SocketsHttpHandler on .NET 6+)", if p.key.local_ip.is_ipv4() { "IPv4" } else { "IPv6" }, crate::knobs::AUTO_REUSE_FIX));
+        fixes.push("whether IPv4 and IPv6 draw from one port space is not documented by Microsoft (unverified): portdoctor counts them as two pools".into());
+    }
     fixes
 }
 
@@ -348,44 +394,117 @@ mod tests {
     }
 
     #[test]
-    fn capacity_is_per_local_address() {
+    fn capacity_is_host_wide_per_ip_version() {
         let s = SnapshotBuilder::windows()
             .windows_settings(|w| {
                 w.excluded_ports_v4 = vec![ex(49671, 49770, false), ex(50000, 50059, true)];
             })
-            .listen("0.0.0.0", 50500) // every IPv4 pool loses it
-            .listen("10.0.0.5", 51000) // only 10.0.0.5's pool
-            .bound("10.0.0.6", 52000) // only 10.0.0.6's pool
+            .listen("0.0.0.0", 50500) // every IPv4 address
+            .listen("10.0.0.5", 51000) // on one address: the port is gone for all
+            .bound("10.0.0.6", 52000) // bound only: gone for all too
             .listen("10.0.0.5", 49700) // excluded already: not counted twice
             .listen("::", 53000) // IPv6 only
             .listen("10.0.0.5", 8080) // outside the range
             .build();
-        assert_eq!(
-            windows_pool_capacity(&s, ip("10.0.0.5")),
-            Some(16384 - 160 - 2)
-        );
-        assert_eq!(
-            windows_pool_capacity(&s, ip("10.0.0.6")),
-            Some(16384 - 160 - 2)
-        );
-        assert_eq!(
-            windows_pool_capacity(&s, ip("10.0.0.7")),
-            Some(16384 - 160 - 1)
-        );
-        assert_eq!(
-            windows_pool_capacity(&s, ip("2001:db8::5")),
-            Some(16384 - 1)
-        );
-        // The host-wide figure: wildcard binds only.
+        // The key's address does not matter: one pool per IP version.
+        for a in ["0.0.0.0", "10.0.0.5", "10.0.0.7"] {
+            assert_eq!(
+                windows_pool_capacity(&s, ip(a)),
+                Some(16384 - 160 - 3),
+                "{a}"
+            );
+        }
+        assert_eq!(windows_pool_capacity(&s, ip("::")), Some(16384 - 1));
         let a = analyze(&s, Thresholds::default());
         let c = a.capacity.unwrap();
-        assert_eq!((c.reserved_in_range, c.usable), (160, 16384 - 160 - 1));
+        assert_eq!((c.reserved_in_range, c.usable), (160, 16384 - 160 - 3));
         assert_eq!(s.settings.time_wait_seconds, Some(120));
         assert_eq!(s.settings.time_wait_source, Some(ValueSource::Default));
     }
 
+    /// The case of issue 17: 8,000 outbound sockets on 10.0.0.5 and 8,000 on 127.0.0.1 are
+    /// 16,000 of the 16,384 ports host-wide (critical), not two pools at 48.8 % (OK).
     #[test]
-    fn pools_group_all_destinations_of_a_local_address() {
+    fn sockets_on_two_addresses_fill_one_host_wide_pool() {
+        let s = SnapshotBuilder::windows()
+            .pool("10.0.0.5", "10.0.0.9", 443, 3000, 5000, (0, 100_000))
+            .pool("127.0.0.1", "127.0.0.1", 8080, 3000, 5000, (0, 100_000))
+            .build();
+        let a = analyze(&s, Thresholds::default());
+        assert_eq!(a.pools.len(), 1, "{:?}", a.pools);
+        let p = &a.pools[0];
+        assert_eq!(p.scope, Scope::Host);
+        assert_eq!(p.key.local_ip, ip("0.0.0.0"));
+        assert_eq!((p.in_use, p.capacity), (16_000, Some(16_384)));
+        assert_eq!(p.level, Level::Critical);
+        assert_eq!(a.verdict.level, Level::Critical);
+        let split: Vec<(IpAddr, u64)> = p
+            .by_local_address
+            .iter()
+            .map(|b| (b.local_ip, b.sockets))
+            .collect();
+        assert_eq!(split, vec![(ip("10.0.0.5"), 8000), (ip("127.0.0.1"), 8000)]);
+        let f = a
+            .verdict
+            .findings
+            .iter()
+            .find(|f| f.pool.is_some())
+            .unwrap();
+        assert!(
+            f.fix.contains("no matter the number of IP addresses"),
+            "{}",
+            f.fix
+        );
+        assert!(f.fix.contains("unverified"), "{}", f.fix);
+        assert!(!f.fix.contains("spread"), "{}", f.fix);
+    }
+
+    #[test]
+    fn an_auto_reuse_range_makes_destination_pools_inside_it_only() {
+        let s = SnapshotBuilder::windows()
+            .windows_settings(|w| {
+                w.auto_reuse_ports = Some(DynamicPorts {
+                    start: 60000,
+                    count: 5536,
+                });
+            })
+            .listen("10.0.0.5", 60010) // inside the reuse range
+            .pool("10.0.0.5", "10.0.0.9", 443, 100, 0, (0, 0))
+            .established("10.0.0.5", 60001, "10.0.0.9", 443)
+            .established("10.0.0.5", 60001, "10.0.0.12", 443)
+            .build();
+        let a = analyze(&s, Thresholds::default());
+        let host = a.pools.iter().find(|p| p.scope == Scope::Host).unwrap();
+        assert_eq!(host.in_use, 100);
+        // 49152-59999 only: the reuse range is out of the host pool.
+        assert_eq!(host.capacity, Some(10_848));
+        let shared: Vec<_> = a
+            .pools
+            .iter()
+            .filter(|p| p.scope == Scope::Destination)
+            .collect();
+        assert_eq!(shared.len(), 2);
+        for p in shared {
+            assert_eq!(p.in_use, 1);
+            assert_eq!(p.capacity, Some(5536 - 1));
+        }
+        // 0 ports = not configured: everything in the host pool.
+        let off = SnapshotBuilder::windows()
+            .windows_settings(|w| {
+                w.auto_reuse_ports = Some(DynamicPorts {
+                    start: 60000,
+                    count: 0,
+                });
+            })
+            .pool("10.0.0.5", "10.0.0.9", 443, 100, 0, (0, 0))
+            .build();
+        let a = analyze(&off, Thresholds::default());
+        assert_eq!(a.pools.len(), 1);
+        assert_eq!(a.pools[0].capacity, Some(16_384));
+    }
+
+    #[test]
+    fn pools_group_all_destinations_and_addresses_of_an_ip_version() {
         let s = SnapshotBuilder::windows()
             .pool("10.0.0.5", "10.0.0.9", 1433, 100, 12_000, (0, 100_000))
             .pool("10.0.0.5", "10.0.0.12", 443, 50, 3000, (0, 100_000))
@@ -396,8 +515,8 @@ mod tests {
         let a = analyze(&s, Thresholds::default());
         assert_eq!(a.pools.len(), 2);
         let p = &a.pools[0];
-        assert_eq!(p.scope, Scope::LocalAddress);
-        assert_eq!((p.key.local_ip, p.key.remote_ip), (ip("10.0.0.5"), None));
+        assert_eq!(p.scope, Scope::Host);
+        assert_eq!((p.key.local_ip, p.key.remote_ip), (ip("0.0.0.0"), None));
         assert_eq!(
             (p.in_use, p.time_wait, p.blocking_time_wait),
             (15_150, 15_000, 15_000)

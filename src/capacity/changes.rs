@@ -141,7 +141,8 @@ pub fn changes(s: &Scenario) -> Vec<Change> {
             "more backends to run; each destination is its own pool".into(),
         ));
     }
-    {
+    // On Windows more source IPs add pools only with SO_PORT_SCALABILITY.
+    if s.os == Os::Linux || s.port_scalability {
         let sources = needed_pools.div_ceil(per_source_pools.max(1)).max(1);
         let mut after = s.clone();
         after.source_ips = u32::try_from(sources).unwrap_or(u32::MAX);

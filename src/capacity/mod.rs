@@ -27,7 +27,7 @@ pub enum Preset {
     /// Linux kernel defaults: range 32768–60999, TIME_WAIT 60 s, tcp_tw_reuse 2 (loopback only).
     LinuxDefault,
     /// Windows Server 2019 (Vista and later): dynamic range 49152–65535, TcpTimedWaitDelay
-    /// default 120 s, one pool per local address.
+    /// default 120 s, one host-wide pool (per local address only with SO_PORT_SCALABILITY).
     Windows2019,
     /// As Windows 2019 with the 240 s TIME_WAIT that older documents give as the default.
     WindowsLegacy,
@@ -90,6 +90,7 @@ impl Preset {
             observed_pools: None,
             listening_ports: Vec::new(),
             target: Target::Host,
+            port_scalability: false,
         }
     }
 }
@@ -140,6 +141,11 @@ pub struct Scenario {
     /// Where the scenario was read (`--from-host --netns …`): the fixes act there.
     #[serde(skip)]
     pub target: Target,
+    /// Windows: the application sets SO_PORT_SCALABILITY, so each local address has its own
+    /// dynamic range. Without it the range is one host-wide pool "no matter the number of IP
+    /// addresses" (Winsock's SO_PORT_SCALABILITY page).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub port_scalability: bool,
 }
 
 /// Why ports are held as long as they are.
@@ -241,7 +247,9 @@ pub fn hold_time(s: &Scenario) -> (f64, HoldReason) {
 /// Number of pools the traffic spreads over, and what their ports are unique across.
 pub fn pools(s: &Scenario) -> (u64, Scope) {
     let sources = u64::from(s.source_ips.max(1));
-    if s.os == Os::Windows || s.bind_before_connect {
+    if s.os == Os::Windows && !s.port_scalability {
+        (1, Scope::Host)
+    } else if s.os == Os::Windows || s.bind_before_connect {
         (sources, Scope::LocalAddress)
     } else {
         (

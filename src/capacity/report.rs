@@ -38,7 +38,11 @@ impl CapacityReport {
         let changes = super::changes(&scenario);
         let recommended = changes.iter().find(|c| c.fits).map(|c| c.id.clone());
         if scenario.os == Os::Windows {
-            notes.push("Windows pools are per local address (the classic, conservative limit): ports may be shared across destinations with SO_REUSE_UNICASTPORT or an auto-reuse range, which portdoctor cannot see".into());
+            notes.push(if scenario.port_scalability {
+                "Windows with SO_PORT_SCALABILITY: one dynamic range per local address".into()
+            } else {
+                "Windows: one host-wide pool per IP version; by default a port of the dynamic range is taken \"no matter the number of IP addresses\" (SO_PORT_SCALABILITY page), so more source IPs help only with SO_PORT_SCALABILITY (--port-scalability); ports are shared across destinations only inside an auto-reuse range for SO_REUSE_UNICASTPORT sockets".into()
+            });
         }
         if scenario.rate_per_s.is_some() && scenario.destinations > 1 {
             notes.push("traffic is assumed to spread evenly over destinations and source IPs; an uneven spread fills the busiest pool first".into());
@@ -173,7 +177,10 @@ pub fn render_text(r: &CapacityReport) -> String {
                 "{} source IP(s): bind() before connect() makes ports unique per source IP",
                 s.source_ips.max(1)
             ),
-            _ => format!("{} local address(es)", s.source_ips.max(1)),
+            Scope::Host => "one host-wide pool: without SO_PORT_SCALABILITY every local address shares the dynamic range".into(),
+            Scope::LocalAddress => format!("{} local address(es)", s.source_ips.max(1)),
+            // The capacity model is about the host's own connect() ports, never NAT's.
+            Scope::Snat => "SNAT pools (the NAT's source ports)".into(),
         }
     );
     let _ = writeln!(

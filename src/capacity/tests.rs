@@ -145,6 +145,25 @@ fn bind_before_connect_collapses_pools_and_no_port_restores_them() {
     assert!(fix.fits);
 }
 
+/// Issue 17: on Windows more source IPs add no pool (the dynamic range is host-wide "no matter
+/// the number of IP addresses") unless the application sets SO_PORT_SCALABILITY, so capacity
+/// must not advise spreading over source IPs without it.
+#[test]
+fn windows_source_ips_add_pools_only_with_port_scalability() {
+    let mut s = Preset::Windows2019.scenario();
+    s.rate_per_s = Some(1000.0);
+    s.source_ips = 4;
+    s.destinations = 3;
+    assert_eq!(pools(&s), (1, Scope::Host));
+    let ids: Vec<String> = changes(&s).into_iter().map(|c| c.id).collect();
+    assert!(!ids.iter().any(|i| i == "app.source_ips"), "{ids:?}");
+    s.port_scalability = true;
+    assert_eq!(pools(&s), (4, Scope::LocalAddress));
+    let ch = changes(&s);
+    let spread = ch.iter().find(|c| c.id == "app.source_ips").unwrap();
+    assert!(spread.what.contains("source IPs"), "{}", spread.what);
+}
+
 #[test]
 fn server_closes_first_with_zero_lifetime_is_unlimited() {
     let mut s = Preset::LinuxDefault.scenario();

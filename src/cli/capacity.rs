@@ -31,7 +31,7 @@ Exit codes:
 pub enum OsPresetArg {
     /// range 32768-60999, TIME_WAIT 60 s, tcp_tw_reuse 2
     LinuxDefault,
-    /// dynamic range 49152-65535, TcpTimedWaitDelay 120 s, pools per local address
+    /// dynamic range 49152-65535, TcpTimedWaitDelay 120 s, one host-wide pool
     #[value(name = "windows-2019")]
     Windows2019,
     /// as windows-2019 with the 240 s TIME_WAIT of older documents
@@ -112,6 +112,10 @@ pub struct CapacityArgs {
     /// The server closes first (TIME_WAIT lands on its listening port)
     #[arg(long)]
     pub server_closes_first: bool,
+    /// Windows: the application sets SO_PORT_SCALABILITY (each source IP gets its own range;
+    /// without it the dynamic range is shared by all addresses)
+    #[arg(long)]
+    pub port_scalability: bool,
     /// Print JSON (schema portdoctor.capacity/v1)
     #[arg(long)]
     pub json: bool,

@@ -182,6 +182,7 @@ pub fn run(args: &CapacityArgs) -> anyhow::Result<ExitCode> {
     s.loopback |= args.loopback;
     s.bind_before_connect |= args.bind_before_connect;
     s.server_closes_first |= args.server_closes_first;
+    s.port_scalability |= args.port_scalability;
     if let Some(problem) = impossible(&s, args) {
         return Ok(usage(problem));
     }
@@ -220,6 +221,9 @@ fn impossible(s: &portdoctor::capacity::Scenario, args: &CapacityArgs) -> Option
             s.range.low,
             s.range.high
         ));
+    }
+    if s.os == portdoctor::snapshot::Os::Linux && args.port_scalability {
+        return Some("--port-scalability: SO_PORT_SCALABILITY is a Windows socket option (use --os windows-2019 or a Windows snapshot)".into());
     }
     if s.os == portdoctor::snapshot::Os::Linux && args.time_wait.is_some_and(|t| t <= 0.0) {
         return Some(format!(

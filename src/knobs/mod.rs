@@ -217,11 +217,11 @@ pub const KNOBS: &[Knob] = &[
         id: "NetTCPSetting.AutoReusePortRange",
         os: Os::Windows,
         location: "Set-NetTCPSetting -AutoReusePortRangeStartPort S -AutoReusePortRangeNumberOfPorts N (PowerShell)",
-        valid: "a range outside the dynamic range; 0 ports = off",
-        default: "off",
-        applies_to: "Windows Server 2019 and later",
+        valid: "a strict subset of the dynamic range (the feature authors' advice, .NET 6 networking post); 0 ports = off",
+        default: "off (0 ports)",
+        applies_to: "Windows Server 2016 and later (8.1 / Server 2012 R2 with the update); sockets with SO_REUSE_UNICASTPORT",
         activation: Activation::Reboot,
-        tradeoff: "ports of this range are shared across destinations (by 4-tuple), like Linux connect(); portdoctor does not read it yet",
+        tradeoff: "ports of this range are shared across destinations (by 4-tuple), like Linux connect(), for sockets that set SO_REUSE_UNICASTPORT; with 0 ports they come from the dynamic range even if SO_REUSE_UNICASTPORT is set",
         confidence: Confidence::Documented,
     },
 ];
@@ -319,6 +319,10 @@ pub fn reg_add_fix(value: &str, data: u32) -> String {
         "reg add \"{TCPIP_PARAMETERS_KEY}\" /v {value} /t REG_DWORD /d {data} /f  (then reboot)"
     )
 }
+
+/// How to turn on port sharing across destinations (one line, no command to paste: the range
+/// must be chosen inside the dynamic range).
+pub const AUTO_REUSE_FIX: &str = "Set-NetTCPSetting -SettingName InternetCustom -AutoReusePortRangeStartPort S -AutoReusePortRangeNumberOfPorts N, S..S+N-1 a strict subset of the dynamic range, then reboot";
 
 /// The pasteable Windows command that removes a Tcpip registry value.
 pub fn reg_delete_fix(value: &str) -> String {

@@ -8,8 +8,8 @@ use serde_json::Value;
 
 use crate::analysis::failures::pool_failures;
 use crate::analysis::{
-    Analysis, BindPattern, Finding, Level, Pool, ProcessCount, Scope, Thresholds, UdpHolder,
-    UdpPool,
+    AddressCount, Analysis, BindPattern, Finding, Level, Pool, ProcessCount, Scope, Thresholds,
+    UdpHolder, UdpPool,
 };
 use crate::rules::IpVersion;
 use crate::snapshot::{
@@ -243,6 +243,9 @@ pub struct PoolOut<'a> {
     /// `scope: "snat"` rows only: protocol, NAT range and where it was read (issue 16).
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     pub nat: Option<super::snat::NatFields<'a>>,
+    /// A host-wide pool (Windows) split per local address; absent for other scopes.
+    #[serde(skip_serializing_if = "<[AddressCount]>::is_empty")]
+    pub by_local_address: &'a [AddressCount],
 }
 
 #[derive(Serialize)]
@@ -403,6 +406,7 @@ fn pool_out<'a>(snap: &Snapshot, p: &'a Pool, scanned: bool) -> PoolOut<'a> {
         states: &p.states,
         connect_failures: pool_failures(snap, p),
         nat: None,
+        by_local_address: &p.by_local_address,
     }
 }
 

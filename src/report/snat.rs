@@ -63,6 +63,7 @@ pub fn pool_rows(a: &Analysis, top: Option<usize>) -> Vec<PoolOut<'_>> {
             processes: None,
             states: &p.states,
             connect_failures: None,
+            by_local_address: &[],
             nat: Some(NatFields {
                 nat_range: [p.nat_range.low, p.nat_range.high],
                 range_source: &p.range_source,

@@ -318,6 +318,28 @@ pub fn render(snap: &Snapshot, a: &Analysis, opts: &TextOptions) -> String {
                 fit(&owner_cell(p, scanned), 24),
             );
             let _ = writeln!(out, "{}", paint.level(p.level, &line));
+            if p.by_local_address.len() > 1 {
+                let split: Vec<String> = p
+                    .by_local_address
+                    .iter()
+                    .take(4)
+                    .map(|b| format!("{} {}", b.local_ip, group(b.sockets)))
+                    .collect();
+                let more = p.by_local_address.len().saturating_sub(4);
+                let _ = writeln!(
+                    out,
+                    "{}",
+                    paint.dim(&format!(
+                        "  by local address: {}{}",
+                        split.join(" · "),
+                        if more > 0 {
+                            format!(" · … {more} more")
+                        } else {
+                            String::new()
+                        }
+                    ))
+                );
+            }
         }
         let hidden = a.pools.len() - shown;
         if hidden > 0 {

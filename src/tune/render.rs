@@ -39,11 +39,12 @@ fn hold(c: &CapacityPoint) -> String {
     }
 }
 
-/// What one pool is on `os`: a remote destination (Linux connect) or a local address (Windows).
+/// What one pool is on `os`: a remote destination (Linux connect) or the host (Windows: one
+/// pool per IP version unless SO_PORT_SCALABILITY or an auto-reuse range).
 fn per(os: Os) -> &'static str {
     match os {
         Os::Linux => "per remote destination",
-        Os::Windows => "per local address",
+        Os::Windows => "host-wide",
     }
 }
 

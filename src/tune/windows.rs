@@ -162,7 +162,7 @@ fn auto_wants(
         let have = point(snapshot, &ws, lifetime);
         if have.rate_per_pool_per_s.is_some_and(|r| r >= rate) {
             notes.push(format!(
-                "--target-rate {rate}/s: the settings already sustain {:.0}/s per local address",
+                "--target-rate {rate}/s: the settings already sustain {:.0}/s host-wide",
                 have.rate_per_pool_per_s.unwrap_or(0.0)
             ));
             return;
@@ -213,7 +213,9 @@ fn auto_wants(
                     low: lo,
                     high: 65_535,
                 },
-                &format!("--target-rate {rate}/s: the smallest wider range that sustains it per local address"),
+                &format!(
+                    "--target-rate {rate}/s: the smallest wider range that sustains it host-wide"
+                ),
             );
             if let Some(d) = delay {
                 out.push((
@@ -228,7 +230,7 @@ fn auto_wants(
             return;
         }
         refusals.push(format!(
-            "--target-rate {rate}/s cannot be reached with settings alone on Windows (range {AUTO_START_FLOOR}-65535, TcpTimedWaitDelay {AUTO_TIME_WAIT}): reuse connections (one shared HttpClient, keep-alive, pools), use more local addresses, or an auto-reuse port range (Server 2019+)"
+            "--target-rate {rate}/s cannot be reached with settings alone on Windows (range {AUTO_START_FLOOR}-65535, TcpTimedWaitDelay {AUTO_TIME_WAIT}): reuse connections (one shared HttpClient, keep-alive, pools), or an auto-reuse port range for sockets with SO_REUSE_UNICASTPORT (Server 2016+); more local addresses help only with SO_PORT_SCALABILITY"
         ));
     }
 }

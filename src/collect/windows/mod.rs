@@ -186,6 +186,7 @@ fn read_settings(now_ms: u64, notes: &mut Vec<String>) -> WindowsSettings {
         excluded_ports_v6: excluded_v6.unwrap_or_default(),
         registry: read_tcpip_registry(&tcpip_params_key(), notes),
         events,
+        auto_reuse_ports: None,
     }
 }
 
