@@ -4,8 +4,8 @@
 pub mod failures;
 mod findings;
 mod pools;
-pub mod udp;
 pub mod snat;
+pub mod udp;
 mod windows;
 
 use std::collections::BTreeMap;

@@ -293,7 +293,11 @@ pub fn check_report<'a>(
         pools.insert(at, PoolEntry::Udp(e));
     }
     pools.truncate(top.unwrap_or(usize::MAX));
-    pools.extend(super::snat::pool_rows(a, top).into_iter().map(PoolEntry::Tcp));
+    pools.extend(
+        super::snat::pool_rows(a, top)
+            .into_iter()
+            .map(PoolEntry::Tcp),
+    );
     let mut by_level = BTreeMap::from([("critical", 0), ("warning", 0), ("ok", 0)]);
     for level in a
         .pools
