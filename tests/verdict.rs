@@ -657,7 +657,7 @@ fn capacity_refuses_the_impossible_and_prints_what_it_means() {
         .lines()
         .find_map(|l| {
             l.trim()
-                .strip_prefix("how: sysctl -w net.ipv4.ip_local_port_range=")
+                .strip_prefix("how: by hand: sysctl -w net.ipv4.ip_local_port_range=")
         })
         .expect("a range how-to");
     let persist = how
