@@ -276,9 +276,10 @@ fn prometheus_scrapes_serve_in_netns_and_values_match_check_json() {
     assert_eq!(sample(&text, "portdoctor_collection_success "), Some(1.0));
     promtool(&["check", "metrics"], Some(&text), &repo());
 
-    // The dashboard parses and every metric it queries exists in a real scrape, except the two
+    // The dashboard parses and every metric it queries exists in a real scrape, except the three
     // that exist only sometimes (docs/serve.md): the ETA while a pool grows, the Windows events
-    // on Windows.
+    // on Windows, the failure counter once a failure was traced (its panel is checked against
+    // Prometheus in prometheus_sees_connect_failures_per_namespace_and_pod).
     let dash: Value = serde_json::from_str(
         &std::fs::read_to_string(repo().join("deploy/grafana/portdoctor.json")).expect("dashboard"),
     )
@@ -308,8 +309,18 @@ fn prometheus_scrapes_serve_in_netns_and_values_match_check_json() {
         }
     }
     assert!(names.len() >= 12, "dashboard queries: {names:?}");
+    assert!(
+        names.contains("portdoctor_connect_failures_total"),
+        "{names:?}"
+    );
     for n in &names {
-        if n == "portdoctor_windows_tcpip_events" || n == "portdoctor_pool_eta_seconds" {
+        if [
+            "portdoctor_windows_tcpip_events",
+            "portdoctor_pool_eta_seconds",
+            "portdoctor_connect_failures_total",
+        ]
+        .contains(&n.as_str())
+        {
             continue;
         }
         assert!(
@@ -1336,13 +1347,13 @@ fn prometheus_sees_connect_failures_per_namespace_and_pod() {
     const POD_UID: &str = "8d1e28ba-2fa1-11d2-883f-0016d3cca427";
     const CONTAINER: &str = "7e2a9c1b8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f1a";
     require_root!("prometheus_sees_connect_failures_per_namespace_and_pod");
-    let a = Netns::new("pfailA");
-    let b = Netns::new("pfailB");
-    for ns in [&a, &b] {
+    let ns_a = Netns::new("pfailA");
+    let ns_b = Netns::new("pfailB");
+    for ns in [&ns_a, &ns_b] {
         ns.sysctl("net.ipv4.ip_local_port_range", "40000 40009");
     }
-    let mut in_pod = Failing::start(&a);
-    let mut plain = Failing::start(&b);
+    let mut in_pod = Failing::start(&ns_a);
+    let mut plain = Failing::start(&ns_b);
     let _cg = common::Cgroup::new(
         &format!(
             "pdt{}fail/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{}.slice/cri-containerd-{CONTAINER}.scope",
@@ -1369,8 +1380,14 @@ fn prometheus_sees_connect_failures_per_namespace_and_pod() {
     );
     let data = tempfile::tempdir().expect("temp dir");
     let (mut prom, prom_addr) = prometheus(addr, data.path());
-    let qa = format!("portdoctor_connect_failures_total{{netns=\"{}\"}}", a.name);
-    let qb = format!("portdoctor_connect_failures_total{{netns=\"{}\"}}", b.name);
+    let qa = format!(
+        "portdoctor_connect_failures_total{{netns=\"{}\"}}",
+        ns_a.name
+    );
+    let qb = format!(
+        "portdoctor_connect_failures_total{{netns=\"{}\"}}",
+        ns_b.name
+    );
     let value = |q: &str| -> Option<f64> {
         let s = prom_series(prom_addr, q)?;
         let [one] = s.as_slice() else { return None };
@@ -1387,7 +1404,7 @@ fn prometheus_sees_connect_failures_per_namespace_and_pod() {
         exporter.stderr()
     );
     let series = prom_series(prom_addr, &qa).expect("query");
-    let m = &series[0]["metric"];
+    let labels = &series[0]["metric"];
     for (k, v) in [
         ("pod_namespace", "shop"),
         ("pod", "cart-5d8"),
@@ -1396,9 +1413,13 @@ fn prometheus_sees_connect_failures_per_namespace_and_pod() {
         ("remote_port", "7001"),
         ("error", "EADDRNOTAVAIL"),
     ] {
-        assert_eq!(m[k], v, "{k}: {m}");
+        assert_eq!(labels[k], v, "{k}: {labels}");
     }
-    assert_eq!(m["container"], format!("containerd://{CONTAINER}"), "{m}");
+    assert_eq!(
+        labels["container"],
+        format!("containerd://{CONTAINER}"),
+        "{labels}"
+    );
     // At least one more scrape of the steady 7 before the next burst.
     let before = wait_until(Duration::from_secs(10), || {
         prom_samples(prom_addr, &qa).filter(|s| s.iter().filter(|x| x.1 == 7.0).count() >= 2)
@@ -1430,5 +1451,38 @@ fn prometheus_sees_connect_failures_per_namespace_and_pod() {
     })
     .expect("B's 5 failures under its own netns");
     assert!(bs[0]["metric"]["pod"].is_null(), "{}", bs[0]);
+
+    // The dashboard's failure panel, its variables set to the pod, shows the pod's pool only.
+    let dash: Value = serde_json::from_str(
+        &std::fs::read_to_string(repo().join("deploy/grafana/portdoctor.json")).expect("dashboard"),
+    )
+    .expect("dashboard JSON parses");
+    let panel = dash["panels"]
+        .as_array()
+        .expect("panels")
+        .iter()
+        .flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default())
+        .find_map(|t| {
+            let e = t["expr"].as_str()?;
+            e.contains("portdoctor_connect_failures_total")
+                .then(|| e.to_string())
+        })
+        .expect("a dashboard panel of portdoctor_connect_failures_total");
+    let q = panel
+        .replace("$instance", ".*")
+        .replace("$pod_namespace", "shop")
+        .replace("$pod", "cart-5d8")
+        .replace("$netns", ".*")
+        .replace("$__rate_interval", "5m");
+    let rates = prom_series(prom_addr, &q).expect("the panel's query runs");
+    assert_eq!(rates.len(), 1, "{q}: {rates:?}");
+    assert_eq!(rates[0]["metric"]["remote_port"], "7001", "{rates:?}");
+    let rate: f64 = rates[0]["value"][1]
+        .as_str()
+        .and_then(|v| v.parse().ok())
+        .expect("a rate");
+    assert!(rate > 0.0, "{q}: {rates:?}");
+    let tracing = prom_series(prom_addr, "portdoctor_connect_failure_tracing").expect("query");
+    assert_eq!(tracing[0]["value"][1], "1", "{tracing:?}");
     assert!(prom.alive() && exporter.alive());
 }
