@@ -15,6 +15,10 @@
 //!  "owners":{"processes":{"1234":"api-server"},"inodes_by_pid":{"1234":[81234,81240]},"hidden_processes":0},
 //!  "notes":[],
 //!  "windows":null,
+//!  "connect_failures":{"source":"…","window_seconds":10.0,"events":[{"pid":42,"process":"client",
+//!    "exited":false,"netns":{"dev":4,"ino":4026531840},"netns_name":null,"local_ip":"10.0.0.5",
+//!    "remote_ip":"10.0.0.9","remote_port":5432,"error":"EADDRNOTAVAIL","count":25}],
+//!    "other_namespaces":{},"lost":0},   (only after `check --observe`; added within v1)
 //!  "socket_fields":[
 //!   "state",
 //!   …
@@ -55,8 +59,8 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::ser::Formatter;
 
 use super::{
-    Counters, HiddenProcess, HostInfo, NetnsId, Os, Owners, PortRange, Settings, Snapshot, Socket,
-    SocketSource, Target, TcpState, WindowsSettings,
+    ConnectFailures, Counters, HiddenProcess, HostInfo, NetnsId, Os, Owners, PortRange, Settings,
+    Snapshot, Socket, SocketSource, Target, TcpState, WindowsSettings,
 };
 
 /// The schema this build writes and reads.
@@ -343,6 +347,10 @@ struct SnapshotOut<'a> {
     owners: Option<OwnersFile>,
     notes: &'a [String],
     windows: Option<&'a WindowsSettings>,
+    /// Failed connect()/bind() calls traced over the window (`check --observe --save`; added
+    /// within v1: absent when nothing was observed, and in older files).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    connect_failures: Option<&'a ConnectFailures>,
     socket_fields: [&'static str; 9],
     sockets: SocketsOut<'a>,
 }
@@ -362,6 +370,8 @@ struct SnapshotIn {
     notes: Vec<String>,
     #[serde(default)]
     windows: Option<WindowsSettings>,
+    #[serde(default)]
+    connect_failures: Option<ConnectFailures>,
     #[serde(default)]
     socket_fields: Option<Vec<String>>,
     sockets: Vec<SocketIn>,
@@ -518,6 +528,7 @@ impl Serialize for Snapshot {
             owners: self.owners.as_deref().map(OwnersFile::new),
             notes: &self.notes,
             windows: self.windows.as_ref(),
+            connect_failures: self.connect_failures.as_ref(),
             socket_fields: SOCKET_FIELDS,
             sockets: SocketsOut(&self.sockets),
         }
@@ -556,7 +567,7 @@ impl<'de> Deserialize<'de> for Snapshot {
             owners,
             notes: s.notes,
             windows: s.windows,
-            connect_failures: None,
+            connect_failures: s.connect_failures,
         })
     }
 }
