@@ -108,9 +108,15 @@ fn perf_fds(pid: u32) -> usize {
 /// Starts `check --observe` on NS and returns once its tracer is running (so a client started
 /// next is seen from its first system call, its setns included).
 fn observe(ns: &Netns) -> Observer {
+    observe_with(ns, &[])
+}
+
+/// `observe` with more arguments for check.
+fn observe_with(ns: &Netns, more: &[&str]) -> Observer {
     let out = ns.path("check.json");
     let mut child = Command::new(env!("CARGO_BIN_EXE_portdoctor"))
         .args(["check", "--netns", &ns.name, "--observe", WINDOW, "--json"])
+        .args(more)
         .stdin(std::process::Stdio::null())
         .stdout(std::fs::File::create(&out).expect("stdout file"))
         .spawn()
@@ -527,5 +533,50 @@ fn serve_counter_rises_by_exactly_the_failures_between_two_scrapes() {
         sample(&second, series),
         Some(8.0),
         "exactly 8, not B's 9 too: {second}"
+    );
+}
+
+/// `check --observe --save FILE` keeps the failures in the snapshot file, and `check --load FILE`
+/// reports them as the observing run did: the same counts, finding and exit code.
+#[test]
+fn saved_failures_come_back_with_load() {
+    if !require_root("saved_failures_come_back_with_load") {
+        return;
+    }
+    let ns = small_range_ns("failsave");
+    let file = ns.path("snap.json");
+    let file_arg = file.to_str().expect("utf-8 path").to_string();
+    let check = observe_with(&ns, &["--save", &file_arg]);
+    let plan = serde_json::json!({
+        "listen": [["127.0.0.3", 7001]],
+        "steps": [["connect", "127.0.0.3", 7001, 10], ["connect", "127.0.0.3", 7001, 12]],
+    });
+    let mut client = Client::start(&ns, &plan);
+    assert_eq!(
+        client.results().1[1],
+        serde_json::json!({"EADDRNOTAVAIL": 12})
+    );
+    let (observed, code) = finish(check);
+    assert_eq!(observed["connect_failures"]["total"], 12, "{observed}");
+    let loaded = common::portdoctor(&["check", "--load", &file_arg, "--json"]);
+    let report: Value = serde_json::from_str(&loaded.stdout).expect("check --load --json");
+    assert_eq!(report["connect_failures"], observed["connect_failures"]);
+    assert_eq!(pool_failures(&report, "127.0.0.3", 7001), 12);
+    assert_eq!(findings(&report, "connect_failures").len(), 1, "{report}");
+    assert_eq!((loaded.code, code), (2, 2), "critical both times");
+    let text = common::portdoctor(&["check", "--load", &file_arg]);
+    let line = text
+        .stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with("12 EADDRNOTAVAIL"))
+        .unwrap_or_else(|| panic!("a line per failing process and pool:\n{}", text.stdout));
+    assert!(
+        line.contains("127.0.0.1 → 127.0.0.3:7001") && line.contains("python3"),
+        "{line}"
+    );
+    assert!(
+        text.stdout.contains("connect() EADDRNOTAVAIL"),
+        "{}",
+        text.stdout
     );
 }

@@ -276,9 +276,10 @@ fn prometheus_scrapes_serve_in_netns_and_values_match_check_json() {
     assert_eq!(sample(&text, "portdoctor_collection_success "), Some(1.0));
     promtool(&["check", "metrics"], Some(&text), &repo());
 
-    // The dashboard parses and every metric it queries exists in a real scrape, except the two
+    // The dashboard parses and every metric it queries exists in a real scrape, except the three
     // that exist only sometimes (docs/serve.md): the ETA while a pool grows, the Windows events
-    // on Windows.
+    // on Windows, the failure counter once a failure was traced (its panel is checked against
+    // Prometheus in prometheus_sees_connect_failures_per_namespace_and_pod).
     let dash: Value = serde_json::from_str(
         &std::fs::read_to_string(repo().join("deploy/grafana/portdoctor.json")).expect("dashboard"),
     )
@@ -308,8 +309,18 @@ fn prometheus_scrapes_serve_in_netns_and_values_match_check_json() {
         }
     }
     assert!(names.len() >= 12, "dashboard queries: {names:?}");
+    assert!(
+        names.contains("portdoctor_connect_failures_total"),
+        "{names:?}"
+    );
     for n in &names {
-        if n == "portdoctor_windows_tcpip_events" || n == "portdoctor_pool_eta_seconds" {
+        if [
+            "portdoctor_windows_tcpip_events",
+            "portdoctor_pool_eta_seconds",
+            "portdoctor_connect_failures_total",
+        ]
+        .contains(&n.as_str())
+        {
             continue;
         }
         assert!(
@@ -1253,4 +1264,225 @@ fn textfile_loop_survives_a_full_disk_without_claiming_freshness() {
         "temp files left"
     );
     assert!(writer.alive(), "{}", writer.stderr());
+}
+
+/// Range 40000–40009 held full; then, each time the test writes DIR/goN (a count), that many
+/// connect() calls that fail, and DIR/doneN with how many did not fail with EADDRNOTAVAIL.
+/// Bounded: 90 s.
+const FAILING_CLIENT: &str = r"
+import errno, os, socket, sys, time
+d = sys.argv[1]
+srv = socket.socket(); srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind(('127.0.0.3', 7001)); srv.listen(64)
+held = [socket.create_connection(('127.0.0.3', 7001)) for _ in range(10)]
+open(d + '/ready', 'w').close()
+end = time.time() + 90
+step = 1
+while time.time() < end:
+    go = '%s/go%d' % (d, step)
+    if os.path.exists(go):
+        bad = 0
+        for _ in range(int(open(go).read())):
+            s = socket.socket()
+            try:
+                s.connect(('127.0.0.3', 7001)); bad += 1
+            except OSError as e:
+                bad += e.errno != errno.EADDRNOTAVAIL
+            s.close()
+        with open('%s/done%d.tmp' % (d, step), 'w') as f:
+            f.write(str(bad))
+        os.rename('%s/done%d.tmp' % (d, step), '%s/done%d' % (d, step))
+        step += 1
+    time.sleep(0.02)
+";
+
+/// A failing client in NS (see `FAILING_CLIENT`), its files in DIR.
+struct Failing {
+    bg: common::Background,
+    dir: tempfile::TempDir,
+}
+
+impl Failing {
+    fn start(ns: &Netns) -> Failing {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut cmd = ns.exec(common::python());
+        cmd.args(["-c", FAILING_CLIENT]).arg(dir.path());
+        let mut bg = ns.spawn("failing", cmd);
+        bg.wait_for_file(&dir.path().join("ready"), Duration::from_secs(20));
+        Failing { bg, dir }
+    }
+
+    /// Makes `n` failing connects (step `step`) and waits until they are done.
+    fn fail(&mut self, step: u32, n: u32) {
+        std::fs::write(self.dir.path().join(format!("go{step}")), n.to_string()).expect("go");
+        let done = self.bg.wait_for_file(
+            &self.dir.path().join(format!("done{step}")),
+            Duration::from_secs(20),
+        );
+        assert_eq!(done, "0", "every connect failed with EADDRNOTAVAIL");
+    }
+}
+
+/// Samples of a range query `q[5m]`: (unix time, value) of the one series it selects.
+fn prom_samples(prom: SocketAddr, q: &str) -> Option<Vec<(f64, f64)>> {
+    let series = prom_series(prom, &format!("{q}[5m]"))?;
+    let [s] = series.as_slice() else {
+        return None;
+    };
+    s["values"]
+        .as_array()?
+        .iter()
+        .map(|v| Some((v[0].as_f64()?, v[1].as_str()?.parse().ok()?)))
+        .collect()
+}
+
+/// `serve -A` traces failed connects: a real Prometheus scraping every second sees
+/// `portdoctor_connect_failures_total` rise by exactly the failures made between two scrapes
+/// (7, then 12 more: 19), each namespace's failures under its own `netns` label, a pod's with
+/// its `pod_namespace`, `pod` and `container` (from the failing process's /proc/PID/ns/net and
+/// cgroup, as the pool series have them).
+#[test]
+#[allow(clippy::float_cmp)] // counts: whole numbers, exact in f64
+fn prometheus_sees_connect_failures_per_namespace_and_pod() {
+    const POD_UID: &str = "8d1e28ba-2fa1-11d2-883f-0016d3cca427";
+    const CONTAINER: &str = "7e2a9c1b8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f1a";
+    require_root!("prometheus_sees_connect_failures_per_namespace_and_pod");
+    let ns_a = Netns::new("pfailA");
+    let ns_b = Netns::new("pfailB");
+    for ns in [&ns_a, &ns_b] {
+        ns.sysctl("net.ipv4.ip_local_port_range", "40000 40009");
+    }
+    let mut in_pod = Failing::start(&ns_a);
+    let mut plain = Failing::start(&ns_b);
+    let _cg = common::Cgroup::new(
+        &format!(
+            "pdt{}fail/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{}.slice/cri-containerd-{CONTAINER}.scope",
+            std::process::id(),
+            POD_UID.replace('-', "_")
+        ),
+        in_pod.bg.pid,
+    );
+    let pods = tempfile::tempdir().expect("temp dir");
+    std::fs::create_dir(pods.path().join(format!("shop_cart-5d8_{POD_UID}"))).expect("pod dir");
+    let pods_dir = pods.path().to_str().expect("utf-8 path");
+    let (mut exporter, addr) = serve(&[
+        "-A",
+        "--pods-dir",
+        pods_dir,
+        "--min-interval",
+        "1s",
+        "--max-pools",
+        "10000",
+    ]);
+    assert_eq!(
+        sample(&scrape(addr), "portdoctor_connect_failure_tracing "),
+        Some(1.0)
+    );
+    let data = tempfile::tempdir().expect("temp dir");
+    let (mut prom, prom_addr) = prometheus(addr, data.path());
+    let qa = format!(
+        "portdoctor_connect_failures_total{{netns=\"{}\"}}",
+        ns_a.name
+    );
+    let qb = format!(
+        "portdoctor_connect_failures_total{{netns=\"{}\"}}",
+        ns_b.name
+    );
+    let value = |q: &str| -> Option<f64> {
+        let s = prom_series(prom_addr, q)?;
+        let [one] = s.as_slice() else { return None };
+        one["value"][1].as_str()?.parse().ok()
+    };
+
+    in_pod.fail(1, 7);
+    let first = wait_until(Duration::from_secs(30), || value(&qa).filter(|v| *v >= 7.0));
+    assert_eq!(
+        first,
+        Some(7.0),
+        "prometheus: {}\nserve: {}",
+        prom.stderr(),
+        exporter.stderr()
+    );
+    let series = prom_series(prom_addr, &qa).expect("query");
+    let labels = &series[0]["metric"];
+    for (k, v) in [
+        ("pod_namespace", "shop"),
+        ("pod", "cart-5d8"),
+        ("local_ip", "127.0.0.1"),
+        ("remote_ip", "127.0.0.3"),
+        ("remote_port", "7001"),
+        ("error", "EADDRNOTAVAIL"),
+    ] {
+        assert_eq!(labels[k], v, "{k}: {labels}");
+    }
+    assert_eq!(
+        labels["container"],
+        format!("containerd://{CONTAINER}"),
+        "{labels}"
+    );
+    // At least one more scrape of the steady 7 before the next burst.
+    let before = wait_until(Duration::from_secs(10), || {
+        prom_samples(prom_addr, &qa).filter(|s| s.iter().filter(|x| x.1 == 7.0).count() >= 2)
+    })
+    .expect("two scrapes at 7");
+    let go2 = unix_now();
+    assert!(before.iter().all(|s| s.0 < go2));
+    in_pod.fail(2, 12);
+    plain.fail(1, 5);
+    let done = unix_now();
+    let after = wait_until(Duration::from_secs(30), || {
+        prom_samples(prom_addr, &qa).filter(|s| s.iter().any(|x| x.0 > done + 1.0))
+    })
+    .expect("a scrape after the second burst");
+    let at_go2 = after
+        .iter()
+        .rev()
+        .find(|s| s.0 < go2)
+        .expect("a sample before");
+    let last = after.last().expect("a sample after");
+    assert_eq!((at_go2.1, last.1), (7.0, 19.0), "{after:?}");
+    assert!(
+        after.windows(2).all(|w| w[0].1 <= w[1].1) && after.iter().all(|s| s.1 <= 19.0),
+        "a counter that only rises, to exactly 19: {after:?}"
+    );
+    // The other namespace: its own series, no pod labels (empty labels are absent).
+    let bs = wait_until(Duration::from_secs(10), || {
+        prom_series(prom_addr, &qb).filter(|s| s.len() == 1 && value(&qb) == Some(5.0))
+    })
+    .expect("B's 5 failures under its own netns");
+    assert!(bs[0]["metric"]["pod"].is_null(), "{}", bs[0]);
+
+    // The dashboard's failure panel, its variables set to the pod, shows the pod's pool only.
+    let dash: Value = serde_json::from_str(
+        &std::fs::read_to_string(repo().join("deploy/grafana/portdoctor.json")).expect("dashboard"),
+    )
+    .expect("dashboard JSON parses");
+    let panel = dash["panels"]
+        .as_array()
+        .expect("panels")
+        .iter()
+        .flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default())
+        .find_map(|t| {
+            let e = t["expr"].as_str()?;
+            e.contains("portdoctor_connect_failures_total")
+                .then(|| e.to_string())
+        })
+        .expect("a dashboard panel of portdoctor_connect_failures_total");
+    let q = panel
+        .replace("$instance", ".*")
+        .replace("$pod_namespace", "shop")
+        .replace("$pod", "cart-5d8")
+        .replace("$netns", ".*")
+        .replace("$__rate_interval", "5m");
+    let rates = prom_series(prom_addr, &q).expect("the panel's query runs");
+    assert_eq!(rates.len(), 1, "{q}: {rates:?}");
+    assert_eq!(rates[0]["metric"]["remote_port"], "7001", "{rates:?}");
+    let rate: f64 = rates[0]["value"][1]
+        .as_str()
+        .and_then(|v| v.parse().ok())
+        .expect("a rate");
+    assert!(rate > 0.0, "{q}: {rates:?}");
+    let tracing = prom_series(prom_addr, "portdoctor_connect_failure_tracing").expect("query");
+    assert_eq!(tracing[0]["value"][1], "1", "{tracing:?}");
+    assert!(prom.alive() && exporter.alive());
 }

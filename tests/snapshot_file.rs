@@ -124,6 +124,50 @@ fn windows_unreadable() -> Snapshot {
         .build()
 }
 
+/// A critical host after `check --observe`: connect() failures (one of a process that exited,
+/// in another namespace), bind() failures, a dropped-sample count.
+fn linux_with_failures() -> Snapshot {
+    use portdoctor::snapshot::{ConnectFailures, FailureCount, FailureError, NetnsId};
+    let mut s = hosts::critical_linux();
+    let netns = NetnsId {
+        dev: 4,
+        ino: 4_026_531_840,
+    };
+    let count = |pid, process: &str, exited, port, error, n| FailureCount {
+        pid: Some(pid),
+        process: Some(process.into()),
+        exited,
+        netns: Some(netns),
+        netns_name: None,
+        local_ip: (error == FailureError::AddrNotAvail)
+            .then_some(std::net::IpAddr::from([10, 0, 0, 5])),
+        remote_ip: (error == FailureError::AddrNotAvail)
+            .then_some(std::net::IpAddr::from([10, 0, 0, 9])),
+        remote_port: (error == FailureError::AddrNotAvail).then_some(port),
+        error,
+        count: n,
+    };
+    s.connect_failures = Some(ConnectFailures {
+        source: "tracepoints (test)".into(),
+        window_seconds: 10.02,
+        events: vec![
+            count(
+                1234,
+                "api-server",
+                false,
+                5432,
+                FailureError::AddrNotAvail,
+                25,
+            ),
+            count(77, "cron", true, 5432, FailureError::AddrNotAvail, 5),
+            count(1234, "api-server", false, 0, FailureError::AddrInUse, 3),
+        ],
+        other_namespaces: [("lab2".to_string(), 9)].into_iter().collect(),
+        lost: 2,
+    });
+    s
+}
+
 fn fixtures() -> Vec<(&'static str, Snapshot)> {
     let mut top_limits = SnapshotBuilder::linux();
     for i in 0..30u16 {
@@ -147,6 +191,7 @@ fn fixtures() -> Vec<(&'static str, Snapshot)> {
         ("linux 30 pools", top_limits.build()),
         ("linux bind before connect", hosts::bind_before_connect()),
         ("linux every field", linux_everything()),
+        ("linux observed failures", linux_with_failures()),
         ("linux owners scanned, none found", unowned),
         ("windows iis", iis_host()),
         ("windows unreadable", windows_unreadable()),

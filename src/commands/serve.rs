@@ -158,6 +158,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         counters: ExporterCounters {
             failures: portdoctor::serve::failures::start(
                 (!args.scope.all_namespaces).then_some(&target),
+                args.scope.pods_dir.as_deref(),
                 args.max_pools,
             ),
             ..ExporterCounters::default()

@@ -9,6 +9,8 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 
+use std::path::Path;
+
 use super::metrics::{ANY, OTHER};
 use crate::snapshot::Target;
 
@@ -34,7 +36,7 @@ impl FailureMetrics {
         if self.tracing.load(Ordering::Relaxed) {
             reg.register(
                 "connect_failures",
-                "connect() calls that failed with EADDRNOTAVAIL and bind() calls that failed with EADDRINUSE, per pool (bind(): no addresses, label `any`)",
+                "connect() calls that failed with EADDRNOTAVAIL and bind() calls that failed with EADDRINUSE, per pool (bind(): no addresses, label `any`); with -A also per namespace and pod of the failing process",
                 self.counts.clone(),
             );
         }
@@ -66,25 +68,23 @@ fn capped(l: Labels, seen: &mut rustc_hash::FxHashSet<Labels>, cap: usize) -> La
         seen.insert(l.clone());
         return l;
     }
-    let error = l
-        .iter()
-        .find(|(k, _)| *k == "error")
-        .map(|(_, v)| v.clone());
-    vec![
-        ("local_ip", OTHER.to_string()),
-        ("remote_ip", OTHER.to_string()),
-        ("remote_port", OTHER.to_string()),
-        ("error", error.unwrap_or_default()),
-    ]
+    // Every label but the error (the namespace ones under -A too) becomes `other`.
+    l.into_iter()
+        .map(|(k, v)| (k, if k == "error" { v } else { OTHER.to_string() }))
+        .collect()
 }
 
 /// Starts tracing the failures of `target`'s namespace (`None`: every namespace, for `serve
-/// -A`) on a thread of its own, with at most
-/// `cap` series (the rest summed as `other`). When it cannot, says why on stderr and exports
-/// `portdoctor_connect_failure_tracing 0`.
+/// -A`, each series then labelled with its namespace and pod as the pool series are, from the
+/// failing process: /proc/PID/ns/net and its cgroup, pods under `pods_dir`) on a thread of its
+/// own, with at most `cap` series (the rest summed as `other`). When it cannot, says why on
+/// stderr and exports `portdoctor_connect_failure_tracing 0`.
 #[cfg(target_os = "linux")]
-pub fn start(target: Option<&Target>, cap: usize) -> FailureMetrics {
+pub fn start(target: Option<&Target>, pods_dir: Option<&Path>, cap: usize) -> FailureMetrics {
+    use super::metrics::namespace_labels;
     use crate::collect::linux::failures::{target_id, FailureTracer, DRAIN_EVERY};
+    use crate::collect::linux::namespaces::{identify_process, Discovery};
+    use crate::snapshot::NetnsId;
     let metrics = FailureMetrics::default();
     let mut tracer = match FailureTracer::start() {
         Ok(t) => t,
@@ -94,21 +94,39 @@ pub fn start(target: Option<&Target>, cap: usize) -> FailureMetrics {
         }
     };
     let want = target.and_then(target_id);
+    let all = target.is_none();
+    let mut discovery = Discovery::default();
+    if let Some(dir) = pods_dir {
+        discovery.pods_dir = dir.to_path_buf();
+    }
     metrics.tracing.store(true, Ordering::Relaxed);
     let m = metrics.clone();
     let spawned = std::thread::Builder::new()
         .name("failure-tracer".into())
         .spawn(move || {
             let mut seen = rustc_hash::FxHashSet::default();
+            // -A: each namespace's labels, from the first process seen failing in it.
+            let mut ns_labels: rustc_hash::FxHashMap<Option<NetnsId>, Labels> =
+                rustc_hash::FxHashMap::default();
             let mut rounds: u32 = 0;
             loop {
                 std::thread::sleep(DRAIN_EVERY);
                 for f in tracer.drain() {
                     let netns = tracer.process(f.pid).and_then(|p| p.netns);
-                    if want.is_some() && netns != want {
+                    if !all && netns != want {
                         continue;
                     }
-                    let l = labels(f.local_ip, f.remote_ip, f.remote_port, f.error.name());
+                    let mut l = labels(f.local_ip, f.remote_ip, f.remote_port, f.error.name());
+                    if all {
+                        if ns_labels.len() > 4096 {
+                            ns_labels.clear();
+                        }
+                        let ns = ns_labels.entry(netns).or_insert_with(|| match netns {
+                            Some(id) => namespace_labels(&identify_process(f.pid, id, &discovery)),
+                            None => unknown_namespace(),
+                        });
+                        l.splice(0..0, ns.iter().cloned());
+                    }
                     m.counts.get_or_create(&capped(l, &mut seen, cap)).inc();
                 }
                 rounds = rounds.wrapping_add(1);
@@ -125,8 +143,19 @@ pub fn start(target: Option<&Target>, cap: usize) -> FailureMetrics {
     metrics
 }
 
+/// The namespace labels of a failure whose process exited before its namespace was read.
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+fn unknown_namespace() -> Labels {
+    vec![
+        ("netns", "unknown".to_string()),
+        ("pod_namespace", String::new()),
+        ("pod", String::new()),
+        ("container", String::new()),
+    ]
+}
+
 #[cfg(not(target_os = "linux"))]
-pub fn start(_target: Option<&Target>, _cap: usize) -> FailureMetrics {
+pub fn start(_target: Option<&Target>, _pods_dir: Option<&Path>, _cap: usize) -> FailureMetrics {
     FailureMetrics::default()
 }
 

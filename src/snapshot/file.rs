@@ -15,6 +15,10 @@
 //!  "owners":{"processes":{"1234":"api-server"},"inodes_by_pid":{"1234":[81234,81240]},"hidden_processes":0},
 //!  "notes":[],
 //!  "windows":null,
+//!  "connect_failures":{"source":"…","window_seconds":10.0,"events":[{"pid":42,"process":"client",
+//!    "exited":false,"netns":{"dev":4,"ino":4026531840},"netns_name":null,"local_ip":"10.0.0.5",
+//!    "remote_ip":"10.0.0.9","remote_port":5432,"error":"EADDRNOTAVAIL","count":25}],
+//!    "other_namespaces":{},"lost":0},   (only after `check --observe`; added within v1)
 //!  "socket_fields":[
 //!   "state",
 //!   …
@@ -59,8 +63,8 @@ use serde_json::ser::Formatter;
 
 use super::conntrack::Conntrack;
 use super::{
-    Counters, HiddenProcess, HostInfo, NetnsId, Os, Owners, PortRange, Settings, Snapshot, Socket,
-    SocketSource, Target, TcpState, UdpSocket, WindowsSettings,
+    ConnectFailures, Counters, HiddenProcess, HostInfo, NetnsId, Os, Owners, PortRange, Settings,
+    Snapshot, Socket, SocketSource, Target, TcpState, UdpSocket, WindowsSettings,
 };
 
 /// The schema this build writes and reads.
@@ -350,6 +354,10 @@ struct SnapshotOut<'a> {
     /// Added within v1: absent in older files and where conntrack is not loaded.
     #[serde(skip_serializing_if = "Option::is_none")]
     conntrack: Option<&'a Conntrack>,
+    /// Failed connect()/bind() calls traced over the window (`check --observe --save`; added
+    /// within v1: absent when nothing was observed, and in older files).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    connect_failures: Option<&'a ConnectFailures>,
     socket_fields: [&'static str; 9],
     sockets: SocketsOut<'a>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -375,6 +383,7 @@ struct SnapshotIn {
     windows: Option<WindowsSettings>,
     #[serde(default)]
     conntrack: Option<Conntrack>,
+    connect_failures: Option<ConnectFailures>,
     #[serde(default)]
     socket_fields: Option<Vec<String>>,
     sockets: Vec<SocketIn>,
@@ -596,6 +605,7 @@ impl Serialize for Snapshot {
             notes: &self.notes,
             windows: self.windows.as_ref(),
             conntrack: self.conntrack.as_ref(),
+            connect_failures: self.connect_failures.as_ref(),
             socket_fields: SOCKET_FIELDS,
             sockets: SocketsOut(&self.sockets),
             udp_socket_fields: (!self.udp_sockets.is_empty()).then_some(UDP_SOCKET_FIELDS),
@@ -644,7 +654,7 @@ impl<'de> Deserialize<'de> for Snapshot {
             owners,
             notes: s.notes,
             windows: s.windows,
-            connect_failures: None,
+            connect_failures: s.connect_failures,
             conntrack: s.conntrack,
         })
     }

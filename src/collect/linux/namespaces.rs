@@ -233,6 +233,24 @@ fn open(id: NetnsId, f: &Found) -> Result<(Target, NetnsHandle), String> {
     Err(last)
 }
 
+/// The identity of namespace `id` from one process in it (its cgroup gives container and pod;
+/// /run/netns the name): how `serve -A` labels a failure the tracer attributed through
+/// /proc/PID/ns/net. A process already gone gives the name or inode alone.
+pub fn identify_process(pid: u32, id: NetnsId, d: &Discovery) -> NamespaceIdentity {
+    let f = Found {
+        name: super::failures::netns_names().remove(&id),
+        pids: vec![pid],
+        ..Found::default()
+    };
+    identify(
+        id,
+        &f,
+        netns::current_id(),
+        &d.proc_dir,
+        &pods_by_uid(&d.pods_dir),
+    )
+}
+
 /// Discovers and collects every network namespace. Runs its collections on a thread of its
 /// own, so the calling thread stays where it is.
 pub fn collect_all(opts: &CollectOptions, d: &Discovery) -> Result<AllNamespaces, CollectError> {
