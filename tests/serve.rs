@@ -1288,7 +1288,7 @@ fn prometheus_udp_pool_series_match_check_json() {
     let text = scrape(addr);
     promtool(&["check", "metrics"], Some(&text), &repo());
     let dir = tempfile::tempdir().expect("temp dir");
-    let (mut prom, prom_addr) = prometheus(addr, dir.path());
+    let (prom, prom_addr) = prometheus(addr, dir.path());
 
     let (report, _) = ns.check_json(&["--no-owners"]);
     let udp: Vec<&Value> = pools(&report)
