@@ -372,3 +372,20 @@ fn udp_rule_dual_stack_ipv6_sockets_hold_ports_in_both_pools() {
         probes: &[("conn6", Expect::Free("ipv6"))],
     });
 }
+
+/// `top --once` lists the UDP pool as a row with its owner.
+#[test]
+fn top_shows_the_udp_pool_with_its_owner() {
+    require_root!("top_shows_the_udp_pool_with_its_owner");
+    let ns = range_ns("udptop", 40000, 40099);
+    let h = Holder::start(&ns, &["conn4:90"]);
+    let run = common::portdoctor(&["top", "--once", "--netns", &ns.name]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let row = run
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("UDP ipv4 (all addresses)"))
+        .unwrap_or_else(|| panic!("no UDP row:\n{}", run.stdout));
+    assert!(row.contains(" 90 ") && row.contains("90%"), "{row}");
+    assert!(row.contains(&format!("({})", h.pid)), "{row}");
+}

@@ -25,6 +25,8 @@ fn in_pool(c: &FailureCount, pool: &Pool) -> bool {
         }
         Scope::LocalAddress => local,
         Scope::Host => true,
+        // The tracer counts TCP connect() failures (EADDRNOTAVAIL); UDP fails with EAGAIN.
+        Scope::Udp => false,
     }
 }
 

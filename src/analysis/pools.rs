@@ -20,6 +20,10 @@ pub enum Scope {
     LocalAddress,
     /// The whole host.
     Host,
+    /// A UDP pool (docs/udp.md) as `top` lists it next to TCP pools: the namespace (Windows:
+    /// host) and IP version, keyed by the version's wildcard address. `check` and `serve`
+    /// report UDP pools as [`super::UdpPool`].
+    Udp,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -2,12 +2,17 @@
 //! distinct ports that UDP sockets hold, connected or not. Pure functions of the snapshot; the
 //! kernel rules they follow are in [`crate::rules`] (`udp_port_held_in`, …).
 
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
 use rustc_hash::{FxHashMap, FxHashSet};
 use serde::Serialize;
 use serde_json::json;
 
 use super::findings::evidence_map;
-use super::{Finding, FindingCode, Level, Severity, Thresholds};
+use super::{
+    Finding, FindingCode, Level, Pool, PoolKey, ProcessCount, Scope, Severity, Thresholds,
+};
 use crate::knobs::tune_fix;
 use crate::rules::{self, IpVersion};
 use crate::snapshot::{Os, PortRange, Snapshot, UdpSocket};
@@ -53,6 +58,62 @@ impl UdpPool {
     /// How reports name it: `UDP ipv4`.
     pub fn label(&self) -> String {
         format!("UDP {}", self.version.name())
+    }
+
+    /// The wildcard address of its version (`0.0.0.0`, `::`): what implicit binds take.
+    pub fn wildcard(&self) -> IpAddr {
+        match self.version {
+            IpVersion::V4 => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            IpVersion::V6 => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+        }
+    }
+
+    /// The pool as a row among TCP pools (`top`): scope [`Scope::Udp`], keyed by the wildcard;
+    /// `in_use` is ports, `established` connected sockets, no TIME_WAIT, no rate.
+    pub fn as_pool(&self) -> Pool {
+        let mut states = BTreeMap::new();
+        states.insert("UDP", self.sockets);
+        Pool {
+            scope: Scope::Udp,
+            key: PoolKey {
+                local_ip: self.wildcard(),
+                remote_ip: None,
+                remote_port: None,
+            },
+            in_use: self.in_use,
+            established: self.connected,
+            time_wait: 0,
+            blocking_time_wait: 0,
+            tw_reuse_applies: false,
+            capacity: Some(self.capacity),
+            bind_held_ports: 0,
+            utilization: self.utilization,
+            overcommitted: false,
+            connect_rate_per_s: None,
+            rate_window_seconds: None,
+            release_rate_per_s: None,
+            eta_seconds: None,
+            processes: self
+                .processes
+                .iter()
+                .map(|h| ProcessCount {
+                    pid: h.pid,
+                    name: h.name.clone(),
+                    sockets: h.sockets,
+                })
+                .collect(),
+            states,
+            level: self.level,
+        }
+    }
+}
+
+/// The name of the UDP pool whose wildcard is `ip` (`UDP ipv4`): finding `pool` and row labels.
+pub fn udp_pool_name(ip: IpAddr) -> &'static str {
+    if ip.is_ipv4() {
+        "UDP ipv4"
+    } else {
+        "UDP ipv6"
     }
 }
 
