@@ -88,6 +88,7 @@ impl Preset {
             bind_before_connect: false,
             server_closes_first: false,
             observed_pools: None,
+            udp: false,
         }
     }
 }
@@ -131,6 +132,12 @@ pub struct Scenario {
     /// instead of every source IP times every destination.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub observed_pools: Option<u32>,
+    /// UDP clients (`--udp`, docs/udp.md): a socket holds its port exactly while it is open
+    /// (no TIME_WAIT, no reuse), and one pool serves the whole namespace (Windows: host), all
+    /// destinations and source addresses together. `bound_ports` then also counts the UDP
+    /// ports already held (concurrency).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub udp: bool,
 }
 
 /// Why ports are held as long as they are.
@@ -143,6 +150,8 @@ pub enum HoldReason {
     TwReuse,
     /// Lifetime only: the server closes first, TIME_WAIT is on its side.
     ServerClosesFirst,
+    /// Lifetime only: a UDP socket holds its port while open, and has no TIME_WAIT.
+    UdpSocketLifetime,
 }
 
 /// What a demand does to the pools.
@@ -217,7 +226,9 @@ pub fn reserved_in_range(range: PortRange, reserved: &[PortRange]) -> u32 {
 /// Seconds a port stays taken per connection, and why.
 pub fn hold_time(s: &Scenario) -> (f64, HoldReason) {
     let lifetime = s.lifetime_s.max(0.0);
-    if s.server_closes_first {
+    if s.udp {
+        (lifetime, HoldReason::UdpSocketLifetime)
+    } else if s.server_closes_first {
         (lifetime, HoldReason::ServerClosesFirst)
     } else if tw_reuse_applies(s) {
         (
@@ -232,7 +243,10 @@ pub fn hold_time(s: &Scenario) -> (f64, HoldReason) {
 /// Number of pools the traffic spreads over, and what their ports are unique across.
 pub fn pools(s: &Scenario) -> (u64, Scope) {
     let sources = u64::from(s.source_ips.max(1));
-    if s.os == Os::Windows || s.bind_before_connect {
+    if s.udp {
+        // One implicit-bind space per namespace and IP version (rules::UDP_POOL_IS_PER_NAMESPACE).
+        (1, Scope::Udp)
+    } else if s.os == Os::Windows || s.bind_before_connect {
         (sources, Scope::LocalAddress)
     } else {
         (
