@@ -447,3 +447,23 @@ fn lab_udp_fills_the_pool_until_eagain_as_the_model_says() {
     let name = v["namespace"].as_str().expect("namespace name");
     assert!(!std::path::Path::new("/run/netns").join(name).exists());
 }
+
+/// The /proc/net/udp{,6} fallback sees the same UDP pool as sock_diag (v6-only aside, which
+/// the text tables do not show).
+#[test]
+fn procfs_fallback_sees_the_same_udp_pool() {
+    require_root!("procfs_fallback_sees_the_same_udp_pool");
+    let ns = range_ns("udpproc", 40000, 40099);
+    let _h = Holder::start(&ns, &["conn4:30", "send4:5", "conn6:3"]);
+    let (netlink, _) = ns.check_json(&["--source", "netlink"]);
+    let (procfs, _) = ns.check_json(&["--source", "procfs"]);
+    for version in ["ipv4", "ipv6"] {
+        let a = udp_pool(&netlink, version).expect("netlink UDP pool");
+        let b = udp_pool(&procfs, version).expect("procfs UDP pool");
+        for key in ["in_use", "sockets", "connected", "capacity"] {
+            assert_eq!(a[key], b[key], "{version} {key}: netlink {a} procfs {b}");
+        }
+    }
+    assert_eq!(num(udp_pool(&netlink, "ipv4").expect("pool"), "in_use"), 38);
+    assert_eq!(num(udp_pool(&netlink, "ipv4").expect("pool"), "connected"), 33);
+}
