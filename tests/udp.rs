@@ -465,5 +465,8 @@ fn procfs_fallback_sees_the_same_udp_pool() {
         }
     }
     assert_eq!(num(udp_pool(&netlink, "ipv4").expect("pool"), "in_use"), 38);
-    assert_eq!(num(udp_pool(&netlink, "ipv4").expect("pool"), "connected"), 33);
+    assert_eq!(
+        num(udp_pool(&netlink, "ipv4").expect("pool"), "connected"),
+        33
+    );
 }

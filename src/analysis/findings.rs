@@ -107,11 +107,13 @@ pub enum FindingCode {
     UdpPoolNearExhaustion,
     /// One process holds most of a UDP pool.
     UdpSocketLeak,
+    /// Windows Tcpip event 4266: UDP ports already ran out.
+    UdpPortAllocationFailed,
 }
 
 impl FindingCode {
     /// In the order the README lists them.
-    pub const ALL: [FindingCode; 24] = [
+    pub const ALL: [FindingCode; 25] = [
         FindingCode::PoolExhausted,
         FindingCode::PoolNearExhaustion,
         FindingCode::TwReuseOff,
@@ -136,6 +138,7 @@ impl FindingCode {
         FindingCode::UdpPoolExhausted,
         FindingCode::UdpPoolNearExhaustion,
         FindingCode::UdpSocketLeak,
+        FindingCode::UdpPortAllocationFailed,
     ];
 
     /// The stable wire name, e.g. `pool_exhausted`.
@@ -167,6 +170,7 @@ impl FindingCode {
             FindingCode::UdpPoolExhausted => "udp_pool_exhausted",
             FindingCode::UdpPoolNearExhaustion => "udp_pool_near_exhaustion",
             FindingCode::UdpSocketLeak => "udp_socket_leak",
+            FindingCode::UdpPortAllocationFailed => "udp_port_allocation_failed",
         }
     }
 
@@ -239,6 +243,9 @@ impl FindingCode {
             FindingCode::UdpSocketLeak => {
                 "one process holds at least half of a UDP pool's ports (a socket per request, or sockets never closed)"
             }
+            FindingCode::UdpPortAllocationFailed => {
+                "Windows: the System log has Tcpip event 4266: UDP ports already ran out (DNS fails first)"
+            }
         }
     }
 
@@ -263,9 +270,9 @@ impl FindingCode {
             | FindingCode::TimeWaitDelayOutOfRange
             | FindingCode::BindFailures
             | FindingCode::UdpSocketLeak => Some(Severity::Warning),
-            FindingCode::PortExhaustionEvents | FindingCode::ConnectFailures => {
-                Some(Severity::Critical)
-            }
+            FindingCode::PortExhaustionEvents
+            | FindingCode::ConnectFailures
+            | FindingCode::UdpPortAllocationFailed => Some(Severity::Critical),
             FindingCode::ListenerInRange
             | FindingCode::DynamicRangeOffByOne
             | FindingCode::RegistryValueOutOfRange
