@@ -126,7 +126,7 @@ fn udp_dynamic_lines(
         &w0.udp_excluded_ports_v6
     };
     for r in excluded.iter().map(|e| e.range()) {
-        if r.intersect(new).is_some() && !old.is_some_and(|o| o.intersect(r).is_some()) {
+        if r.intersect(new).is_some() && old.is_none_or(|o| o.intersect(r).is_none()) {
             refusals.push(format!(
                 "{id}: the new range {}-{} overlaps the excluded UDP port range {}-{}; choose a range without it, or remove the exclusion first (netsh int {v} delete excludedportrange protocol=udp startport={} numberofports={})",
                 new.low, new.high, r.low, r.high, r.low, r.len()
