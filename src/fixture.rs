@@ -71,7 +71,7 @@ impl SnapshotBuilder {
                 window_hours: 24,
                 ..TcpipEvents::default()
             }),
-            auto_reuse_ports: None,
+            ..WindowsSettings::default()
         };
         snap.settings = crate::collect::windows_text::derive_settings(&w);
         snap.windows = Some(w);

@@ -92,6 +92,14 @@ pub fn udp_port_held_in(ipv6_socket: bool, v6only: Option<bool>, space: IpVersio
     }
 }
 
+/// Windows: a UDP socket holds its port in the dynamic range of its own IP version (`netsh int
+/// ipv4|ipv6 … dynamicport udp`, each with its own excluded ranges). *Unverified* on real
+/// Windows (this project has none): whether dual-stack IPv6 sockets also hold the IPv4 port,
+/// as on Linux.
+pub fn windows_udp_port_held_in(ipv6_socket: bool, space: IpVersion) -> bool {
+    ipv6_socket == (space == IpVersion::V6)
+}
+
 /// `ip_local_reserved_ports` applies to UDP's implicit binds as to TCP's connects: with
 /// 40000–40004 reserved in 40000–40009, UDP connects got 40005–40009 only.
 pub const UDP_RESERVED_PORTS_APPLY: bool = true;

@@ -634,7 +634,8 @@ pub struct EventStat {
     pub last_unix_ms: Option<u64>,
 }
 
-/// Tcpip events 4227 (TIME_WAIT reuse failed) and 4231 (ephemeral port allocation failed).
+/// Tcpip events 4227 (TIME_WAIT reuse failed), 4231 (ephemeral port allocation failed) and
+/// 4266 (UDP ephemeral port allocation failed).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct TcpipEvents {
     pub window_hours: u32,
@@ -642,6 +643,9 @@ pub struct TcpipEvents {
     pub reuse_failed_4227: EventStat,
     #[serde(rename = "4231")]
     pub ports_exhausted_4231: EventStat,
+    /// Added within v1 (absent in older snapshot files: 0).
+    #[serde(rename = "4266", default)]
+    pub udp_ports_exhausted_4266: EventStat,
 }
 
 /// What only Windows has. The generic [`Settings`] carry the IPv4 dynamic range
@@ -664,6 +668,16 @@ pub struct WindowsSettings {
     /// a count of 0 = not configured. One setting for both IP versions.
     #[serde(default)]
     pub auto_reuse_ports: Option<DynamicPorts>,
+    /// UDP dynamic ranges (`netsh int ipv4|ipv6 show dynamicport udp`); absent = unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub udp_dynamic_ports_v4: Option<DynamicPorts>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub udp_dynamic_ports_v6: Option<DynamicPorts>,
+    /// UDP excluded ranges (`… show excludedportrange protocol=udp`); absent = none known.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub udp_excluded_ports_v4: Vec<ExcludedRange>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub udp_excluded_ports_v6: Vec<ExcludedRange>,
 }
 
 impl WindowsSettings {

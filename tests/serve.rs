@@ -1485,4 +1485,83 @@ fn prometheus_sees_connect_failures_per_namespace_and_pod() {
     let tracing = prom_series(prom_addr, "portdoctor_connect_failure_tracing").expect("query");
     assert_eq!(tracing[0]["value"][1], "1", "{tracing:?}");
     assert!(prom.alive() && exporter.alive());
+/// UDP pools (docs/udp.md) scraped by a real Prometheus: the `protocol="udp"` series hold the
+/// numbers of `check --json`'s UDP pools, next to the TCP series of the same namespace.
+#[test]
+fn prometheus_udp_pool_series_match_check_json() {
+    require_root!("prometheus_udp_pool_series_match_check_json");
+    let ns = Netns::new("promudp");
+    ns.sysctl("net.ipv4.ip_local_port_range", "40000 40099");
+    let ready = ns.path("udp-ready");
+    // 80 connected IPv4 and 5 dual-stack IPv6 UDP sockets, held.
+    let mut holder = ns.spawn(
+        "udp-holder",
+        {
+            let mut cmd = ns.exec(common::python());
+            cmd.args([
+                "-c",
+                "import os, socket, sys, time\n\
+                 h = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(80)]\n\
+                 [s.connect(('127.0.0.1', 7000)) for s in h]\n\
+                 h6 = [socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) for _ in range(5)]\n\
+                 [s.connect(('::1', 7000)) for s in h6]\n\
+                 open(sys.argv[1] + '.tmp', 'w').write('ok'); os.rename(sys.argv[1] + '.tmp', sys.argv[1])\n\
+                 time.sleep(90)",
+            ])
+            .arg(&ready);
+            cmd
+        },
+    );
+    holder.wait_for_file(&ready, Duration::from_secs(20));
+    let _tcp = ns.sockpop(&["--established", "3"]);
+    let (exporter, addr) = serve(&["--netns", &ns.name, "--min-interval", "1s"]);
+    let text = scrape(addr);
+    promtool(&["check", "metrics"], Some(&text), &repo());
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (prom, prom_addr) = prometheus(addr, dir.path());
+
+    let (report, _) = ns.check_json(&["--no-owners"]);
+    let udp: Vec<&Value> = pools(&report)
+        .iter()
+        .filter(|p| p["protocol"] == "udp")
+        .collect();
+    assert_eq!(udp.len(), 2, "IPv4 and IPv6 UDP pools: {report}");
+    assert_eq!(udp[0]["in_use"], 85, "{report}");
+    let mut last = String::new();
+    let matched = wait_until(Duration::from_secs(40), || {
+        for (metric, field) in [
+            ("portdoctor_pool_in_use", "in_use"),
+            ("portdoctor_pool_capacity", "capacity"),
+            ("portdoctor_pool_utilization_ratio", "utilization"),
+        ] {
+            let series = prom_series(prom_addr, &format!("{metric}{{protocol=\"udp\"}}"))?;
+            if series.len() != udp.len() {
+                last = format!("{metric}: {} UDP series, want {}", series.len(), udp.len());
+                return None;
+            }
+            for p in &udp {
+                let s = series
+                    .iter()
+                    .find(|s| s["metric"]["local_ip"] == p["local_ip"])?;
+                let got: f64 = s["value"][1].as_str()?.parse().ok()?;
+                if (got - p[field].as_f64()?).abs() > 1e-9 {
+                    last = format!("{metric} {p}: prometheus {got}");
+                    return None;
+                }
+            }
+            // The TCP series are there too, without the protocol label.
+            let tcp = prom_series(prom_addr, &format!("{metric}{{protocol=\"\"}}"))?;
+            if tcp.is_empty() {
+                last = format!("{metric}: no TCP series");
+                return None;
+            }
+        }
+        Some(())
+    });
+    assert!(
+        matched.is_some(),
+        "Prometheus never agreed with check --json on UDP pools: {last}\nprometheus: {}",
+        prom.stderr()
+    );
+    drop(exporter);
 }

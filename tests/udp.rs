@@ -372,3 +372,101 @@ fn udp_rule_dual_stack_ipv6_sockets_hold_ports_in_both_pools() {
         probes: &[("conn6", Expect::Free("ipv6"))],
     });
 }
+
+/// `top --once` lists the UDP pool as a row with its owner.
+#[test]
+fn top_shows_the_udp_pool_with_its_owner() {
+    require_root!("top_shows_the_udp_pool_with_its_owner");
+    let ns = range_ns("udptop", 40000, 40099);
+    let h = Holder::start(&ns, &["conn4:90"]);
+    let run = common::portdoctor(&["top", "--once", "--netns", &ns.name]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let row = run
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("UDP ipv4 (all addresses)"))
+        .unwrap_or_else(|| panic!("no UDP row:\n{}", run.stdout));
+    assert!(row.contains(" 90 ") && row.contains("90%"), "{row}");
+    assert!(row.contains(&format!("({})", h.pid)), "{row}");
+}
+
+/// `capacity --from-host --udp`: the UDP ports held now are concurrency already there, so a
+/// demand that needs more than the rest of the range does not fit (exit 2), and the hold time
+/// is the socket lifetime (no TIME_WAIT).
+#[test]
+fn capacity_counts_held_udp_sockets_as_concurrency() {
+    require_root!("capacity_counts_held_udp_sockets_as_concurrency");
+    let ns = range_ns("udpcap", 40000, 40099);
+    let _h = Holder::start(&ns, &["conn4:95"]);
+    let ask = |rate: &str| {
+        common::portdoctor(&[
+            "capacity",
+            "--from-host",
+            "--netns",
+            &ns.name,
+            "--udp",
+            "--rate",
+            rate,
+            "--lifetime",
+            "1s",
+            "--json",
+        ])
+    };
+    let fits = ask("4");
+    assert_eq!(
+        fits.code, 1,
+        "4/s × 1 s = 4 of the 5 free ports: fits, over 70 %: {}",
+        fits.stdout
+    );
+    let v: Value = serde_json::from_str(&fits.stdout).expect("capacity JSON");
+    let o = &v["outcome"];
+    assert_eq!(o["usable_ports"], 5, "{v}");
+    assert_eq!(o["hold_reason"], "udp_socket_lifetime", "{v}");
+    assert_eq!(o["scope"], "udp", "{v}");
+    let over = ask("10");
+    assert_eq!(over.code, 2, "10 ports needed, 5 free: {}", over.stdout);
+}
+
+/// `lab --udp`: the lab's process holds connected UDP sockets until EAGAIN; the model's
+/// capacity, the kernel's count and check's pool agree, and the namespace is gone afterwards.
+#[test]
+fn lab_udp_fills_the_pool_until_eagain_as_the_model_says() {
+    require_root!("lab_udp_fills_the_pool_until_eagain_as_the_model_says");
+    let run = common::portdoctor(&["lab", "--udp", "--range", "40000", "40149", "--json"]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let v: Value = serde_json::from_str(&run.stdout).expect("lab JSON");
+    assert_eq!(v["schema"], "portdoctor.lab-udp/v1");
+    assert_eq!(v["model_usable_ports"], 150, "{v}");
+    assert_eq!(v["observed_sockets"], 150, "{v}");
+    assert_eq!(v["observed_error"], "EAGAIN", "{v}");
+    assert_eq!(v["check"]["in_use"], 150, "{v}");
+    assert_eq!(v["check"]["level"], "critical", "{v}");
+    assert_eq!(v["check"]["owner_is_lab"], true, "{v}");
+    assert_eq!(v["agrees"], true, "{v}");
+    assert_eq!(v["namespace_removed"], true, "{v}");
+    let name = v["namespace"].as_str().expect("namespace name");
+    assert!(!std::path::Path::new("/run/netns").join(name).exists());
+}
+
+/// The /proc/net/udp{,6} fallback sees the same UDP pool as sock_diag (v6-only aside, which
+/// the text tables do not show).
+#[test]
+fn procfs_fallback_sees_the_same_udp_pool() {
+    require_root!("procfs_fallback_sees_the_same_udp_pool");
+    let ns = range_ns("udpproc", 40000, 40099);
+    let _h = Holder::start(&ns, &["conn4:30", "send4:5", "conn6:3"]);
+    let (netlink, _) = ns.check_json(&["--source", "netlink"]);
+    let (procfs, _) = ns.check_json(&["--source", "procfs"]);
+    for version in ["ipv4", "ipv6"] {
+        let a = udp_pool(&netlink, version).expect("netlink UDP pool");
+        let b = udp_pool(&procfs, version).expect("procfs UDP pool");
+        for key in ["in_use", "sockets", "connected", "capacity"] {
+            assert_eq!(a[key], b[key], "{version} {key}: netlink {a} procfs {b}");
+        }
+    }
+    assert_eq!(num(udp_pool(&netlink, "ipv4").expect("pool"), "in_use"), 38);
+    assert_eq!(
+        num(udp_pool(&netlink, "ipv4").expect("pool"), "connected"),
+        33
+    );
+}

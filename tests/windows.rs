@@ -409,3 +409,43 @@ fn outbound_sockets_on_two_addresses_share_one_host_wide_pool() {
     drop((first, second));
     let _ = ports;
 }
+
+/// `GetExtendedUdpTable`: our own UDP sockets (IPv4 bound, IPv4 connected, IPv6 bound) are
+/// listed with their ports and, where the table gives one, our PID (docs/udp.md).
+#[test]
+fn udp_table_lists_our_udp_sockets_with_their_owner() {
+    use std::net::UdpSocket;
+    let a = UdpSocket::bind("127.0.0.1:0").expect("bind v4");
+    let b = UdpSocket::bind("0.0.0.0:0").expect("bind v4 wildcard");
+    b.connect(a.local_addr().expect("addr")).expect("connect");
+    let c = UdpSocket::bind("[::1]:0").ok();
+    let snap = collect_now();
+    let me = std::process::id();
+    let mut ours = vec![
+        a.local_addr().expect("addr").port(),
+        b.local_addr().expect("addr").port(),
+    ];
+    if let Some(c) = &c {
+        ours.push(c.local_addr().expect("addr").port());
+    }
+    for port in ours {
+        let rows: Vec<_> = snap
+            .udp_sockets
+            .iter()
+            .filter(|s| s.local_port == port)
+            .collect();
+        assert_eq!(rows.len(), 1, "UDP port {port}: {rows:?}");
+        assert!(
+            rows[0].pid.is_none() || rows[0].pid == Some(me),
+            "pid {:?} is neither unknown nor ours ({me})",
+            rows[0].pid
+        );
+    }
+    if let Some(c) = &c {
+        let port = c.local_addr().expect("addr").port();
+        assert!(snap
+            .udp_sockets
+            .iter()
+            .any(|s| s.local_port == port && s.ipv6_socket));
+    }
+}

@@ -36,6 +36,8 @@ pub fn failure_in_pool(
         Scope::LocalAddress => local,
         Scope::Host => true,
         Scope::Snat => false,
+        // The tracer counts TCP connect() failures (EADDRNOTAVAIL); UDP fails with EAGAIN.
+        Scope::Udp => false,
     }
 }
 

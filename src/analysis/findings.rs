@@ -118,11 +118,13 @@ pub enum FindingCode {
     ConntrackTableFull,
     /// Flows to one destination near the cloud NAT's quota (a model).
     CloudNatQuota,
+    /// Windows Tcpip event 4266: UDP ports already ran out.
+    UdpPortAllocationFailed,
 }
 
 impl FindingCode {
     /// In the order the README lists them.
-    pub const ALL: [FindingCode; 29] = [
+    pub const ALL: [FindingCode; 30] = [
         FindingCode::PoolExhausted,
         FindingCode::PoolNearExhaustion,
         FindingCode::TwReuseOff,
@@ -152,6 +154,7 @@ impl FindingCode {
         FindingCode::ConntrackInsertFailed,
         FindingCode::ConntrackTableFull,
         FindingCode::CloudNatQuota,
+        FindingCode::UdpPortAllocationFailed,
     ];
 
     /// The stable wire name, e.g. `pool_exhausted`.
@@ -188,6 +191,7 @@ impl FindingCode {
             FindingCode::ConntrackInsertFailed => "conntrack_insert_failed",
             FindingCode::ConntrackTableFull => "conntrack_table_full",
             FindingCode::CloudNatQuota => "cloud_nat_quota",
+            FindingCode::UdpPortAllocationFailed => "udp_port_allocation_failed",
         }
     }
 
@@ -275,6 +279,9 @@ impl FindingCode {
             FindingCode::CloudNatQuota => {
                 "`--cloud-nat`: flows to one destination near the cloud NAT's documented quota (a model)"
             }
+            FindingCode::UdpPortAllocationFailed => {
+                "Windows: the System log has Tcpip event 4266: UDP ports already ran out (DNS fails first)"
+            }
         }
     }
 
@@ -304,9 +311,9 @@ impl FindingCode {
             | FindingCode::TimeWaitDelayOutOfRange
             | FindingCode::BindFailures
             | FindingCode::UdpSocketLeak => Some(Severity::Warning),
-            FindingCode::PortExhaustionEvents | FindingCode::ConnectFailures => {
-                Some(Severity::Critical)
-            }
+            FindingCode::PortExhaustionEvents
+            | FindingCode::ConnectFailures
+            | FindingCode::UdpPortAllocationFailed => Some(Severity::Critical),
             FindingCode::ListenerInRange
             | FindingCode::DynamicRangeOffByOne
             | FindingCode::RegistryValueOutOfRange

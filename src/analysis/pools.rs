@@ -23,6 +23,10 @@ pub enum Scope {
     /// A NAT's source ports: unique per (NAT address, remote IP, remote port, protocol), from
     /// conntrack (`analysis::snat`).
     Snat,
+    /// A UDP pool (docs/udp.md) as `top` lists it next to TCP pools: the namespace (Windows:
+    /// host) and IP version, keyed by the version's wildcard address. `check` and `serve`
+    /// report UDP pools as [`super::UdpPool`].
+    Udp,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -2,12 +2,17 @@
 //! distinct ports that UDP sockets hold, connected or not. Pure functions of the snapshot; the
 //! kernel rules they follow are in [`crate::rules`] (`udp_port_held_in`, …).
 
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
 use rustc_hash::{FxHashMap, FxHashSet};
 use serde::Serialize;
 use serde_json::json;
 
 use super::findings::evidence_map;
-use super::{Finding, FindingCode, Level, Severity, Thresholds};
+use super::{
+    Finding, FindingCode, Level, Pool, PoolKey, ProcessCount, Scope, Severity, Thresholds,
+};
 use crate::knobs::tune_fix;
 use crate::rules::{self, IpVersion};
 use crate::snapshot::{Os, PortRange, Snapshot, UdpSocket};
@@ -54,30 +59,107 @@ impl UdpPool {
     pub fn label(&self) -> String {
         format!("UDP {}", self.version.name())
     }
+
+    /// The wildcard address of its version (`0.0.0.0`, `::`): what implicit binds take.
+    pub fn wildcard(&self) -> IpAddr {
+        match self.version {
+            IpVersion::V4 => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            IpVersion::V6 => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+        }
+    }
+
+    /// The pool as a row among TCP pools (`top`): scope [`Scope::Udp`], keyed by the wildcard;
+    /// `in_use` is ports, `established` connected sockets, no TIME_WAIT, no rate.
+    pub fn as_pool(&self) -> Pool {
+        let mut states = BTreeMap::new();
+        states.insert("UDP", self.sockets);
+        Pool {
+            scope: Scope::Udp,
+            key: PoolKey {
+                local_ip: self.wildcard(),
+                remote_ip: None,
+                remote_port: None,
+            },
+            in_use: self.in_use,
+            established: self.connected,
+            time_wait: 0,
+            blocking_time_wait: 0,
+            tw_reuse_applies: false,
+            capacity: Some(self.capacity),
+            bind_held_ports: 0,
+            utilization: self.utilization,
+            overcommitted: false,
+            connect_rate_per_s: None,
+            rate_window_seconds: None,
+            release_rate_per_s: None,
+            eta_seconds: None,
+            processes: self
+                .processes
+                .iter()
+                .map(|h| ProcessCount {
+                    pid: h.pid,
+                    name: h.name.clone(),
+                    sockets: h.sockets,
+                })
+                .collect(),
+            states,
+            level: self.level,
+            by_local_address: Vec::new(),
+        }
+    }
+}
+
+/// The name of the UDP pool whose wildcard is `ip` (`UDP ipv4`): finding `pool` and row labels.
+pub fn udp_pool_name(ip: IpAddr) -> &'static str {
+    if ip.is_ipv4() {
+        "UDP ipv4"
+    } else {
+        "UDP ipv6"
+    }
 }
 
 /// The UDP pools of a snapshot: IPv4 always when the range is known and UDP sockets were
 /// collected; IPv6 only when an IPv6 UDP socket exists (otherwise it repeats the IPv4 figures).
 pub fn udp_pools(snapshot: &Snapshot, thresholds: Thresholds) -> Vec<UdpPool> {
-    let Some(range) = snapshot.settings.ephemeral_ports else {
-        return Vec::new();
-    };
     if snapshot.udp_sockets.is_empty() {
         return Vec::new();
     }
-    let reserved: &[PortRange] = if rules::UDP_RESERVED_PORTS_APPLY {
-        &snapshot.settings.reserved_ports
-    } else {
-        &[]
-    };
     let mut versions = vec![IpVersion::V4];
     if snapshot.udp_sockets.iter().any(|s| s.ipv6_socket) {
         versions.push(IpVersion::V6);
     }
     versions
         .into_iter()
-        .map(|v| pool(snapshot, v, range, reserved, thresholds))
+        .filter_map(|v| {
+            let (range, reserved) = space(snapshot, v)?;
+            Some(pool(snapshot, v, range, &reserved, thresholds))
+        })
         .collect()
+}
+
+/// The range and reserved ranges of the UDP space of `version`: Linux the one range of the
+/// namespace and `ip_local_reserved_ports`; Windows the UDP dynamic range of that version and
+/// its UDP excluded ranges (`None` when netsh did not say).
+fn space(snapshot: &Snapshot, version: IpVersion) -> Option<(PortRange, Vec<PortRange>)> {
+    match (snapshot.os, snapshot.windows.as_ref()) {
+        (Os::Windows, Some(w)) => {
+            let (dynamic, excluded) = match version {
+                IpVersion::V4 => (w.udp_dynamic_ports_v4, &w.udp_excluded_ports_v4),
+                IpVersion::V6 => (w.udp_dynamic_ports_v6, &w.udp_excluded_ports_v6),
+            };
+            let range = dynamic?.range()?;
+            Some((range, excluded.iter().map(|e| e.range()).collect()))
+        }
+        (Os::Windows, None) => None,
+        (Os::Linux, _) => Some((
+            snapshot.settings.ephemeral_ports?,
+            if rules::UDP_RESERVED_PORTS_APPLY {
+                snapshot.settings.reserved_ports.clone()
+            } else {
+                Vec::new()
+            },
+        )),
+    }
 }
 
 fn pool(
@@ -87,16 +169,16 @@ fn pool(
     reserved: &[PortRange],
     thresholds: Thresholds,
 ) -> UdpPool {
-    let reserved_in_range: u32 = reserved
-        .iter()
-        .filter_map(|r| r.intersect(range))
-        .map(PortRange::len)
-        .sum();
+    let reserved_in_range = crate::capacity::reserved_in_range(range, reserved);
     let capacity = range.len().saturating_sub(reserved_in_range);
+    let windows = snapshot.os == Os::Windows;
     let holds = |s: &&UdpSocket| {
-        rules::udp_port_held_in(s.ipv6_socket, s.v6only, version)
-            && range.contains(s.local_port)
-            && !reserved.iter().any(|r| r.contains(s.local_port))
+        let held = if windows {
+            rules::windows_udp_port_held_in(s.ipv6_socket, version)
+        } else {
+            rules::udp_port_held_in(s.ipv6_socket, s.v6only, version)
+        };
+        held && range.contains(s.local_port) && !reserved.iter().any(|r| r.contains(s.local_port))
     };
     let mut ports: FxHashSet<u16> = FxHashSet::default();
     let mut sockets = 0;
@@ -160,9 +242,60 @@ fn owner(snapshot: &Snapshot, s: &UdpSocket) -> Option<u32> {
 /// A process holding at least this share of a UDP pool's capacity is named as a leak.
 pub const UDP_LEAK_SHARE: f64 = 0.5;
 
-/// `udp_pool_exhausted`, `udp_pool_near_exhaustion` and `udp_socket_leak`.
+/// `udp_pool_exhausted`, `udp_pool_near_exhaustion`, `udp_socket_leak` and (Windows)
+/// `udp_port_allocation_failed`.
 pub fn findings(snapshot: &Snapshot, pools: &[UdpPool]) -> Vec<Finding> {
     let mut out = Vec::new();
+    if let Some(e) = snapshot
+        .windows
+        .as_ref()
+        .and_then(|w| w.events)
+        .filter(|e| e.udp_ports_exhausted_4266.count > 0)
+    {
+        let stat = e.udp_ports_exhausted_4266;
+        let holder = pools
+            .iter()
+            .filter_map(|p| p.processes.first().map(|h| (p, h)))
+            .max_by_key(|(_, h)| h.ports)
+            .map_or_else(String::new, |(p, h)| {
+                format!(
+                    "; now {} ({}) holds {} of {} {} ports",
+                    h.name,
+                    h.pid,
+                    group(h.ports),
+                    group(u64::from(p.capacity)),
+                    p.label()
+                )
+            });
+        let wide = rules::WINDOWS_WIDE_RANGE;
+        let current = snapshot
+            .windows
+            .as_ref()
+            .and_then(|w| w.udp_dynamic_ports_v4)
+            .map_or_else(
+                || "netsh int ipv4 show dynamicport udp  (note start and num first)".to_string(),
+                |d| {
+                    format!(
+                        "netsh int ipv4 set dynamicport udp start={} num={}",
+                        d.start, d.count
+                    )
+                },
+            );
+        out.push(Finding::host(
+            FindingCode::UdpPortAllocationFailed,
+            format!(
+                "Tcpip event 4266 logged {} times in the last {} h: a UDP ephemeral port could not be allocated, all were in use (DNS lookups and every other UDP client fail){holder}",
+                group(stat.count),
+                e.window_hours
+            ),
+            json!({"event_id": 4266, "count": stat.count, "last_unix_ms": stat.last_unix_ms, "window_hours": e.window_hours}),
+            format!(
+                "find the process holding UDP ports (`netstat -anobp udp`, or the UDP pools above) and make it close or reuse its sockets; or widen the UDP dynamic range: netsh int ipv4 set dynamicport udp start={} num={}  (undo: {current})",
+                wide.low,
+                wide.len()
+            ),
+        ));
+    }
     for p in pools {
         let top = p.processes.first();
         let who = top.map_or_else(
@@ -403,6 +536,87 @@ mod tests {
         // IPv4: the IPv4 socket, the dual-stack one and the unknown one (counted as dual-stack).
         assert_eq!((pools[0].version, pools[0].in_use), (IpVersion::V4, 3));
         assert_eq!((pools[1].version, pools[1].in_use), (IpVersion::V6, 4));
+    }
+
+    /// Windows (fixture): the UDP dynamic range and UDP exclusions of each version, sockets by
+    /// family, owners from the table's PIDs, event 4266 → `udp_port_allocation_failed` with a
+    /// netsh fix and its undo.
+    #[test]
+    fn windows_udp_pool_uses_the_udp_range_exclusions_and_event_4266() {
+        use crate::snapshot::{DynamicPorts, EventStat, ExcludedRange};
+        let mut s = SnapshotBuilder::windows()
+            .windows_settings(|w| {
+                w.udp_dynamic_ports_v4 = Some(DynamicPorts {
+                    start: 49152,
+                    count: 16384,
+                });
+                w.udp_excluded_ports_v4 = vec![ExcludedRange {
+                    low: 50000,
+                    high: 50383,
+                    administered: false,
+                }];
+                if let Some(e) = w.events.as_mut() {
+                    e.udp_ports_exhausted_4266 = EventStat {
+                        count: 12,
+                        last_unix_ms: Some(1),
+                    };
+                }
+            })
+            .build();
+        let mut socks: Vec<UdpSocket> = (0..15_900u16)
+            .map(|i| UdpSocket {
+                pid: Some(1234),
+                ..udp("0.0.0.0", 49152 + i, false, None, 0)
+            })
+            .collect();
+        // An IPv6 socket in the IPv4 range does not count there on Windows (unverified rule).
+        socks.push(udp("::", 49152 + 15_950, true, None, 0));
+        s.udp_sockets = Arc::new(socks);
+        let mut owners = Owners::default();
+        owners.processes.insert(1234, "WmiPrvSE.exe".into());
+        s.owners = Some(Arc::new(owners));
+        let a = analyze(&s, Thresholds::default());
+        // No IPv6 UDP range known: only the IPv4 pool.
+        assert_eq!(a.udp_pools.len(), 1);
+        let p = &a.udp_pools[0];
+        // 15,900 held, minus the 384 that sit in the excluded block (already out of capacity).
+        assert_eq!((p.capacity, p.in_use), (16_000, 15_516));
+        let exhausted = a
+            .verdict
+            .findings
+            .iter()
+            .find(|f| f.code == FindingCode::UdpPortAllocationFailed)
+            .expect("4266 finding");
+        assert_eq!(exhausted.severity, Severity::Critical);
+        assert!(
+            exhausted
+                .message
+                .contains("WmiPrvSE.exe (1234) holds 15,516 of 16,000 UDP ipv4 ports"),
+            "{}",
+            exhausted.message
+        );
+        assert!(
+            exhausted
+                .fix
+                .contains("netsh int ipv4 set dynamicport udp start=32768 num=32768"),
+            "{}",
+            exhausted.fix
+        );
+        assert!(
+            exhausted
+                .fix
+                .contains("undo: netsh int ipv4 set dynamicport udp start=49152 num=16384"),
+            "{}",
+            exhausted.fix
+        );
+        let near = a
+            .verdict
+            .findings
+            .iter()
+            .find(|f| f.code == FindingCode::UdpPoolNearExhaustion)
+            .expect("pool finding");
+        assert!(near.fix.contains("set dynamicport udp"), "{}", near.fix);
+        assert!(!near.fix.contains("shared with TCP"), "{}", near.fix);
     }
 
     proptest! {

@@ -76,6 +76,54 @@ fn ports_required(s: &Scenario) -> Option<u64> {
     o.demand.map(|d| d.ports_needed_per_pool.ceil() as u64)
 }
 
+/// UDP (docs/udp.md): shorter-lived or shared sockets, or a wider range (shared with TCP).
+fn udp_changes(s: &Scenario, base: &Outcome, new_per_s: f64) -> Vec<Change> {
+    let usable = f64::from(base.usable_ports);
+    let mut out = Vec::new();
+    if new_per_s > 0.0 {
+        // Lifetime that fits: usable / rate (Little's law), in whole milliseconds.
+        let lifetime = ((usable / new_per_s) * 1000.0).floor() / 1000.0;
+        let mut after = s.clone();
+        after.lifetime_s = lifetime;
+        out.push(make(
+            "app.udp_socket_lifetime",
+            ChangeKind::App,
+            format!(
+                "close each UDP socket within {} (or reuse sockets: one per destination)",
+                crate::units::human_duration(lifetime)
+            ),
+            format!("{lifetime:.3} s"),
+            &after,
+            "statsd-style metrics clients: one long-lived socket per destination; DNS: a resolver that reuses its sockets; QUIC: multiplex streams over fewer connections".into(),
+            "none on the port side".into(),
+        ));
+    }
+    let required = ports_required(s).unwrap_or(0) + u64::from(s.bound_ports);
+    let excluded = u64::from(base.reserved_in_range);
+    if s.os == Os::Linux {
+        let id = "net.ipv4.ip_local_port_range";
+        let floor = u64::from(crate::rules::LINUX_SUGGESTED_RANGE.low);
+        let size = (required + excluded).min(65535 - floor + 1);
+        let range = PortRange::new((65536 - size.max(1)) as u16, 65535).unwrap_or(s.range);
+        let mut after = s.clone();
+        after.range = range;
+        let value = format!("{} {}", range.low, range.high);
+        out.push(make(
+            id,
+            ChangeKind::Knob,
+            format!("widen the ephemeral range to {value}: the range is shared with TCP, whose pools grow too"),
+            value.clone(),
+            &after,
+            tune_fix_all(
+                &crate::tune::plan::linux_range_sets(&s.listening_ports, &s.reserved, range),
+                &s.target,
+            ),
+            knob_tradeoff(id),
+        ));
+    }
+    out
+}
+
 /// The changes that make `s`'s demand fit, best first; empty without a demand or when it
 /// already fits.
 pub fn changes(s: &Scenario) -> Vec<Change> {
@@ -87,6 +135,9 @@ pub fn changes(s: &Scenario) -> Vec<Change> {
         return Vec::new();
     }
     let usable = f64::from(base.usable_ports);
+    if s.udp {
+        return udp_changes(s, &base, demand.new_connections_per_s);
+    }
     let mut out = Vec::new();
 
     // 1. Reuse connections in the application.

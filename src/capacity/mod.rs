@@ -91,6 +91,7 @@ impl Preset {
             listening_ports: Vec::new(),
             target: Target::Host,
             port_scalability: false,
+            udp: false,
         }
     }
 }
@@ -146,6 +147,12 @@ pub struct Scenario {
     /// addresses" (Winsock's SO_PORT_SCALABILITY page).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub port_scalability: bool,
+    /// UDP clients (`--udp`, docs/udp.md): a socket holds its port exactly while it is open
+    /// (no TIME_WAIT, no reuse), and one pool serves the whole namespace (Windows: host), all
+    /// destinations and source addresses together. `bound_ports` then also counts the UDP
+    /// ports already held (concurrency).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub udp: bool,
 }
 
 /// Why ports are held as long as they are.
@@ -158,6 +165,8 @@ pub enum HoldReason {
     TwReuse,
     /// Lifetime only: the server closes first, TIME_WAIT is on its side.
     ServerClosesFirst,
+    /// Lifetime only: a UDP socket holds its port while open, and has no TIME_WAIT.
+    UdpSocketLifetime,
 }
 
 /// What a demand does to the pools.
@@ -232,7 +241,9 @@ pub fn reserved_in_range(range: PortRange, reserved: &[PortRange]) -> u32 {
 /// Seconds a port stays taken per connection, and why.
 pub fn hold_time(s: &Scenario) -> (f64, HoldReason) {
     let lifetime = s.lifetime_s.max(0.0);
-    if s.server_closes_first {
+    if s.udp {
+        (lifetime, HoldReason::UdpSocketLifetime)
+    } else if s.server_closes_first {
         (lifetime, HoldReason::ServerClosesFirst)
     } else if tw_reuse_applies(s) {
         (
@@ -247,7 +258,10 @@ pub fn hold_time(s: &Scenario) -> (f64, HoldReason) {
 /// Number of pools the traffic spreads over, and what their ports are unique across.
 pub fn pools(s: &Scenario) -> (u64, Scope) {
     let sources = u64::from(s.source_ips.max(1));
-    if s.os == Os::Windows && !s.port_scalability {
+    if s.udp {
+        // One implicit-bind space per namespace and IP version (rules::UDP_POOL_IS_PER_NAMESPACE).
+        (1, Scope::Udp)
+    } else if s.os == Os::Windows && !s.port_scalability {
         (1, Scope::Host)
     } else if s.os == Os::Windows || s.bind_before_connect {
         (sources, Scope::LocalAddress)

@@ -156,6 +156,10 @@ pub fn render_text(r: &CapacityReport) -> String {
             "lifetime {} (the server closes first: TIME_WAIT is on its side)",
             secs(s.lifetime_s)
         ),
+        HoldReason::UdpSocketLifetime => format!(
+            "UDP socket lifetime {}: no TIME_WAIT, the port is free when the socket closes",
+            secs(s.lifetime_s)
+        ),
     };
     let _ = writeln!(out, "  hold time per port     {}  ({why})", secs(o.hold_s));
     let _ = writeln!(
@@ -173,6 +177,7 @@ pub fn render_text(r: &CapacityReport) -> String {
                 s.source_ips.max(1),
                 s.destinations.max(1)
             ),
+            Scope::Udp => "UDP: one pool for the whole namespace (host), every destination and address; held UDP sockets count as bound".into(),
             _ if s.bind_before_connect && s.os == Os::Linux => format!(
                 "{} source IP(s): bind() before connect() makes ports unique per source IP",
                 s.source_ips.max(1)

@@ -312,3 +312,28 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn udp_holds_ports_for_the_socket_lifetime_in_one_pool() {
+    let mut s = Preset::LinuxDefault.scenario();
+    s.udp = true;
+    s.lifetime_s = 5.0;
+    s.destinations = 8; // no effect: one pool for every destination
+    s.rate_per_s = Some(2000.0);
+    assert_eq!(hold_time(&s), (5.0, HoldReason::UdpSocketLifetime));
+    assert_eq!(pools(&s), (1, Scope::Udp));
+    let o = evaluate(&s);
+    let d = o.demand.unwrap();
+    assert!(close(d.ports_needed_per_pool, 10_000.0, 1e-9));
+    assert!(d.fits);
+    // Held sockets are concurrency: with 20,000 ports held the same demand does not fit, and
+    // the changes are a shorter socket life or a wider range (shared with TCP).
+    s.bound_ports = 20_000;
+    assert!(!evaluate(&s).demand.unwrap().fits);
+    let ids: Vec<String> = changes(&s).into_iter().map(|c| c.id).collect();
+    assert_eq!(
+        ids,
+        ["app.udp_socket_lifetime", "net.ipv4.ip_local_port_range"]
+    );
+    assert!(changes(&s).iter().all(|c| c.fits), "{:?}", changes(&s));
+}

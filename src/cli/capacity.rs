@@ -15,6 +15,7 @@ Examples:
   portdoctor capacity --from-host --rate 5000              this host's range, reuse, listeners
   portdoctor capacity --from-host --netns lab1 --json      inputs from a network namespace
   portdoctor capacity --from-snapshot db1.snap.json --rate 5000   inputs from `check --save`
+  portdoctor capacity --udp --rate 2000 --lifetime 5s      DNS-style UDP: a socket per query
 
 Model: a port is held for the connection's lifetime plus TIME_WAIT (plus tcp_tw_reuse_delay
 instead of TIME_WAIT where reuse applies; nothing when the server closes first), so one pool
@@ -116,6 +117,10 @@ pub struct CapacityArgs {
     /// without it the dynamic range is shared by all addresses)
     #[arg(long)]
     pub port_scalability: bool,
+    /// UDP clients: a socket holds its port while open (no TIME_WAIT), one pool for the whole
+    /// namespace; with --from-host the UDP ports held now count as taken
+    #[arg(long)]
+    pub udp: bool,
     /// Print JSON (schema portdoctor.capacity/v1)
     #[arg(long)]
     pub json: bool,

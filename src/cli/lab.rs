@@ -60,6 +60,11 @@ pub struct LabArgs {
     /// bind(127.0.0.1:0) before connect(): ports unique per source address
     #[arg(long)]
     pub bind_before_connect: bool,
+    /// UDP instead: hold connected UDP sockets until the kernel refuses one (EAGAIN) and
+    /// compare the count with the model's capacity and check's UDP pool (only --range and
+    /// --json apply; schema portdoctor.lab-udp/v1)
+    #[arg(long, conflicts_with_all = ["ramp", "keepalive", "server_closes_first", "bind_before_connect", "chart"])]
+    pub udp: bool,
     /// Print the result as JSON (schema portdoctor.lab/v1)
     #[arg(long)]
     pub json: bool,

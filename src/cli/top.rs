@@ -5,7 +5,7 @@ use clap::Args;
 use super::{parse_duration, OutputArgs, ScopeArgs, TargetArgs, ThresholdArgs};
 
 const TOP_EXAMPLES: &str = "\
-Keys: q/Ctrl-C quit · s sort (u use, i in use, n rate, e full in, a name) · / filter ·
+Keys: q/Ctrl-C quit · s sort (u use, i in use, n rate, e full in, a name) · / filter (tcp, udp) ·
 space pause · +/- interval · ↑↓ select · Enter detail · r refresh now
 
 Examples:

@@ -30,7 +30,7 @@ pub mod windows_text;
 use std::path::PathBuf;
 
 pub use crate::snapshot::Target;
-use crate::snapshot::{Owners, Snapshot, Socket};
+use crate::snapshot::{Owners, Snapshot, Socket, UdpSocket};
 
 /// Produces one snapshot of the OS state. `Send + Sync`: `top` and `serve` build one collector
 /// (opening the target once) and collect from worker threads.
@@ -47,7 +47,8 @@ pub trait Collector: Send + Sync {
 
 /// A snapshot in parts (see [`Collector::parts`]).
 pub trait PartialCollector {
-    /// Settings and counters only: `sockets` empty, `owners` `None`. A few small reads.
+    /// Settings and counters only: `sockets` empty, `owners` `None`. A few small reads (and
+    /// the UDP sockets where the collector has them: no counter tells when those change).
     fn without_sockets(&self) -> Result<Snapshot, CollectError>;
     /// Everything but the owner scan.
     fn without_owners(&self) -> Result<Snapshot, CollectError>;
@@ -58,6 +59,11 @@ pub trait PartialCollector {
     fn listeners(&self) -> Result<Vec<Socket>, CollectError>;
     /// The owners of these sockets.
     fn scan_owners(&self, sockets: &[Socket]) -> Owners;
+    /// The owners of these TCP and UDP sockets (in one scan where the collector can).
+    fn scan_owners_with_udp(&self, sockets: &[Socket], udp: &[UdpSocket]) -> Owners {
+        let _ = udp;
+        self.scan_owners(sockets)
+    }
 }
 
 /// The note a snapshot carries when some processes could not be inspected for owners.

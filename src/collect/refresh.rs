@@ -31,7 +31,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{hidden_owners_note, CollectError, Collector};
-use crate::snapshot::{Counters, Owners, Snapshot, Socket, TcpState};
+use crate::snapshot::{Counters, Owners, Snapshot, Socket, TcpState, UdpSocket};
 
 /// Counters that change whenever a socket is created, closed, or enters or leaves a state the
 /// pool model distinguishes (see the module comment). Keys as `Counters` stores them.
@@ -205,6 +205,14 @@ pub fn bound_only(sockets: &[Socket]) -> Vec<Socket> {
         .collect()
 }
 
+/// UDP sockets with a file whose owner is unknown.
+fn unattributed_udp(udp: &[UdpSocket], owners: Option<&Owners>) -> usize {
+    udp.iter()
+        .filter(|s| s.inode != 0 && s.pid.is_none())
+        .filter(|s| !owners.is_some_and(|o| o.by_inode.contains_key(&s.inode)))
+        .count()
+}
+
 /// Adds the bound-only sockets of the last full dump to a dump without them, except those
 /// that have since connected or listened (the same socket, by inode, is in `sockets` now).
 pub fn merge_bound_only(sockets: &mut Vec<Socket>, carried: &[Socket]) {
@@ -358,13 +366,14 @@ impl Refresher {
                 && self.last_owner_scan.is_some_and(|l| {
                     now.saturating_duration_since(l.at) >= self.policy.owner_recheck
                 });
-            let missing = unattributed(&snapshot.sockets, snapshot.owners.as_deref())
-                .max(usize::from(recheck));
+            let missing = (unattributed(&snapshot.sockets, snapshot.owners.as_deref())
+                + unattributed_udp(&snapshot.udp_sockets, snapshot.owners.as_deref()))
+            .max(usize::from(recheck));
             if snapshot.owners.is_none()
                 || owner_scan_due(missing, self.last_owner_scan, now, &self.policy)
             {
                 let scan_started = Instant::now();
-                let found = parts.scan_owners(&snapshot.sockets);
+                let found = parts.scan_owners_with_udp(&snapshot.sockets, &snapshot.udp_sockets);
                 self.last_owner_scan = Some(OwnerScan {
                     at: now,
                     took: scan_started.elapsed(),

@@ -9,7 +9,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::snapshot::{
     normalize_ip, DynamicPorts, EventStat, ExcludedRange, PortRange, Settings, Socket, TcpState,
-    TcpipEvents, ValueSource, WindowsSettings,
+    TcpipEvents, UdpSocket, ValueSource, WindowsSettings,
 };
 
 /// The generic settings the model reads, derived from what the Windows collector found: the
@@ -177,7 +177,7 @@ fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
-/// Counts Tcpip 4227 and 4231 events newer than `now - window_hours`. Events of other
+/// Counts Tcpip 4227, 4231 and 4266 events newer than `now - window_hours`. Events of other
 /// providers or ids are ignored; events without a time count (the query already limited the
 /// window) but do not set `last_unix_ms`.
 pub fn summarize_events(
@@ -200,6 +200,7 @@ pub fn summarize_events(
         let stat: &mut EventStat = match r.event_id {
             4227 => &mut out.reuse_failed_4227,
             4231 => &mut out.ports_exhausted_4231,
+            4266 => &mut out.udp_ports_exhausted_4266,
             _ => continue,
         };
         stat.count += 1;
@@ -322,10 +323,125 @@ pub fn parse_tcp_table(bytes: &[u8], ipv6: bool) -> Option<Vec<Socket>> {
     Some(out)
 }
 
+/// Size of `MIB_UDPROW_OWNER_PID` (3 DWORDs) and `MIB_UDP6ROW_OWNER_PID`.
+pub const UDP_ROW_V4_BYTES: usize = 12;
+pub const UDP_ROW_V6_BYTES: usize = 28;
+
+/// Decodes the buffer `GetExtendedUdpTable(UDP_TABLE_OWNER_PID)` filled: a DWORD count, then
+/// rows. UDP rows have no remote end (the table does not say whether a socket is connected):
+/// the remote is the unspecified address, port 0. `None` when the count does not fit.
+pub fn parse_udp_table(bytes: &[u8], ipv6: bool) -> Option<Vec<UdpSocket>> {
+    let n = u32_at(bytes, 0)? as usize;
+    let row = if ipv6 {
+        UDP_ROW_V6_BYTES
+    } else {
+        UDP_ROW_V4_BYTES
+    };
+    if n.checked_mul(row)?.checked_add(4)? > bytes.len() {
+        return None;
+    }
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let r = &bytes[4 + i * row..4 + (i + 1) * row];
+        let (ip, port, pid) = if ipv6 {
+            // ucLocalAddr[16], dwLocalScopeId, dwLocalPort, dwOwningPid
+            let l: [u8; 16] = r[0..16].try_into().ok()?;
+            (
+                IpAddr::V6(Ipv6Addr::from(l)),
+                port_at(r, 20)?,
+                u32_at(r, 24)?,
+            )
+        } else {
+            // dwLocalAddr, dwLocalPort, dwOwningPid
+            (
+                IpAddr::V4(Ipv4Addr::new(r[0], r[1], r[2], r[3])),
+                port_at(r, 4)?,
+                u32_at(r, 8)?,
+            )
+        };
+        out.push(UdpSocket {
+            local_ip: normalize_ip(ip),
+            local_port: port,
+            remote_ip: if ipv6 {
+                IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+            } else {
+                IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+            },
+            remote_port: 0,
+            ipv6_socket: ipv6,
+            v6only: None,
+            inode: 0,
+            uid: None,
+            pid: (pid != 0).then_some(pid),
+        });
+    }
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn udp_netsh_outputs_parse_like_tcp_ones() {
+        let d = parse_dynamic_port(&fixture("dynamicport_ipv4_udp_en_default.txt")).unwrap();
+        assert_eq!((d.start, d.count), (49152, 16384));
+        let x = parse_excluded_ranges(&fixture("excludedportrange_ipv4_udp_hyperv.txt"));
+        assert_eq!(
+            x.iter()
+                .map(|e| (e.low, e.high, e.administered))
+                .collect::<Vec<_>>(),
+            [
+                (5353, 5353, false),
+                (50100, 50199, false),
+                (53000, 53099, true)
+            ]
+        );
+        let e = parse_event_xml(&fixture("event_tcpip_4266.xml")).unwrap();
+        assert_eq!(e.event_id, 4266);
+        let now = e.time_unix_ms.unwrap() + 1000;
+        let s = summarize_events(&[e], now, 24);
+        assert_eq!(s.udp_ports_exhausted_4266.count, 1);
+        assert_eq!(s.ports_exhausted_4231.count, 0);
+    }
+
+    #[test]
+    fn udp_table_rows_v4_and_v6() {
+        let mut b = 2u32.to_ne_bytes().to_vec();
+        for (ip, port, pid) in [([127, 0, 0, 1], 50001u16, 4242u32), ([0, 0, 0, 0], 53, 0)] {
+            b.extend_from_slice(&ip);
+            b.extend_from_slice(&port.to_be_bytes());
+            b.extend_from_slice(&[0, 0]);
+            b.extend_from_slice(&pid.to_ne_bytes());
+        }
+        let v = parse_udp_table(&b, false).unwrap();
+        assert_eq!(v.len(), 2);
+        assert_eq!((v[0].local_port, v[0].pid), (50001, Some(4242)));
+        assert_eq!(v[0].local_ip, "127.0.0.1".parse::<IpAddr>().unwrap());
+        assert_eq!(v[1].pid, None);
+        assert!(!v[0].connected() && !v[0].ipv6_socket);
+        let mut b6 = 1u32.to_ne_bytes().to_vec();
+        b6.extend_from_slice(&"::1".parse::<Ipv6Addr>().unwrap().octets());
+        b6.extend_from_slice(&0u32.to_ne_bytes());
+        b6.extend_from_slice(&50002u16.to_be_bytes());
+        b6.extend_from_slice(&[0, 0]);
+        b6.extend_from_slice(&7u32.to_ne_bytes());
+        let v6 = parse_udp_table(&b6, true).unwrap();
+        assert_eq!(
+            (v6[0].local_port, v6[0].pid, v6[0].ipv6_socket),
+            (50002, Some(7), true)
+        );
+        // A count the buffer cannot hold is refused.
+        assert!(parse_udp_table(&[9, 0, 0, 0, 1, 2], false).is_none());
+    }
+
+    proptest! {
+        #[test]
+        fn udp_table_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..300), v6 in any::<bool>()) {
+            let _ = parse_udp_table(&bytes, v6);
+        }
+    }
 
     fn fixture(name: &str) -> String {
         let path = format!(

@@ -29,12 +29,35 @@ fn from_observation(
             .map_or_else(|| "host".to_string(), |n| format!("netns:{n}"));
         (collect::native(opts)?.snapshot()?, source)
     };
-    let (s, notes) = from_snapshot(&snap);
+    let (s, notes) = from_snapshot(&snap, args.udp);
     Ok((s, notes, source))
 }
 
-/// The scenario a snapshot describes, and notes on what it could not tell.
-fn from_snapshot(snap: &Snapshot) -> (Scenario, Vec<String>) {
+/// The scenario a snapshot describes, and notes on what it could not tell. `udp`: the UDP
+/// question, where the UDP ports held now are the concurrency already there.
+fn from_snapshot(snap: &Snapshot, udp: bool) -> (Scenario, Vec<String>) {
+    let (mut s, mut notes) = from_snapshot_tcp(snap);
+    if udp {
+        let analysis = analyze(snap, Thresholds::default());
+        let held = analysis.udp_pools.first();
+        s.udp = true;
+        s.bound_ports = held.map_or(0, |p| u32::try_from(p.in_use).unwrap_or(u32::MAX));
+        s.rate_per_s = None;
+        notes.retain(|n| !n.starts_with("current connect rate"));
+        notes.push(held.map_or_else(
+            || "no UDP socket holds a port of the range now".to_string(),
+            |p| {
+                format!(
+                    "{} UDP ports held now by {} sockets (concurrency: each open UDP socket holds its port) count as taken",
+                    p.in_use, p.sockets
+                )
+            },
+        ));
+    }
+    (s, notes)
+}
+
+fn from_snapshot_tcp(snap: &Snapshot) -> (Scenario, Vec<String>) {
     let analysis = analyze(snap, Thresholds::default());
     let mut notes = Vec::new();
     let mut s = match snap.os {
@@ -183,6 +206,7 @@ pub fn run(args: &CapacityArgs) -> anyhow::Result<ExitCode> {
     s.bind_before_connect |= args.bind_before_connect;
     s.server_closes_first |= args.server_closes_first;
     s.port_scalability |= args.port_scalability;
+    s.udp |= args.udp;
     if let Some(problem) = impossible(&s, args) {
         return Ok(usage(problem));
     }

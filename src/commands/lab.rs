@@ -33,6 +33,10 @@ impl LabArgs {
 // Off Linux it only refuses; the signature stays the same for main.rs.
 #[cfg_attr(not(target_os = "linux"), allow(clippy::unnecessary_wraps))]
 pub fn run(args: &LabArgs) -> anyhow::Result<ExitCode> {
+    #[cfg(target_os = "linux")]
+    if args.udp {
+        return run_udp(args);
+    }
     let cfg = match args.config() {
         Ok(c) => c,
         Err(m) => return Ok(super::usage(m)),
@@ -51,6 +55,30 @@ pub fn run(args: &LabArgs) -> anyhow::Result<ExitCode> {
         let _ = (args, cfg);
         Ok(super::usage(LabError::Unsupported))
     }
+}
+
+/// `lab --udp`: fill the UDP pool of a lab namespace until EAGAIN (docs/udp.md).
+#[cfg(target_os = "linux")]
+fn run_udp(args: &LabArgs) -> anyhow::Result<ExitCode> {
+    use portdoctor::lab::udp;
+    let range = match args.config() {
+        Ok(c) => c.range,
+        Err(m) => return Ok(super::usage(m)),
+    };
+    let report = match udp::run(range) {
+        Ok(r) => r,
+        Err(e @ LabError::Limit(_)) => return Ok(super::usage(e)),
+        Err(e) => return Ok(super::failed(e)),
+    };
+    let text = if args.json {
+        udp::render_json(&report)
+    } else {
+        udp::render_text(&report)
+    };
+    super::write_stdout(text.as_bytes())?;
+    Ok(ExitCode::from(u8::from(
+        !(report.agrees && report.namespace_removed),
+    )))
 }
 
 #[cfg(target_os = "linux")]

@@ -148,6 +148,28 @@ pub const KNOBS: &[Knob] = &[
         confidence: Confidence::Documented,
     },
     Knob {
+        id: "netsh.ipv4.dynamicport.udp",
+        os: Os::Windows,
+        location: "netsh int ipv4 show|set dynamicport udp",
+        valid: "start >= 1025, num >= 255, start + num <= 65536 (high = start + num - 1)",
+        default: "start=49152 num=16384 (49152-65535)",
+        applies_to: "Vista / Server 2008 and later",
+        activation: Activation::Immediate,
+        tradeoff: "more ports for UDP clients (DNS, metrics, QUIC) of the whole host; separate from the TCP range; keep UDP listeners and excluded UDP ranges out of it",
+        confidence: Confidence::Documented,
+    },
+    Knob {
+        id: "netsh.ipv6.dynamicport.udp",
+        os: Os::Windows,
+        location: "netsh int ipv6 show|set dynamicport udp",
+        valid: "start >= 1025, num >= 255, start + num <= 65536",
+        default: "start=49152 num=16384 (49152-65535)",
+        applies_to: "Vista / Server 2008 and later",
+        activation: Activation::Immediate,
+        tradeoff: "set separately from IPv4: widen both",
+        confidence: Confidence::Documented,
+    },
+    Knob {
         id: "tcpip.TcpTimedWaitDelay",
         os: Os::Windows,
         location: r"HKLM\SYSTEM\CurrentControlSet\Services\Tcpip\Parameters\TcpTimedWaitDelay (REG_DWORD, seconds)",
@@ -566,7 +588,10 @@ impl Knob {
                 min: 1,
                 max: 2_147_483,
             },
-            "netsh.ipv4.dynamicport.tcp" | "netsh.ipv6.dynamicport.tcp" => Check::StartNum {
+            "netsh.ipv4.dynamicport.tcp"
+            | "netsh.ipv6.dynamicport.tcp"
+            | "netsh.ipv4.dynamicport.udp"
+            | "netsh.ipv6.dynamicport.udp" => Check::StartNum {
                 min_start: 1025,
                 min_num: 255,
             },

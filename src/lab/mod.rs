@@ -12,6 +12,8 @@ pub mod report;
 pub mod run;
 #[cfg(target_os = "linux")]
 pub mod sys;
+#[cfg(target_os = "linux")]
+pub mod udp;
 
 use serde::Serialize;
 

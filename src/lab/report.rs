@@ -135,6 +135,7 @@ pub fn render_text(r: &LabReport) -> String {
         HoldReason::TimeWait => "lifetime + TIME_WAIT",
         HoldReason::TwReuse => "lifetime + tcp_tw_reuse_delay",
         HoldReason::ServerClosesFirst => "lifetime (server closes first)",
+        HoldReason::UdpSocketLifetime => "UDP socket lifetime",
     };
     let _ = writeln!(
         out,

@@ -250,3 +250,30 @@ pub fn connect(dst: SocketAddrV4, bind_from: Option<SocketAddrV4>) -> io::Result
     }
     Ok(stream)
 }
+
+/// An IPv4 UDP socket that was never bound, connected to `dst`: its port comes from the
+/// implicit bind of connect() (`inet_autobind`), which fails with EAGAIN when the range is
+/// full (docs/udp.md). std's `UdpSocket` always binds first, which fails otherwise.
+pub fn udp_connect(dst: SocketAddrV4) -> io::Result<std::net::UdpSocket> {
+    // SAFETY: plain socket(2) call; the result is checked.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh, owned descriptor; the socket closes it from now on.
+    let sock = unsafe { std::net::UdpSocket::from_raw_fd(fd) };
+    let remote = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: dst.port().to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(*dst.ip()).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    // SAFETY: the address is a valid sockaddr_in of `len` bytes for the call.
+    if unsafe { libc::connect(fd, (&raw const remote).cast(), len) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(sock)
+}

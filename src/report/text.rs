@@ -92,7 +92,7 @@ fn owner_cell(p: &Pool, scanned: bool) -> String {
 }
 
 /// The UDP section (docs/udp.md): one row per UDP pool, when UDP sockets hold ports.
-fn udp_lines(a: &Analysis, scanned: bool, paint: &Paint, out: &mut String) {
+fn udp_lines(a: &Analysis, scanned: bool, os: Os, paint: &Paint, out: &mut String) {
     if a.udp_pools.is_empty() {
         return;
     }
@@ -101,7 +101,15 @@ fn udp_lines(a: &Analysis, scanned: bool, paint: &Paint, out: &mut String) {
         "\n{}",
         paint.bold(&format!(
             "{:<POOL_COL$} {:>7} {:>11} {:>8} {:>4}  OWNER",
-            "UDP POOL (whole namespace)", "IN USE", "SOCKETS", "CAPACITY", "USE"
+            if os == Os::Windows {
+                "UDP POOL (whole host)"
+            } else {
+                "UDP POOL (whole namespace)"
+            },
+            "IN USE",
+            "SOCKETS",
+            "CAPACITY",
+            "USE"
         ))
     );
     for p in &a.udp_pools {
@@ -359,7 +367,7 @@ pub fn render(snap: &Snapshot, a: &Analysis, opts: &TextOptions) -> String {
         }
     }
 
-    udp_lines(a, scanned, &paint, &mut out);
+    udp_lines(a, scanned, snap.os, &paint, &mut out);
     super::snat::text_lines(a, opts.top, &paint, &mut out);
     failure_lines(snap, a, &mut out);
 

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use rustc_hash::FxHashMap;
 
+use crate::analysis::udp::udp_pool_name;
 use crate::analysis::{analyze, Analysis, Finding, Pool, PoolKey, Scope, Thresholds};
 use crate::collect::refresh::RefreshInfo;
 use crate::snapshot::{NamespaceIdentity, Snapshot};
@@ -309,7 +310,7 @@ impl App {
         if self.paused {
             return;
         }
-        let analysis = analyze(&snapshot, self.thresholds);
+        let analysis = analyze_with_udp_rows(&snapshot, self.thresholds);
         self.ingest_current(Current {
             snapshot,
             analysis,
@@ -332,7 +333,7 @@ impl App {
                 own = Some((identity, snapshot));
                 continue;
             }
-            let analysis = analyze(&snapshot, self.thresholds);
+            let analysis = analyze_with_udp_rows(&snapshot, self.thresholds);
             others.push(Namespace {
                 identity,
                 snapshot,
@@ -343,7 +344,7 @@ impl App {
             self.error = Some("could not read this process's own network namespace".into());
             return;
         };
-        let analysis = analyze(&snapshot, self.thresholds);
+        let analysis = analyze_with_udp_rows(&snapshot, self.thresholds);
         self.ingest_current(Current {
             snapshot,
             analysis,
@@ -492,7 +493,11 @@ impl App {
 
     /// The finding about a pool (of its own namespace), most severe first.
     pub fn findings_for<'a>(&'a self, p: &Row<'a>) -> Vec<&'a Finding> {
-        let name = p.key.to_string();
+        let name = if p.scope == Scope::Udp {
+            udp_pool_name(p.key.local_ip).to_string()
+        } else {
+            p.key.to_string()
+        };
         let Some(cur) = &self.current else {
             return Vec::new();
         };
@@ -603,7 +608,23 @@ fn trim_history(h: &mut VecDeque<Point>, now: Instant) {
     }
 }
 
-/// The filter matches the pool key, an owner's name or pid, and with `-A` the namespace: pod
+/// The analysis with its UDP pools appended to `pools` as [`Scope::Udp`] rows, where their
+/// utilization puts them (top shows both protocols in one table).
+fn analyze_with_udp_rows(snapshot: &Snapshot, thresholds: Thresholds) -> Analysis {
+    let mut a = analyze(snapshot, thresholds);
+    for u in &a.udp_pools {
+        let row = u.as_pool();
+        let at = a
+            .pools
+            .iter()
+            .position(|p| p.utilization.unwrap_or(0.0) < row.utilization.unwrap_or(0.0))
+            .unwrap_or(a.pools.len());
+        a.pools.insert(at, row);
+    }
+    a
+}
+
+/// The filter matches `tcp` or `udp` (the protocol), the pool key, an owner's name or pid, and with `-A` the namespace: pod
 /// namespace and name, `/run/netns` name, container id.
 fn matches_filter(r: &Row<'_>, needle: &str) -> bool {
     let p = r.pool;
@@ -619,6 +640,12 @@ fn matches_filter(r: &Row<'_>, needle: &str) -> bool {
                 .as_ref()
                 .is_some_and(|c| c.id.starts_with(needle))
     });
+    // `tcp` and `udp` filter by protocol.
+    match needle {
+        "udp" => return p.scope == Scope::Udp,
+        "tcp" => return p.scope != Scope::Udp,
+        _ => {}
+    }
     ns || p.key.to_string().to_lowercase().contains(needle)
         || p.processes
             .iter()

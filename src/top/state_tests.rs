@@ -325,3 +325,44 @@ fn every_namespace_one_row_per_pool_filter_by_pod() {
         "{text}"
     );
 }
+
+/// UDP pools are rows next to TCP ones, sorted by use; `/udp` and `/tcp` filter by protocol,
+/// and the UDP row's findings are the UDP pool's.
+#[test]
+fn udp_pools_are_rows_and_the_filter_picks_a_protocol() {
+    use crate::snapshot::UdpSocket;
+    let mut snap = one_pool(100);
+    snap.udp_sockets = std::sync::Arc::new(
+        (0..25_000u16)
+            .map(|i| UdpSocket {
+                local_ip: "0.0.0.0".parse().unwrap(),
+                local_port: 32768 + i,
+                remote_ip: "0.0.0.0".parse().unwrap(),
+                remote_port: 0,
+                ipv6_socket: false,
+                v6only: None,
+                inode: u64::from(i) + 1,
+                uid: None,
+                pid: None,
+            })
+            .collect(),
+    );
+    let mut a = app();
+    a.ingest(Instant::now(), snap);
+    let rows = a.visible();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0].scope, Scope::Udp, "the fuller pool first");
+    assert_eq!(rows[0].in_use, 25_000);
+    let codes: Vec<&str> = a
+        .findings_for(&rows[0])
+        .iter()
+        .map(|f| f.code.as_str())
+        .collect();
+    assert_eq!(codes, ["udp_pool_near_exhaustion"]);
+    a.filter = "udp".into();
+    assert!(a.visible().iter().all(|r| r.scope == Scope::Udp));
+    assert_eq!(a.visible().len(), 1);
+    a.filter = "tcp".into();
+    assert_eq!(a.visible().len(), 1);
+    assert_eq!(a.visible()[0].scope, Scope::Destination);
+}

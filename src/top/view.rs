@@ -68,6 +68,10 @@ pub fn pool_label(p: &Pool, os: Os) -> String {
     match p.scope {
         Scope::LocalAddress if os == Os::Windows => format!("{} → any", p.key.local_ip),
         Scope::LocalAddress => format!("{} → any (bind)", p.key.local_ip),
+        Scope::Udp => format!(
+            "{} (all addresses)",
+            crate::analysis::udp::udp_pool_name(p.key.local_ip)
+        ),
         _ => p.key.to_string(),
     }
 }

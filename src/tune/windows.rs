@@ -20,6 +20,8 @@ fn dynamic(w: &WindowsSettings, id: &str) -> Option<DynamicPorts> {
     match id {
         "netsh.ipv4.dynamicport.tcp" => w.dynamic_ports_v4,
         "netsh.ipv6.dynamicport.tcp" => w.dynamic_ports_v6,
+        "netsh.ipv4.dynamicport.udp" => w.udp_dynamic_ports_v4,
+        "netsh.ipv6.dynamicport.udp" => w.udp_dynamic_ports_v6,
         _ => None,
     }
 }
@@ -86,8 +88,63 @@ fn put(w: &mut WindowsSettings, id: &str, v: &KnobValue) {
         (id, KnobValue::Int(i)) if id.starts_with("tcpip.") => {
             set_registry(w, &id["tcpip.".len()..], *i as u32);
         }
+        (id, KnobValue::StartNum { start, num }) if id.ends_with(".dynamicport.udp") => {
+            let d = Some(DynamicPorts {
+                start: *start,
+                count: *num,
+            });
+            if id.contains("ipv4") {
+                w.udp_dynamic_ports_v4 = d;
+            } else {
+                w.udp_dynamic_ports_v6 = d;
+            }
+        }
         _ => {}
     }
+}
+
+/// The plan lines of a UDP dynamic range (docs/udp.md): the netsh command, its undo from the
+/// range read, and refusals for UDP excluded ranges the new range would newly cover.
+fn udp_dynamic_lines(
+    w0: &WindowsSettings,
+    id: &str,
+    start: u16,
+    num: u32,
+    commands: &mut Vec<String>,
+    undo: &mut Vec<String>,
+    refusals: &mut Vec<String>,
+) {
+    let v = if id.contains("ipv4") { "ipv4" } else { "ipv6" };
+    let new = PortRange {
+        low: start,
+        high: (u32::from(start) + num.max(1) - 1).min(65_535) as u16,
+    };
+    let old = dynamic(w0, id).and_then(DynamicPorts::range);
+    let excluded = if v == "ipv4" {
+        &w0.udp_excluded_ports_v4
+    } else {
+        &w0.udp_excluded_ports_v6
+    };
+    for r in excluded.iter().map(|e| e.range()) {
+        if r.intersect(new).is_some() && old.is_none_or(|o| o.intersect(r).is_none()) {
+            refusals.push(format!(
+                "{id}: the new range {}-{} overlaps the excluded UDP port range {}-{}; choose a range without it, or remove the exclusion first (netsh int {v} delete excludedportrange protocol=udp startport={} numberofports={})",
+                new.low, new.high, r.low, r.high, r.low, r.len()
+            ));
+        }
+    }
+    commands.push(format!(
+        "netsh int {v} set dynamicport udp start={start} num={num}"
+    ));
+    undo.push(match dynamic(w0, id) {
+        Some(d) => format!(
+            "netsh int {v} set dynamicport udp start={} num={}",
+            d.start, d.count
+        ),
+        None => format!(
+            "netsh int {v} show dynamicport udp  (portdoctor could not read the prior range: note it before applying)"
+        ),
+    });
 }
 
 fn start_num(start: u16, high: u16) -> KnobValue {
@@ -389,6 +446,17 @@ pub fn plan(
                     None => format!("reg delete \"{key}\" /v {name} /f"),
                 });
             }
+            (udp, KnobValue::StartNum { start, num }) if udp.ends_with(".dynamicport.udp") => {
+                udp_dynamic_lines(
+                    &w0,
+                    udp,
+                    *start,
+                    *num,
+                    &mut commands,
+                    &mut undo,
+                    &mut refusals,
+                );
+            }
             ("NetTCPSetting.AutoReusePortRange", KnobValue::StartNum { start, num }) => {
                 commands.push(format!(
                     "powershell -NoProfile -Command \"Set-NetTCPSetting -AutoReusePortRangeStartPort {start} -AutoReusePortRangeNumberOfPorts {num}\""
@@ -653,5 +721,68 @@ mod tests {
         )
         .unwrap();
         assert!(p.is_refused());
+    }
+
+    /// The UDP dynamic range (docs/udp.md): its own netsh line with the undo from the range
+    /// read, the TCP range untouched, a refusal for a newly covered excluded UDP range.
+    #[test]
+    fn udp_dynamic_range_plan_line_with_undo() {
+        use crate::snapshot::ExcludedRange;
+        let s = SnapshotBuilder::windows()
+            .windows_settings(|w| {
+                w.udp_dynamic_ports_v4 = Some(DynamicPorts {
+                    start: 49152,
+                    count: 16384,
+                });
+            })
+            .build();
+        let p = make_plan(
+            &s,
+            &set("netsh.ipv4.dynamicport.udp", "start=32768 num=32768"),
+        )
+        .unwrap();
+        assert!(!p.is_refused(), "{:?}", p.refusals);
+        assert_eq!(
+            p.commands,
+            vec!["netsh int ipv4 set dynamicport udp start=32768 num=32768"]
+        );
+        assert_eq!(
+            p.changes[0].current.as_deref(),
+            Some("start=49152 num=16384 (49152-65535)")
+        );
+        assert!(p
+            .windows_steps
+            .iter()
+            .any(|l| l.contains("netsh int ipv4 set dynamicport udp start=49152 num=16384")));
+        // The TCP pools' capacity does not move with the UDP range.
+        assert_eq!(
+            p.capacity_after.usable_ports,
+            p.capacity_before.usable_ports
+        );
+        let s = SnapshotBuilder::windows()
+            .windows_settings(|w| {
+                w.udp_dynamic_ports_v4 = Some(DynamicPorts {
+                    start: 49152,
+                    count: 16384,
+                });
+                w.udp_excluded_ports_v4 = vec![ExcludedRange {
+                    low: 40000,
+                    high: 40099,
+                    administered: false,
+                }];
+            })
+            .build();
+        let p = make_plan(
+            &s,
+            &set("netsh.ipv4.dynamicport.udp", "start=32768 num=32768"),
+        )
+        .unwrap();
+        assert!(
+            p.refusals
+                .iter()
+                .any(|r| r.contains("protocol=udp startport=40000")),
+            "{:?}",
+            p.refusals
+        );
     }
 }

@@ -107,6 +107,10 @@ impl PartialCollector for LinuxCollector {
     fn scan_owners(&self, sockets: &[Socket]) -> Owners {
         netns_independent_owner_scan(sockets, &[])
     }
+
+    fn scan_owners_with_udp(&self, sockets: &[Socket], udp: &[UdpSocket]) -> Owners {
+        netns_independent_owner_scan(sockets, udp)
+    }
 }
 
 /// Owners come from /proc/*/fd, which shows every process of the host whatever the namespace.
@@ -138,11 +142,8 @@ impl LinuxCollector {
         } else {
             (Vec::new(), SocketSource::Netlink)
         };
-        let udp_sockets = if states.is_some() {
-            collect_udp_sockets(source, &mut notes)
-        } else {
-            Vec::new()
-        };
+        // Also without TCP sockets (`top`'s light probe): no counter says when UDP sockets change.
+        let udp_sockets = collect_udp_sockets(source, &mut notes);
         let settings = read_settings(&mut notes);
         let counters = read_counters();
         let conntrack = conntrack::collect(&mut notes);

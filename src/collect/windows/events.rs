@@ -32,7 +32,7 @@ impl Drop for Handle {
 pub fn read(now_unix_ms: u64, window_hours: u32) -> Result<TcpipEvents, String> {
     let path = wide("System");
     let query = wide(&format!(
-        "*[System[Provider[@Name='Tcpip'] and (EventID=4227 or EventID=4231) and TimeCreated[timediff(@SystemTime) <= {}]]]",
+        "*[System[Provider[@Name='Tcpip'] and (EventID=4227 or EventID=4231 or EventID=4266) and TimeCreated[timediff(@SystemTime) <= {}]]]",
         u64::from(window_hours) * 3_600_000
     ));
     // SAFETY: both strings are NUL-terminated UTF-16 that outlive the call; session 0 = local.

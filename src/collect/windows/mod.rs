@@ -17,6 +17,7 @@ mod process;
 mod registry;
 mod stats;
 mod tcptable;
+mod udptable;
 
 use std::process::Command;
 use std::sync::Arc;
@@ -55,6 +56,7 @@ impl Collector for WindowsCollector {
         let mut notes = Vec::new();
         let mut sockets = tcptable::read(false)?;
         sockets.extend(tcptable::read(true)?);
+        let udp_sockets = udptable::read_both(&mut notes);
 
         let now_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -66,7 +68,11 @@ impl Collector for WindowsCollector {
         }
         let counters = read_counters();
         let owners = self.opts.owners.then(|| {
-            let pids: FxHashSet<u32> = sockets.iter().filter_map(|s| s.pid).collect();
+            let pids: FxHashSet<u32> = sockets
+                .iter()
+                .filter_map(|s| s.pid)
+                .chain(udp_sockets.iter().filter_map(|s| s.pid))
+                .collect();
             let names = process::names();
             let mut owners = Owners::default();
             for pid in pids {
@@ -123,7 +129,7 @@ impl Collector for WindowsCollector {
             taken_at_unix_ms: now_ms,
             settings,
             sockets: Arc::new(sockets),
-            udp_sockets: Arc::default(),
+            udp_sockets: Arc::new(udp_sockets),
             counters,
             owners: owners.map(Arc::new),
             notes,
@@ -178,7 +184,7 @@ fn read_settings(now_ms: u64, notes: &mut Vec<String>) -> WindowsSettings {
             None
         }
     };
-    WindowsSettings {
+    let mut w = WindowsSettings {
         build,
         dynamic_ports_v4: dynamic("ipv4"),
         dynamic_ports_v6: dynamic("ipv6"),
@@ -186,8 +192,30 @@ fn read_settings(now_ms: u64, notes: &mut Vec<String>) -> WindowsSettings {
         excluded_ports_v6: excluded_v6.unwrap_or_default(),
         registry: read_tcpip_registry(&tcpip_params_key(), notes),
         events,
-        auto_reuse_ports: None,
-    }
+        ..WindowsSettings::default()
+    };
+    read_udp_settings(&mut w);
+    w
+}
+
+/// The UDP dynamic and excluded ranges (docs/udp.md): the TCP commands with `udp`, parsed by
+/// the same functions. Unknown stays `None` / empty.
+fn read_udp_settings(w: &mut WindowsSettings) {
+    let dynamic = |v: &str| {
+        netsh(&["int", v, "show", "dynamicport", "udp"])
+            .as_deref()
+            .and_then(parse_dynamic_port)
+    };
+    let excluded = |v: &str| {
+        netsh(&["int", v, "show", "excludedportrange", "protocol=udp"])
+            .as_deref()
+            .map(parse_excluded_ranges)
+            .unwrap_or_default()
+    };
+    w.udp_dynamic_ports_v4 = dynamic("ipv4");
+    w.udp_dynamic_ports_v6 = dynamic("ipv6");
+    w.udp_excluded_ports_v4 = excluded("ipv4");
+    w.udp_excluded_ports_v6 = excluded("ipv6");
 }
 
 /// The Tcpip key to read: `PORTDOCTOR_TCPIP_PARAMS_KEY` when set, else the real one.
