@@ -8,6 +8,8 @@
 
 mod common;
 
+use std::io::{Read, Write};
+use std::process::Command;
 use std::time::Duration;
 
 use common::{finding_codes, pools, require_root, run_ok, Background, Netns};
@@ -152,6 +154,48 @@ impl NatLab {
     }
 }
 
+/// One scrape of `portdoctor serve --netns NS` (listening on host loopback), checked by
+/// promtool.
+fn scrape_serve(ns: &Netns) -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port");
+    let listen = format!("127.0.0.1:{port}");
+    let mut cmd = Command::new(common::PORTDOCTOR);
+    cmd.args(["serve", "--netns", &ns.name, "--listen", &listen]);
+    let _serve = ns.spawn("serve", cmd);
+    let body = common::wait_until(Duration::from_secs(30), || {
+        let mut s = std::net::TcpStream::connect(&listen).ok()?;
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .ok()?;
+        let mut text = String::new();
+        s.read_to_string(&mut text).ok()?;
+        let (head, body) = text.split_once("\r\n\r\n")?;
+        head.starts_with("HTTP/1.1 200").then(|| body.to_string())
+    })
+    .expect("serve answered /metrics within 30 s");
+    let mut check = Command::new("promtool");
+    check
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    if let Ok(mut child) = check.spawn() {
+        if let Some(mut stdin) = child.stdin.take() {
+            let _ = stdin.write_all(body.as_bytes());
+        }
+        let out = child.wait_with_output().expect("promtool ran");
+        assert!(
+            out.status.success(),
+            "promtool check metrics: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    body
+}
+
 fn snat_pools(report: &Value) -> Vec<&Value> {
     pools(report)
         .iter()
@@ -220,6 +264,28 @@ fn nft_masquerade_range_full_is_an_exhausted_snat_pool() {
     assert!(stats["insert_failed"].as_u64() > Some(0), "{stats}");
     assert!(stats["drop"].as_u64() > Some(0), "{stats}");
     assert_eq!(report["conntrack"]["dumped"].as_u64(), Some(103));
+
+    // serve exports the same pool and the conntrack counters.
+    let metrics = scrape_serve(&lab.node);
+    let series = "portdoctor_snat_pool_in_use{nat_ip=\"10.231.2.1\",remote_ip=\"10.231.2.2\",remote_port=\"8080\",protocol=\"tcp\"} ";
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with(series) && l.ends_with(" 100") || l == format!("{series}100.0")),
+        "{series} missing or not 100:\n{metrics}"
+    );
+    let failed = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("portdoctor_conntrack_insert_failed_total "))
+        .and_then(|v| v.parse::<f64>().ok());
+    assert!(
+        failed > Some(0.0),
+        "insert_failed counter: {failed:?}\n{metrics}"
+    );
+    assert!(
+        metrics.contains("portdoctor_conntrack_entries_max "),
+        "{metrics}"
+    );
 
     // The text report shows the SNAT table.
     let text = common::portdoctor(&["check", "--netns", &lab.node.name]);
