@@ -146,6 +146,37 @@ impl Serialize for CloudNat {
     }
 }
 
+/// `capacity --cloud-nat`: the open flows per destination the offered load keeps (Little's
+/// law: new flows per second per destination × connection lifetime) against the quota. The
+/// cloud NAT's own hold after a flow closes is not in it (providers differ; docs/nat.md), so
+/// this is a lower bound of what the NAT holds.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CloudNatDemand {
+    pub model: CloudNat,
+    pub flows_per_destination: f64,
+    pub quota: u32,
+    pub utilization: f64,
+    pub fits: bool,
+}
+
+/// The cloud NAT demand of RATE new flows/s spread over DESTINATIONS, each open LIFETIME s.
+pub fn cloud_nat_demand(
+    model: CloudNat,
+    rate_per_s: f64,
+    lifetime_s: f64,
+    destinations: u32,
+) -> CloudNatDemand {
+    let flows = rate_per_s / f64::from(destinations.max(1)) * lifetime_s;
+    let quota = model.quota();
+    CloudNatDemand {
+        model,
+        flows_per_destination: (flows * 10.0).round() / 10.0,
+        quota,
+        utilization: flows / f64::from(quota),
+        fits: flows < f64::from(quota),
+    }
+}
+
 /// Concurrent flows from this host to one destination, against a cloud NAT's quota.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CloudFlows {
@@ -768,6 +799,14 @@ mod tests {
         );
         assert_eq!(all.snat.unwrap().cloud[0].quota, 64);
         assert!(codes(&s, Thresholds::default()).is_empty());
+    }
+
+    #[test]
+    fn cloud_nat_demand_is_littles_law_per_destination() {
+        let d = cloud_nat_demand(CloudNat::AzureLb(64), 400.0, 0.5, 2);
+        assert!((d.flows_per_destination - 100.0).abs() < 1e-9);
+        assert!(!d.fits);
+        assert!(cloud_nat_demand(CloudNat::AwsNatGw, 400.0, 0.5, 2).fits);
     }
 
     #[test]
