@@ -73,14 +73,15 @@ pub enum CloudNat {
     AzureLb(u32),
     /// Azure App Service: 128 SNAT ports per instance.
     AppService,
-    /// AWS NAT gateway: 55,000 simultaneous connections per unique destination.
-    AwsNatGw,
+    /// AWS NAT gateway: 55,000 simultaneous connections per unique destination for each of its
+    /// IP addresses (1–8).
+    AwsNatGw(u32),
     /// Google Cloud NAT: PORTS per VM (default minimum 64).
     Gcp(u32),
 }
 
 impl CloudNat {
-    /// Parses `azure-lb:PORTS`, `app-service`, `aws-natgw`, `gcp[:PORTS]`.
+    /// Parses `azure-lb:PORTS`, `app-service`, `aws-natgw[:IPS]`, `gcp[:PORTS]`.
     pub fn parse(text: &str) -> Result<Self, String> {
         let (name, arg) = text
             .split_once(':')
@@ -100,10 +101,20 @@ impl CloudNat {
         match name {
             "azure-lb" => Ok(CloudNat::AzureLb(ports(None)?)),
             "app-service" if arg.is_none() => Ok(CloudNat::AppService),
-            "aws-natgw" if arg.is_none() => Ok(CloudNat::AwsNatGw),
+            "aws-natgw" => match arg {
+                None => Ok(CloudNat::AwsNatGw(1)),
+                Some(a) => a
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|n| (1..=8).contains(n))
+                    .map(CloudNat::AwsNatGw)
+                    .ok_or_else(|| {
+                        format!("aws-natgw:{a}: give the NAT gateway's IP addresses, 1–8")
+                    }),
+            },
             "gcp" => Ok(CloudNat::Gcp(ports(Some(64))?)),
             _ => Err(format!(
-                "{text:?}: expected azure-lb:PORTS, app-service, aws-natgw or gcp[:PORTS]"
+                "{text:?}: expected azure-lb:PORTS, app-service, aws-natgw[:IPS] or gcp[:PORTS]"
             )),
         }
     }
@@ -112,7 +123,7 @@ impl CloudNat {
         match self {
             CloudNat::AzureLb(_) => "azure-lb",
             CloudNat::AppService => "app-service",
-            CloudNat::AwsNatGw => "aws-natgw",
+            CloudNat::AwsNatGw(_) => "aws-natgw",
             CloudNat::Gcp(_) => "gcp",
         }
     }
@@ -122,7 +133,7 @@ impl CloudNat {
         match self {
             CloudNat::AzureLb(p) | CloudNat::Gcp(p) => p,
             CloudNat::AppService => 128,
-            CloudNat::AwsNatGw => 55_000,
+            CloudNat::AwsNatGw(ips) => 55_000 * ips,
         }
     }
 
@@ -131,8 +142,8 @@ impl CloudNat {
         match self {
             CloudNat::AzureLb(_) => "Azure Load Balancer SNAT ports pre-allocated per node (given)",
             CloudNat::AppService => "Azure App Service: 128 SNAT ports per instance (documented)",
-            CloudNat::AwsNatGw => {
-                "AWS NAT gateway: 55,000 simultaneous connections per destination (documented)"
+            CloudNat::AwsNatGw(_) => {
+                "AWS NAT gateway: 55,000 simultaneous connections per destination and IP address (documented)"
             }
             CloudNat::Gcp(_) => "Google Cloud NAT ports per VM (default minimum 64)",
         }
@@ -608,7 +619,7 @@ fn cloud_findings(s: &SnatAnalysis, t: Thresholds, out: &mut Vec<Finding>) {
                 match cloud {
                     CloudNat::AzureLb(_) => "outbound rule allocatedOutboundPorts, more frontend IPs, or a NAT Gateway",
                     CloudNat::AppService => "VNet integration with a NAT Gateway",
-                    CloudNat::AwsNatGw => "secondary IP addresses on the NAT gateway",
+                    CloudNat::AwsNatGw(_) => "secondary IP addresses on the NAT gateway (up to 8)",
                     CloudNat::Gcp(_) => "--min-ports-per-vm, dynamic port allocation, more NAT IPs",
                 }
             ),
@@ -806,7 +817,7 @@ mod tests {
         let d = cloud_nat_demand(CloudNat::AzureLb(64), 400.0, 0.5, 2);
         assert!((d.flows_per_destination - 100.0).abs() < 1e-9);
         assert!(!d.fits);
-        assert!(cloud_nat_demand(CloudNat::AwsNatGw, 400.0, 0.5, 2).fits);
+        assert!(cloud_nat_demand(CloudNat::AwsNatGw(1), 400.0, 0.5, 2).fits);
     }
 
     #[test]
@@ -825,5 +836,6 @@ mod tests {
         assert!(CloudNat::parse("azure-lb").is_err());
         assert!(CloudNat::parse("azure-lb:0").is_err());
         assert!(CloudNat::parse("aws").is_err());
+        assert!(CloudNat::parse("app-service:3").is_err());
     }
 }
