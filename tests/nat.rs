@@ -365,6 +365,56 @@ fn cloud_nat_quota_of_64_with_80_flows_to_one_destination() {
         f[0]["message"]
     );
     assert_eq!(report["thresholds"]["cloud_nat"]["provider"], "azure-lb");
+
+    // -A names the pod behind the SNAT source address (its sockets use it).
+    let all = common::portdoctor(&["check", "-A", "--json", "--no-owners"]).json();
+    let node = all["namespaces"]
+        .as_array()
+        .and_then(|a| {
+            a.iter()
+                .find(|n| n["netns"]["name"] == lab.node.name.as_str())
+        })
+        .unwrap_or_else(|| panic!("node namespace in -A: {all}"));
+    let p = snat_pool(node, 443);
+    assert_eq!(p["sources"][0]["ip"], "10.231.1.2");
+    assert_eq!(p["sources"][0]["owner"], lab.pod.name.as_str(), "{p}");
+
+    // The conntrack data survives --save / --load (an additive field of snapshot/v1).
+    let file = lab.node.path("snap.json");
+    let file = file.to_str().expect("utf-8 path");
+    common::portdoctor(&["check", "--netns", &lab.node.name, "--save", file]);
+    let loaded = common::portdoctor(&["check", "--load", file, "--json"]).json();
+    assert_eq!(snat_pool(&loaded, 443)["in_use"], 80, "{loaded}");
+}
+
+#[test]
+fn without_cap_net_admin_the_table_is_unknown_not_empty() {
+    if !require_root("without_cap_net_admin_the_table_is_unknown_not_empty") {
+        return;
+    }
+    let mut lab = NatLab::new("priv");
+    lab.nft_nat("meta l4proto tcp masquerade to :40000-40099");
+    lab.server(8080);
+    assert_eq!(lab.connect(8080, 5, 10.0)["ok"], 5);
+    // As nobody, inside the node: nf_conntrack_count is readable, the ctnetlink dump is not.
+    let mut cmd = lab.node.exec("setpriv");
+    cmd.args([
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "--inh-caps=-all",
+    ])
+    .arg(common::PORTDOCTOR)
+    .args(["check", "--json", "--no-owners"]);
+    let run = common::run_program(&mut cmd, &["check", "--json", "(as nobody)"]);
+    let report = run.json();
+    let ct = &report["conntrack"];
+    assert_eq!(ct["count"], 5, "{ct}");
+    assert!(ct["dumped"].is_null(), "unknown, not 0: {ct}");
+    assert!(ct["snat_entries"].is_null(), "unknown, not 0: {ct}");
+    assert!(snat_pools(&report).is_empty());
+    let notes = report["notes"].to_string();
+    assert!(notes.contains("CAP_NET_ADMIN"), "{notes}");
 }
 
 #[test]

@@ -15,7 +15,7 @@ use serde_json::json;
 
 use super::{Finding, FindingCode, Level, Severity, Thresholds, Verdict};
 use crate::snapshot::conntrack::{Conntrack, CtTcpState, NatEntry};
-use crate::snapshot::{PortRange, Snapshot, Target};
+use crate::snapshot::{NamespaceIdentity, PortRange, Snapshot, Target};
 use crate::units::group;
 
 /// The range the kernel uses when a source-NAT rule gives no port range and the original port
@@ -63,6 +63,56 @@ pub struct SnatPool {
 pub struct SourceCount {
     pub ip: IpAddr,
     pub flows: u64,
+    /// With `-A`: the namespace whose sockets use this address (`pod NS/NAME`, its /run/netns
+    /// name, or `netns inode N`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+}
+
+/// A short name of a namespace for [`SourceCount::owner`].
+fn owner_label(id: &NamespaceIdentity) -> String {
+    match (&id.pod, &id.name) {
+        (Some(p), _) if !p.name.is_empty() => format!("pod {}/{}", p.namespace, p.name),
+        (Some(p), _) => format!("pod uid {}", p.uid),
+        (None, Some(name)) => name.clone(),
+        (None, None) => format!("netns inode {}", id.id.ino),
+    }
+}
+
+/// `-A`: names the namespace behind each SNAT source address, from the local addresses of every
+/// namespace's own sockets (an address used in two namespaces names neither).
+pub fn attribute<'a>(
+    analyses: &mut [super::Analysis],
+    namespaces: impl IntoIterator<Item = (&'a NamespaceIdentity, &'a Snapshot)>,
+) {
+    let mut by_ip: FxHashMap<IpAddr, Option<String>> = FxHashMap::default();
+    for (id, snap) in namespaces {
+        let label = owner_label(id);
+        let mut ips: Vec<IpAddr> = snap
+            .sockets
+            .iter()
+            .map(|s| s.local_ip)
+            .filter(|ip| !ip.is_loopback() && !ip.is_unspecified())
+            .collect();
+        ips.sort_unstable();
+        ips.dedup();
+        for ip in ips {
+            by_ip
+                .entry(ip)
+                .and_modify(|o| {
+                    if o.as_deref() != Some(label.as_str()) {
+                        *o = None;
+                    }
+                })
+                .or_insert_with(|| Some(label.clone()));
+        }
+    }
+    for a in analyses {
+        let Some(s) = a.snat.as_mut() else { continue };
+        for src in s.pools.iter_mut().flat_map(|p| p.sources.iter_mut()) {
+            src.owner = by_ip.get(&src.ip).cloned().flatten();
+        }
+    }
 }
 
 /// A cloud NAT in front of the host (`--cloud-nat`): a model with the provider's documented
@@ -332,7 +382,11 @@ fn pool(ct: &Conntrack, key: Key, es: &[&NatEntry], t: Thresholds) -> SnatPool {
     let utilization = in_use as f64 / f64::from(capacity);
     let mut sources: Vec<SourceCount> = sources
         .into_iter()
-        .map(|(ip, flows)| SourceCount { ip, flows })
+        .map(|(ip, flows)| SourceCount {
+            ip,
+            flows,
+            owner: None,
+        })
         .collect();
     sources.sort_by(|a, b| b.flows.cmp(&a.flows).then(a.ip.cmp(&b.ip)));
     sources.truncate(5);

@@ -151,7 +151,8 @@ fn all_namespaces(
         discovery.pods_dir.clone_from(dir);
     }
     let found = collect_all(opts, &discovery)?;
-    let analyses: Vec<_> = found.each().map(|(_, s)| analyze(s, thresholds)).collect();
+    let mut analyses: Vec<_> = found.each().map(|(_, s)| analyze(s, thresholds)).collect();
+    portdoctor::analysis::snat::attribute(&mut analyses, found.each());
     let all = namespaces::inspect(found.each(), &analyses);
     let Some(own) = all.iter().find(|n| n.identity.own) else {
         anyhow::bail!("could not read this process's own network namespace");
