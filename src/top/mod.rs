@@ -2,7 +2,7 @@
 //! from consecutive snapshots, history, sorting, filter, keys); [`view`] draws it with ratatui.
 //! The terminal, the clock and the collector live in the shell, `commands/top.rs`.
 
-mod snat;
+pub mod snat;
 pub mod state;
 pub mod view;
 

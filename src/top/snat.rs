@@ -2,13 +2,37 @@
 //! drop counters, the fullest SNAT pool and the `--cloud-nat` model's busiest destination.
 //! Nothing where conntrack is not loaded, and nothing but the table where there is no SNAT.
 
+use super::state::Current;
 use crate::analysis::Analysis;
 use crate::report::snat::pool_label;
 use crate::snapshot::Snapshot;
 use crate::units::group;
 
+/// conntrack drops per second between two samples of the same namespace.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DropRates {
+    pub insert_failed_per_s: f64,
+    pub drop_per_s: f64,
+}
+
+/// The drop rates from PREV to NEXT (own namespace); `None` without stats in both, without
+/// time between them, or when the counters went back (another namespace, a reset).
+pub fn drop_rates(prev: &Current, next: &Current) -> Option<DropRates> {
+    let a = prev.snapshot.conntrack.as_ref()?.stats?;
+    let b = next.snapshot.conntrack.as_ref()?.stats?;
+    let dt = next.at.checked_duration_since(prev.at)?.as_secs_f64();
+    if dt <= 0.0 || prev.snapshot.host.netns_id != next.snapshot.host.netns_id {
+        return None;
+    }
+    let per_s = |x: u64, y: u64| y.checked_sub(x).map(|d| d as f64 / dt);
+    Some(DropRates {
+        insert_failed_per_s: per_s(a.insert_failed, b.insert_failed)?,
+        drop_per_s: per_s(a.drop, b.drop)?,
+    })
+}
+
 /// (priority, text) parts for the header's settings line: lower priorities stay longer.
-pub fn header_parts(snap: &Snapshot, a: &Analysis) -> Vec<(u8, String)> {
+pub fn header_parts(snap: &Snapshot, a: &Analysis, rates: Option<DropRates>) -> Vec<(u8, String)> {
     let mut parts = Vec::new();
     let (Some(ct), Some(s)) = (&snap.conntrack, &a.snat) else {
         return parts;
@@ -40,10 +64,21 @@ pub fn header_parts(snap: &Snapshot, a: &Analysis) -> Vec<(u8, String)> {
         parts.push((if filling { 0 } else { 3 }, t));
     }
     if let Some(st) = ct.stats.filter(|st| st.insert_failed > 0 || st.drop > 0) {
+        let (now, prio) = match rates {
+            Some(r) if r.insert_failed_per_s > 0.0 || r.drop_per_s > 0.0 => (
+                format!(
+                    " (now {:.1}/s, {:.1}/s)",
+                    r.insert_failed_per_s, r.drop_per_s
+                ),
+                0,
+            ),
+            // Past drops only: the first to go when the line is full.
+            _ => (String::new(), 5),
+        };
         parts.push((
-            1,
+            prio,
             format!(
-                "insert_failed {} drop {}",
+                "insert_failed {} drop {}{now}",
                 group(st.insert_failed),
                 group(st.drop)
             ),
@@ -51,7 +86,11 @@ pub fn header_parts(snap: &Snapshot, a: &Analysis) -> Vec<(u8, String)> {
     }
     if let (Some(model), Some(c)) = (a.thresholds.cloud_nat, s.cloud.first()) {
         parts.push((
-            1,
+            if c.level > crate::analysis::Level::Ok {
+                0
+            } else {
+                4
+            },
             format!(
                 "{} model {}/{} to {}:{}",
                 model.name(),
@@ -72,6 +111,36 @@ mod tests {
     use crate::snapshot::conntrack::{Conntrack, ConntrackStats, CtTcpState, NatEntry};
 
     #[test]
+    fn drop_rates_come_from_consecutive_samples() {
+        let at = std::time::Instant::now();
+        let sample = |secs: u64, failed: u64| {
+            let mut s = crate::fixture::SnapshotBuilder::linux().build();
+            s.conntrack = Some(Conntrack {
+                stats: Some(ConntrackStats {
+                    insert_failed: failed,
+                    drop: failed,
+                    ..ConntrackStats::default()
+                }),
+                ..Conntrack::default()
+            });
+            let analysis = analyze(&s, Thresholds::default());
+            Current {
+                snapshot: s,
+                analysis,
+                at: at + std::time::Duration::from_secs(secs),
+                own: None,
+                others: Vec::new(),
+            }
+        };
+        let r = drop_rates(&sample(0, 10), &sample(2, 30)).unwrap();
+        assert!((r.insert_failed_per_s - 10.0).abs() < 1e-9);
+        assert!(
+            drop_rates(&sample(2, 30), &sample(4, 5)).is_none(),
+            "counters went back"
+        );
+    }
+
+    #[test]
     fn header_shows_the_fullest_snat_pool_and_drops_only_where_there_is_nat() {
         let mut s = crate::fixture::SnapshotBuilder::linux().build();
         s.conntrack = Some(Conntrack {
@@ -83,7 +152,7 @@ mod tests {
             ..Conntrack::default()
         });
         let a = analyze(&s, Thresholds::default());
-        assert!(header_parts(&s, &a).is_empty(), "no SNAT, no noise");
+        assert!(header_parts(&s, &a, None).is_empty(), "no SNAT, no noise");
 
         let entries = (0..20u16)
             .map(|i| NatEntry {
@@ -107,13 +176,20 @@ mod tests {
             });
         }
         let a = analyze(&s, Thresholds::default());
-        let text: Vec<String> = header_parts(&s, &a).into_iter().map(|p| p.1).collect();
+        let rates = DropRates {
+            insert_failed_per_s: 2.0,
+            drop_per_s: 2.5,
+        };
+        let text: Vec<String> = header_parts(&s, &a, Some(rates))
+            .into_iter()
+            .map(|p| p.1)
+            .collect();
         assert_eq!(
             text,
             [
                 "SNAT 10.9.2.1 → 10.9.2.2:8080 tcp 20/64,512 (0%)",
                 "conntrack 5 of 262,144",
-                "insert_failed 6 drop 6"
+                "insert_failed 6 drop 6 (now 2.0/s, 2.5/s)"
             ]
         );
     }

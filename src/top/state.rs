@@ -258,6 +258,8 @@ pub struct App {
     pub cycle: Option<Duration>,
     /// Showing one saved snapshot (`top --load`): paused for good; space, r and +/- do nothing.
     pub loaded: bool,
+    /// conntrack insert_failed and drop per second between the last two samples (NAT hosts).
+    pub nat_drops: Option<super::snat::DropRates>,
 }
 
 impl App {
@@ -278,6 +280,7 @@ impl App {
             refresh: None,
             cycle: None,
             loaded: false,
+            nat_drops: None,
         }
     }
 
@@ -347,6 +350,10 @@ impl App {
     fn ingest_current(&mut self, current: Current) {
         let at = current.at;
         let prev_at = self.current.as_ref().map(|c| c.at);
+        self.nat_drops = self
+            .current
+            .as_ref()
+            .and_then(|prev| super::snat::drop_rates(prev, &current));
         for row in current.rows() {
             let p = row.pool;
             let used = p.used();
