@@ -562,12 +562,38 @@ fn pool_findings(ct: &Conntrack, s: &SnatAnalysis, target: &Target, out: &mut Ve
     }
 }
 
+/// `check --observe`: records in AFTER how much its conntrack statistics moved since BEFORE
+/// (the same namespace, ELAPSED earlier). Not for the analysis to call: the shell's step
+/// between two collections.
+pub fn observe_window(before: &Snapshot, after: &mut Snapshot, elapsed: std::time::Duration) {
+    if before.host.netns_id != after.host.netns_id {
+        return;
+    }
+    let Some(b) = before.conntrack.as_ref().and_then(|c| c.stats) else {
+        return;
+    };
+    if let Some(ct) = after.conntrack.as_mut() {
+        ct.window = ct.stats.and_then(|a| a.since(&b)).map(|delta| {
+            crate::snapshot::conntrack::StatsWindow {
+                seconds: elapsed.as_secs_f64(),
+                delta,
+            }
+        });
+    }
+}
+
 fn stats_findings(ct: &Conntrack, s: &SnatAnalysis, target: &Target, out: &mut Vec<Finding>) {
     let Some(st) = ct.stats else {
         return;
     };
     if st.insert_failed == 0 && st.drop == 0 {
         return;
+    }
+    // Observed: what moved in the window decides; nothing moved, nothing to say now.
+    if let Some(w) = ct.window {
+        if w.delta.insert_failed == 0 && w.delta.drop == 0 {
+            return;
+        }
     }
     let worst = s.pools.first();
     let pressure = s.pools.iter().any(|p| p.level > Level::Ok);
@@ -580,10 +606,14 @@ fn stats_findings(ct: &Conntrack, s: &SnatAnalysis, target: &Target, out: &mut V
         },
         pool: None,
         message: format!(
-            "conntrack dropped packets of new flows: insert_failed {}, drop {}, early_drop {} (since the namespace was made){}",
-            group(st.insert_failed),
-            group(st.drop),
-            group(st.early_drop),
+            "conntrack dropped packets of new flows: insert_failed {}, drop {}, early_drop {} ({}){}",
+            group(ct.window.map_or(st.insert_failed, |w| w.delta.insert_failed)),
+            group(ct.window.map_or(st.drop, |w| w.delta.drop)),
+            group(ct.window.map_or(st.early_drop, |w| w.delta.early_drop)),
+            ct.window.map_or_else(
+                || "since the namespace was made".to_string(),
+                |w| format!("in the {:.0} s observed", w.seconds)
+            ),
             if pressure {
                 "; a SNAT pool is full, so these are flows that found no free NAT port"
             } else {
@@ -593,6 +623,7 @@ fn stats_findings(ct: &Conntrack, s: &SnatAnalysis, target: &Target, out: &mut V
         evidence: super::findings::evidence_map(json!({
             "insert_failed": st.insert_failed, "drop": st.drop, "early_drop": st.early_drop,
             "clash_resolve": st.clash_resolve, "search_restart": st.search_restart,
+            "window": ct.window,
         })),
         fix: snat_fix(ct, worst, target),
     });
@@ -725,6 +756,7 @@ mod tests {
             snat: Some(entries),
             rules,
             rules_source: Some("nft -j list ruleset".into()),
+            window: None,
         });
         s
     }
@@ -771,6 +803,63 @@ mod tests {
         );
         let f = &all.verdict.findings[0];
         assert!(f.fix.contains("fully-random"), "{}", f.fix);
+    }
+
+    #[test]
+    fn observed_window_decides_whether_drops_are_news() {
+        use crate::snapshot::conntrack::StatsWindow;
+        let stats = ConntrackStats {
+            insert_failed: 500,
+            drop: 500,
+            ..ConntrackStats::default()
+        };
+        let mut s = snap(Vec::new(), Vec::new(), stats);
+        assert_eq!(
+            codes(&s, Thresholds::default()),
+            ["conntrack_insert_failed"]
+        );
+        if let Some(ct) = s.conntrack.as_mut() {
+            ct.window = Some(StatsWindow {
+                seconds: 10.0,
+                delta: ConntrackStats::default(),
+            });
+        }
+        assert!(
+            codes(&s, Thresholds::default()).is_empty(),
+            "old drops only"
+        );
+        if let Some(ct) = s.conntrack.as_mut() {
+            ct.window = Some(StatsWindow {
+                seconds: 10.0,
+                delta: ConntrackStats {
+                    insert_failed: 7,
+                    ..ConntrackStats::default()
+                },
+            });
+        }
+        let a = analyze_all(&s, Thresholds::default());
+        let f = &a.verdict.findings[0];
+        assert!(
+            f.message
+                .contains("insert_failed 7, drop 0, early_drop 0 (in the 10 s observed)"),
+            "{}",
+            f.message
+        );
+
+        // The shell's step: the delta of two readings of the same namespace.
+        let mut before = s.clone();
+        if let Some(ct) = before.conntrack.as_mut() {
+            ct.stats = Some(ConntrackStats {
+                insert_failed: 490,
+                drop: 495,
+                ..ConntrackStats::default()
+            });
+        }
+        let mut after = s.clone();
+        observe_window(&before, &mut after, std::time::Duration::from_secs(3));
+        let w = after.conntrack.unwrap().window.unwrap();
+        assert_eq!((w.delta.insert_failed, w.delta.drop), (10, 5));
+        assert!((w.seconds - 3.0).abs() < 1e-9);
     }
 
     #[test]

@@ -17,8 +17,15 @@ fn snapshot_for(args: &CheckArgs, opts: collect::CollectOptions) -> anyhow::Resu
     let collector = collect::native(opts)?;
     // With --observe: trace first (the window), then take the snapshot the failures are
     // reported against.
+    let before = args
+        .observe
+        .and_then(|_| collector.parts()?.without_sockets().ok());
+    let started = std::time::Instant::now();
     let observed = args.observe.map(observe);
     let mut snapshot = collector.snapshot()?;
+    if let Some(before) = &before {
+        portdoctor::analysis::snat::observe_window(before, &mut snapshot, started.elapsed());
+    }
     match observed {
         Some(Ok(f)) => {
             snapshot.notes.extend(failure_notes(&f));
