@@ -288,7 +288,11 @@ pub fn analyze(snapshot: &Snapshot, t: Thresholds) -> Option<SnatAnalysis> {
     let ct = snapshot.conntrack.as_ref()?;
     let entries = ct.snat.as_deref().unwrap_or(&[]);
     let mut groups: FxHashMap<Key, Vec<&NatEntry>> = FxHashMap::default();
-    for e in entries {
+    // Protocols with ports (TCP, UDP, SCTP, DCCP, UDP-Lite): ICMP ids are another space.
+    for e in entries
+        .iter()
+        .filter(|e| matches!(e.proto, 6 | 17 | 33 | 132 | 136))
+    {
         groups
             .entry((e.proto, e.nat_ip, e.remote_ip, e.remote_port))
             .or_default()
@@ -803,6 +807,15 @@ mod tests {
         );
         let f = &all.verdict.findings[0];
         assert!(f.fix.contains("fully-random"), "{}", f.fix);
+    }
+
+    #[test]
+    fn icmp_ids_are_not_a_port_pool() {
+        let mut icmp = entry(0, 7, CtTcpState::Established);
+        icmp.proto = 1;
+        icmp.tcp_state = None;
+        let s = snap(vec![icmp], Vec::new(), ConntrackStats::default());
+        assert!(analyze(&s, Thresholds::default()).unwrap().pools.is_empty());
     }
 
     #[test]

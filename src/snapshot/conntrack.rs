@@ -77,8 +77,9 @@ pub struct ConntrackStats {
     pub clash_resolve: u64,
 }
 
-/// One source-NATed flow: original tuple (client → remote) and the NAT address and port the
-/// remote sees (the reply tuple's destination).
+/// One source-NATed flow: the client (original source), the remote that answers and the NAT
+/// address and port it answers to (the reply tuple: after DNAT the real endpoint, not the
+/// address the client dialled).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NatEntry {
     /// IP protocol number (6 TCP, 17 UDP, …).
