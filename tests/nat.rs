@@ -3,8 +3,8 @@
 //! node's NAT range is full; `check --netns node` must see what `conntrack -L` sees.
 //!
 //! Needs root, nftables, iptables (nft backend) and conntrack (the conntrack-tools package).
-//! Addresses: 10.231.1.0/24 (pod–node) and 10.231.2.0/24 (node–remote), inside the test's own
-//! namespaces only.
+//! Addresses: 10.N.1.0/24 (pod–node) and 10.N.2.0/24 (node–remote), N = 231, 233–235 by
+//! test, inside the test's own namespaces only.
 
 mod common;
 
@@ -48,10 +48,11 @@ os.rename(out + '.tmp', out)
 time.sleep(120)
 ";
 
-const REMOTE: &str = "10.231.2.2";
-
 /// pod → veth → node (forwarding, NAT rules added by the test) → veth → remote.
 struct NatLab {
+    /// 10.NET.1.0/24 pod–node, 10.NET.2.0/24 node–remote: each test its own NET, so that
+    /// `-A` (which sees every test's namespaces) finds each pod address once.
+    net: u8,
     pod: Netns,
     node: Netns,
     remote: Netns,
@@ -59,8 +60,9 @@ struct NatLab {
 }
 
 impl NatLab {
-    fn new(tag: &str) -> NatLab {
+    fn new(tag: &str, net: u8) -> NatLab {
         let lab = NatLab {
+            net,
             pod: Netns::new(&format!("nat{tag}-pod")),
             node: Netns::new(&format!("nat{tag}-node")),
             remote: Netns::new(&format!("nat{tag}-rem")),
@@ -83,17 +85,21 @@ impl NatLab {
             &remote.name,
         ]);
         for (ns, dev, addr) in [
-            (pod, "p0", "10.231.1.2/24"),
-            (node, "n0", "10.231.1.1/24"),
-            (node, "n1", "10.231.2.1/24"),
-            (remote, "r0", "10.231.2.2/24"),
+            (pod, "p0", format!("10.{net}.1.2/24")),
+            (node, "n0", format!("10.{net}.1.1/24")),
+            (node, "n1", format!("10.{net}.2.1/24")),
+            (remote, "r0", format!("10.{net}.2.2/24")),
         ] {
-            ns.ip(&["addr", "add", addr, "dev", dev]);
+            ns.ip(&["addr", "add", &addr, "dev", dev]);
             ns.ip(&["link", "set", dev, "up"]);
         }
-        pod.ip(&["route", "add", "default", "via", "10.231.1.1"]);
+        pod.ip(&["route", "add", "default", "via", &format!("10.{net}.1.1")]);
         node.sysctl("net.ipv4.ip_forward", "1");
         lab
+    }
+
+    fn remote_ip(&self) -> String {
+        format!("10.{}.2.2", self.net)
     }
 
     /// `nft ARGS` in the node.
@@ -114,7 +120,7 @@ impl NatLab {
     fn server(&mut self, port: u16) {
         let ready = self.remote.path("server-ready");
         let mut cmd = self.remote.exec("python3");
-        cmd.args(["-c", SERVER, REMOTE, &port.to_string()])
+        cmd.args(["-c", SERVER, &self.remote_ip(), &port.to_string()])
             .arg(&ready);
         let mut bg = self.remote.spawn("server", cmd);
         bg.wait_for_file(&ready, Duration::from_secs(30));
@@ -129,7 +135,7 @@ impl NatLab {
         cmd.args([
             "-c",
             CLIENT,
-            REMOTE,
+            &self.remote_ip(),
             &port.to_string(),
             &n.to_string(),
             &wait.to_string(),
@@ -215,7 +221,7 @@ fn nft_masquerade_range_full_is_an_exhausted_snat_pool() {
     if !require_root("nft_masquerade_range_full_is_an_exhausted_snat_pool") {
         return;
     }
-    let mut lab = NatLab::new("full");
+    let mut lab = NatLab::new("full", 231);
     lab.nft_nat("meta l4proto tcp masquerade to :40000-40099");
     lab.server(8080);
     lab.server(8081);
@@ -301,7 +307,7 @@ fn iptables_nft_masquerade_to_ports_random_fully_is_read() {
     if !require_root("iptables_nft_masquerade_to_ports_random_fully_is_read") {
         return;
     }
-    let mut lab = NatLab::new("ipt");
+    let mut lab = NatLab::new("ipt", 233);
     run_ok(lab.node.exec("iptables").args([
         "-t",
         "nat",
@@ -339,7 +345,7 @@ fn cloud_nat_quota_of_64_with_80_flows_to_one_destination() {
     if !require_root("cloud_nat_quota_of_64_with_80_flows_to_one_destination") {
         return;
     }
-    let mut lab = NatLab::new("cloud");
+    let mut lab = NatLab::new("cloud", 234);
     // No port range in the rule: the kernel's default range, said so.
     lab.nft_nat("meta l4proto tcp masquerade");
     lab.server(443);
@@ -376,7 +382,7 @@ fn cloud_nat_quota_of_64_with_80_flows_to_one_destination() {
         })
         .unwrap_or_else(|| panic!("node namespace in -A: {all}"));
     let p = snat_pool(node, 443);
-    assert_eq!(p["sources"][0]["ip"], "10.231.1.2");
+    assert_eq!(p["sources"][0]["ip"], "10.234.1.2");
     assert_eq!(p["sources"][0]["owner"], lab.pod.name.as_str(), "{p}");
 
     // The conntrack data survives --save / --load (an additive field of snapshot/v1).
@@ -392,7 +398,7 @@ fn without_cap_net_admin_the_table_is_unknown_not_empty() {
     if !require_root("without_cap_net_admin_the_table_is_unknown_not_empty") {
         return;
     }
-    let mut lab = NatLab::new("priv");
+    let mut lab = NatLab::new("priv", 235);
     lab.nft_nat("meta l4proto tcp masquerade to :40000-40099");
     lab.server(8080);
     assert_eq!(lab.connect(8080, 5, 10.0)["ok"], 5);
