@@ -629,7 +629,15 @@ fn stats_findings(ct: &Conntrack, s: &SnatAnalysis, target: &Target, out: &mut V
             "clash_resolve": st.clash_resolve, "search_restart": st.search_restart,
             "window": ct.window,
         })),
-        fix: snat_fix(ct, worst, target),
+        fix: if ct.window.is_none() {
+            format!(
+                "{}\nto see whether drops happen now (these counters never go back): portdoctor check{} --observe 10s",
+                snat_fix(ct, worst, target),
+                target.cli_args()
+            )
+        } else {
+            snat_fix(ct, worst, target)
+        },
     });
 }
 
