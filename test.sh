@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # Runs every portdoctor test on a fresh Debian/Ubuntu machine: installs what the tests need
 # (iproute2 for network namespaces and ss, a C compiler for ../shared/tools, setpriv, python3,
-# nftables, iptables and conntrack for the NAT tests,
-# the Kubernetes schema validators from PyPI),
+# nftables, iptables and conntrack for the NAT tests, the Kubernetes schema validators from PyPI),
 # then runs the unit, property, snapshot and integration tests.
 # The integration tests create network namespaces, so this needs root.
 set -euo pipefail
@@ -24,10 +23,9 @@ command -v sysctl >/dev/null 2>&1 || need+=(procps)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v curl >/dev/null 2>&1 || need+=(curl ca-certificates)
-# tests/nat.rs builds a NAT with nftables and iptables-nft and compares with `conntrack -L`.
 command -v nft >/dev/null 2>&1 || need+=(nftables)
-command -v conntrack >/dev/null 2>&1 || need+=(conntrack)
 command -v iptables >/dev/null 2>&1 || need+=(iptables)
+command -v conntrack >/dev/null 2>&1 || need+=(conntrack)
 if [ ${#need[@]} -gt 0 ]; then
   echo "test.sh: installing ${need[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive

@@ -106,3 +106,29 @@ fn from_host_reads_the_namespace() {
     // 90 ports / 1 s reuse delay = 90/s ≥ 50/s, but 56 % full → fits, exit 0.
     assert_eq!(code, 0, "{v}");
 }
+
+#[test]
+fn cloud_nat_model_compares_open_flows_per_destination_with_the_quota() {
+    // 400/s over 2 destinations, 0.5 s each: 100 open flows per destination.
+    let base = [
+        "--rate",
+        "400",
+        "--lifetime",
+        "500ms",
+        "--destinations",
+        "2",
+    ];
+    let (v, code) = json(&[&base[..], &["--cloud-nat", "azure-lb:64"]].concat());
+    assert_eq!(code, 2, "{v}");
+    assert_eq!(v["cloud_nat"]["flows_per_destination"], 100.0);
+    assert_eq!(v["cloud_nat"]["quota"], 64);
+    assert_eq!(v["cloud_nat"]["fits"], false);
+    let (v, code) = json(&[&base[..], &["--cloud-nat", "aws-natgw"]].concat());
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["cloud_nat"]["fits"], true);
+    let (v, _) = json(&base);
+    assert!(
+        v.get("cloud_nat").is_none(),
+        "absent without --cloud-nat: {v}"
+    );
+}

@@ -3,11 +3,13 @@
 //! node's NAT range is full; `check --netns node` must see what `conntrack -L` sees.
 //!
 //! Needs root, nftables, iptables (nft backend) and conntrack (the conntrack-tools package).
-//! Addresses: 10.231.1.0/24 (pod–node) and 10.231.2.0/24 (node–remote), inside the test's own
-//! namespaces only.
+//! Addresses: 10.N.1.0/24 (pod–node) and 10.N.2.0/24 (node–remote), N = 231, 233–235 by
+//! test, inside the test's own namespaces only.
 
 mod common;
 
+use std::io::{Read, Write};
+use std::process::Command;
 use std::time::Duration;
 
 use common::{finding_codes, pools, require_root, run_ok, Background, Netns};
@@ -46,10 +48,11 @@ os.rename(out + '.tmp', out)
 time.sleep(120)
 ";
 
-const REMOTE: &str = "10.231.2.2";
-
 /// pod → veth → node (forwarding, NAT rules added by the test) → veth → remote.
 struct NatLab {
+    /// 10.NET.1.0/24 pod–node, 10.NET.2.0/24 node–remote: each test its own NET, so that
+    /// `-A` (which sees every test's namespaces) finds each pod address once.
+    net: u8,
     pod: Netns,
     node: Netns,
     remote: Netns,
@@ -57,8 +60,9 @@ struct NatLab {
 }
 
 impl NatLab {
-    fn new(tag: &str) -> NatLab {
+    fn new(tag: &str, net: u8) -> NatLab {
         let lab = NatLab {
+            net,
             pod: Netns::new(&format!("nat{tag}-pod")),
             node: Netns::new(&format!("nat{tag}-node")),
             remote: Netns::new(&format!("nat{tag}-rem")),
@@ -81,17 +85,21 @@ impl NatLab {
             &remote.name,
         ]);
         for (ns, dev, addr) in [
-            (pod, "p0", "10.231.1.2/24"),
-            (node, "n0", "10.231.1.1/24"),
-            (node, "n1", "10.231.2.1/24"),
-            (remote, "r0", "10.231.2.2/24"),
+            (pod, "p0", format!("10.{net}.1.2/24")),
+            (node, "n0", format!("10.{net}.1.1/24")),
+            (node, "n1", format!("10.{net}.2.1/24")),
+            (remote, "r0", format!("10.{net}.2.2/24")),
         ] {
-            ns.ip(&["addr", "add", addr, "dev", dev]);
+            ns.ip(&["addr", "add", &addr, "dev", dev]);
             ns.ip(&["link", "set", dev, "up"]);
         }
-        pod.ip(&["route", "add", "default", "via", "10.231.1.1"]);
+        pod.ip(&["route", "add", "default", "via", &format!("10.{net}.1.1")]);
         node.sysctl("net.ipv4.ip_forward", "1");
         lab
+    }
+
+    fn remote_ip(&self) -> String {
+        format!("10.{}.2.2", self.net)
     }
 
     /// `nft ARGS` in the node.
@@ -112,7 +120,7 @@ impl NatLab {
     fn server(&mut self, port: u16) {
         let ready = self.remote.path("server-ready");
         let mut cmd = self.remote.exec("python3");
-        cmd.args(["-c", SERVER, REMOTE, &port.to_string()])
+        cmd.args(["-c", SERVER, &self.remote_ip(), &port.to_string()])
             .arg(&ready);
         let mut bg = self.remote.spawn("server", cmd);
         bg.wait_for_file(&ready, Duration::from_secs(30));
@@ -127,7 +135,7 @@ impl NatLab {
         cmd.args([
             "-c",
             CLIENT,
-            REMOTE,
+            &self.remote_ip(),
             &port.to_string(),
             &n.to_string(),
             &wait.to_string(),
@@ -152,6 +160,48 @@ impl NatLab {
     }
 }
 
+/// One scrape of `portdoctor serve --netns NS` (listening on host loopback), checked by
+/// promtool.
+fn scrape_serve(ns: &Netns) -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port");
+    let listen = format!("127.0.0.1:{port}");
+    let mut cmd = Command::new(common::PORTDOCTOR);
+    cmd.args(["serve", "--netns", &ns.name, "--listen", &listen]);
+    let _serve = ns.spawn("serve", cmd);
+    let body = common::wait_until(Duration::from_secs(30), || {
+        let mut s = std::net::TcpStream::connect(&listen).ok()?;
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .ok()?;
+        let mut text = String::new();
+        s.read_to_string(&mut text).ok()?;
+        let (head, body) = text.split_once("\r\n\r\n")?;
+        head.starts_with("HTTP/1.1 200").then(|| body.to_string())
+    })
+    .expect("serve answered /metrics within 30 s");
+    let mut check = Command::new("promtool");
+    check
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    if let Ok(mut child) = check.spawn() {
+        if let Some(mut stdin) = child.stdin.take() {
+            let _ = stdin.write_all(body.as_bytes());
+        }
+        let out = child.wait_with_output().expect("promtool ran");
+        assert!(
+            out.status.success(),
+            "promtool check metrics: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    body
+}
+
 fn snat_pools(report: &Value) -> Vec<&Value> {
     pools(report)
         .iter()
@@ -171,7 +221,7 @@ fn nft_masquerade_range_full_is_an_exhausted_snat_pool() {
     if !require_root("nft_masquerade_range_full_is_an_exhausted_snat_pool") {
         return;
     }
-    let mut lab = NatLab::new("full");
+    let mut lab = NatLab::new("full", 231);
     lab.nft_nat("meta l4proto tcp masquerade to :40000-40099");
     lab.server(8080);
     lab.server(8081);
@@ -221,6 +271,28 @@ fn nft_masquerade_range_full_is_an_exhausted_snat_pool() {
     assert!(stats["drop"].as_u64() > Some(0), "{stats}");
     assert_eq!(report["conntrack"]["dumped"].as_u64(), Some(103));
 
+    // serve exports the same pool and the conntrack counters.
+    let metrics = scrape_serve(&lab.node);
+    let series = "portdoctor_snat_pool_in_use{nat_ip=\"10.231.2.1\",remote_ip=\"10.231.2.2\",remote_port=\"8080\",protocol=\"tcp\"} ";
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with(series) && l.ends_with(" 100") || l == format!("{series}100.0")),
+        "{series} missing or not 100:\n{metrics}"
+    );
+    let failed = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("portdoctor_conntrack_insert_failed_total "))
+        .and_then(|v| v.parse::<f64>().ok());
+    assert!(
+        failed > Some(0.0),
+        "insert_failed counter: {failed:?}\n{metrics}"
+    );
+    assert!(
+        metrics.contains("portdoctor_conntrack_entries_max "),
+        "{metrics}"
+    );
+
     // The text report shows the SNAT table.
     let text = common::portdoctor(&["check", "--netns", &lab.node.name]);
     assert!(
@@ -235,7 +307,7 @@ fn iptables_nft_masquerade_to_ports_random_fully_is_read() {
     if !require_root("iptables_nft_masquerade_to_ports_random_fully_is_read") {
         return;
     }
-    let mut lab = NatLab::new("ipt");
+    let mut lab = NatLab::new("ipt", 233);
     run_ok(lab.node.exec("iptables").args([
         "-t",
         "nat",
@@ -273,7 +345,7 @@ fn cloud_nat_quota_of_64_with_80_flows_to_one_destination() {
     if !require_root("cloud_nat_quota_of_64_with_80_flows_to_one_destination") {
         return;
     }
-    let mut lab = NatLab::new("cloud");
+    let mut lab = NatLab::new("cloud", 234);
     // No port range in the rule: the kernel's default range, said so.
     lab.nft_nat("meta l4proto tcp masquerade");
     lab.server(443);
@@ -299,6 +371,56 @@ fn cloud_nat_quota_of_64_with_80_flows_to_one_destination() {
         f[0]["message"]
     );
     assert_eq!(report["thresholds"]["cloud_nat"]["provider"], "azure-lb");
+
+    // -A names the pod behind the SNAT source address (its sockets use it).
+    let all = common::portdoctor(&["check", "-A", "--json", "--no-owners"]).json();
+    let node = all["namespaces"]
+        .as_array()
+        .and_then(|a| {
+            a.iter()
+                .find(|n| n["netns"]["name"] == lab.node.name.as_str())
+        })
+        .unwrap_or_else(|| panic!("node namespace in -A: {all}"));
+    let p = snat_pool(node, 443);
+    assert_eq!(p["sources"][0]["ip"], "10.234.1.2");
+    assert_eq!(p["sources"][0]["owner"], lab.pod.name.as_str(), "{p}");
+
+    // The conntrack data survives --save / --load (an additive field of snapshot/v1).
+    let file = lab.node.path("snap.json");
+    let file = file.to_str().expect("utf-8 path");
+    common::portdoctor(&["check", "--netns", &lab.node.name, "--save", file]);
+    let loaded = common::portdoctor(&["check", "--load", file, "--json"]).json();
+    assert_eq!(snat_pool(&loaded, 443)["in_use"], 80, "{loaded}");
+}
+
+#[test]
+fn without_cap_net_admin_the_table_is_unknown_not_empty() {
+    if !require_root("without_cap_net_admin_the_table_is_unknown_not_empty") {
+        return;
+    }
+    let mut lab = NatLab::new("priv", 235);
+    lab.nft_nat("meta l4proto tcp masquerade to :40000-40099");
+    lab.server(8080);
+    assert_eq!(lab.connect(8080, 5, 10.0)["ok"], 5);
+    // As nobody, inside the node: nf_conntrack_count is readable, the ctnetlink dump is not.
+    let mut cmd = lab.node.exec("setpriv");
+    cmd.args([
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "--inh-caps=-all",
+    ])
+    .arg(common::PORTDOCTOR)
+    .args(["check", "--json", "--no-owners"]);
+    let run = common::run_program(&mut cmd, &["check", "--json", "(as nobody)"]);
+    let report = run.json();
+    let ct = &report["conntrack"];
+    assert_eq!(ct["count"], 5, "{ct}");
+    assert!(ct["dumped"].is_null(), "unknown, not 0: {ct}");
+    assert!(ct["snat_entries"].is_null(), "unknown, not 0: {ct}");
+    assert!(snat_pools(&report).is_empty());
+    let notes = report["notes"].to_string();
+    assert!(notes.contains("CAP_NET_ADMIN"), "{notes}");
 }
 
 #[test]

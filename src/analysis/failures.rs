@@ -35,9 +35,9 @@ pub fn failure_in_pool(
         }
         Scope::LocalAddress => local,
         Scope::Host => true,
-        Scope::Snat => false,
-        // The tracer counts TCP connect() failures (EADDRNOTAVAIL); UDP fails with EAGAIN.
-        Scope::Udp => false,
+        // The tracer counts the host's own TCP connect() failures (EADDRNOTAVAIL): not NAT's,
+        // and UDP fails with EAGAIN.
+        Scope::Snat | Scope::Udp => false,
     }
 }
 

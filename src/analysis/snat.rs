@@ -15,7 +15,7 @@ use serde_json::json;
 
 use super::{Finding, FindingCode, Level, Severity, Thresholds, Verdict};
 use crate::snapshot::conntrack::{Conntrack, CtTcpState, NatEntry};
-use crate::snapshot::{PortRange, Snapshot, Target};
+use crate::snapshot::{NamespaceIdentity, PortRange, Snapshot, Target};
 use crate::units::group;
 
 /// The range the kernel uses when a source-NAT rule gives no port range and the original port
@@ -63,6 +63,56 @@ pub struct SnatPool {
 pub struct SourceCount {
     pub ip: IpAddr,
     pub flows: u64,
+    /// With `-A`: the namespace whose sockets use this address (`pod NS/NAME`, its /run/netns
+    /// name, or `netns inode N`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+}
+
+/// A short name of a namespace for [`SourceCount::owner`].
+fn owner_label(id: &NamespaceIdentity) -> String {
+    match (&id.pod, &id.name) {
+        (Some(p), _) if !p.name.is_empty() => format!("pod {}/{}", p.namespace, p.name),
+        (Some(p), _) => format!("pod uid {}", p.uid),
+        (None, Some(name)) => name.clone(),
+        (None, None) => format!("netns inode {}", id.id.ino),
+    }
+}
+
+/// `-A`: names the namespace behind each SNAT source address, from the local addresses of every
+/// namespace's own sockets (an address used in two namespaces names neither).
+pub fn attribute<'a>(
+    analyses: &mut [super::Analysis],
+    namespaces: impl IntoIterator<Item = (&'a NamespaceIdentity, &'a Snapshot)>,
+) {
+    let mut by_ip: FxHashMap<IpAddr, Option<String>> = FxHashMap::default();
+    for (id, snap) in namespaces {
+        let label = owner_label(id);
+        let mut ips: Vec<IpAddr> = snap
+            .sockets
+            .iter()
+            .map(|s| s.local_ip)
+            .filter(|ip| !ip.is_loopback() && !ip.is_unspecified())
+            .collect();
+        ips.sort_unstable();
+        ips.dedup();
+        for ip in ips {
+            by_ip
+                .entry(ip)
+                .and_modify(|o| {
+                    if o.as_deref() != Some(label.as_str()) {
+                        *o = None;
+                    }
+                })
+                .or_insert_with(|| Some(label.clone()));
+        }
+    }
+    for a in analyses {
+        let Some(s) = a.snat.as_mut() else { continue };
+        for src in s.pools.iter_mut().flat_map(|p| p.sources.iter_mut()) {
+            src.owner = by_ip.get(&src.ip).cloned().flatten();
+        }
+    }
 }
 
 /// A cloud NAT in front of the host (`--cloud-nat`): a model with the provider's documented
@@ -73,14 +123,15 @@ pub enum CloudNat {
     AzureLb(u32),
     /// Azure App Service: 128 SNAT ports per instance.
     AppService,
-    /// AWS NAT gateway: 55,000 simultaneous connections per unique destination.
-    AwsNatGw,
+    /// AWS NAT gateway: 55,000 simultaneous connections per unique destination for each of its
+    /// IP addresses (1–8).
+    AwsNatGw(u32),
     /// Google Cloud NAT: PORTS per VM (default minimum 64).
     Gcp(u32),
 }
 
 impl CloudNat {
-    /// Parses `azure-lb:PORTS`, `app-service`, `aws-natgw`, `gcp[:PORTS]`.
+    /// Parses `azure-lb:PORTS`, `app-service`, `aws-natgw[:IPS]`, `gcp[:PORTS]`.
     pub fn parse(text: &str) -> Result<Self, String> {
         let (name, arg) = text
             .split_once(':')
@@ -100,10 +151,20 @@ impl CloudNat {
         match name {
             "azure-lb" => Ok(CloudNat::AzureLb(ports(None)?)),
             "app-service" if arg.is_none() => Ok(CloudNat::AppService),
-            "aws-natgw" if arg.is_none() => Ok(CloudNat::AwsNatGw),
+            "aws-natgw" => match arg {
+                None => Ok(CloudNat::AwsNatGw(1)),
+                Some(a) => a
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|n| (1..=8).contains(n))
+                    .map(CloudNat::AwsNatGw)
+                    .ok_or_else(|| {
+                        format!("aws-natgw:{a}: give the NAT gateway's IP addresses, 1–8")
+                    }),
+            },
             "gcp" => Ok(CloudNat::Gcp(ports(Some(64))?)),
             _ => Err(format!(
-                "{text:?}: expected azure-lb:PORTS, app-service, aws-natgw or gcp[:PORTS]"
+                "{text:?}: expected azure-lb:PORTS, app-service, aws-natgw[:IPS] or gcp[:PORTS]"
             )),
         }
     }
@@ -112,7 +173,7 @@ impl CloudNat {
         match self {
             CloudNat::AzureLb(_) => "azure-lb",
             CloudNat::AppService => "app-service",
-            CloudNat::AwsNatGw => "aws-natgw",
+            CloudNat::AwsNatGw(_) => "aws-natgw",
             CloudNat::Gcp(_) => "gcp",
         }
     }
@@ -122,7 +183,7 @@ impl CloudNat {
         match self {
             CloudNat::AzureLb(p) | CloudNat::Gcp(p) => p,
             CloudNat::AppService => 128,
-            CloudNat::AwsNatGw => 55_000,
+            CloudNat::AwsNatGw(ips) => 55_000 * ips,
         }
     }
 
@@ -131,8 +192,8 @@ impl CloudNat {
         match self {
             CloudNat::AzureLb(_) => "Azure Load Balancer SNAT ports pre-allocated per node (given)",
             CloudNat::AppService => "Azure App Service: 128 SNAT ports per instance (documented)",
-            CloudNat::AwsNatGw => {
-                "AWS NAT gateway: 55,000 simultaneous connections per destination (documented)"
+            CloudNat::AwsNatGw(_) => {
+                "AWS NAT gateway: 55,000 simultaneous connections per destination and IP address (documented)"
             }
             CloudNat::Gcp(_) => "Google Cloud NAT ports per VM (default minimum 64)",
         }
@@ -143,6 +204,37 @@ impl Serialize for CloudNat {
     fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
         json!({"provider": self.name(), "flows_per_destination": self.quota(), "basis": self.basis()})
             .serialize(ser)
+    }
+}
+
+/// `capacity --cloud-nat`: the open flows per destination the offered load keeps (Little's
+/// law: new flows per second per destination × connection lifetime) against the quota. The
+/// cloud NAT's own hold after a flow closes is not in it (providers differ; docs/nat.md), so
+/// this is a lower bound of what the NAT holds.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CloudNatDemand {
+    pub model: CloudNat,
+    pub flows_per_destination: f64,
+    pub quota: u32,
+    pub utilization: f64,
+    pub fits: bool,
+}
+
+/// The cloud NAT demand of RATE new flows/s spread over DESTINATIONS, each open LIFETIME s.
+pub fn cloud_nat_demand(
+    model: CloudNat,
+    rate_per_s: f64,
+    lifetime_s: f64,
+    destinations: u32,
+) -> CloudNatDemand {
+    let flows = rate_per_s / f64::from(destinations.max(1)) * lifetime_s;
+    let quota = model.quota();
+    CloudNatDemand {
+        model,
+        flows_per_destination: (flows * 10.0).round() / 10.0,
+        quota,
+        utilization: flows / f64::from(quota),
+        fits: flows < f64::from(quota),
     }
 }
 
@@ -196,7 +288,11 @@ pub fn analyze(snapshot: &Snapshot, t: Thresholds) -> Option<SnatAnalysis> {
     let ct = snapshot.conntrack.as_ref()?;
     let entries = ct.snat.as_deref().unwrap_or(&[]);
     let mut groups: FxHashMap<Key, Vec<&NatEntry>> = FxHashMap::default();
-    for e in entries {
+    // Protocols with ports (TCP, UDP, SCTP, DCCP, UDP-Lite): ICMP ids are another space.
+    for e in entries
+        .iter()
+        .filter(|e| matches!(e.proto, 6 | 17 | 33 | 132 | 136))
+    {
         groups
             .entry((e.proto, e.nat_ip, e.remote_ip, e.remote_port))
             .or_default()
@@ -290,7 +386,11 @@ fn pool(ct: &Conntrack, key: Key, es: &[&NatEntry], t: Thresholds) -> SnatPool {
     let utilization = in_use as f64 / f64::from(capacity);
     let mut sources: Vec<SourceCount> = sources
         .into_iter()
-        .map(|(ip, flows)| SourceCount { ip, flows })
+        .map(|(ip, flows)| SourceCount {
+            ip,
+            flows,
+            owner: None,
+        })
         .collect();
     sources.sort_by(|a, b| b.flows.cmp(&a.flows).then(a.ip.cmp(&b.ip)));
     sources.truncate(5);
@@ -466,12 +566,38 @@ fn pool_findings(ct: &Conntrack, s: &SnatAnalysis, target: &Target, out: &mut Ve
     }
 }
 
+/// `check --observe`: records in AFTER how much its conntrack statistics moved since BEFORE
+/// (the same namespace, ELAPSED earlier). Not for the analysis to call: the shell's step
+/// between two collections.
+pub fn observe_window(before: &Snapshot, after: &mut Snapshot, elapsed: std::time::Duration) {
+    if before.host.netns_id != after.host.netns_id {
+        return;
+    }
+    let Some(b) = before.conntrack.as_ref().and_then(|c| c.stats) else {
+        return;
+    };
+    if let Some(ct) = after.conntrack.as_mut() {
+        ct.window = ct.stats.and_then(|a| a.since(&b)).map(|delta| {
+            crate::snapshot::conntrack::StatsWindow {
+                seconds: elapsed.as_secs_f64(),
+                delta,
+            }
+        });
+    }
+}
+
 fn stats_findings(ct: &Conntrack, s: &SnatAnalysis, target: &Target, out: &mut Vec<Finding>) {
     let Some(st) = ct.stats else {
         return;
     };
     if st.insert_failed == 0 && st.drop == 0 {
         return;
+    }
+    // Observed: what moved in the window decides; nothing moved, nothing to say now.
+    if let Some(w) = ct.window {
+        if w.delta.insert_failed == 0 && w.delta.drop == 0 {
+            return;
+        }
     }
     let worst = s.pools.first();
     let pressure = s.pools.iter().any(|p| p.level > Level::Ok);
@@ -484,10 +610,14 @@ fn stats_findings(ct: &Conntrack, s: &SnatAnalysis, target: &Target, out: &mut V
         },
         pool: None,
         message: format!(
-            "conntrack dropped packets of new flows: insert_failed {}, drop {}, early_drop {} (since the namespace was made){}",
-            group(st.insert_failed),
-            group(st.drop),
-            group(st.early_drop),
+            "conntrack dropped packets of new flows: insert_failed {}, drop {}, early_drop {} ({}){}",
+            group(ct.window.map_or(st.insert_failed, |w| w.delta.insert_failed)),
+            group(ct.window.map_or(st.drop, |w| w.delta.drop)),
+            group(ct.window.map_or(st.early_drop, |w| w.delta.early_drop)),
+            ct.window.map_or_else(
+                || "since the namespace was made".to_string(),
+                |w| format!("in the {:.0} s observed", w.seconds)
+            ),
             if pressure {
                 "; a SNAT pool is full, so these are flows that found no free NAT port"
             } else {
@@ -497,8 +627,17 @@ fn stats_findings(ct: &Conntrack, s: &SnatAnalysis, target: &Target, out: &mut V
         evidence: super::findings::evidence_map(json!({
             "insert_failed": st.insert_failed, "drop": st.drop, "early_drop": st.early_drop,
             "clash_resolve": st.clash_resolve, "search_restart": st.search_restart,
+            "window": ct.window,
         })),
-        fix: snat_fix(ct, worst, target),
+        fix: if ct.window.is_none() {
+            format!(
+                "{}\nto see whether drops happen now (these counters never go back): portdoctor check{} --observe 10s",
+                snat_fix(ct, worst, target),
+                target.cli_args()
+            )
+        } else {
+            snat_fix(ct, worst, target)
+        },
     });
 }
 
@@ -577,7 +716,7 @@ fn cloud_findings(s: &SnatAnalysis, t: Thresholds, out: &mut Vec<Finding>) {
                 match cloud {
                     CloudNat::AzureLb(_) => "outbound rule allocatedOutboundPorts, more frontend IPs, or a NAT Gateway",
                     CloudNat::AppService => "VNet integration with a NAT Gateway",
-                    CloudNat::AwsNatGw => "secondary IP addresses on the NAT gateway",
+                    CloudNat::AwsNatGw(_) => "secondary IP addresses on the NAT gateway (up to 8)",
                     CloudNat::Gcp(_) => "--min-ports-per-vm, dynamic port allocation, more NAT IPs",
                 }
             ),
@@ -629,6 +768,7 @@ mod tests {
             snat: Some(entries),
             rules,
             rules_source: Some("nft -j list ruleset".into()),
+            window: None,
         });
         s
     }
@@ -675,6 +815,72 @@ mod tests {
         );
         let f = &all.verdict.findings[0];
         assert!(f.fix.contains("fully-random"), "{}", f.fix);
+    }
+
+    #[test]
+    fn icmp_ids_are_not_a_port_pool() {
+        let mut icmp = entry(0, 7, CtTcpState::Established);
+        icmp.proto = 1;
+        icmp.tcp_state = None;
+        let s = snap(vec![icmp], Vec::new(), ConntrackStats::default());
+        assert!(analyze(&s, Thresholds::default()).unwrap().pools.is_empty());
+    }
+
+    #[test]
+    fn observed_window_decides_whether_drops_are_news() {
+        use crate::snapshot::conntrack::StatsWindow;
+        let stats = ConntrackStats {
+            insert_failed: 500,
+            drop: 500,
+            ..ConntrackStats::default()
+        };
+        let mut s = snap(Vec::new(), Vec::new(), stats);
+        assert_eq!(
+            codes(&s, Thresholds::default()),
+            ["conntrack_insert_failed"]
+        );
+        if let Some(ct) = s.conntrack.as_mut() {
+            ct.window = Some(StatsWindow {
+                seconds: 10.0,
+                delta: ConntrackStats::default(),
+            });
+        }
+        assert!(
+            codes(&s, Thresholds::default()).is_empty(),
+            "old drops only"
+        );
+        if let Some(ct) = s.conntrack.as_mut() {
+            ct.window = Some(StatsWindow {
+                seconds: 10.0,
+                delta: ConntrackStats {
+                    insert_failed: 7,
+                    ..ConntrackStats::default()
+                },
+            });
+        }
+        let a = analyze_all(&s, Thresholds::default());
+        let f = &a.verdict.findings[0];
+        assert!(
+            f.message
+                .contains("insert_failed 7, drop 0, early_drop 0 (in the 10 s observed)"),
+            "{}",
+            f.message
+        );
+
+        // The shell's step: the delta of two readings of the same namespace.
+        let mut before = s.clone();
+        if let Some(ct) = before.conntrack.as_mut() {
+            ct.stats = Some(ConntrackStats {
+                insert_failed: 490,
+                drop: 495,
+                ..ConntrackStats::default()
+            });
+        }
+        let mut after = s.clone();
+        observe_window(&before, &mut after, std::time::Duration::from_secs(3));
+        let w = after.conntrack.unwrap().window.unwrap();
+        assert_eq!((w.delta.insert_failed, w.delta.drop), (10, 5));
+        assert!((w.seconds - 3.0).abs() < 1e-9);
     }
 
     #[test]
@@ -771,6 +977,14 @@ mod tests {
     }
 
     #[test]
+    fn cloud_nat_demand_is_littles_law_per_destination() {
+        let d = cloud_nat_demand(CloudNat::AzureLb(64), 400.0, 0.5, 2);
+        assert!((d.flows_per_destination - 100.0).abs() < 1e-9);
+        assert!(!d.fits);
+        assert!(cloud_nat_demand(CloudNat::AwsNatGw(1), 400.0, 0.5, 2).fits);
+    }
+
+    #[test]
     fn cloud_nat_parses_each_model() {
         assert_eq!(
             CloudNat::parse("azure-lb:1024"),
@@ -786,5 +1000,6 @@ mod tests {
         assert!(CloudNat::parse("azure-lb").is_err());
         assert!(CloudNat::parse("azure-lb:0").is_err());
         assert!(CloudNat::parse("aws").is_err());
+        assert!(CloudNat::parse("app-service:3").is_err());
     }
 }

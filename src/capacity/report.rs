@@ -25,6 +25,9 @@ pub struct CapacityReport {
     /// Id of the first change (best first) that makes the demand fit alone.
     pub recommended: Option<String>,
     pub notes: Vec<String>,
+    /// `--cloud-nat`: the modelled cloud NAT quota against the offered load (issue 16).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cloud_nat: Option<crate::analysis::snat::CloudNatDemand>,
 }
 
 impl CapacityReport {
@@ -56,6 +59,7 @@ impl CapacityReport {
             changes,
             recommended,
             notes,
+            cloud_nat: None,
         }
     }
 }

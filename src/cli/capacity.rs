@@ -68,6 +68,10 @@ pub struct CapacityArgs {
     /// With --from-host: where to read the host (--netns, --pid)
     #[command(flatten)]
     pub target: TargetArgs,
+    /// The cloud NAT in front of the host, modelled: azure-lb:PORTS, app-service, aws-natgw[:IPS]
+    /// or gcp[:PORTS]; compares the open flows per destination with its quota (docs/nat.md)
+    #[arg(long, value_name = "MODEL", value_parser = portdoctor::analysis::snat::CloudNat::parse)]
+    pub cloud_nat: Option<portdoctor::analysis::snat::CloudNat>,
     /// Requests per second offered, all destinations together
     #[arg(long, value_name = "PER_S", value_parser = portdoctor::units::parse_rate)]
     pub rate: Option<f64>,

@@ -188,7 +188,7 @@ pub struct ThresholdArgs {
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
     pub eta: f64,
     /// The cloud NAT in front of this host, to model its quota of concurrent flows per
-    /// destination: azure-lb:PORTS, app-service, aws-natgw or gcp[:PORTS] (docs/nat.md)
+    /// destination: azure-lb:PORTS, app-service, aws-natgw[:IPS] or gcp[:PORTS] (docs/nat.md)
     #[arg(long, value_name = "MODEL", value_parser = portdoctor::analysis::snat::CloudNat::parse)]
     pub cloud_nat: Option<portdoctor::analysis::snat::CloudNat>,
 }

@@ -211,7 +211,8 @@ pub fn run(args: &CapacityArgs) -> anyhow::Result<ExitCode> {
         return Ok(usage(problem));
     }
 
-    let report = CapacityReport::new(preset, source, s, notes);
+    let mut report = CapacityReport::new(preset, source, s, notes);
+    let cloud = cloud_nat(&mut report, args);
     let text = if args.json {
         render_json(&report)
     } else {
@@ -219,11 +220,41 @@ pub fn run(args: &CapacityArgs) -> anyhow::Result<ExitCode> {
     };
     write_stdout(text.as_bytes())?;
     let code = match &report.outcome.demand {
+        _ if cloud == Some(false) => 2,
         Some(d) if !d.fits => 2,
         Some(d) if d.utilization > portdoctor::rules::WARN_UTILIZATION => 1,
         _ => 0,
     };
     Ok(ExitCode::from(code))
+}
+
+/// `--cloud-nat` with a rate: the modelled quota as a note (text) and a field (JSON); whether
+/// the demand fits it. `None` without the model or a rate.
+fn cloud_nat(report: &mut CapacityReport, args: &CapacityArgs) -> Option<bool> {
+    let model = args.cloud_nat?;
+    let s = &report.scenario;
+    let Some(rate) = s.rate_per_s else {
+        report.notes.push(format!(
+            "--cloud-nat {}: give --rate (and --lifetime) to compare the load with its quota of {} flows per destination",
+            model.name(),
+            model.quota()
+        ));
+        return None;
+    };
+    let new_rate = rate * (1.0 - s.keepalive_share.clamp(0.0, 1.0));
+    let d =
+        portdoctor::analysis::snat::cloud_nat_demand(model, new_rate, s.lifetime_s, s.destinations);
+    report.notes.push(format!(
+        "cloud NAT model ({}, not a measurement): {:.1} open flows per destination against its quota of {} ({:.0}%){}; the NAT's own hold after close is not counted (docs/nat.md)",
+        model.name(),
+        d.flows_per_destination,
+        d.quota,
+        d.utilization * 100.0,
+        if d.fits { "" } else { ": does not fit" }
+    ));
+    let fits = d.fits;
+    report.cloud_nat = Some(d);
+    Some(fits)
 }
 
 /// Inputs no host can have: a question about them has no meaningful answer.

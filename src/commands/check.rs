@@ -17,8 +17,15 @@ fn snapshot_for(args: &CheckArgs, opts: collect::CollectOptions) -> anyhow::Resu
     let collector = collect::native(opts)?;
     // With --observe: trace first (the window), then take the snapshot the failures are
     // reported against.
+    let before = args
+        .observe
+        .and_then(|_| collector.parts()?.without_sockets().ok());
+    let started = std::time::Instant::now();
     let observed = args.observe.map(observe);
     let mut snapshot = collector.snapshot()?;
+    if let Some(before) = &before {
+        portdoctor::analysis::snat::observe_window(before, &mut snapshot, started.elapsed());
+    }
     match observed {
         Some(Ok(f)) => {
             snapshot.notes.extend(failure_notes(&f));
@@ -151,7 +158,8 @@ fn all_namespaces(
         discovery.pods_dir.clone_from(dir);
     }
     let found = collect_all(opts, &discovery)?;
-    let analyses: Vec<_> = found.each().map(|(_, s)| analyze(s, thresholds)).collect();
+    let mut analyses: Vec<_> = found.each().map(|(_, s)| analyze(s, thresholds)).collect();
+    portdoctor::analysis::snat::attribute(&mut analyses, found.each());
     let all = namespaces::inspect(found.each(), &analyses);
     let Some(own) = all.iter().find(|n| n.identity.own) else {
         anyhow::bail!("could not read this process's own network namespace");

@@ -253,7 +253,9 @@ fn collect_and_render(
         #[cfg(target_os = "linux")]
         Scope::All(all) => match collect_all(&all.0, &all.1) {
             Ok(found) => {
-                let analyses: Vec<_> = found.each().map(|(_, s)| analyze(s, thresholds)).collect();
+                let mut analyses: Vec<_> =
+                    found.each().map(|(_, s)| analyze(s, thresholds)).collect();
+                portdoctor::analysis::snat::attribute(&mut analyses, found.each());
                 let inspected = namespaces::inspect(found.each(), &analyses);
                 log_notes_once(&found.notes);
                 (

@@ -179,6 +179,11 @@ impl PoolEntry<'_> {
         }
     }
 
+    /// A NAT's pool (`scope: "snat"`), which has metric families of its own.
+    pub fn is_snat(&self) -> bool {
+        matches!(self, PoolEntry::Tcp(p) if p.scope == Scope::Snat)
+    }
+
     pub fn in_use(&self) -> u64 {
         match self {
             PoolEntry::Tcp(p) => p.in_use,

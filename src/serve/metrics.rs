@@ -438,6 +438,7 @@ fn host_and_pools(reg: &mut Registry, scraped: &Scraped<'_>, opts: MetricsOption
     }
     pools(reg, &units, all, opts);
     host(reg, &units, all);
+    conntrack(reg, &units, opts);
 }
 
 /// The pool families: the `--max-pools` most utilized pools of all namespaces get their own
@@ -447,6 +448,8 @@ fn pools(reg: &mut Registry, units: &[Part<'_>], all: bool, opts: MetricsOptions
         .iter()
         .enumerate()
         .flat_map(|(i, u)| u.report.pools.iter().map(move |p| (i, p)))
+        // SNAT pools have families of their own (serve/snat.rs).
+        .filter(|(_, p)| !p.is_snat())
         .collect();
     // Stable, with the analysis' own order (utilization, then size): one namespace's pools keep
     // exactly the order `check` shows them in.
@@ -624,6 +627,19 @@ fn host(reg: &mut Registry, units: &[Part<'_>], all: bool) {
         findings,
     );
     windows_events(reg, units);
+}
+
+/// The conntrack and SNAT families (`serve/snat.rs`).
+fn conntrack(reg: &mut Registry, units: &[Part<'_>], opts: MetricsOptions) {
+    let parts: Vec<super::snat::Unit3<'_>> = units
+        .iter()
+        .map(|u| super::snat::Unit3 {
+            labels: &u.labels,
+            snap: u.snap,
+            analysis: u.analysis,
+        })
+        .collect();
+    super::snat::register(reg, &parts, opts.max_pools);
 }
 
 fn windows_events(reg: &mut Registry, units: &[Part<'_>]) {

@@ -7,5 +7,6 @@
 
 pub mod failures;
 pub mod metrics;
+mod snat;
 pub mod textfmt;
 pub mod webconfig;

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::PortRange;
 
 /// The conntrack picture of one namespace. Present only where `nf_conntrack` is loaded.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Conntrack {
     /// `net.netfilter.nf_conntrack_count` (this namespace's entries).
     pub count: Option<u64>,
@@ -33,6 +33,32 @@ pub struct Conntrack {
     /// How the rules were read (`nft -j list ruleset`, `iptables-save -t nat`), `None` when not
     /// read.
     pub rules_source: Option<String>,
+    /// `check --observe`: how much the statistics moved over the observed window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<StatsWindow>,
+}
+
+/// The statistics' increase over a window of `seconds`.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct StatsWindow {
+    pub seconds: f64,
+    pub delta: ConntrackStats,
+}
+
+impl ConntrackStats {
+    /// `self − earlier`, `None` when a counter went back (another namespace, a reset).
+    pub fn since(&self, earlier: &ConntrackStats) -> Option<ConntrackStats> {
+        Some(ConntrackStats {
+            found: self.found.checked_sub(earlier.found)?,
+            invalid: self.invalid.checked_sub(earlier.invalid)?,
+            insert: self.insert.checked_sub(earlier.insert)?,
+            insert_failed: self.insert_failed.checked_sub(earlier.insert_failed)?,
+            drop: self.drop.checked_sub(earlier.drop)?,
+            early_drop: self.early_drop.checked_sub(earlier.early_drop)?,
+            search_restart: self.search_restart.checked_sub(earlier.search_restart)?,
+            clash_resolve: self.clash_resolve.checked_sub(earlier.clash_resolve)?,
+        })
+    }
 }
 
 /// Per-CPU conntrack statistics, summed (`conntrack -S` names).
@@ -51,8 +77,9 @@ pub struct ConntrackStats {
     pub clash_resolve: u64,
 }
 
-/// One source-NATed flow: original tuple (client → remote) and the NAT address and port the
-/// remote sees (the reply tuple's destination).
+/// One source-NATed flow: the client (original source), the remote that answers and the NAT
+/// address and port it answers to (the reply tuple: after DNAT the real endpoint, not the
+/// address the client dialled).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NatEntry {
     /// IP protocol number (6 TCP, 17 UDP, …).

@@ -3,6 +3,7 @@
 //! The terminal, the clock and the collector live in the shell, `commands/top.rs`.
 
 pub mod failures;
+pub mod snat;
 pub mod state;
 pub mod view;
 

@@ -265,6 +265,8 @@ pub struct App {
     pub failure_note: Option<String>,
     /// Without `-A`: the inode of the inspected namespace, whose failures the pools show.
     pub failure_netns: u64,
+    /// conntrack insert_failed and drop per second between the last two samples (NAT hosts).
+    pub nat_drops: Option<super::snat::DropRates>,
 }
 
 impl App {
@@ -288,6 +290,7 @@ impl App {
             failures: None,
             failure_note: None,
             failure_netns: 0,
+            nat_drops: None,
         }
     }
 
@@ -360,6 +363,10 @@ impl App {
             f.sample(at);
         }
         let prev_at = self.current.as_ref().map(|c| c.at);
+        self.nat_drops = self
+            .current
+            .as_ref()
+            .and_then(|prev| super::snat::drop_rates(prev, &current));
         for row in current.rows() {
             let p = row.pool;
             let used = p.used();

@@ -326,6 +326,7 @@ fn render_header(app: &App, t: &Theme, area: Rect, buf: &mut Buffer) {
             },
         ));
     }
+    parts.extend(super::snat::header_parts(snap, a, app.nat_drops));
     let line2 = Line::from(fit_parts(&parts, area.width as usize));
 
     let count = |l: Level| cur.rows().filter(|p| p.level == l).count();

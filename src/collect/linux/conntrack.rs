@@ -254,9 +254,11 @@ pub fn decode_entry(p: &[u8]) -> Option<NatEntry> {
         tcp_state,
         src_ip: o.src,
         src_port: o.sport,
-        remote_ip: o.dst,
-        remote_port: o.dport,
-        // The remote answers to the NAT address and port: the reply tuple's destination.
+        // The tuple the NAT keeps unique is the reply tuple: the remote that answers (after any
+        // DNAT, e.g. a Service VIP to its pod, this is the real endpoint) and the NAT address
+        // and port it answers to.
+        remote_ip: r.src,
+        remote_port: r.sport,
         nat_ip: r.dst,
         nat_port: r.dport,
         timeout_s: timeout,
@@ -524,10 +526,16 @@ mod tests {
     }
 
     fn entry(status: u32) -> Vec<u8> {
+        entry_to(status, [10, 9, 2, 2], 8080)
+    }
+
+    /// An entry whose client dialled DST:DPORT (a Service VIP when it differs from the
+    /// endpoint 10.9.2.2:8080 that answers).
+    fn entry_to(status: u32, dst: [u8; 4], dport: u16) -> Vec<u8> {
         let mut p = vec![2, 0, 0, 0];
         p.extend(nla(
             CTA_TUPLE_ORIG | 0x8000,
-            &tuple([10, 9, 1, 2], [10, 9, 2, 2], 36898, 8080),
+            &tuple([10, 9, 1, 2], dst, 36898, dport),
         ));
         p.extend(nla(
             CTA_TUPLE_REPLY | 0x8000,
@@ -558,6 +566,17 @@ mod tests {
             ("10.9.2.1".into(), 40015)
         );
         assert_eq!(e.timeout_s, Some(431_996));
+    }
+
+    #[test]
+    fn after_dnat_the_pool_is_the_endpoint_that_answers() {
+        // kube-proxy: the client dialled 10.96.0.10:443; DNAT sent it to 10.9.2.2:8080, SNAT
+        // gave it 10.9.2.1:40015. The NAT keeps (10.9.2.1:40015, 10.9.2.2:8080) unique.
+        let e = decode_entry(&entry_to(0x1be, [10, 96, 0, 10], 443)).unwrap();
+        assert_eq!(
+            (e.remote_ip.to_string(), e.remote_port),
+            ("10.9.2.2".into(), 8080)
+        );
     }
 
     #[test]
