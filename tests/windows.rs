@@ -409,3 +409,58 @@ fn outbound_sockets_on_two_addresses_share_one_host_wide_pool() {
     drop((first, second));
     let _ = ports;
 }
+
+/// The examples folder of this build (`…/debug/examples`), where `cargo test` puts the stand-ins.
+fn example_exe(name: &str) -> std::path::PathBuf {
+    let bin = std::path::PathBuf::from(env!("CARGO_BIN_EXE_portdoctor"));
+    bin.parent()
+        .expect("target dir")
+        .join("examples")
+        .join(format!("{name}.exe"))
+}
+
+/// Issue 17 item 3: `Command::new("netsh")` searched the program's own folder first, so a
+/// `netsh.exe` placed beside `portdoctor.exe` ran instead of the system one. System tools are
+/// now called by their System32 path.
+#[test]
+fn a_netsh_beside_portdoctor_is_not_run() {
+    let stand_in = example_exe("netsh_stand_in");
+    assert!(stand_in.is_file(), "{} not built", stand_in.display());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("ran.log");
+    // The control: the stand-in does leave its mark when it runs.
+    let out = Command::new(&stand_in)
+        .args(["int", "ipv4", "show", "dynamicport", "tcp"])
+        .env("PORTDOCTOR_STAND_IN_LOG", &log)
+        .output()
+        .expect("run the stand-in");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("1111"));
+    assert!(std::fs::read_to_string(&log).is_ok_and(|l| l.contains("dynamicport")));
+    std::fs::remove_file(&log).expect("reset the log");
+    // portdoctor.exe with a netsh.exe beside it.
+    let exe = dir.path().join("portdoctor.exe");
+    std::fs::copy(env!("CARGO_BIN_EXE_portdoctor"), &exe).expect("copy portdoctor.exe");
+    std::fs::copy(&stand_in, dir.path().join("netsh.exe")).expect("copy the stand-in");
+    let out = Command::new(&exe)
+        .args(["check", "--json"])
+        .current_dir(dir.path())
+        .env("PORTDOCTOR_STAND_IN_LOG", &log)
+        .output()
+        .expect("run the copied portdoctor.exe");
+    let code = out.status.code().unwrap_or(-1);
+    assert!(
+        (0..=2).contains(&code),
+        "exit {code}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_ne!(
+        v["settings"]["windows"]["dynamic_ports_v4"]["start"], 1111,
+        "the netsh.exe beside portdoctor.exe was run"
+    );
+    assert!(
+        !log.exists(),
+        "the netsh.exe beside portdoctor.exe was run: {:?}",
+        std::fs::read_to_string(&log)
+    );
+}
