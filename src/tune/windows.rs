@@ -494,7 +494,7 @@ pub fn plan(
     if changes.is_empty() && refusals.is_empty() {
         notes.push("nothing to change: every value is already as planned".into());
     }
-    notes.push("`tune apply` does not write the Windows registry yet: run the commands above in an elevated prompt".into());
+    notes.push("`tune apply --yes` (elevated) applies the registry and netsh changes with a backup in %ProgramData%\\portdoctor\\backups and `tune rollback` undoes them; the auto-reuse range is not applied by portdoctor yet: run its command in an elevated PowerShell".into());
     Plan {
         schema: "portdoctor.tune-plan/v1",
         os: snapshot.os,

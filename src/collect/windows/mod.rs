@@ -277,6 +277,15 @@ fn read_settings(now_ms: u64, notes: &mut Vec<String>) -> WindowsSettings {
     }
 }
 
+/// One REG_DWORD value: `Ok(None)` when absent; an error text when the key cannot be opened or
+/// the value is not a readable REG_DWORD (for `tune`, which must know the prior exactly).
+pub fn read_dword_raw(root: RegistryRoot, subkey: &str, name: &str) -> Result<Option<u32>, String> {
+    registry::read_dword(root, subkey, name).map_err(|e| match e {
+        registry::RegError::KeyMissing => "the key cannot be opened".to_string(),
+        registry::RegError::Other(code) => format!("Windows error {code}"),
+    })
+}
+
 /// The Tcpip key to read: `PORTDOCTOR_TCPIP_PARAMS_KEY` when set, else the real one.
 pub fn tcpip_params_key() -> String {
     std::env::var(PARAMS_KEY_ENV)
