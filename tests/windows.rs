@@ -449,3 +449,209 @@ fn udp_table_lists_our_udp_sockets_with_their_owner() {
             .any(|s| s.local_port == port && s.ipv6_socket));
     }
 }
+
+/// The examples folder of this build (`…/debug/examples`), where `cargo test` puts the stand-ins.
+fn example_exe(name: &str) -> std::path::PathBuf {
+    let bin = std::path::PathBuf::from(env!("CARGO_BIN_EXE_portdoctor"));
+    bin.parent()
+        .expect("target dir")
+        .join("examples")
+        .join(format!("{name}.exe"))
+}
+
+/// Issue 17 item 3: `Command::new("netsh")` searched the program's own folder first, so a
+/// `netsh.exe` placed beside `portdoctor.exe` ran instead of the system one. System tools are
+/// now called by their System32 path.
+#[test]
+fn a_netsh_beside_portdoctor_is_not_run() {
+    let stand_in = example_exe("netsh_stand_in");
+    assert!(stand_in.is_file(), "{} not built", stand_in.display());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("ran.log");
+    // The control: the stand-in does leave its mark when it runs.
+    let out = Command::new(&stand_in)
+        .args(["int", "ipv4", "show", "dynamicport", "tcp"])
+        .env("PORTDOCTOR_STAND_IN_LOG", &log)
+        .output()
+        .expect("run the stand-in");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("1111"));
+    assert!(std::fs::read_to_string(&log).is_ok_and(|l| l.contains("dynamicport")));
+    std::fs::remove_file(&log).expect("reset the log");
+    // portdoctor.exe with a netsh.exe beside it.
+    let exe = dir.path().join("portdoctor.exe");
+    std::fs::copy(env!("CARGO_BIN_EXE_portdoctor"), &exe).expect("copy portdoctor.exe");
+    std::fs::copy(&stand_in, dir.path().join("netsh.exe")).expect("copy the stand-in");
+    let out = Command::new(&exe)
+        .args(["check", "--json"])
+        .current_dir(dir.path())
+        .env("PORTDOCTOR_STAND_IN_LOG", &log)
+        .output()
+        .expect("run the copied portdoctor.exe");
+    let code = out.status.code().unwrap_or(-1);
+    assert!(
+        (0..=2).contains(&code),
+        "exit {code}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_ne!(
+        v["settings"]["windows"]["dynamic_ports_v4"]["start"], 1111,
+        "the netsh.exe beside portdoctor.exe was run"
+    );
+    assert!(
+        !log.exists(),
+        "the netsh.exe beside portdoctor.exe was run: {:?}",
+        std::fs::read_to_string(&log)
+    );
+}
+
+/// A scratch registry key, a stand-in netsh with its own state and a state dir: what
+/// `tune apply`/`rollback` under Wine write to instead of the machine's settings.
+struct TuneBench {
+    key: ScratchKey,
+    dir: tempfile::TempDir,
+}
+
+impl TuneBench {
+    fn new() -> Self {
+        let key = ScratchKey::new(&[("MaxUserPort", 5000)]);
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::copy(example_exe("netsh_stand_in"), dir.path().join("netsh.exe"))
+            .expect("copy the stand-in");
+        std::fs::create_dir(dir.path().join("state")).expect("state dir");
+        Self { key, dir }
+    }
+
+    fn run(&self, args: &[&str], extra: &[(&str, &str)]) -> (i32, String, String) {
+        let state_dir = self.dir.path().join("state");
+        let sys = self.dir.path().display().to_string();
+        let ranges = self.dir.path().join("ranges.txt").display().to_string();
+        let mut all: Vec<&str> = args.to_vec();
+        let sd = state_dir.display().to_string();
+        all.extend(["--state-dir", &sd]);
+        let mut env = vec![
+            ("PORTDOCTOR_TCPIP_PARAMS_KEY", self.key.params.as_str()),
+            ("PORTDOCTOR_TEST_SYSTEM_DIR", sys.as_str()),
+            ("PORTDOCTOR_STAND_IN_STATE", ranges.as_str()),
+        ];
+        env.extend_from_slice(extra);
+        portdoctor(&all, &env)
+    }
+
+    fn registry(&self) -> (Option<u32>, Option<u32>) {
+        let mut notes = Vec::new();
+        let r = read_tcpip_registry(&self.key.params, &mut notes).expect("scratch key");
+        (r.tcp_timed_wait_delay, r.max_user_port)
+    }
+
+    /// The stand-in's current IPv4 range (start, count).
+    fn range(&self) -> (u32, u32) {
+        let text = std::fs::read_to_string(self.dir.path().join("ranges.txt")).unwrap_or_default();
+        text.lines()
+            .rev()
+            .find_map(|l| {
+                let f: Vec<u32> = l
+                    .split_whitespace()
+                    .skip(1)
+                    .filter_map(|x| x.parse().ok())
+                    .collect();
+                (l.starts_with("ipv4") && f.len() == 2).then(|| (f[0], f[1]))
+            })
+            .unwrap_or((1111, 2222))
+    }
+}
+
+const TUNE_SETS: [&str; 7] = [
+    "tune",
+    "apply",
+    "--set",
+    "tcpip.TcpTimedWaitDelay=30",
+    "--set",
+    "tcpip.MaxUserPort=6000",
+    "--yes",
+];
+
+/// Issue 17 item 5: apply writes the registry values through the registry API and the range
+/// through netsh, each read back; history shows the registry part pending a reboot; rollback
+/// restores exactly, deleting the value that was absent.
+#[test]
+fn tune_apply_history_rollback_restore_exactly() {
+    let bench = TuneBench::new();
+    assert_eq!(bench.registry(), (None, Some(5000)));
+    let mut args = TUNE_SETS.to_vec();
+    args.extend(["--set", "netsh.ipv4.dynamicport.tcp=start=2000 num=1000"]);
+    let (code, out, err) = bench.run(&args, &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("verified every value reads back"), "{out}");
+    assert!(
+        out.contains("pending  tcpip.TcpTimedWaitDelay, tcpip.MaxUserPort"),
+        "{out}"
+    );
+    assert_eq!(bench.registry(), (Some(30), Some(6000)));
+    assert_eq!(bench.range(), (2000, 1000));
+    let (code, out, err) = bench.run(&["tune", "history"], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("applied (pending reboot)"), "{out}");
+    // Applying the same again changes nothing and writes no backup.
+    let (code, out, _) = bench.run(&args, &[]);
+    assert_eq!(code, 0);
+    assert!(out.contains("nothing to change"), "{out}");
+    let (code, out, err) = bench.run(&["tune", "rollback"], &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(bench.registry(), (None, Some(5000)), "{out}");
+    assert_eq!(bench.range(), (1111, 2222));
+    let (_, out, _) = bench.run(&["tune", "history", "--json"], &[]);
+    let v: Value = serde_json::from_str(&out).expect("history JSON");
+    assert_eq!(v[0]["status"], "rolled_back", "{out}");
+    assert_eq!(v[0]["registry"][0]["prior"], Value::Null);
+    // Nothing left to roll back: a usage error.
+    let (code, _, err) = bench.run(&["tune", "rollback"], &[]);
+    assert_eq!(code, 4, "{err}");
+}
+
+/// An apply killed after each of its writes (a crash, a power cut) is undone exactly by
+/// rollback: the backup is written before the first change.
+#[test]
+fn tune_rollback_restores_an_apply_aborted_after_any_write() {
+    for after in 1..=3 {
+        let bench = TuneBench::new();
+        let mut args = TUNE_SETS.to_vec();
+        args.extend(["--set", "netsh.ipv4.dynamicport.tcp=start=2000 num=1000"]);
+        let n = after.to_string();
+        let (code, out, err) =
+            bench.run(&args, &[("PORTDOCTOR_TEST_ABORT_AFTER_WRITES", n.as_str())]);
+        assert_eq!(code, 86, "abort after {after}: {out}{err}");
+        assert_ne!(
+            (bench.registry(), bench.range()),
+            ((None, Some(5000)), (1111, 2222)),
+            "abort after {after}: nothing was written"
+        );
+        let (code, out, err) = bench.run(&["tune", "rollback"], &[]);
+        assert_eq!(code, 0, "abort after {after}: {out}{err}");
+        assert_eq!(bench.registry(), (None, Some(5000)), "abort after {after}");
+        assert_eq!(bench.range(), (1111, 2222), "abort after {after}");
+    }
+}
+
+/// A second apply while one holds the lock is refused and changes nothing.
+#[test]
+fn tune_apply_is_refused_while_another_runs() {
+    use std::os::windows::fs::OpenOptionsExt;
+    let bench = TuneBench::new();
+    let held = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .share_mode(0)
+        .open(bench.dir.path().join("state").join(".lock"))
+        .expect("hold the lock");
+    let (code, out, err) = bench.run(&TUNE_SETS, &[]);
+    assert_eq!(code, 3, "{out}{err}");
+    assert!(err.contains("another `portdoctor tune apply`"), "{err}");
+    assert_eq!(bench.registry(), (None, Some(5000)));
+    drop(held);
+    let (code, out, err) = bench.run(&TUNE_SETS, &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(bench.registry(), (Some(30), Some(6000)));
+}

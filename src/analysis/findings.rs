@@ -492,7 +492,7 @@ fn capacity_unknown_findings(cx: &Context, out: &mut Vec<Finding>) {
     } else {
         (
             "the TCP dynamic port range",
-            "run `netsh int ipv4 show dynamicport tcp` (and `ipv6`) and fix what makes it fail, then run check again",
+            "run `netsh int ipv4 show dynamicport tcp` (and `ipv6`) or, in PowerShell, `Get-NetTCPSetting -SettingName InternetCustom` and fix what makes them fail, then run check again",
         )
     };
     out.push(Finding::host(

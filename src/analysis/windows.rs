@@ -114,7 +114,7 @@ pub(super) fn pool_fixes(snapshot: &Snapshot, p: &Pool) -> Vec<String> {
     let wide = rules::WINDOWS_WIDE_RANGE;
     if range_for(snapshot, p.key.local_ip).is_some_and(|r| r.len() < wide.len()) {
         fixes.push(format!(
-            "or host-wide, widen the range: {}",
+            "or host-wide, widen the range (elevated cmd or PowerShell):\n{}",
             netsh_dynamicport_fix(wide.low, wide.len())
         ));
     }
@@ -125,7 +125,7 @@ pub(super) fn pool_fixes(snapshot: &Snapshot, p: &Pool) -> Vec<String> {
         .and_then(|r| r.tcp_timed_wait_delay);
     if p.time_wait * 2 >= p.in_use && tw_delay.is_none_or(|d| d > 30) {
         fixes.push(format!(
-            "and shorten TIME_WAIT: {}",
+            "and shorten TIME_WAIT (elevated cmd or PowerShell):\n{}",
             reg_add_fix("TcpTimedWaitDelay", 30)
         ));
     }
@@ -167,15 +167,15 @@ pub(super) fn findings(snapshot: &Snapshot, pools: &[Pool]) -> Vec<Finding> {
             if widen {
                 let wide = rules::WINDOWS_WIDE_RANGE;
                 fix.push(format!(
-                    "widen the range: {}",
+                    "widen the range (elevated cmd or PowerShell):\n{}",
                     netsh_dynamicport_fix(wide.low, wide.len())
                 ));
             }
             fix.push(format!(
-                "shorten TIME_WAIT: {}",
+                "shorten TIME_WAIT (elevated cmd or PowerShell):\n{}",
                 reg_add_fix("TcpTimedWaitDelay", 30)
             ));
-            fix.push("look at the events: Get-WinEvent -FilterHashtable @{LogName='System'; ProviderName='Tcpip'; Id=4227,4231; StartTime=(Get-Date).AddDays(-1)}".into());
+            fix.push("look at the events (PowerShell):\nGet-WinEvent -FilterHashtable @{LogName='System'; ProviderName='Tcpip'; Id=4227,4231; StartTime=(Get-Date).AddDays(-1)}".into());
             out.push(Finding::host(
                 FindingCode::PortExhaustionEvents,
                 format!(
@@ -252,7 +252,7 @@ fn excluded_overlap(
                 "administered": administered,
             })),
             fix: format!(
-                "see them: netsh int {version} show excludedportrange protocol=tcp (100-port blocks without * usually come from Hyper-V/WSL/Docker through WinNAT); to keep them out of the dynamic range reserve what those services need first: net stop winnat && netsh int {version} add excludedportrange protocol=tcp startport=PORT numberofports=N && net start winnat"
+                "see them (cmd or PowerShell; 100-port blocks without * usually come from Hyper-V/WSL/Docker through WinNAT):\nnetsh int {version} show excludedportrange protocol=tcp\nto keep them out of the dynamic range reserve what those services need first (elevated cmd or PowerShell, PORT and N yours):\nnet stop winnat\nnetsh int {version} add excludedportrange protocol=tcp startport=PORT numberofports=N\nnet start winnat"
             ),
         });
     }
@@ -346,7 +346,7 @@ fn registry_findings(w: &WindowsSettings, reg: &TcpipRegistry, out: &mut Vec<Fin
             ),
             json!({"MaxUserPort": max, "dynamic_range": [range.low, range.high], "build": w.build}),
             format!(
-                "size the range with netsh ({}) and remove the legacy value to avoid confusion: {}",
+                "size the range with netsh (elevated cmd or PowerShell):\n{}\nand remove the legacy value to avoid confusion:\n{}",
                 netsh_dynamicport_fix(range.low, range.len()),
                 reg_delete_fix("MaxUserPort")
             ),
@@ -611,6 +611,59 @@ mod tests {
             })
             .build();
         assert!(!codes(&ok).contains(&"dynamic_range_off_by_one"));
+    }
+
+    /// Issue 17 item 6: every line of a Windows fix pastes as it is into cmd and into Windows
+    /// PowerShell 5.1 (which has no `&&`); reboot notes stand on their own line.
+    #[test]
+    fn windows_fixes_paste_line_by_line() {
+        let s = SnapshotBuilder::windows()
+            .windows_settings(|w| {
+                let hyperv = vec![ex(49671, 49770, false)];
+                w.excluded_ports_v4.clone_from(&hyperv);
+                w.excluded_ports_v6 = hyperv;
+                let r = w.registry.as_mut().unwrap();
+                r.max_user_port = Some(5000);
+                r.tcp_timed_wait_delay = Some(1);
+                r.max_hash_table_size = Some(1000);
+                w.events.as_mut().unwrap().ports_exhausted_4231 = EventStat {
+                    count: 1,
+                    last_unix_ms: Some(1_795_814_043_512),
+                };
+            })
+            .pool("10.0.0.5", "10.0.0.9", 443, 100, 16_000, (0, 100_000))
+            .build();
+        let a = analyze(&s, Thresholds::default());
+        let codes: Vec<&str> = a.verdict.findings.iter().map(|f| f.code.as_str()).collect();
+        for code in [
+            "pool_near_exhaustion",
+            "port_exhaustion_events",
+            "excluded_range_overlap",
+            "max_user_port_ignored",
+            "time_wait_delay_out_of_range",
+        ] {
+            assert!(codes.contains(&code), "{code} missing: {codes:?}");
+        }
+        let mut commands = 0;
+        for f in &a.verdict.findings {
+            for line in f.fix.lines() {
+                assert!(!line.contains("&&"), "{}: {line}", f.code.as_str());
+                assert!(
+                    !line.contains("(then reboot)"),
+                    "{}: {line}",
+                    f.code.as_str()
+                );
+                if line.starts_with("reg ") {
+                    assert!(line.ends_with(" /f"), "{line}");
+                    commands += 1;
+                }
+                if line.starts_with("netsh ") {
+                    assert!(!line.contains(" (") && !line.contains(';'), "{line}");
+                    commands += 1;
+                }
+            }
+        }
+        assert!(commands >= 5, "{commands} command lines");
     }
 
     #[test]

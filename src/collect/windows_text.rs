@@ -12,6 +12,57 @@ use crate::snapshot::{
     TcpipEvents, UdpSocket, ValueSource, WindowsSettings,
 };
 
+/// The PowerShell that lists every `MSFT_NetTCPSetting` (CIM, root/StandardCimv2) as one
+/// comma-separated line each: name, dynamic range start and count, auto-reuse range start and
+/// count (empty where the OS has no such property). Numbers with `{0}` carry no separators in
+/// any culture.
+pub const NET_TCP_SETTING_SCRIPT: &str = "Get-NetTCPSetting | ForEach-Object { '{0},{1},{2},{3},{4}' -f $_.SettingName,$_.DynamicPortRangeStartPort,$_.DynamicPortRangeNumberOfPorts,$_.AutoReusePortRangeStartPort,$_.AutoReusePortRangeNumberOfPorts }";
+
+/// One `MSFT_NetTCPSetting` as [`NET_TCP_SETTING_SCRIPT`] prints it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetTcpSetting {
+    pub name: String,
+    pub dynamic: Option<DynamicPorts>,
+    /// `None` when the property is missing (before Server 2016); a count of 0 = off.
+    pub auto_reuse: Option<DynamicPorts>,
+}
+
+/// Parses the lines of [`NET_TCP_SETTING_SCRIPT`]; lines that are not five fields are skipped.
+pub fn parse_net_tcp_settings(text: &str) -> Vec<NetTcpSetting> {
+    let pair = |start: &str, count: &str| {
+        Some(DynamicPorts {
+            start: start.trim().parse().ok()?,
+            count: count.trim().parse().ok()?,
+        })
+    };
+    text.lines()
+        .filter_map(|line| {
+            let f: Vec<&str> = line.trim().split(',').collect();
+            let [name, ds, dn, rs, rn] = f.as_slice() else {
+                return None;
+            };
+            let name = name.trim();
+            if name.is_empty() {
+                return None;
+            }
+            Some(NetTcpSetting {
+                name: name.to_string(),
+                dynamic: pair(ds, dn),
+                auto_reuse: pair(rs, rn),
+            })
+        })
+        .collect()
+}
+
+/// The setting that governs ordinary connections and that `Set-NetTCPSetting -SettingName
+/// InternetCustom` changes: `InternetCustom`, else `DatacenterCustom`, else the first.
+pub fn governing_tcp_setting(settings: &[NetTcpSetting]) -> Option<&NetTcpSetting> {
+    ["InternetCustom", "DatacenterCustom"]
+        .iter()
+        .find_map(|n| settings.iter().find(|s| s.name.eq_ignore_ascii_case(n)))
+        .or_else(|| settings.first())
+}
+
 /// The generic settings the model reads, derived from what the Windows collector found: the
 /// IPv4 dynamic range, the IPv4 excluded ranges (merged), and the TIME_WAIT length from
 /// `TcpTimedWaitDelay` (`read`) or the OS default (`default`). Linux-only knobs stay `None`.
@@ -381,6 +432,28 @@ pub fn parse_udp_table(bytes: &[u8], ipv6: bool) -> Option<Vec<UdpSocket>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn net_tcp_settings_parse_and_pick_internet_custom() {
+        let text = include_str!("../../tests/fixtures/windows/get_nettcpsetting_2019.txt");
+        let all = parse_net_tcp_settings(text);
+        assert_eq!(all.len(), 6, "{all:?}");
+        let g = governing_tcp_setting(&all).unwrap();
+        assert_eq!(g.name, "InternetCustom");
+        assert_eq!(
+            g.dynamic,
+            Some(DynamicPorts {
+                start: 49152,
+                count: 16384
+            })
+        );
+        assert_eq!(g.auto_reuse, Some(DynamicPorts { start: 0, count: 0 }));
+        // Before Server 2016 there is no auto-reuse property: empty fields.
+        let old = parse_net_tcp_settings("InternetCustom,49152,16384,,\r\n\r\ngarbage\n");
+        assert_eq!(old.len(), 1);
+        assert_eq!(old[0].auto_reuse, None);
+        assert!(governing_tcp_setting(&[]).is_none());
+    }
     use proptest::prelude::*;
 
     #[test]

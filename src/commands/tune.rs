@@ -385,27 +385,211 @@ fn run_history(h: &HistoryArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-#[cfg(not(target_os = "linux"))]
+#[cfg(windows)]
+fn run_apply(a: &ApplyArgs) -> anyhow::Result<ExitCode> {
+    use portdoctor::tune::windows_apply as win;
+
+    let g = &a.goal;
+    let collector = match collector_for(g) {
+        Ok(c) => c,
+        Err(code) => return Ok(code),
+    };
+    let (p, _, _) = match make_plan(g, collector.as_ref(), None, true) {
+        Ok(x) => x,
+        Err(code) => return Ok(code),
+    };
+    if p.is_refused() || !a.yes {
+        if g.json {
+            write_stdout((serde_json::to_string_pretty(&p)? + "\n").as_bytes())?;
+        } else {
+            let mut out = render::plan_text(&p, Some(&apply_hint(g)));
+            if !p.is_refused() {
+                out.push_str("\ndry run: nothing was changed; add --yes to apply\n");
+            }
+            write_stdout(out.as_bytes())?;
+        }
+        if p.is_refused() {
+            eprintln!(
+                "portdoctor: error: the plan is refused (see REFUSED above); nothing was changed"
+            );
+            return Ok(ExitCode::from(EXIT_USAGE));
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let key = portdoctor::collect::windows::tcpip_params_key();
+    match win::apply(&p, &a.state_dir, &key) {
+        Ok(outcome) => {
+            if g.json {
+                let v = serde_json::json!({
+                    "schema": "portdoctor.tune-apply/v1",
+                    "plan": p,
+                    "outcome": outcome,
+                });
+                write_stdout((serde_json::to_string_pretty(&v)? + "\n").as_bytes())?;
+            } else {
+                let mut text = String::new();
+                if outcome.backup_id.is_none() {
+                    text.push_str("nothing to change: every value is already as planned (no backup written)\n");
+                }
+                if let (Some(id), Some(path)) = (&outcome.backup_id, &outcome.backup_path) {
+                    let _ = writeln!(text, "backup   {id}  ({})", path.display());
+                }
+                for c in &outcome.changed {
+                    let _ = writeln!(text, "changed  {c}");
+                }
+                for c in &outcome.already {
+                    let _ = writeln!(text, "same     {c}");
+                }
+                if outcome.backup_id.is_some() {
+                    text.push_str("verified every value reads back as written\n");
+                }
+                if !outcome.pending_reboot.is_empty() {
+                    let _ = writeln!(
+                        text,
+                        "pending  {}: registry values take effect after a reboot",
+                        outcome.pending_reboot.join(", ")
+                    );
+                }
+                if let Some(u) = &outcome.undo {
+                    let _ = writeln!(text, "undo     {u}");
+                }
+                write_stdout(text.as_bytes())?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) if e.is_usage() => Ok(usage(e)),
+        Err(e) => Ok(failed(e)),
+    }
+}
+
+#[cfg(windows)]
+fn run_rollback(r: &RollbackArgs) -> anyhow::Result<ExitCode> {
+    use portdoctor::tune::windows_apply as win;
+
+    if r.netns.is_some() {
+        return Ok(usage("--netns is Linux-only"));
+    }
+    let key = portdoctor::collect::windows::tcpip_params_key();
+    match win::rollback(&r.state_dir, &key, r.id.as_deref()) {
+        Ok(o) => {
+            if r.json {
+                write_stdout((serde_json::to_string_pretty(&o)? + "\n").as_bytes())?;
+            } else {
+                let mut s = format!("rolled back {}\n", o.id);
+                for v in &o.restored {
+                    let _ = writeln!(s, "restored {v}");
+                }
+                s.push_str("verified every value reads back as before (absent values deleted)\n");
+                write_stdout(s.as_bytes())?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) if e.is_usage() => Ok(usage(e)),
+        Err(e) => Ok(failed(e)),
+    }
+}
+
+#[cfg(windows)]
+fn run_history(h: &HistoryArgs) -> anyhow::Result<ExitCode> {
+    use portdoctor::tune::windows_apply::{self as win, WinRecord};
+
+    let key = portdoctor::collect::windows::tcpip_params_key();
+    let all = match win::history(&h.state_dir, &key) {
+        Ok(x) => x,
+        Err(e) => return Ok(failed(e)),
+    };
+    if h.json {
+        write_stdout((serde_json::to_string_pretty(&all)? + "\n").as_bytes())?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut s = String::new();
+    if all.is_empty() {
+        let _ = writeln!(
+            s,
+            "no backups in {}",
+            win::state_dir(&h.state_dir).display()
+        );
+    } else {
+        let _ = writeln!(s, "{:<24} {:<20} {:<26} CHANGES", "ID", "CREATED", "STATUS");
+    }
+    for r in &all {
+        match r {
+            WinRecord::Backup {
+                backup: b,
+                pending_reboot,
+            } => {
+                let status = if *pending_reboot {
+                    format!("{} (pending reboot)", b.status)
+                } else {
+                    b.status.clone()
+                };
+                let changes: Vec<String> = b
+                    .registry
+                    .iter()
+                    .map(|v| {
+                        format!(
+                            "tcpip.{}: {} → {}",
+                            v.name,
+                            v.prior
+                                .map_or_else(|| "(absent)".to_string(), |p| p.to_string()),
+                            v.new
+                        )
+                    })
+                    .chain(b.ranges.iter().map(|v| {
+                        format!(
+                            "netsh.{}: {}+{} → {}+{}",
+                            v.ip_version, v.prior.start, v.prior.count, v.new.start, v.new.count
+                        )
+                    }))
+                    .collect();
+                let _ = writeln!(
+                    s,
+                    "{:<24} {:<20} {:<26} {}",
+                    b.id,
+                    b.created,
+                    status,
+                    changes.join("; ")
+                );
+            }
+            WinRecord::Unreadable { file, reason, .. } => {
+                let _ = writeln!(
+                    s,
+                    "{:<24} {:<20} {:<26} {}: {reason}",
+                    "?",
+                    "?",
+                    "unreadable",
+                    file.display()
+                );
+            }
+        }
+    }
+    write_stdout(s.as_bytes())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(not(any(target_os = "linux", windows)))]
 #[allow(clippy::unnecessary_wraps)] // the same signature as the Linux version
 fn run_apply(a: &ApplyArgs) -> anyhow::Result<ExitCode> {
     let _ = a;
-    Ok(failed("`tune apply` is implemented for Linux only so far; on Windows run the commands `tune plan` prints"))
+    Ok(failed(
+        "`tune apply` is implemented for Linux and Windows only",
+    ))
 }
 
-#[cfg(not(target_os = "linux"))]
+#[cfg(not(any(target_os = "linux", windows)))]
 #[allow(clippy::unnecessary_wraps)] // the same signature as the Linux version
 fn run_rollback(r: &RollbackArgs) -> anyhow::Result<ExitCode> {
     let _ = r;
     Ok(failed(
-        "`tune rollback` is implemented for Linux only so far",
+        "`tune rollback` is implemented for Linux and Windows only",
     ))
 }
 
-#[cfg(not(target_os = "linux"))]
+#[cfg(not(any(target_os = "linux", windows)))]
 #[allow(clippy::unnecessary_wraps)] // the same signature as the Linux version
 fn run_history(h: &HistoryArgs) -> anyhow::Result<ExitCode> {
     let _ = h;
     Ok(failed(
-        "`tune history` is implemented for Linux only so far",
+        "`tune history` is implemented for Linux and Windows only",
     ))
 }

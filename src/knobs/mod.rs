@@ -335,10 +335,14 @@ pub fn tune_fix_all(sets: &[(&str, String)], target: &Target) -> String {
 /// Where the Tcpip registry values live.
 pub const TCPIP_PARAMETERS_KEY: &str = r"HKLM\SYSTEM\CurrentControlSet\Services\Tcpip\Parameters";
 
-/// The pasteable Windows command that sets a Tcpip REG_DWORD (takes effect after a reboot).
+/// The line after a registry command: on its own, so the command above pastes as it is.
+pub const REBOOT_NOTE: &str = "then reboot: Tcpip registry values take effect only after a restart";
+
+/// The pasteable Windows command that sets a Tcpip REG_DWORD (cmd or PowerShell), and on the
+/// next line the reboot it needs.
 pub fn reg_add_fix(value: &str, data: u32) -> String {
     format!(
-        "reg add \"{TCPIP_PARAMETERS_KEY}\" /v {value} /t REG_DWORD /d {data} /f  (then reboot)"
+        "reg add \"{TCPIP_PARAMETERS_KEY}\" /v {value} /t REG_DWORD /d {data} /f\n{REBOOT_NOTE}"
     )
 }
 
@@ -351,10 +355,11 @@ pub fn reg_delete_fix(value: &str) -> String {
     format!("reg delete \"{TCPIP_PARAMETERS_KEY}\" /v {value} /f")
 }
 
-/// The pasteable Windows commands that set the TCP dynamic port range of both IP versions.
+/// The pasteable Windows commands that set the TCP dynamic port range of both IP versions: one
+/// a line, no `&&` (Windows PowerShell 5.1 has none), so they paste into cmd and PowerShell.
 pub fn netsh_dynamicport_fix(start: u16, num: u32) -> String {
     format!(
-        "netsh int ipv4 set dynamicport tcp start={start} num={num} && netsh int ipv6 set dynamicport tcp start={start} num={num}"
+        "netsh int ipv4 set dynamicport tcp start={start} num={num}\nnetsh int ipv6 set dynamicport tcp start={start} num={num}"
     )
 }
 
@@ -732,7 +737,7 @@ mod tests {
         }
         assert_eq!(
             reg_add_fix("TcpTimedWaitDelay", 30),
-            r#"reg add "HKLM\SYSTEM\CurrentControlSet\Services\Tcpip\Parameters" /v TcpTimedWaitDelay /t REG_DWORD /d 30 /f  (then reboot)"#
+            "reg add \"HKLM\\SYSTEM\\CurrentControlSet\\Services\\Tcpip\\Parameters\" /v TcpTimedWaitDelay /t REG_DWORD /d 30 /f\nthen reboot: Tcpip registry values take effect only after a restart"
         );
         assert_eq!(
             tcpip_value_range("TcpTimedWaitDelay", Some(7601)),

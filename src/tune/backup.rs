@@ -21,24 +21,7 @@ const MAX_BACKUP_BYTES: u64 = 1 << 20;
 /// The largest value text accepted (the kernel prints at most a page).
 const MAX_VALUE_BYTES: usize = 4096;
 
-/// Backup states. `applying`: written before the first change (a crash leaves it so);
-/// `applied`; `apply_failed_rolled_back`: apply failed and restored everything;
-/// `apply_failed_not_restored`: apply failed and the automatic restore failed too (roll it
-/// back); `rolled_back`; `forgotten`: retired by `tune forget` (its namespace is gone, or its
-/// values were restored by hand), never picked again.
-pub const STATUSES: [&str; 6] = [
-    "applying",
-    "applied",
-    "apply_failed_rolled_back",
-    "apply_failed_not_restored",
-    "rolled_back",
-    "forgotten",
-];
-
-/// States whose changes may still be in place: rollback picks them.
-pub fn needs_rollback(status: &str) -> bool {
-    matches!(status, "applying" | "applied" | "apply_failed_not_restored")
-}
+pub use super::record::{check_id, id_order, needs_rollback, STATUSES};
 
 /// One value as it was before apply.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -96,8 +79,7 @@ impl Backup {
     pub fn content_checksum(&self) -> String {
         let mut c = self.clone();
         c.checksum = String::new();
-        let canonical = serde_json::to_string(&c).unwrap_or_default();
-        format!("sha256:{}", super::sha256::hex(canonical.as_bytes()))
+        super::record::checksum(&c)
     }
 
     /// The file text: pretty JSON with a fresh checksum.
@@ -196,45 +178,6 @@ pub fn check_dropin_path(p: &Path) -> Result<(), String> {
             p.display(),
             crate::rules::SYSCTL_DROPIN_NAME
         ))
-    }
-}
-
-/// Ids are generated as `YYYYMMDDTHHMMSS.mmmZ`, with `-N` when two share a millisecond; nothing
-/// else is accepted (no `/`, no `..`), so an id always names a file inside the state dir.
-pub fn check_id(id: &str) -> Result<(), String> {
-    let bad = || {
-        format!(
-            "{:?} is not a backup id (they look like 20261128T045012.210Z; see `portdoctor tune history`)",
-            id.chars().take(80).collect::<String>()
-        )
-    };
-    let (base, suffix) = match id.split_once('-') {
-        Some((b, s)) => (b, Some(s)),
-        None => (id, None),
-    };
-    let b = base.as_bytes();
-    let shape_ok = b.len() == 20
-        && b.iter().enumerate().all(|(i, &c)| match i {
-            8 => c == b'T',
-            15 => c == b'.',
-            19 => c == b'Z',
-            _ => c.is_ascii_digit(),
-        });
-    let suffix_ok = suffix.is_none_or(|s| {
-        (1..=6).contains(&s.len()) && s.bytes().all(|c| c.is_ascii_digit()) && !s.starts_with('0')
-    });
-    if shape_ok && suffix_ok {
-        Ok(())
-    } else {
-        Err(bad())
-    }
-}
-
-/// Orders ids by time, then by their `-N` suffix (`-10` after `-9`).
-pub fn id_order(id: &str) -> (String, u32) {
-    match id.split_once('-') {
-        Some((b, s)) => (b.to_string(), s.parse().unwrap_or(u32::MAX)),
-        None => (id.to_string(), 1),
     }
 }
 

@@ -423,14 +423,7 @@ pub fn merge_dropin(prior: Option<&str>, lines: &[(String, String)]) -> String {
 
 use std::fmt::Write as _;
 
-/// `2026-11-28T04:45:10Z` from Unix milliseconds (civil-from-days, proleptic Gregorian).
-pub fn utc_string(unix_ms: u64) -> String {
-    let t = crate::units::UtcTime::from_unix_ms(unix_ms);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
-        t.year, t.month, t.day, t.hour, t.minute, t.second
-    )
-}
+pub use super::record::utc_string;
 
 fn now_ms() -> u64 {
     SystemTime::now()
@@ -470,15 +463,7 @@ fn write_backup(w: &mut Writer, state_dir: &Path, b: &Backup) -> Result<PathBuf,
 }
 
 fn new_id(state_dir: &Path, unix_ms: u64) -> String {
-    let t = utc_string(unix_ms).replace([':', '-'], "");
-    let base = format!("{}.{:03}Z", t.trim_end_matches('Z'), unix_ms % 1000);
-    let mut id = base.clone();
-    let mut n = 2;
-    while backup_path(state_dir, &id).exists() {
-        id = format!("{base}-{n}");
-        n += 1;
-    }
-    id
+    super::record::new_id(state_dir, unix_ms)
 }
 
 /// Parses a kernel value and the wanted one with the knob's syntax, so `32768\t60999` equals

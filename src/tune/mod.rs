@@ -15,9 +15,13 @@ pub mod linux;
 #[cfg(target_os = "linux")]
 pub mod netns_id;
 pub mod plan;
+pub mod record;
 pub mod render;
 pub mod sha256;
 pub mod windows;
+#[cfg(windows)]
+pub mod windows_apply;
+pub mod windows_backup;
 
 pub use plan::{plan, Change, Goal, Plan, PlanError, Profile};
 

@@ -58,9 +58,20 @@ fn current_text(w: &WindowsSettings, id: &str) -> Option<String> {
     if let Some(d) = dynamic(w, id) {
         return Some(start_num_text(d));
     }
+    if id == "NetTCPSetting.AutoReusePortRange" {
+        return w.auto_reuse_ports.map(start_num_text);
+    }
     let name = id.strip_prefix("tcpip.")?;
     w.registry.as_ref()?;
     Some(registry_value(w, name).map_or_else(|| "(absent: OS default)".into(), |v| v.to_string()))
+}
+
+/// The pasteable command that sets the auto-reuse range of the `InternetCustom` TCP setting
+/// (cmd or PowerShell; Windows Server 2016 and later). 0 ports turns it off.
+fn auto_reuse_command(start: u16, num: u32) -> String {
+    format!(
+        "powershell -NoProfile -NonInteractive -Command \"Set-NetTCPSetting -SettingName InternetCustom -AutoReusePortRangeStartPort {start} -AutoReusePortRangeNumberOfPorts {num}\""
+    )
 }
 
 fn start_num_text(d: DynamicPorts) -> String {
@@ -98,6 +109,12 @@ fn put(w: &mut WindowsSettings, id: &str, v: &KnobValue) {
             } else {
                 w.udp_dynamic_ports_v6 = d;
             }
+        }
+        ("NetTCPSetting.AutoReusePortRange", KnobValue::StartNum { start, num }) => {
+            w.auto_reuse_ports = Some(DynamicPorts {
+                start: *start,
+                count: *num,
+            });
         }
         _ => {}
     }
@@ -421,11 +438,15 @@ pub fn plan(
                 commands.push(format!(
                     "netsh int {v} set dynamicport tcp start={start} num={num}"
                 ));
-                if let Some(d) = dynamic(&w0, &id) {
-                    undo.push(format!(
+                match dynamic(&w0, &id) {
+                    Some(d) => undo.push(format!(
                         "netsh int {v} set dynamicport tcp start={} num={}",
                         d.start, d.count
-                    ));
+                    )),
+                    // No change without its undo line.
+                    None => refusals.push(format!(
+                        "{id}: the current {v} dynamic range could not be read (netsh int {v} show dynamicport tcp), so there would be no undo: read it first"
+                    )),
                 }
             }
             (tcpip, KnobValue::Int(i)) if tcpip.starts_with("tcpip.") => {
@@ -441,10 +462,20 @@ pub fn plan(
                 commands.push(format!(
                     "reg add \"{key}\" /v {name} /t REG_DWORD /d {i} /f"
                 ));
-                undo.push(match registry_value(&w0, name) {
-                    Some(old) => format!("reg add \"{key}\" /v {name} /t REG_DWORD /d {old} /f"),
-                    None => format!("reg delete \"{key}\" /v {name} /f"),
-                });
+                if w0.registry.is_none() {
+                    // Absent and unreadable differ: a `reg delete` undo only for a value known
+                    // to be absent.
+                    refusals.push(format!(
+                        "{id}: the registry key {key} could not be read, so the prior value is unknown and there would be no correct undo"
+                    ));
+                } else {
+                    undo.push(match registry_value(&w0, name) {
+                        Some(old) => {
+                            format!("reg add \"{key}\" /v {name} /t REG_DWORD /d {old} /f")
+                        }
+                        None => format!("reg delete \"{key}\" /v {name} /f"),
+                    });
+                }
             }
             (udp, KnobValue::StartNum { start, num }) if udp.ends_with(".dynamicport.udp") => {
                 udp_dynamic_lines(
@@ -458,20 +489,30 @@ pub fn plan(
                 );
             }
             ("NetTCPSetting.AutoReusePortRange", KnobValue::StartNum { start, num }) => {
-                commands.push(format!(
-                    "powershell -NoProfile -Command \"Set-NetTCPSetting -AutoReusePortRangeStartPort {start} -AutoReusePortRangeNumberOfPorts {num}\""
-                ));
-                undo.push("powershell -NoProfile -Command \"Get-NetTCPSetting | Select-Object SettingName,AutoReusePortRange*\"  (portdoctor does not read the prior value: note it before applying)".into());
-                if let Some(d) = w0.dynamic_ports_v4.and_then(DynamicPorts::range) {
+                commands.push(auto_reuse_command(*start, *num));
+                // Undo: the prior range when it was read, else off (0 ports).
+                match w0.auto_reuse_ports {
+                    Some(p) if p.count > 0 => undo.push(auto_reuse_command(p.start, p.count)),
+                    Some(_) => undo.push(auto_reuse_command(*start, 0)),
+                    None => {
+                        warnings.push(format!("{id}: the current auto-reuse range could not be read (Get-NetTCPSetting); the undo turns auto-reuse off (0 ports)"));
+                        undo.push(auto_reuse_command(*start, 0));
+                    }
+                }
+                if *num > 0 {
                     let new = PortRange {
                         low: *start,
-                        high: (u32::from(*start) + (*num).max(1) - 1).min(65_535) as u16,
+                        high: (u32::from(*start) + *num - 1).min(65_535) as u16,
                     };
-                    if *num > 0 && d.intersect(new).is_some() {
-                        refusals.push(format!(
-                            "{id}: the auto-reuse range {}-{} overlaps the dynamic range {}-{}; it must lie outside it",
+                    match w.dynamic_ports_v4.and_then(DynamicPorts::range) {
+                        Some(d) if d.low <= new.low && new.high <= d.high && new != d => {}
+                        Some(d) => refusals.push(format!(
+                            "{id}: the auto-reuse range {}-{} must be a strict subset of the dynamic range {}-{} (the feature authors' advice, .NET 6 networking improvements post); plan the dynamic range first",
                             new.low, new.high, d.low, d.high
-                        ));
+                        )),
+                        None => refusals.push(format!(
+                            "{id}: the dynamic range is unknown, so the auto-reuse range cannot be checked to lie strictly inside it"
+                        )),
                     }
                 }
             }
@@ -521,7 +562,7 @@ pub fn plan(
     if changes.is_empty() && refusals.is_empty() {
         notes.push("nothing to change: every value is already as planned".into());
     }
-    notes.push("`tune apply` does not write the Windows registry yet: run the commands above in an elevated prompt".into());
+    notes.push("`tune apply --yes` (elevated) applies the registry and netsh changes with a backup in %ProgramData%\\portdoctor\\backups and `tune rollback` undoes them; the auto-reuse range is not applied by portdoctor yet: run its command in an elevated PowerShell".into());
     Plan {
         schema: "portdoctor.tune-plan/v1",
         os: snapshot.os,
@@ -676,6 +717,81 @@ mod tests {
         assert!(make_plan(&s, &set("net.ipv4.tcp_tw_reuse", "1"))
             .unwrap()
             .is_refused());
+    }
+
+    /// Issue 17 item 5, the plan: the auto-reuse range is a strict subset of the dynamic range,
+    /// its command names -SettingName, its undo restores the prior range or sets 0 ports, and
+    /// no change is planned whose prior value could not be read.
+    #[test]
+    fn auto_reuse_and_unknown_priors() {
+        let s = SnapshotBuilder::windows()
+            .windows_settings(|w| {
+                w.auto_reuse_ports = Some(DynamicPorts { start: 0, count: 0 });
+            })
+            .build();
+        let p = make_plan(
+            &s,
+            &set("NetTCPSetting.AutoReusePortRange", "start=60000 num=5536"),
+        )
+        .unwrap();
+        assert!(!p.is_refused(), "{:?}", p.refusals);
+        assert_eq!(
+            p.commands,
+            vec!["powershell -NoProfile -NonInteractive -Command \"Set-NetTCPSetting -SettingName InternetCustom -AutoReusePortRangeStartPort 60000 -AutoReusePortRangeNumberOfPorts 5536\""]
+        );
+        assert!(
+            p.windows_steps
+                .iter()
+                .any(|l| l.contains("-AutoReusePortRangeNumberOfPorts 0\"")),
+            "{:?}",
+            p.windows_steps
+        );
+        // The whole dynamic range, or outside it: refused.
+        for v in ["start=49152 num=16384", "start=20000 num=1000"] {
+            let p = make_plan(&s, &set("NetTCPSetting.AutoReusePortRange", v)).unwrap();
+            assert!(
+                p.refusals.iter().any(|r| r.contains("strict subset")),
+                "{v}: {:?}",
+                p.refusals
+            );
+        }
+        // A prior range is restored by the undo.
+        let on = SnapshotBuilder::windows()
+            .windows_settings(|w| {
+                w.auto_reuse_ports = Some(DynamicPorts {
+                    start: 64000,
+                    count: 1000,
+                });
+            })
+            .build();
+        let p = make_plan(
+            &on,
+            &set("NetTCPSetting.AutoReusePortRange", "start=60000 num=5536"),
+        )
+        .unwrap();
+        assert!(p.windows_steps.iter().any(|l| l
+            .contains("-AutoReusePortRangeStartPort 64000 -AutoReusePortRangeNumberOfPorts 1000")));
+        // Unreadable registry key: no `reg delete` undo, a refusal.
+        let unreadable = SnapshotBuilder::windows()
+            .windows_settings(|w| w.registry = None)
+            .build();
+        let p = make_plan(&unreadable, &set("tcpip.TcpTimedWaitDelay", "30")).unwrap();
+        assert!(p.is_refused(), "{:?}", p.refusals);
+        assert!(!p.windows_steps.iter().any(|l| l.contains("reg delete")));
+        // Unknown dynamic range: no netsh change without its undo line.
+        let no_range = SnapshotBuilder::windows()
+            .windows_settings(|w| w.dynamic_ports_v6 = None)
+            .build();
+        let p = make_plan(
+            &no_range,
+            &set("netsh.ipv6.dynamicport.tcp", "start=32768 num=32768"),
+        )
+        .unwrap();
+        assert!(
+            p.refusals.iter().any(|r| r.contains("no undo")),
+            "{:?}",
+            p.refusals
+        );
     }
 
     #[test]

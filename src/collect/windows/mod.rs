@@ -16,19 +16,21 @@ mod events;
 mod process;
 mod registry;
 mod stats;
+pub mod system;
 mod tcptable;
 mod udptable;
 
 use std::process::Command;
-use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rustc_hash::FxHashSet;
 
 use super::windows_text::{self, parse_dynamic_port, parse_excluded_ranges, RegistryRoot};
 use super::{CollectError, CollectOptions, Collector, Target};
 use crate::snapshot::{
-    Counters, HostInfo, Os, Owners, Snapshot, SocketSource, TcpipRegistry, WindowsSettings,
+    Counters, DynamicPorts, ExcludedRange, HostInfo, Os, Owners, Snapshot, SocketSource,
+    TcpipRegistry, WindowsSettings,
 };
 
 /// The env var that overrides the Tcpip parameters key.
@@ -140,15 +142,69 @@ impl Collector for WindowsCollector {
     }
 }
 
-/// Runs `netsh ARGS` and returns its stdout (lossy: the console code page is not UTF-8).
+/// Runs `System32\netsh.exe ARGS` (never a `netsh.exe` found elsewhere) and returns its
+/// stdout (lossy: the console code page is not UTF-8).
 fn netsh(args: &[&str]) -> Option<String> {
-    let out = Command::new("netsh").args(args).output().ok()?;
+    let out = Command::new(system::system_tool("netsh.exe")?)
+        .args(args)
+        .output()
+        .ok()?;
     out.status
         .success()
         .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-fn read_settings(now_ms: u64, notes: &mut Vec<String>) -> WindowsSettings {
+/// What `netsh` and `Get-NetTCPSetting` report. Starting them costs far more than the rest of a
+/// snapshot (PowerShell alone takes about a second) and they change rarely, so `top` refreshes
+/// and `serve` scrapes reuse one reading for [`TOOL_SETTINGS_TTL`].
+#[derive(Debug, Clone, Default)]
+struct ToolSettings {
+    dynamic_v4: Option<DynamicPorts>,
+    dynamic_v6: Option<DynamicPorts>,
+    excluded_v4: Vec<ExcludedRange>,
+    excluded_v6: Vec<ExcludedRange>,
+    auto_reuse: Option<DynamicPorts>,
+    /// The UDP dynamic and excluded ranges (docs/udp.md): the TCP commands with `udp`, parsed
+    /// by the same functions. Unknown stays `None` / empty.
+    udp_dynamic_v4: Option<DynamicPorts>,
+    udp_dynamic_v6: Option<DynamicPorts>,
+    udp_excluded_v4: Vec<ExcludedRange>,
+    udp_excluded_v6: Vec<ExcludedRange>,
+    notes: Vec<String>,
+}
+
+/// How long a reading of the system tools is reused.
+const TOOL_SETTINGS_TTL: Duration = Duration::from_secs(30);
+
+static TOOL_SETTINGS: Mutex<Option<(Instant, ToolSettings)>> = Mutex::new(None);
+
+fn tool_settings() -> ToolSettings {
+    let mut cache = TOOL_SETTINGS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some((at, t)) = cache.as_ref() {
+        if at.elapsed() < TOOL_SETTINGS_TTL {
+            return t.clone();
+        }
+    }
+    let t = read_tool_settings();
+    *cache = Some((Instant::now(), t.clone()));
+    t
+}
+
+/// Runs Windows PowerShell (full path, `-NoProfile -NonInteractive`) with `script`; its stdout.
+fn powershell(script: &str) -> Option<String> {
+    let out = Command::new(system::powershell()?)
+        .args(["-NoProfile", "-NonInteractive", "-Command", script])
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn read_tool_settings() -> ToolSettings {
+    let mut notes = Vec::new();
     let dynamic = |v: &str| {
         netsh(&["int", v, "show", "dynamicport", "tcp"])
             .as_deref()
@@ -168,6 +224,62 @@ fn read_settings(now_ms: u64, notes: &mut Vec<String>) -> WindowsSettings {
                 .into(),
         );
     }
+    // MSFT_NetTCPSetting (CIM, root/StandardCimv2) through Get-NetTCPSetting: the auto-reuse
+    // range, and the dynamic range as a cross-check of netsh or its fallback.
+    let tcp = powershell(windows_text::NET_TCP_SETTING_SCRIPT)
+        .map(|out| windows_text::parse_net_tcp_settings(&out))
+        .unwrap_or_default();
+    let governing = windows_text::governing_tcp_setting(&tcp);
+    if governing.is_none() {
+        notes.push("`Get-NetTCPSetting` (Windows PowerShell, MSFT_NetTCPSetting) gave no setting (Wine has none): the auto-reuse port range is unknown".into());
+    }
+    let cim_dynamic = governing.and_then(|g| g.dynamic);
+    let mut dynamic_v4 = dynamic("ipv4");
+    let mut dynamic_v6 = dynamic("ipv6");
+    match (dynamic_v4, cim_dynamic, governing) {
+        (None, Some(d), Some(g)) => {
+            notes.push(format!("netsh printed no IPv4 dynamic range: taken from Get-NetTCPSetting {} (start {}, {} ports)", g.name, d.start, d.count));
+            dynamic_v4 = Some(d);
+        }
+        (Some(n), Some(d), Some(g)) if n != d => notes.push(format!(
+            "netsh's IPv4 dynamic range (start {}, {} ports) differs from Get-NetTCPSetting {} (start {}, {} ports): netsh's is used",
+            n.start, n.count, g.name, d.start, d.count
+        )),
+        _ => {}
+    }
+    if dynamic_v6.is_none() {
+        dynamic_v6 = cim_dynamic;
+    }
+    ToolSettings {
+        dynamic_v4,
+        dynamic_v6,
+        excluded_v4: excluded_v4.unwrap_or_default(),
+        excluded_v6: excluded_v6.unwrap_or_default(),
+        auto_reuse: governing.and_then(|g| g.auto_reuse),
+        udp_dynamic_v4: udp_dynamic("ipv4"),
+        udp_dynamic_v6: udp_dynamic("ipv6"),
+        udp_excluded_v4: udp_excluded("ipv4"),
+        udp_excluded_v6: udp_excluded("ipv6"),
+        notes,
+    }
+}
+
+fn udp_dynamic(version: &str) -> Option<DynamicPorts> {
+    netsh(&["int", version, "show", "dynamicport", "udp"])
+        .as_deref()
+        .and_then(parse_dynamic_port)
+}
+
+fn udp_excluded(version: &str) -> Vec<ExcludedRange> {
+    netsh(&["int", version, "show", "excludedportrange", "protocol=udp"])
+        .as_deref()
+        .map(parse_excluded_ranges)
+        .unwrap_or_default()
+}
+
+fn read_settings(now_ms: u64, notes: &mut Vec<String>) -> WindowsSettings {
+    let tools = tool_settings();
+    notes.extend(tools.notes.iter().cloned());
     let build = registry::read_string(
         RegistryRoot::LocalMachine,
         r"SOFTWARE\Microsoft\Windows NT\CurrentVersion",
@@ -184,38 +296,29 @@ fn read_settings(now_ms: u64, notes: &mut Vec<String>) -> WindowsSettings {
             None
         }
     };
-    let mut w = WindowsSettings {
+    WindowsSettings {
         build,
-        dynamic_ports_v4: dynamic("ipv4"),
-        dynamic_ports_v6: dynamic("ipv6"),
-        excluded_ports_v4: excluded_v4.unwrap_or_default(),
-        excluded_ports_v6: excluded_v6.unwrap_or_default(),
+        dynamic_ports_v4: tools.dynamic_v4,
+        dynamic_ports_v6: tools.dynamic_v6,
+        excluded_ports_v4: tools.excluded_v4,
+        excluded_ports_v6: tools.excluded_v6,
         registry: read_tcpip_registry(&tcpip_params_key(), notes),
         events,
-        ..WindowsSettings::default()
-    };
-    read_udp_settings(&mut w);
-    w
+        auto_reuse_ports: tools.auto_reuse,
+        udp_dynamic_ports_v4: tools.udp_dynamic_v4,
+        udp_dynamic_ports_v6: tools.udp_dynamic_v6,
+        udp_excluded_ports_v4: tools.udp_excluded_v4,
+        udp_excluded_ports_v6: tools.udp_excluded_v6,
+    }
 }
 
-/// The UDP dynamic and excluded ranges (docs/udp.md): the TCP commands with `udp`, parsed by
-/// the same functions. Unknown stays `None` / empty.
-fn read_udp_settings(w: &mut WindowsSettings) {
-    let dynamic = |v: &str| {
-        netsh(&["int", v, "show", "dynamicport", "udp"])
-            .as_deref()
-            .and_then(parse_dynamic_port)
-    };
-    let excluded = |v: &str| {
-        netsh(&["int", v, "show", "excludedportrange", "protocol=udp"])
-            .as_deref()
-            .map(parse_excluded_ranges)
-            .unwrap_or_default()
-    };
-    w.udp_dynamic_ports_v4 = dynamic("ipv4");
-    w.udp_dynamic_ports_v6 = dynamic("ipv6");
-    w.udp_excluded_ports_v4 = excluded("ipv4");
-    w.udp_excluded_ports_v6 = excluded("ipv6");
+/// One REG_DWORD value: `Ok(None)` when absent; an error text when the key cannot be opened or
+/// the value is not a readable REG_DWORD (for `tune`, which must know the prior exactly).
+pub fn read_dword_raw(root: RegistryRoot, subkey: &str, name: &str) -> Result<Option<u32>, String> {
+    registry::read_dword(root, subkey, name).map_err(|e| match e {
+        registry::RegError::KeyMissing => "the key cannot be opened".to_string(),
+        registry::RegError::Other(code) => format!("Windows error {code}"),
+    })
 }
 
 /// The Tcpip key to read: `PORTDOCTOR_TCPIP_PARAMS_KEY` when set, else the real one.
