@@ -77,7 +77,7 @@ pub fn collect(notes: &mut Vec<String>) -> Option<Conntrack> {
             }
             ct.dumped = Some(d.total);
             if !d.snat.is_empty() {
-                let (rules, source) = read_rules(notes);
+                let (rules, source) = cached_rules(notes);
                 ct.rules = rules;
                 ct.rules_source = source;
             }
@@ -297,6 +297,46 @@ pub fn parse_stat(text: &str) -> Option<ConntrackStats> {
         }
     }
     (cpus > 0).then_some(s)
+}
+
+/// How long a namespace's NAT rules are reused: `top` and `serve` collect every second or
+/// scrape, and a large ruleset (kube-proxy's) takes long to list, while NAT rules change rarely.
+const RULES_TTL: std::time::Duration = std::time::Duration::from_secs(30);
+
+type RulesCache = Option<
+    rustc_hash::FxHashMap<
+        crate::snapshot::NetnsId,
+        (std::time::Instant, Vec<NatRule>, Option<String>),
+    >,
+>;
+static RULES: std::sync::Mutex<RulesCache> = std::sync::Mutex::new(None);
+
+/// [`read_rules`], reused for [`RULES_TTL`] per namespace (`serve -A` visits many); notes only
+/// when read.
+fn cached_rules(notes: &mut Vec<String>) -> (Vec<NatRule>, Option<String>) {
+    let Some(here) = super::netns::current_id() else {
+        return read_rules(notes);
+    };
+    let lock = || {
+        RULES
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    };
+    if let Some((at, rules, source)) = lock().as_ref().and_then(|c| c.get(&here)) {
+        if at.elapsed() < RULES_TTL {
+            return (rules.clone(), source.clone());
+        }
+    }
+    // Not under the lock: listing a ruleset runs a program.
+    let (rules, source) = read_rules(notes);
+    let mut guard = lock();
+    let cache = guard.get_or_insert_with(rustc_hash::FxHashMap::default);
+    cache.retain(|_, (at, _, _)| at.elapsed() < RULES_TTL);
+    cache.insert(
+        here,
+        (std::time::Instant::now(), rules.clone(), source.clone()),
+    );
+    (rules, source)
 }
 
 /// The NAT rules: nftables' JSON first; iptables-save for rules that nft shows only as `xt`
