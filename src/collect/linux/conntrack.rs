@@ -609,6 +609,42 @@ mod tests {
     }
 
     #[test]
+    fn decodes_ipv6_tuples() {
+        let v6 = |s: &str| s.parse::<std::net::Ipv6Addr>().unwrap().octets();
+        let t = |src: &str, dst: &str, sport: u16, dport: u16| {
+            let mut ip = nla(CTA_IP_V6_SRC, &v6(src));
+            ip.extend(nla(CTA_IP_V6_DST, &v6(dst)));
+            let mut proto = nla(CTA_PROTO_NUM, &[17]);
+            proto.extend(nla(CTA_PROTO_SRC_PORT, &sport.to_be_bytes()));
+            proto.extend(nla(CTA_PROTO_DST_PORT, &dport.to_be_bytes()));
+            let mut t = nla(CTA_TUPLE_IP | 0x8000, &ip);
+            t.extend(nla(CTA_TUPLE_PROTO | 0x8000, &proto));
+            t
+        };
+        let mut p = vec![10, 0, 0, 0];
+        p.extend(nla(
+            CTA_TUPLE_ORIG | 0x8000,
+            &t("fd00::2", "2001:db8::9", 5353, 53),
+        ));
+        p.extend(nla(
+            CTA_TUPLE_REPLY | 0x8000,
+            &t("2001:db8::9", "2001:db8::1", 53, 61000),
+        ));
+        p.extend(nla(CTA_STATUS, &(IPS_SRC_NAT | 0x8).to_be_bytes()));
+        let e = decode_entry(&p).unwrap();
+        assert_eq!((e.proto, e.tcp_state, e.timeout_s), (17, None, None));
+        assert_eq!(e.src_ip.to_string(), "fd00::2");
+        assert_eq!(
+            (e.remote_ip.to_string(), e.remote_port),
+            ("2001:db8::9".into(), 53)
+        );
+        assert_eq!(
+            (e.nat_ip.to_string(), e.nat_port),
+            ("2001:db8::1".into(), 61000)
+        );
+    }
+
+    #[test]
     fn after_dnat_the_pool_is_the_endpoint_that_answers() {
         // kube-proxy: the client dialled 10.96.0.10:443; DNAT sent it to 10.9.2.2:8080, SNAT
         // gave it 10.9.2.1:40015. The NAT keeps (10.9.2.1:40015, 10.9.2.2:8080) unique.
