@@ -77,7 +77,7 @@ pub fn collect(notes: &mut Vec<String>) -> Option<Conntrack> {
             }
             ct.dumped = Some(d.total);
             if !d.snat.is_empty() {
-                let (rules, source) = read_rules(notes);
+                let (rules, source) = cached_rules(notes);
                 ct.rules = rules;
                 ct.rules_source = source;
             }
@@ -297,6 +297,46 @@ pub fn parse_stat(text: &str) -> Option<ConntrackStats> {
         }
     }
     (cpus > 0).then_some(s)
+}
+
+/// How long a namespace's NAT rules are reused: `top` and `serve` collect every second or
+/// scrape, and a large ruleset (kube-proxy's) takes long to list, while NAT rules change rarely.
+const RULES_TTL: std::time::Duration = std::time::Duration::from_secs(30);
+
+type RulesCache = Option<
+    rustc_hash::FxHashMap<
+        crate::snapshot::NetnsId,
+        (std::time::Instant, Vec<NatRule>, Option<String>),
+    >,
+>;
+static RULES: std::sync::Mutex<RulesCache> = std::sync::Mutex::new(None);
+
+/// [`read_rules`], reused for [`RULES_TTL`] per namespace (`serve -A` visits many); notes only
+/// when read.
+fn cached_rules(notes: &mut Vec<String>) -> (Vec<NatRule>, Option<String>) {
+    let Some(here) = super::netns::current_id() else {
+        return read_rules(notes);
+    };
+    let lock = || {
+        RULES
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    };
+    if let Some((at, rules, source)) = lock().as_ref().and_then(|c| c.get(&here)) {
+        if at.elapsed() < RULES_TTL {
+            return (rules.clone(), source.clone());
+        }
+    }
+    // Not under the lock: listing a ruleset runs a program.
+    let (rules, source) = read_rules(notes);
+    let mut guard = lock();
+    let cache = guard.get_or_insert_with(rustc_hash::FxHashMap::default);
+    cache.retain(|_, (at, _, _)| at.elapsed() < RULES_TTL);
+    cache.insert(
+        here,
+        (std::time::Instant::now(), rules.clone(), source.clone()),
+    );
+    (rules, source)
 }
 
 /// The NAT rules: nftables' JSON first; iptables-save for rules that nft shows only as `xt`
@@ -566,6 +606,42 @@ mod tests {
             ("10.9.2.1".into(), 40015)
         );
         assert_eq!(e.timeout_s, Some(431_996));
+    }
+
+    #[test]
+    fn decodes_ipv6_tuples() {
+        let v6 = |s: &str| s.parse::<std::net::Ipv6Addr>().unwrap().octets();
+        let t = |src: &str, dst: &str, sport: u16, dport: u16| {
+            let mut ip = nla(CTA_IP_V6_SRC, &v6(src));
+            ip.extend(nla(CTA_IP_V6_DST, &v6(dst)));
+            let mut proto = nla(CTA_PROTO_NUM, &[17]);
+            proto.extend(nla(CTA_PROTO_SRC_PORT, &sport.to_be_bytes()));
+            proto.extend(nla(CTA_PROTO_DST_PORT, &dport.to_be_bytes()));
+            let mut t = nla(CTA_TUPLE_IP | 0x8000, &ip);
+            t.extend(nla(CTA_TUPLE_PROTO | 0x8000, &proto));
+            t
+        };
+        let mut p = vec![10, 0, 0, 0];
+        p.extend(nla(
+            CTA_TUPLE_ORIG | 0x8000,
+            &t("fd00::2", "2001:db8::9", 5353, 53),
+        ));
+        p.extend(nla(
+            CTA_TUPLE_REPLY | 0x8000,
+            &t("2001:db8::9", "2001:db8::1", 53, 61000),
+        ));
+        p.extend(nla(CTA_STATUS, &(IPS_SRC_NAT | 0x8).to_be_bytes()));
+        let e = decode_entry(&p).unwrap();
+        assert_eq!((e.proto, e.tcp_state, e.timeout_s), (17, None, None));
+        assert_eq!(e.src_ip.to_string(), "fd00::2");
+        assert_eq!(
+            (e.remote_ip.to_string(), e.remote_port),
+            ("2001:db8::9".into(), 53)
+        );
+        assert_eq!(
+            (e.nat_ip.to_string(), e.nat_port),
+            ("2001:db8::1".into(), 61000)
+        );
     }
 
     #[test]
