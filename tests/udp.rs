@@ -470,3 +470,71 @@ fn procfs_fallback_sees_the_same_udp_pool() {
         33
     );
 }
+
+/// The JSON contract of a UDP pool (no root needed): exactly these keys, TCP pools gain only
+/// `protocol`, and the pools stay sorted by utilization across protocols.
+#[test]
+fn json_udp_pool_shape_and_order() {
+    use portdoctor::analysis::{analyze, Thresholds};
+    use portdoctor::fixture::SnapshotBuilder;
+    use portdoctor::report::json;
+    use portdoctor::snapshot::UdpSocket;
+    let mut s = SnapshotBuilder::linux()
+        .range(40000, 40099)
+        .pool("10.0.0.5", "10.0.0.9", 5432, 10, 0, (0, 0))
+        .build();
+    s.udp_sockets = std::sync::Arc::new(
+        (0..50u16)
+            .map(|i| UdpSocket {
+                local_ip: "0.0.0.0".parse().expect("ip"),
+                local_port: 40050 + i,
+                remote_ip: "0.0.0.0".parse().expect("ip"),
+                remote_port: 0,
+                ipv6_socket: false,
+                v6only: None,
+                inode: 0,
+                uid: None,
+                pid: None,
+            })
+            .collect(),
+    );
+    let a = analyze(&s, Thresholds::default());
+    let v: Value = serde_json::from_str(&json::render(&s, &a, None)).expect("JSON");
+    let pools = pools(&v);
+    assert_eq!(pools.len(), 2);
+    assert_eq!(pools[0]["protocol"], "udp", "50 % before 10 %: {v}");
+    assert_eq!(pools[1]["protocol"], "tcp");
+    let keys: Vec<&str> = pools[0]
+        .as_object()
+        .expect("object")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    let mut want = vec![
+        "capacity",
+        "connected",
+        "in_use",
+        "ip_version",
+        "level",
+        "local_ip",
+        "processes",
+        "protocol",
+        "remote_ip",
+        "remote_port",
+        "reserved_in_range",
+        "scope",
+        "sockets",
+        "utilization",
+    ];
+    let mut got = keys.clone();
+    got.sort_unstable();
+    want.sort_unstable();
+    assert_eq!(got, want);
+    assert_eq!(pools[0]["utilization"], 0.5);
+    assert_eq!(
+        pools[0]["processes"],
+        Value::Null,
+        "owners not scanned: null"
+    );
+    assert_eq!(v["verdict"]["pools"]["ok"], 2);
+}
