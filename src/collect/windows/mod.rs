@@ -13,12 +13,11 @@
 #![allow(unsafe_code)]
 
 mod events;
+mod owner_tables;
 mod process;
 mod registry;
 mod stats;
 pub mod system;
-mod tcptable;
-mod udptable;
 
 use std::process::Command;
 use std::sync::{Arc, Mutex};
@@ -56,9 +55,9 @@ impl Collector for WindowsCollector {
             ));
         }
         let mut notes = Vec::new();
-        let mut sockets = tcptable::read(false)?;
-        sockets.extend(tcptable::read(true)?);
-        let udp_sockets = udptable::read_both(&mut notes);
+        let mut sockets = owner_tables::read(false)?;
+        sockets.extend(owner_tables::read(true)?);
+        let udp_sockets = owner_tables::read_udp_both(&mut notes);
 
         let now_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
