@@ -5,6 +5,7 @@
 //! Needs root, nftables, iptables (nft backend) and conntrack (the conntrack-tools package).
 //! Addresses: 10.N.1.0/24 (pod–node) and 10.N.2.0/24 (node–remote), N = 231, 233–235 by
 //! test, inside the test's own namespaces only.
+#![cfg(target_os = "linux")]
 
 mod common;
 
