@@ -155,7 +155,7 @@ fn serve_reads_netsh_once_across_scrapes() {
     let runs = std::fs::read_to_string(&log).expect("the stand-in's log");
     assert_eq!(
         runs.lines().count(),
-        4,
-        "netsh runs over 3 collections (dynamicport and excludedportrange, ipv4 and ipv6, once): {runs}"
+        8,
+        "netsh runs over 3 collections (dynamicport and excludedportrange, ipv4 and ipv6, TCP and UDP, once): {runs}"
     );
 }
