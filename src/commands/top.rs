@@ -16,7 +16,7 @@ use ratatui::Terminal;
 use portdoctor::collect::refresh::{next_wait, Policy, RefreshInfo, Refresher};
 use portdoctor::collect::{self, Collector};
 use portdoctor::snapshot::{file, NamespaceIdentity, Snapshot};
-use portdoctor::top::failures::{Failures, TracedFailure};
+use portdoctor::top::failures::TracedFailure;
 use portdoctor::top::{render, render_text, state::Action, App, Key, ViewOptions};
 
 use super::{usage, use_color, write_stdout};
@@ -272,7 +272,7 @@ fn start_failure_tracer(
         app.failure_note = Some(format!("could not start the failure tracer: {e}"));
         return None;
     }
-    app.failures = Some(Failures::new(Instant::now()));
+    app.failures = Some(portdoctor::top::failures::Failures::new(Instant::now()));
     app.failure_netns = want.map_or(0, |id| id.ino);
     Some(rx)
 }
