@@ -178,6 +178,16 @@ mod tests {
         let other = capped(b, &mut seen, 1);
         assert_eq!(other[0], ("local_ip", OTHER.to_string()));
         assert_eq!(other[3], ("error", "EADDRINUSE".to_string()));
+        // -A: the namespace labels beyond the cap are `other` too, the error stays.
+        let mut with_ns = unknown_namespace();
+        with_ns.extend(labels(None, None, None, "EADDRNOTAVAIL"));
+        let other = capped(with_ns, &mut seen, 1);
+        assert!(other.iter().all(|(k, v)| if *k == "error" {
+            v == "EADDRNOTAVAIL"
+        } else {
+            v == OTHER
+        }));
+        assert_eq!(other.len(), 8);
         let m = FailureMetrics::default();
         let mut reg = Registry::with_prefix("portdoctor");
         m.register(&mut reg);
