@@ -235,9 +235,9 @@ fn start_failure_tracer(
     let spawned = std::thread::Builder::new()
         .name("failure-tracer".into())
         .spawn(move || {
-            let mut rounds: u32 = 0;
+            let mut forgot = std::time::Instant::now();
             loop {
-                std::thread::sleep(DRAIN_EVERY);
+                tracer.wait(DRAIN_EVERY);
                 let unix_ms = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_millis() as u64);
@@ -262,8 +262,8 @@ fn start_failure_tracer(
                 if !batch.is_empty() && tx.send(batch).is_err() {
                     return;
                 }
-                rounds = rounds.wrapping_add(1);
-                if rounds % 500 == 0 {
+                if forgot.elapsed() >= std::time::Duration::from_secs(10) {
+                    forgot = std::time::Instant::now();
                     tracer.forget_exited();
                 }
             }

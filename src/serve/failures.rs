@@ -108,9 +108,9 @@ pub fn start(target: Option<&Target>, pods_dir: Option<&Path>, cap: usize) -> Fa
             // -A: each namespace's labels, from the first process seen failing in it.
             let mut ns_labels: rustc_hash::FxHashMap<Option<NetnsId>, Labels> =
                 rustc_hash::FxHashMap::default();
-            let mut rounds: u32 = 0;
+            let mut forgot = std::time::Instant::now();
             loop {
-                std::thread::sleep(DRAIN_EVERY);
+                tracer.wait(DRAIN_EVERY);
                 for f in tracer.drain() {
                     let netns = tracer.process(f.pid).and_then(|p| p.netns);
                     if !all && netns != want {
@@ -129,8 +129,8 @@ pub fn start(target: Option<&Target>, pods_dir: Option<&Path>, cap: usize) -> Fa
                     }
                     m.counts.get_or_create(&capped(l, &mut seen, cap)).inc();
                 }
-                rounds = rounds.wrapping_add(1);
-                if rounds % 500 == 0 {
+                if forgot.elapsed() >= std::time::Duration::from_secs(10) {
+                    forgot = std::time::Instant::now();
                     // Every ~10 s: forget processes that exited (the table stays small).
                     tracer.forget_exited();
                 }
@@ -178,6 +178,16 @@ mod tests {
         let other = capped(b, &mut seen, 1);
         assert_eq!(other[0], ("local_ip", OTHER.to_string()));
         assert_eq!(other[3], ("error", "EADDRINUSE".to_string()));
+        // -A: the namespace labels beyond the cap are `other` too, the error stays.
+        let mut with_ns = unknown_namespace();
+        with_ns.extend(labels(None, None, None, "EADDRNOTAVAIL"));
+        let other = capped(with_ns, &mut seen, 1);
+        assert!(other.iter().all(|(k, v)| if *k == "error" {
+            v == "EADDRNOTAVAIL"
+        } else {
+            v == OTHER
+        }));
+        assert_eq!(other.len(), 8);
         let m = FailureMetrics::default();
         let mut reg = Registry::with_prefix("portdoctor");
         m.register(&mut reg);

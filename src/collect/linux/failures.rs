@@ -62,7 +62,7 @@ const PERF_EVENT_IOC_SET_OUTPUT: libc::Ioctl = 0x2405;
 const PERF_EVENT_IOC_ENABLE: libc::Ioctl = 0x2400;
 /// `PERF_ATTR_SIZE_VER5`: the layout below.
 const ATTR_SIZE: u32 = 112;
-/// Data pages per CPU buffer (a power of two): 256 KiB holds ~3,000 failures between drains.
+/// Data pages per CPU buffer (a power of two): 256 KiB, about 1,700 failures (two samples each).
 const DATA_PAGES: usize = 64;
 /// How often the buffers are drained.
 pub const DRAIN_EVERY: Duration = Duration::from_millis(20);
@@ -119,8 +119,8 @@ struct Ring {
     base: *mut u8,
     len: usize,
     data_size: usize,
-    /// The events writing into this buffer (the first owns the mapping); closed on drop.
-    #[allow(dead_code)]
+    /// The events writing into this buffer (the first owns the mapping and is polled); closed
+    /// on drop.
     fds: Vec<OwnedFd>,
 }
 
@@ -288,9 +288,10 @@ fn perf_open(
         config: id,
         sample_period: 1,
         sample_type: PERF_SAMPLE_TID | PERF_SAMPLE_TIME | PERF_SAMPLE_RAW,
-        // Nobody polls (the buffers are drained on a timer): wake only at half a buffer, so a
-        // burst of failures does not cost a wakeup per sample.
-        wakeup_events: (page_size() * DATA_PAGES / 2) as u32,
+        // The tracer sleeps in poll(2) between drains (`FailureTracer::wait`): woken by its
+        // 20 ms timer, or at once when a burst has filled a quarter of a buffer, so the other
+        // three quarters absorb the time it takes to run; never a wakeup per sample.
+        wakeup_events: (page_size() * DATA_PAGES / 4) as u32,
         flags: ATTR_WATERMARK
             | if namespaces {
                 ATTR_NAMESPACES | ATTR_COMM
@@ -529,6 +530,27 @@ impl FailureTracer {
         out
     }
 
+    /// Sleeps until a buffer is a quarter full or `timeout` has passed, whichever comes first:
+    /// drains come every `timeout` while failures are few, and as fast as a burst needs.
+    pub fn wait(&self, timeout: Duration) {
+        let mut fds: Vec<libc::pollfd> = self
+            .rings
+            .iter()
+            .filter_map(|r| r.fds.first())
+            .map(|fd| libc::pollfd {
+                fd: fd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+        // SAFETY: `fds` is a valid array of `fds.len()` pollfd entries for the call; an error
+        // (EINTR) only ends the wait early.
+        unsafe {
+            libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms);
+        }
+    }
+
     /// Samples the kernel dropped (buffer full) so far.
     pub fn lost(&self) -> u64 {
         self.lost
@@ -606,9 +628,9 @@ pub fn observe(window: Duration, target: Option<NetnsId>) -> Result<ConnectFailu
     let mut failures = Vec::new();
     loop {
         let left = window.saturating_sub(started.elapsed());
-        std::thread::sleep(left.min(DRAIN_EVERY));
+        tracer.wait(left.min(DRAIN_EVERY));
         failures.extend(tracer.drain());
-        if left <= DRAIN_EVERY {
+        if started.elapsed() >= window {
             break;
         }
     }
