@@ -615,3 +615,43 @@ fn tune_apply_is_refused_while_another_runs() {
     assert_eq!(code, 0, "{out}{err}");
     assert_eq!(bench.registry(), (Some(30), Some(6000)));
 }
+
+/// Issue 17 items 2 and 3: BOUND sockets come from `Get-NetTCPConnection -State Bound` and the
+/// auto-reuse range from `Get-NetTCPSetting`, both through PowerShell by its System32 path (here
+/// a stand-in, as Wine's PowerShell runs no cmdlet); the BOUND ports leave the host pool and a
+/// process holding 150 of them is a `bound_port_leak`.
+#[test]
+fn bound_sockets_from_cim_leave_the_pool_and_a_leak_is_named() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let stand_in = example_exe("netsh_stand_in");
+    std::fs::copy(&stand_in, dir.path().join("netsh.exe")).expect("copy netsh");
+    let ps_dir = dir.path().join("WindowsPowerShell").join("v1.0");
+    std::fs::create_dir_all(&ps_dir).expect("powershell dir");
+    std::fs::copy(&stand_in, ps_dir.join("powershell.exe")).expect("copy powershell");
+    let sys = dir.path().display().to_string();
+    let (code, out, err) = portdoctor(
+        &["check", "--json", "--top", "0"],
+        &[
+            ("PORTDOCTOR_TEST_SYSTEM_DIR", sys.as_str()),
+            ("PORTDOCTOR_STAND_IN_BOUND", "150:4242:2000"),
+        ],
+    );
+    assert!((0..=2).contains(&code), "exit {code}: {err}");
+    let v: Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(v["states"]["BOUND"], 150, "{}", v["states"]);
+    assert_eq!(v["settings"]["windows"]["auto_reuse_ports"]["count"], 0);
+    assert_eq!(
+        v["settings"]["ephemeral_ports"]["low"], 1111,
+        "{}",
+        v["settings"]
+    );
+    let usable = v["capacity"]["usable_per_pool"].as_u64().expect("usable");
+    assert!(usable <= 2222 - 150, "{usable}");
+    let findings = v["verdict"]["findings"].as_array().expect("findings");
+    let leak = findings
+        .iter()
+        .find(|f| f["code"] == "bound_port_leak")
+        .expect("bound_port_leak");
+    assert_eq!(leak["evidence"]["pid"], 4242);
+    assert_eq!(leak["evidence"]["bound_ports"], 150);
+}

@@ -95,6 +95,8 @@ pub enum FindingCode {
     MaxUserPortIgnored,
     /// `StrictTimeWaitSeqCheck` is set; its effect is unverified.
     StrictTimeWaitSeqCheckUnverified,
+    /// One process holds many BOUND ports (bound, never connected nor closed): the leak.
+    BoundPortLeak,
     // Observed failures (`check --observe`, Linux).
     /// connect() failed with EADDRNOTAVAIL while observed.
     ConnectFailures,
@@ -104,7 +106,7 @@ pub enum FindingCode {
 
 impl FindingCode {
     /// In the order the README lists them.
-    pub const ALL: [FindingCode; 21] = [
+    pub const ALL: [FindingCode; 22] = [
         FindingCode::PoolExhausted,
         FindingCode::PoolNearExhaustion,
         FindingCode::TwReuseOff,
@@ -124,6 +126,7 @@ impl FindingCode {
         FindingCode::RegistryValueOutOfRange,
         FindingCode::MaxUserPortIgnored,
         FindingCode::StrictTimeWaitSeqCheckUnverified,
+        FindingCode::BoundPortLeak,
         FindingCode::ConnectFailures,
         FindingCode::BindFailures,
     ];
@@ -152,6 +155,7 @@ impl FindingCode {
             FindingCode::StrictTimeWaitSeqCheckUnverified => {
                 "strict_time_wait_seq_check_unverified"
             }
+            FindingCode::BoundPortLeak => "bound_port_leak",
             FindingCode::ConnectFailures => "connect_failures",
             FindingCode::BindFailures => "bind_failures",
         }
@@ -211,6 +215,9 @@ impl FindingCode {
             FindingCode::StrictTimeWaitSeqCheckUnverified => {
                 "Windows: `StrictTimeWaitSeqCheck` is set; its effect is unverified (info)"
             }
+            FindingCode::BoundPortLeak => {
+                "Windows: one process holds 100+ BOUND ports of the dynamic range (bound, never connected or closed)"
+            }
             FindingCode::ConnectFailures => {
                 "`--observe`: connect() calls failed with EADDRNOTAVAIL (no free port) in the window, per process and pool"
             }
@@ -237,6 +244,7 @@ impl FindingCode {
             | FindingCode::TwBucketsNearLimit
             | FindingCode::CapacityUnknown
             | FindingCode::TimeWaitDelayOutOfRange
+            | FindingCode::BoundPortLeak
             | FindingCode::BindFailures => Some(Severity::Warning),
             FindingCode::PortExhaustionEvents | FindingCode::ConnectFailures => {
                 Some(Severity::Critical)

@@ -145,6 +145,7 @@ pub(super) fn findings(snapshot: &Snapshot, pools: &[Pool]) -> Vec<Finding> {
     };
     let pressured = pools.iter().any(|p| p.level > Level::Ok);
     excluded_overlap(snapshot, w, pressured, &mut out);
+    bound_leaks(snapshot, &mut out);
     off_by_one(w, &mut out);
     if let Some(reg) = &w.registry {
         registry_findings(w, reg, &mut out);
@@ -255,6 +256,49 @@ fn excluded_overlap(
                 "see them (cmd or PowerShell; 100-port blocks without * usually come from Hyper-V/WSL/Docker through WinNAT):\nnetsh int {version} show excludedportrange protocol=tcp\nto keep them out of the dynamic range reserve what those services need first (elevated cmd or PowerShell, PORT and N yours):\nnet stop winnat\nnetsh int {version} add excludedportrange protocol=tcp startport=PORT numberofports=N\nnet start winnat"
             ),
         });
+    }
+}
+
+/// BOUND ports one process must hold in the dynamic range before it is called a leak.
+pub const BOUND_LEAK_MIN: u64 = 100;
+
+/// `bound_port_leak`: a process accumulating BOUND sockets (bound, neither connected nor
+/// listening) in the dynamic range — the classic leak Microsoft's port exhaustion guide looks
+/// for first (`netstat -anobq`). Their ports are already out of the host pool's capacity.
+fn bound_leaks(snapshot: &Snapshot, out: &mut Vec<Finding>) {
+    let mut per_pid: std::collections::BTreeMap<u32, u64> = std::collections::BTreeMap::new();
+    for s in snapshot
+        .sockets
+        .iter()
+        .filter(|s| s.state == crate::snapshot::TcpState::Close)
+    {
+        let in_range = range_for(snapshot, s.local_ip).is_some_and(|r| r.contains(s.local_port));
+        if let (true, Some(pid)) = (in_range, s.pid) {
+            *per_pid.entry(pid).or_default() += 1;
+        }
+    }
+    let mut leaks: Vec<(u32, u64)> = per_pid
+        .into_iter()
+        .filter(|&(_, n)| n >= BOUND_LEAK_MIN)
+        .collect();
+    leaks.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    for (pid, n) in leaks {
+        let name = snapshot
+            .owners
+            .as_ref()
+            .and_then(|o| o.processes.get(&pid).cloned())
+            .unwrap_or_else(|| "?".into());
+        out.push(Finding::host(
+            FindingCode::BoundPortLeak,
+            format!(
+                "{name} ({pid}) holds {} BOUND ports of the dynamic range: sockets bound (port 0) and never connected, listened on or closed, each a port no other connection can take",
+                group(n)
+            ),
+            json!({"pid": pid, "name": name, "bound_ports": n}),
+            format!(
+                "see them (PowerShell):\nGet-NetTCPConnection -State Bound -OwningProcess {pid}\nor (cmd, elevated): netstat -anobq\nfix the application so every socket it binds is closed on every path; restarting {name} frees them now"
+            ),
+        ));
     }
 }
 
@@ -615,6 +659,53 @@ mod tests {
 
     /// Issue 17 item 6: every line of a Windows fix pastes as it is into cmd and into Windows
     /// PowerShell 5.1 (which has no `&&`); reboot notes stand on their own line.
+    /// Issue 17 item 2: BOUND sockets (from Get-NetTCPConnection) leave the host pool and a
+    /// process accumulating them is named.
+    #[test]
+    fn a_process_holding_bound_ports_is_a_leak() {
+        let mut b = SnapshotBuilder::windows();
+        for port in 50_000..50_150 {
+            b = b.bound("10.0.0.5", port);
+        }
+        let s = b
+            .pool("10.0.0.5", "10.0.0.9", 443, 10, 0, (0, 0))
+            .owned_by(4242, "leaky.exe")
+            .build();
+        let mut s = s;
+        for sock in std::sync::Arc::make_mut(&mut s.sockets).iter_mut() {
+            sock.pid = Some(4242);
+        }
+        let a = analyze(&s, Thresholds::default());
+        let f = a
+            .verdict
+            .findings
+            .iter()
+            .find(|f| f.code == FindingCode::BoundPortLeak)
+            .expect("bound_port_leak");
+        assert_eq!(f.severity, Severity::Warning);
+        assert!(
+            f.message
+                .starts_with("leaky.exe (4242) holds 150 BOUND ports"),
+            "{}",
+            f.message
+        );
+        assert!(f
+            .fix
+            .contains("Get-NetTCPConnection -State Bound -OwningProcess 4242"));
+        assert_eq!(a.pools[0].capacity, Some(16_384 - 150));
+        assert_eq!(a.states.get("BOUND"), Some(&150));
+        // 99 is not a leak.
+        let mut b = SnapshotBuilder::windows();
+        for port in 50_000..50_099 {
+            b = b.bound("10.0.0.5", port);
+        }
+        let mut s = b.build();
+        for sock in std::sync::Arc::make_mut(&mut s.sockets).iter_mut() {
+            sock.pid = Some(7);
+        }
+        assert!(!codes(&s).contains(&"bound_port_leak"));
+    }
+
     #[test]
     fn windows_fixes_paste_line_by_line() {
         let s = SnapshotBuilder::windows()

@@ -28,7 +28,7 @@ use rustc_hash::FxHashSet;
 use super::windows_text::{self, parse_dynamic_port, parse_excluded_ranges, RegistryRoot};
 use super::{CollectError, CollectOptions, Collector, Target};
 use crate::snapshot::{
-    Counters, DynamicPorts, ExcludedRange, HostInfo, Os, Owners, Snapshot, SocketSource,
+    Counters, DynamicPorts, ExcludedRange, HostInfo, Os, Owners, Snapshot, Socket, SocketSource,
     TcpipRegistry, WindowsSettings,
 };
 
@@ -57,6 +57,10 @@ impl Collector for WindowsCollector {
         let mut notes = Vec::new();
         let mut sockets = tcptable::read(false)?;
         sockets.extend(tcptable::read(true)?);
+        match bound_sockets() {
+            Some(b) => sockets.extend(b),
+            None => notes.push("`Get-NetTCPConnection -State Bound` (Windows PowerShell, MSFT_NetTCPConnection) gave nothing (Wine has none): BOUND sockets, which GetExtendedTcpTable does not list, are not counted".into()),
+        }
 
         let now_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -176,6 +180,25 @@ fn tool_settings() -> ToolSettings {
     let t = read_tool_settings();
     *cache = Some((Instant::now(), t.clone()));
     t
+}
+
+/// BOUND sockets from `Get-NetTCPConnection -State Bound`; `None` when PowerShell gave no
+/// answer. Reused for [`TOOL_SETTINGS_TTL`] like the settings (PowerShell takes about a second to
+/// start), so in `top` and `serve` they may be that old.
+fn bound_sockets() -> Option<Vec<Socket>> {
+    static BOUND: Mutex<Option<(Instant, Option<Vec<Socket>>)>> = Mutex::new(None);
+    let mut cache = BOUND
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some((at, b)) = cache.as_ref() {
+        if at.elapsed() < TOOL_SETTINGS_TTL {
+            return b.clone();
+        }
+    }
+    let b = powershell(windows_text::BOUND_SCRIPT)
+        .and_then(|out| windows_text::parse_bound_connections(&out));
+    *cache = Some((Instant::now(), b.clone()));
+    b
 }
 
 /// Runs Windows PowerShell (full path, `-NoProfile -NonInteractive`) with `script`; its stdout.
