@@ -363,9 +363,14 @@ fn registry_findings(w: &WindowsSettings, reg: &TcpipRegistry, out: &mut Vec<Fin
             severity: code.severity().unwrap_or(Severity::Info),
             pool: None,
             message: format!(
-                "{name}={v} is outside the documented {lo}–{hi}{}{}: Windows may ignore or clamp it (unverified which), so the value in effect is unknown",
+                "{name}={v} is outside the documented {lo}–{hi}{}{}: Windows may ignore or clamp it (unverified which), so the value in effect is unknown{}",
                 if pow2_bad { " (and not a power of 2)" } else { "" },
-                build.map(|b| format!(" for build {b}")).unwrap_or_default()
+                build.map(|b| format!(" for build {b}")).unwrap_or_default(),
+                if timed_wait {
+                    format!("; portdoctor does not use it and computes with {} s, the longer documented default", rules::WINDOWS_TIME_WAIT_SECONDS_LONG)
+                } else {
+                    String::new()
+                }
             ),
             evidence: evidence(json!({"value": name, "data": v, "valid": [lo, hi], "build": build})),
             fix: if timed_wait {
@@ -462,7 +467,8 @@ mod tests {
         let a = analyze(&s, Thresholds::default());
         let c = a.capacity.unwrap();
         assert_eq!((c.reserved_in_range, c.usable), (160, 16384 - 160 - 3));
-        assert_eq!(s.settings.time_wait_seconds, Some(120));
+        // TcpTimedWaitDelay absent: the documents say 120 s or 240 s; the longer is used.
+        assert_eq!(s.settings.time_wait_seconds, Some(240));
         assert_eq!(s.settings.time_wait_source, Some(ValueSource::Default));
     }
 
@@ -768,8 +774,9 @@ mod tests {
                 r.max_hash_table_size = Some(1000);
             })
             .build();
-        assert_eq!(s.settings.time_wait_seconds, Some(1));
-        assert_eq!(s.settings.time_wait_source, Some(ValueSource::Read));
+        // Out of range: reported, not used in the arithmetic.
+        assert_eq!(s.settings.time_wait_seconds, Some(240));
+        assert_eq!(s.settings.time_wait_source, Some(ValueSource::Default));
         let a = analyze(&s, Thresholds::default());
         let find = |code: &str| {
             a.verdict

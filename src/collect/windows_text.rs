@@ -114,15 +114,24 @@ pub fn governing_tcp_setting(settings: &[NetTcpSetting]) -> Option<&NetTcpSettin
 
 /// The generic settings the model reads, derived from what the Windows collector found: the
 /// IPv4 dynamic range, the IPv4 excluded ranges (merged), and the TIME_WAIT length from
-/// `TcpTimedWaitDelay` (`read`) or the OS default (`default`). Linux-only knobs stay `None`.
+/// `TcpTimedWaitDelay` (`read`), or — when it is absent, or outside its documented range (what
+/// Windows then does is not documented; `time_wait_delay_out_of_range` says so) — the longer of
+/// the two documented defaults, 240 s (`default`). Linux-only knobs stay `None`.
 pub fn derive_settings(w: &WindowsSettings) -> Settings {
     let reserved: Vec<PortRange> = w.excluded_ports_v4.iter().map(|e| e.range()).collect();
     let reserved = PortRange::merge_all(reserved);
-    let delay = w.registry.as_ref().and_then(|r| r.tcp_timed_wait_delay);
+    let delay = w
+        .registry
+        .as_ref()
+        .and_then(|r| r.tcp_timed_wait_delay)
+        .filter(|&d| {
+            crate::knobs::tcpip_value_range("TcpTimedWaitDelay", w.build)
+                .is_none_or(|(lo, hi)| (lo..=hi).contains(&d))
+        });
     Settings {
         ephemeral_ports: w.dynamic_ports_v4.and_then(DynamicPorts::range),
         reserved_ports: reserved,
-        time_wait_seconds: Some(delay.unwrap_or(crate::rules::WINDOWS_TIME_WAIT_SECONDS)),
+        time_wait_seconds: Some(delay.unwrap_or(crate::rules::WINDOWS_TIME_WAIT_SECONDS_LONG)),
         time_wait_source: Some(if delay.is_some() {
             ValueSource::Read
         } else {
