@@ -624,7 +624,8 @@ pub struct WindowsSettings {
     pub events: Option<TcpipEvents>,
     /// The auto-reuse port range of the `InternetCustom` TCP setting (`Get-NetTCPSetting`
     /// `AutoReusePortRangeStartPort`/`NumberOfPorts`; Server 2016 and later): inside it ports
-    /// are shared per 4-tuple by sockets with `SO_REUSE_UNICASTPORT`. `None` = not read;
+    /// are shared per 4-tuple by outbound sockets with `SO_REUSE_UNICASTPORT` or that connect()
+    /// without bind() (Get-/Set-NetTCPSetting docs). `None` = not read;
     /// a count of 0 = not configured. One setting for both IP versions.
     #[serde(default)]
     pub auto_reuse_ports: Option<DynamicPorts>,

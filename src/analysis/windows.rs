@@ -130,7 +130,7 @@ pub(super) fn pool_fixes(snapshot: &Snapshot, p: &Pool) -> Vec<String> {
         ));
     }
     if p.key.remote_ip.is_none() {
-        fixes.push(format!("by default Windows gives every outbound {} socket a port of the one dynamic range, whatever its local address (SO_PORT_SCALABILITY page: \"no matter the number of IP addresses\"), so more source addresses do not help unless the application sets SO_PORT_SCALABILITY; ports are shared across destinations only inside an auto-reuse range for sockets with SO_REUSE_UNICASTPORT (Server 2016+: {}; .NET: ServicePointManager.ReusePort = true or SocketsHttpHandler on .NET 6+)", if p.key.local_ip.is_ipv4() { "IPv4" } else { "IPv6" }, crate::knobs::AUTO_REUSE_FIX));
+        fixes.push(format!("by default Windows gives every outbound {} socket a port of the one dynamic range, whatever its local address (SO_PORT_SCALABILITY page: \"no matter the number of IP addresses\"), so more source addresses do not help unless the application sets SO_PORT_SCALABILITY; ports are shared across destinations only inside a configured auto-reuse range, which serves sockets with SO_REUSE_UNICASTPORT and connect() without bind() (Server 2016+: {}; .NET: ServicePointManager.ReusePort = true or SocketsHttpHandler on .NET 6+)", if p.key.local_ip.is_ipv4() { "IPv4" } else { "IPv6" }, crate::knobs::AUTO_REUSE_FIX));
         fixes.push("whether IPv4 and IPv6 draw from one port space is not documented by Microsoft (unverified): portdoctor counts them as two pools".into());
     }
     fixes

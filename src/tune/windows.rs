@@ -247,7 +247,7 @@ fn auto_wants(
             return;
         }
         refusals.push(format!(
-            "--target-rate {rate}/s cannot be reached with settings alone on Windows (range {AUTO_START_FLOOR}-65535, TcpTimedWaitDelay {AUTO_TIME_WAIT}): reuse connections (one shared HttpClient, keep-alive, pools), or an auto-reuse port range for sockets with SO_REUSE_UNICASTPORT (Server 2016+); more local addresses help only with SO_PORT_SCALABILITY"
+            "--target-rate {rate}/s cannot be reached with settings alone on Windows (range {AUTO_START_FLOOR}-65535, TcpTimedWaitDelay {AUTO_TIME_WAIT}): reuse connections (one shared HttpClient, keep-alive, pools), or an auto-reuse port range (Server 2016+; used by sockets with SO_REUSE_UNICASTPORT and by connect() without bind()); more local addresses help only with SO_PORT_SCALABILITY"
         ));
     }
 }
