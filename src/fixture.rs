@@ -72,6 +72,7 @@ impl SnapshotBuilder {
                 ..TcpipEvents::default()
             }),
             auto_reuse_ports: None,
+            previous: None,
         };
         snap.settings = crate::collect::windows_text::derive_settings(&w);
         snap.windows = Some(w);

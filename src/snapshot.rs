@@ -629,6 +629,18 @@ pub struct WindowsSettings {
     /// a count of 0 = not configured. One setting for both IP versions.
     #[serde(default)]
     pub auto_reuse_ports: Option<DynamicPorts>,
+    /// The socket table of the collector's previous snapshot (`top`, `serve`, `check
+    /// --observe`): Windows tables have no TIME_WAIT timers, so rates and the forecast come from
+    /// two snapshots. Not part of the JSON or the snapshot file.
+    #[serde(skip)]
+    pub previous: Option<PreviousSample>,
+}
+
+/// An earlier snapshot's sockets and when they were taken.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreviousSample {
+    pub taken_at_unix_ms: u64,
+    pub sockets: Arc<Vec<Socket>>,
 }
 
 impl WindowsSettings {

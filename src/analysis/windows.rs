@@ -108,6 +108,79 @@ pub fn windows_reuse_pool_capacity(snapshot: &Snapshot, ip: IpAddr) -> Option<u3
     )
 }
 
+/// Rates and the forecast of the host pools from the collector's previous snapshot (`top`,
+/// `serve`, `check --observe`): Windows tables carry no TIME_WAIT timers, so the one honest
+/// source is two snapshots. New connections = connection identities (4-tuples) in the pool now
+/// that were not in the previous table, per second of the gap; growth = the change in ports
+/// used per second; the forecast = free ports / growth, only while it grows and with at least
+/// [`super::MIN_FORECAST_ARRIVALS`] new connections. Less than a second apart: nothing.
+pub(super) fn rates_from_previous(
+    snapshot: &Snapshot,
+    pools: &mut [Pool],
+    thresholds: super::Thresholds,
+) {
+    use crate::snapshot::TcpState;
+    type Id = (IpAddr, u16, IpAddr, u16);
+    let Some(prev) = snapshot.windows.as_ref().and_then(|w| w.previous.as_ref()) else {
+        return;
+    };
+    let dt_ms = snapshot
+        .taken_at_unix_ms
+        .saturating_sub(prev.taken_at_unix_ms);
+    if dt_ms < 1000 {
+        return;
+    }
+    let dt = dt_ms as f64 / 1000.0;
+    let mut before = snapshot.clone();
+    before.sockets = std::sync::Arc::clone(&prev.sockets);
+    if let Some(w) = before.windows.as_mut() {
+        w.previous = None;
+    }
+    let prev_pools =
+        super::build_pools(&before, super::capacity(&before).as_ref(), thresholds).pools;
+    let id = |s: &crate::snapshot::Socket| -> Id {
+        (s.local_ip, s.local_port, s.remote_ip, s.remote_port)
+    };
+    let outbound =
+        |s: &&crate::snapshot::Socket| !matches!(s.state, TcpState::Listen | TcpState::Close);
+    let known: rustc_hash::FxHashSet<Id> = prev.sockets.iter().filter(outbound).map(id).collect();
+    let listening: rustc_hash::FxHashSet<u16> = snapshot
+        .sockets
+        .iter()
+        .filter(|s| s.state == TcpState::Listen)
+        .map(|s| s.local_port)
+        .collect();
+    let reuse = auto_reuse_for(snapshot);
+    for p in pools.iter_mut().filter(|p| p.scope == super::Scope::Host) {
+        let v4 = p.key.local_ip.is_ipv4();
+        let range = range_for(snapshot, p.key.local_ip);
+        let new = snapshot
+            .sockets
+            .iter()
+            .filter(outbound)
+            .filter(|s| s.local_ip.is_ipv4() == v4 && !listening.contains(&s.local_port))
+            .filter(|s| range.is_none_or(|r| r.contains(s.local_port)))
+            .filter(|s| reuse.is_none_or(|r| !r.contains(s.local_port)))
+            .filter(|s| !known.contains(&id(s)))
+            .count() as u64;
+        let used_before = prev_pools
+            .iter()
+            .find(|q| q.key == p.key)
+            .map_or(0, Pool::used);
+        let growth = (p.used() as f64 - used_before as f64) / dt;
+        p.connect_rate_per_s = Some(new as f64 / dt);
+        p.rate_window_seconds = Some(dt);
+        p.eta_seconds = if new >= super::MIN_FORECAST_ARRIVALS && growth > 0.0 {
+            p.free().and_then(|f| super::eta_seconds(f, growth))
+        } else {
+            None
+        };
+        if p.eta_seconds.is_some_and(|e| e <= thresholds.eta_seconds) {
+            p.level = Level::Critical;
+        }
+    }
+}
+
 /// Extra fix lines for a pressured Windows pool: host-wide knobs and the reuse options.
 pub(super) fn pool_fixes(snapshot: &Snapshot, p: &Pool) -> Vec<String> {
     let mut fixes = Vec::new();
@@ -710,6 +783,55 @@ mod tests {
             sock.pid = Some(7);
         }
         assert!(!codes(&s).contains(&"bound_port_leak"));
+    }
+
+    /// Issue 17 item 4: rates and the forecast from two snapshots. 3,000 connections appeared in
+    /// 10 s and the pool grew by as many: 300/s, and the 12,384 free ports last 41.3 s.
+    #[test]
+    fn rates_and_eta_come_from_the_previous_snapshot() {
+        let mut s = SnapshotBuilder::windows()
+            .pool("10.0.0.5", "10.0.0.9", 443, 4000, 0, (0, 0))
+            .build();
+        s.taken_at_unix_ms = 1_000_010_000;
+        let before: Vec<_> = s.sockets.iter().take(1000).cloned().collect();
+        // No previous snapshot: no forecast (and no TIME_WAIT to take a rate from).
+        let a = analyze(&s, Thresholds::default());
+        assert_eq!(a.pools[0].eta_seconds, None);
+        assert_eq!(a.pools[0].level, Level::Ok);
+        s.windows.as_mut().unwrap().previous = Some(crate::snapshot::PreviousSample {
+            taken_at_unix_ms: 1_000_000_000,
+            sockets: std::sync::Arc::new(before),
+        });
+        let a = analyze(&s, Thresholds::default());
+        let p = &a.pools[0];
+        assert_eq!(p.connect_rate_per_s, Some(300.0));
+        assert_eq!(p.rate_window_seconds, Some(10.0));
+        let eta = p.eta_seconds.unwrap();
+        assert!((eta - 12_384.0 / 300.0).abs() < 1e-6, "{eta}");
+        // 24 % used, but full within a minute: critical by the forecast.
+        assert_eq!(p.level, Level::Critical);
+        // A shrinking pool has a rate but no forecast.
+        let mut shrink = s.clone();
+        let w = shrink.windows.as_mut().unwrap();
+        w.previous.as_mut().unwrap().sockets = std::sync::Arc::new(
+            s.sockets
+                .iter()
+                .cloned()
+                .chain(
+                    SnapshotBuilder::windows()
+                        .pool("10.0.0.6", "10.0.0.9", 443, 500, 0, (0, 0))
+                        .build()
+                        .sockets
+                        .iter()
+                        .cloned(),
+                )
+                .collect(),
+        );
+        let a = analyze(&shrink, Thresholds::default());
+        assert_eq!(
+            (a.pools[0].connect_rate_per_s, a.pools[0].eta_seconds),
+            (Some(0.0), None)
+        );
     }
 
     #[test]

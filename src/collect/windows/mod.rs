@@ -28,8 +28,8 @@ use rustc_hash::FxHashSet;
 use super::windows_text::{self, parse_dynamic_port, parse_excluded_ranges, RegistryRoot};
 use super::{CollectError, CollectOptions, Collector, Target};
 use crate::snapshot::{
-    Counters, DynamicPorts, ExcludedRange, HostInfo, Os, Owners, Snapshot, Socket, SocketSource,
-    TcpipRegistry, WindowsSettings,
+    Counters, DynamicPorts, ExcludedRange, HostInfo, Os, Owners, PreviousSample, Snapshot, Socket,
+    SocketSource, TcpipRegistry, WindowsSettings,
 };
 
 /// The env var that overrides the Tcpip parameters key.
@@ -39,11 +39,16 @@ const EVENT_WINDOW_HOURS: u32 = 24;
 
 pub struct WindowsCollector {
     opts: CollectOptions,
+    /// The previous snapshot's sockets: rates and forecasts on Windows come from two snapshots.
+    previous: Mutex<Option<PreviousSample>>,
 }
 
 impl WindowsCollector {
     pub fn new(opts: CollectOptions) -> Self {
-        Self { opts }
+        Self {
+            opts,
+            previous: Mutex::new(None),
+        }
     }
 }
 
@@ -65,7 +70,7 @@ impl Collector for WindowsCollector {
         let now_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
-        let windows = read_settings(now_ms, &mut notes);
+        let mut windows = read_settings(now_ms, &mut notes);
         let settings = windows_text::derive_settings(&windows);
         if settings.ephemeral_ports.is_none() {
             notes.push("the TCP dynamic port range could not be read (`netsh int ipv4 show dynamicport tcp` printed no range; Wine's netsh is a stub): capacities are unknown".into());
@@ -117,6 +122,17 @@ impl Collector for WindowsCollector {
             (_, _, Some(build)) => Some(format!("build {build}")),
             _ => version,
         };
+        let sockets = Arc::new(sockets);
+        {
+            let mut prev = self
+                .previous
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            windows.previous = prev.replace(PreviousSample {
+                taken_at_unix_ms: now_ms,
+                sockets: Arc::clone(&sockets),
+            });
+        }
         Ok(Snapshot {
             os: Os::Windows,
             host: HostInfo {
@@ -128,7 +144,7 @@ impl Collector for WindowsCollector {
             source: SocketSource::Iphelper,
             taken_at_unix_ms: now_ms,
             settings,
-            sockets: Arc::new(sockets),
+            sockets,
             counters,
             owners: owners.map(Arc::new),
             notes,
@@ -297,6 +313,7 @@ fn read_settings(now_ms: u64, notes: &mut Vec<String>) -> WindowsSettings {
         registry: read_tcpip_registry(&tcpip_params_key(), notes),
         events,
         auto_reuse_ports: tools.auto_reuse,
+        previous: None,
     }
 }
 
