@@ -4,6 +4,11 @@
 //! start=S num=N` stores the range in the file named by `PORTDOCTOR_STAND_IN_STATE` (lines
 //! `ipv4 S N`), and `show dynamicport` prints the stored range, or one no real host has
 //! (start 1111, 2222 ports), so a run of it is visible in portdoctor's output.
+//!
+//! Copied as `powershell.exe` it answers portdoctor's two one-liners instead: `Get-NetTCPSetting`
+//! with `InternetCustom,1111,2222,0,0`, and `Get-NetTCPConnection -State Bound` with the BOUND
+//! sockets `PORTDOCTOR_STAND_IN_BOUND=N:PID:FIRST_PORT` describes (on 127.0.0.1), then the end
+//! line.
 
 use std::io::Write;
 
@@ -17,6 +22,27 @@ fn main() {
         {
             let _ = writeln!(f, "{}", args.join(" "));
         }
+    }
+    let me = std::env::current_exe().ok();
+    let name = me
+        .as_ref()
+        .and_then(|p| p.file_stem())
+        .map(|n| n.to_string_lossy().to_ascii_lowercase());
+    if name.as_deref() == Some("powershell") {
+        let script = args.join(" ");
+        if script.contains("Get-NetTCPSetting") {
+            println!("InternetCustom,1111,2222,0,0");
+        } else if script.contains("Get-NetTCPConnection") {
+            let spec = std::env::var("PORTDOCTOR_STAND_IN_BOUND").unwrap_or_default();
+            let f: Vec<u32> = spec.split(':').filter_map(|x| x.parse().ok()).collect();
+            if let [n, pid, first] = f[..] {
+                for i in 0..n {
+                    println!("127.0.0.1,{},{pid}", first + i);
+                }
+            }
+            println!("portdoctor:end");
+        }
+        return;
     }
     let version = args
         .iter()

@@ -150,6 +150,11 @@ pub const WINDOWS_DEFAULT_RANGE: PortRange = PortRange {
 /// (older documents say 240 s); reported with source `default`.
 pub const WINDOWS_TIME_WAIT_SECONDS: u32 = 120;
 
+/// The other documented default: "4 minutes (default)" in Microsoft's current port exhaustion
+/// troubleshooting guide (120 s in the BizTalk tuning page and the Server 2003 reference). The
+/// documents disagree, so `check` computes with this, the conservative one, and says both.
+pub const WINDOWS_TIME_WAIT_SECONDS_LONG: u32 = 240;
+
 /// The wider range portdoctor suggests on Windows: `start=32768 num=32768` = 32768–65535, twice
 /// the default; the widely copied `start=32767 num=32768` ends at 65534 (high = start + num − 1).
 pub const WINDOWS_WIDE_RANGE: PortRange = PortRange {

@@ -664,7 +664,8 @@ pub struct WindowsSettings {
     pub events: Option<TcpipEvents>,
     /// The auto-reuse port range of the `InternetCustom` TCP setting (`Get-NetTCPSetting`
     /// `AutoReusePortRangeStartPort`/`NumberOfPorts`; Server 2016 and later): inside it ports
-    /// are shared per 4-tuple by sockets with `SO_REUSE_UNICASTPORT`. `None` = not read;
+    /// are shared per 4-tuple by outbound sockets with `SO_REUSE_UNICASTPORT` or that connect()
+    /// without bind() (Get-/Set-NetTCPSetting docs). `None` = not read;
     /// a count of 0 = not configured. One setting for both IP versions.
     #[serde(default)]
     pub auto_reuse_ports: Option<DynamicPorts>,
@@ -678,6 +679,18 @@ pub struct WindowsSettings {
     pub udp_excluded_ports_v4: Vec<ExcludedRange>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub udp_excluded_ports_v6: Vec<ExcludedRange>,
+    /// The socket table of the collector's previous snapshot (`top`, `serve`, `check
+    /// --observe`): Windows tables have no TIME_WAIT timers, so rates and the forecast come from
+    /// two snapshots. Not part of the JSON or the snapshot file.
+    #[serde(skip)]
+    pub previous: Option<PreviousSample>,
+}
+
+/// An earlier snapshot's sockets and when they were taken.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreviousSample {
+    pub taken_at_unix_ms: u64,
+    pub sockets: Arc<Vec<Socket>>,
 }
 
 impl WindowsSettings {

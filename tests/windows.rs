@@ -655,3 +655,105 @@ fn tune_apply_is_refused_while_another_runs() {
     assert_eq!(code, 0, "{out}{err}");
     assert_eq!(bench.registry(), (Some(30), Some(6000)));
 }
+
+/// Issue 17 items 2 and 3: BOUND sockets come from `Get-NetTCPConnection -State Bound` and the
+/// auto-reuse range from `Get-NetTCPSetting`, both through PowerShell by its System32 path (here
+/// a stand-in, as Wine's PowerShell runs no cmdlet); the BOUND ports leave the host pool and a
+/// process holding 150 of them is a `bound_port_leak`.
+#[test]
+fn bound_sockets_from_cim_leave_the_pool_and_a_leak_is_named() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let stand_in = example_exe("netsh_stand_in");
+    std::fs::copy(&stand_in, dir.path().join("netsh.exe")).expect("copy netsh");
+    let ps_dir = dir.path().join("WindowsPowerShell").join("v1.0");
+    std::fs::create_dir_all(&ps_dir).expect("powershell dir");
+    std::fs::copy(&stand_in, ps_dir.join("powershell.exe")).expect("copy powershell");
+    let sys = dir.path().display().to_string();
+    let (code, out, err) = portdoctor(
+        &["check", "--json", "--top", "0"],
+        &[
+            ("PORTDOCTOR_TEST_SYSTEM_DIR", sys.as_str()),
+            ("PORTDOCTOR_STAND_IN_BOUND", "150:4242:2000"),
+        ],
+    );
+    assert!((0..=2).contains(&code), "exit {code}: {err}");
+    let v: Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(v["states"]["BOUND"], 150, "{}", v["states"]);
+    assert_eq!(v["settings"]["windows"]["auto_reuse_ports"]["count"], 0);
+    assert_eq!(
+        v["settings"]["ephemeral_ports"]["low"], 1111,
+        "{}",
+        v["settings"]
+    );
+    let usable = v["capacity"]["usable_per_pool"].as_u64().expect("usable");
+    assert!(usable <= 2222 - 150, "{usable}");
+    let findings = v["verdict"]["findings"].as_array().expect("findings");
+    let leak = findings
+        .iter()
+        .find(|f| f["code"] == "bound_port_leak")
+        .expect("bound_port_leak");
+    assert_eq!(leak["evidence"]["pid"], 4242);
+    assert_eq!(leak["evidence"]["bound_ports"], 150);
+}
+
+/// Issue 17 item 4: `check --observe` on Windows takes two snapshots the window apart and
+/// gives the host pool a real connect rate (Windows tables have no TIME_WAIT timers). A client
+/// opens and closes connections for as long as portdoctor runs (bounded in count and time).
+#[test]
+fn check_observe_gives_a_rate_from_two_snapshots() {
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let done = Arc::new(AtomicBool::new(false));
+    let server = std::thread::spawn(move || {
+        for s in listener.incoming().take(4000) {
+            drop(s);
+        }
+    });
+    let stop = Arc::clone(&done);
+    let client = std::thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut n = 0u32;
+        while !stop.load(Ordering::Relaxed) && Instant::now() < deadline && n < 3000 {
+            if let Ok(c) = TcpStream::connect(addr) {
+                drop(c);
+                n += 1;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        n
+    });
+    let (code, out, err) = portdoctor(&["check", "--observe", "2s", "--json", "--top", "0"], &[]);
+    done.store(true, Ordering::Relaxed);
+    let opened = client.join().expect("client");
+    // Unblock the server thread.
+    let _ = TcpStream::connect(addr);
+    drop(server);
+    assert!((0..=2).contains(&code), "exit {code}: {err}");
+    assert!(opened > 0, "the client opened nothing");
+    let v: Value = serde_json::from_str(&out).expect("JSON");
+    let pool = v["pools"]
+        .as_array()
+        .expect("pools")
+        .iter()
+        .find(|p| p["scope"] == "host" && p["local_ip"] == "0.0.0.0")
+        .expect("the IPv4 host pool");
+    let rate = pool["connect_rate_per_s"]
+        .as_f64()
+        .expect("a rate, not null");
+    assert!(rate > 0.0, "{pool}");
+    // The gap between the two snapshots: the window, plus a collection's time (seconds under
+    // a loaded Wine).
+    let window = pool["rate_window_seconds"].as_f64().expect("window");
+    assert!((1.9..60.0).contains(&window), "{window}");
+    assert!(
+        v["notes"]
+            .as_array()
+            .expect("notes")
+            .iter()
+            .any(|n| n.as_str().is_some_and(|n| n.contains("two snapshots"))),
+        "{}",
+        v["notes"]
+    );
+}

@@ -35,7 +35,12 @@ fn windows_human_report_defaults_unreadable_log() {
         },
     );
     assert!(out.contains("event log unreadable"), "{out}");
-    assert!(out.contains("TIME_WAIT 120 s (default"), "{out}");
+    assert!(
+        out.contains(
+            "TIME_WAIT 240 s (TcpTimedWaitDelay not set: Microsoft documents 120 s and 240 s"
+        ),
+        "{out}"
+    );
     insta::assert_snapshot!(out);
 }
 

@@ -95,6 +95,8 @@ pub enum FindingCode {
     MaxUserPortIgnored,
     /// `StrictTimeWaitSeqCheck` is set; its effect is unverified.
     StrictTimeWaitSeqCheckUnverified,
+    /// One process holds many BOUND ports (bound, never connected nor closed): the leak.
+    BoundPortLeak,
     // Observed failures (`check --observe`, Linux).
     /// connect() failed with EADDRNOTAVAIL while observed.
     ConnectFailures,
@@ -124,7 +126,7 @@ pub enum FindingCode {
 
 impl FindingCode {
     /// In the order the README lists them.
-    pub const ALL: [FindingCode; 30] = [
+    pub const ALL: [FindingCode; 31] = [
         FindingCode::PoolExhausted,
         FindingCode::PoolNearExhaustion,
         FindingCode::TwReuseOff,
@@ -144,6 +146,7 @@ impl FindingCode {
         FindingCode::RegistryValueOutOfRange,
         FindingCode::MaxUserPortIgnored,
         FindingCode::StrictTimeWaitSeqCheckUnverified,
+        FindingCode::BoundPortLeak,
         FindingCode::ConnectFailures,
         FindingCode::BindFailures,
         FindingCode::UdpPoolExhausted,
@@ -181,6 +184,7 @@ impl FindingCode {
             FindingCode::StrictTimeWaitSeqCheckUnverified => {
                 "strict_time_wait_seq_check_unverified"
             }
+            FindingCode::BoundPortLeak => "bound_port_leak",
             FindingCode::ConnectFailures => "connect_failures",
             FindingCode::BindFailures => "bind_failures",
             FindingCode::UdpPoolExhausted => "udp_pool_exhausted",
@@ -249,6 +253,9 @@ impl FindingCode {
             FindingCode::StrictTimeWaitSeqCheckUnverified => {
                 "Windows: `StrictTimeWaitSeqCheck` is set; its effect is unverified (info)"
             }
+            FindingCode::BoundPortLeak => {
+                "Windows: one process holds 100+ BOUND ports of the dynamic range (bound, never connected or closed)"
+            }
             FindingCode::ConnectFailures => {
                 "`--observe`: connect() calls failed with EADDRNOTAVAIL (no free port) in the window, per process and pool"
             }
@@ -309,6 +316,7 @@ impl FindingCode {
             | FindingCode::TwBucketsNearLimit
             | FindingCode::CapacityUnknown
             | FindingCode::TimeWaitDelayOutOfRange
+            | FindingCode::BoundPortLeak
             | FindingCode::BindFailures
             | FindingCode::UdpSocketLeak => Some(Severity::Warning),
             FindingCode::PortExhaustionEvents

@@ -508,6 +508,9 @@ pub fn build_pools(
             thresholds,
         ));
     }
+    if windows {
+        super::windows::rates_from_previous(snapshot, &mut pools, thresholds);
+    }
     bind_patterns.sort_by_key(|b| b.local_ip);
     sort_pools(&mut pools);
     BuiltPools {

@@ -108,6 +108,79 @@ pub fn windows_reuse_pool_capacity(snapshot: &Snapshot, ip: IpAddr) -> Option<u3
     )
 }
 
+/// Rates and the forecast of the host pools from the collector's previous snapshot (`top`,
+/// `serve`, `check --observe`): Windows tables carry no TIME_WAIT timers, so the one honest
+/// source is two snapshots. New connections = connection identities (4-tuples) in the pool now
+/// that were not in the previous table, per second of the gap; growth = the change in ports
+/// used per second; the forecast = free ports / growth, only while it grows and with at least
+/// [`super::MIN_FORECAST_ARRIVALS`] new connections. Less than a second apart: nothing.
+pub(super) fn rates_from_previous(
+    snapshot: &Snapshot,
+    pools: &mut [Pool],
+    thresholds: super::Thresholds,
+) {
+    use crate::snapshot::TcpState;
+    type Id = (IpAddr, u16, IpAddr, u16);
+    let Some(prev) = snapshot.windows.as_ref().and_then(|w| w.previous.as_ref()) else {
+        return;
+    };
+    let dt_ms = snapshot
+        .taken_at_unix_ms
+        .saturating_sub(prev.taken_at_unix_ms);
+    if dt_ms < 1000 {
+        return;
+    }
+    let dt = dt_ms as f64 / 1000.0;
+    let mut before = snapshot.clone();
+    before.sockets = std::sync::Arc::clone(&prev.sockets);
+    if let Some(w) = before.windows.as_mut() {
+        w.previous = None;
+    }
+    let prev_pools =
+        super::build_pools(&before, super::capacity(&before).as_ref(), thresholds).pools;
+    let id = |s: &crate::snapshot::Socket| -> Id {
+        (s.local_ip, s.local_port, s.remote_ip, s.remote_port)
+    };
+    let outbound =
+        |s: &&crate::snapshot::Socket| !matches!(s.state, TcpState::Listen | TcpState::Close);
+    let known: rustc_hash::FxHashSet<Id> = prev.sockets.iter().filter(outbound).map(id).collect();
+    let listening: rustc_hash::FxHashSet<u16> = snapshot
+        .sockets
+        .iter()
+        .filter(|s| s.state == TcpState::Listen)
+        .map(|s| s.local_port)
+        .collect();
+    let reuse = auto_reuse_for(snapshot);
+    for p in pools.iter_mut().filter(|p| p.scope == super::Scope::Host) {
+        let v4 = p.key.local_ip.is_ipv4();
+        let range = range_for(snapshot, p.key.local_ip);
+        let new = snapshot
+            .sockets
+            .iter()
+            .filter(outbound)
+            .filter(|s| s.local_ip.is_ipv4() == v4 && !listening.contains(&s.local_port))
+            .filter(|s| range.is_none_or(|r| r.contains(s.local_port)))
+            .filter(|s| reuse.is_none_or(|r| !r.contains(s.local_port)))
+            .filter(|s| !known.contains(&id(s)))
+            .count() as u64;
+        let used_before = prev_pools
+            .iter()
+            .find(|q| q.key == p.key)
+            .map_or(0, Pool::used);
+        let growth = (p.used() as f64 - used_before as f64) / dt;
+        p.connect_rate_per_s = Some(new as f64 / dt);
+        p.rate_window_seconds = Some(dt);
+        p.eta_seconds = if new >= super::MIN_FORECAST_ARRIVALS && growth > 0.0 {
+            p.free().and_then(|f| super::eta_seconds(f, growth))
+        } else {
+            None
+        };
+        if p.eta_seconds.is_some_and(|e| e <= thresholds.eta_seconds) {
+            p.level = Level::Critical;
+        }
+    }
+}
+
 /// Extra fix lines for a pressured Windows pool: host-wide knobs and the reuse options.
 pub(super) fn pool_fixes(snapshot: &Snapshot, p: &Pool) -> Vec<String> {
     let mut fixes = Vec::new();
@@ -130,7 +203,7 @@ pub(super) fn pool_fixes(snapshot: &Snapshot, p: &Pool) -> Vec<String> {
         ));
     }
     if p.key.remote_ip.is_none() {
-        fixes.push(format!("by default Windows gives every outbound {} socket a port of the one dynamic range, whatever its local address (SO_PORT_SCALABILITY page: \"no matter the number of IP addresses\"), so more source addresses do not help unless the application sets SO_PORT_SCALABILITY; ports are shared across destinations only inside an auto-reuse range for sockets with SO_REUSE_UNICASTPORT (Server 2016+: {}; .NET: ServicePointManager.ReusePort = true or SocketsHttpHandler on .NET 6+)", if p.key.local_ip.is_ipv4() { "IPv4" } else { "IPv6" }, crate::knobs::AUTO_REUSE_FIX));
+        fixes.push(format!("by default Windows gives every outbound {} socket a port of the one dynamic range, whatever its local address (SO_PORT_SCALABILITY page: \"no matter the number of IP addresses\"), so more source addresses do not help unless the application sets SO_PORT_SCALABILITY; ports are shared across destinations only inside a configured auto-reuse range, which serves sockets with SO_REUSE_UNICASTPORT and connect() without bind() (Server 2016+: {}; .NET: ServicePointManager.ReusePort = true or SocketsHttpHandler on .NET 6+)", if p.key.local_ip.is_ipv4() { "IPv4" } else { "IPv6" }, crate::knobs::AUTO_REUSE_FIX));
         fixes.push("whether IPv4 and IPv6 draw from one port space is not documented by Microsoft (unverified): portdoctor counts them as two pools".into());
     }
     fixes
@@ -145,6 +218,7 @@ pub(super) fn findings(snapshot: &Snapshot, pools: &[Pool]) -> Vec<Finding> {
     };
     let pressured = pools.iter().any(|p| p.level > Level::Ok);
     excluded_overlap(snapshot, w, pressured, &mut out);
+    bound_leaks(snapshot, &mut out);
     off_by_one(w, &mut out);
     if let Some(reg) = &w.registry {
         registry_findings(w, reg, &mut out);
@@ -258,6 +332,49 @@ fn excluded_overlap(
     }
 }
 
+/// BOUND ports one process must hold in the dynamic range before it is called a leak.
+pub const BOUND_LEAK_MIN: u64 = 100;
+
+/// `bound_port_leak`: a process accumulating BOUND sockets (bound, neither connected nor
+/// listening) in the dynamic range — the classic leak Microsoft's port exhaustion guide looks
+/// for first (`netstat -anobq`). Their ports are already out of the host pool's capacity.
+fn bound_leaks(snapshot: &Snapshot, out: &mut Vec<Finding>) {
+    let mut per_pid: std::collections::BTreeMap<u32, u64> = std::collections::BTreeMap::new();
+    for s in snapshot
+        .sockets
+        .iter()
+        .filter(|s| s.state == crate::snapshot::TcpState::Close)
+    {
+        let in_range = range_for(snapshot, s.local_ip).is_some_and(|r| r.contains(s.local_port));
+        if let (true, Some(pid)) = (in_range, s.pid) {
+            *per_pid.entry(pid).or_default() += 1;
+        }
+    }
+    let mut leaks: Vec<(u32, u64)> = per_pid
+        .into_iter()
+        .filter(|&(_, n)| n >= BOUND_LEAK_MIN)
+        .collect();
+    leaks.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    for (pid, n) in leaks {
+        let name = snapshot
+            .owners
+            .as_ref()
+            .and_then(|o| o.processes.get(&pid).cloned())
+            .unwrap_or_else(|| "?".into());
+        out.push(Finding::host(
+            FindingCode::BoundPortLeak,
+            format!(
+                "{name} ({pid}) holds {} BOUND ports of the dynamic range: sockets bound (port 0) and never connected, listened on or closed, each a port no other connection can take",
+                group(n)
+            ),
+            json!({"pid": pid, "name": name, "bound_ports": n}),
+            format!(
+                "see them (PowerShell):\nGet-NetTCPConnection -State Bound -OwningProcess {pid}\nor (cmd, elevated): netstat -anobq\nfix the application so every socket it binds is closed on every path; restarting {name} frees them now"
+            ),
+        ));
+    }
+}
+
 fn off_by_one(w: &WindowsSettings, out: &mut Vec<Finding>) {
     for (version, d) in [("ipv4", w.dynamic_ports_v4), ("ipv6", w.dynamic_ports_v6)] {
         let Some(d) = d else { continue };
@@ -319,9 +436,14 @@ fn registry_findings(w: &WindowsSettings, reg: &TcpipRegistry, out: &mut Vec<Fin
             severity: code.severity().unwrap_or(Severity::Info),
             pool: None,
             message: format!(
-                "{name}={v} is outside the documented {lo}–{hi}{}{}: Windows may ignore or clamp it (unverified which), so the value in effect is unknown",
+                "{name}={v} is outside the documented {lo}–{hi}{}{}: Windows may ignore or clamp it (unverified which), so the value in effect is unknown{}",
                 if pow2_bad { " (and not a power of 2)" } else { "" },
-                build.map(|b| format!(" for build {b}")).unwrap_or_default()
+                build.map(|b| format!(" for build {b}")).unwrap_or_default(),
+                if timed_wait {
+                    format!("; portdoctor does not use it and computes with {} s, the longer documented default", rules::WINDOWS_TIME_WAIT_SECONDS_LONG)
+                } else {
+                    String::new()
+                }
             ),
             evidence: evidence(json!({"value": name, "data": v, "valid": [lo, hi], "build": build})),
             fix: if timed_wait {
@@ -418,7 +540,8 @@ mod tests {
         let a = analyze(&s, Thresholds::default());
         let c = a.capacity.unwrap();
         assert_eq!((c.reserved_in_range, c.usable), (160, 16384 - 160 - 3));
-        assert_eq!(s.settings.time_wait_seconds, Some(120));
+        // TcpTimedWaitDelay absent: the documents say 120 s or 240 s; the longer is used.
+        assert_eq!(s.settings.time_wait_seconds, Some(240));
         assert_eq!(s.settings.time_wait_source, Some(ValueSource::Default));
     }
 
@@ -615,6 +738,102 @@ mod tests {
 
     /// Issue 17 item 6: every line of a Windows fix pastes as it is into cmd and into Windows
     /// PowerShell 5.1 (which has no `&&`); reboot notes stand on their own line.
+    /// Issue 17 item 2: BOUND sockets (from Get-NetTCPConnection) leave the host pool and a
+    /// process accumulating them is named.
+    #[test]
+    fn a_process_holding_bound_ports_is_a_leak() {
+        let mut b = SnapshotBuilder::windows();
+        for port in 50_000..50_150 {
+            b = b.bound("10.0.0.5", port);
+        }
+        let s = b
+            .pool("10.0.0.5", "10.0.0.9", 443, 10, 0, (0, 0))
+            .owned_by(4242, "leaky.exe")
+            .build();
+        let mut s = s;
+        for sock in std::sync::Arc::make_mut(&mut s.sockets).iter_mut() {
+            sock.pid = Some(4242);
+        }
+        let a = analyze(&s, Thresholds::default());
+        let f = a
+            .verdict
+            .findings
+            .iter()
+            .find(|f| f.code == FindingCode::BoundPortLeak)
+            .expect("bound_port_leak");
+        assert_eq!(f.severity, Severity::Warning);
+        assert!(
+            f.message
+                .starts_with("leaky.exe (4242) holds 150 BOUND ports"),
+            "{}",
+            f.message
+        );
+        assert!(f
+            .fix
+            .contains("Get-NetTCPConnection -State Bound -OwningProcess 4242"));
+        assert_eq!(a.pools[0].capacity, Some(16_384 - 150));
+        assert_eq!(a.states.get("BOUND"), Some(&150));
+        // 99 is not a leak.
+        let mut b = SnapshotBuilder::windows();
+        for port in 50_000..50_099 {
+            b = b.bound("10.0.0.5", port);
+        }
+        let mut s = b.build();
+        for sock in std::sync::Arc::make_mut(&mut s.sockets).iter_mut() {
+            sock.pid = Some(7);
+        }
+        assert!(!codes(&s).contains(&"bound_port_leak"));
+    }
+
+    /// Issue 17 item 4: rates and the forecast from two snapshots. 3,000 connections appeared in
+    /// 10 s and the pool grew by as many: 300/s, and the 12,384 free ports last 41.3 s.
+    #[test]
+    fn rates_and_eta_come_from_the_previous_snapshot() {
+        let mut s = SnapshotBuilder::windows()
+            .pool("10.0.0.5", "10.0.0.9", 443, 4000, 0, (0, 0))
+            .build();
+        s.taken_at_unix_ms = 1_000_010_000;
+        let before: Vec<_> = s.sockets.iter().take(1000).cloned().collect();
+        // No previous snapshot: no forecast (and no TIME_WAIT to take a rate from).
+        let a = analyze(&s, Thresholds::default());
+        assert_eq!(a.pools[0].eta_seconds, None);
+        assert_eq!(a.pools[0].level, Level::Ok);
+        s.windows.as_mut().unwrap().previous = Some(crate::snapshot::PreviousSample {
+            taken_at_unix_ms: 1_000_000_000,
+            sockets: std::sync::Arc::new(before),
+        });
+        let a = analyze(&s, Thresholds::default());
+        let p = &a.pools[0];
+        assert_eq!(p.connect_rate_per_s, Some(300.0));
+        assert_eq!(p.rate_window_seconds, Some(10.0));
+        let eta = p.eta_seconds.unwrap();
+        assert!((eta - 12_384.0 / 300.0).abs() < 1e-6, "{eta}");
+        // 24 % used, but full within a minute: critical by the forecast.
+        assert_eq!(p.level, Level::Critical);
+        // A shrinking pool has a rate but no forecast.
+        let mut shrink = s.clone();
+        let w = shrink.windows.as_mut().unwrap();
+        w.previous.as_mut().unwrap().sockets = std::sync::Arc::new(
+            s.sockets
+                .iter()
+                .cloned()
+                .chain(
+                    SnapshotBuilder::windows()
+                        .pool("10.0.0.6", "10.0.0.9", 443, 500, 0, (0, 0))
+                        .build()
+                        .sockets
+                        .iter()
+                        .cloned(),
+                )
+                .collect(),
+        );
+        let a = analyze(&shrink, Thresholds::default());
+        assert_eq!(
+            (a.pools[0].connect_rate_per_s, a.pools[0].eta_seconds),
+            (Some(0.0), None)
+        );
+    }
+
     #[test]
     fn windows_fixes_paste_line_by_line() {
         let s = SnapshotBuilder::windows()
@@ -677,8 +896,9 @@ mod tests {
                 r.max_hash_table_size = Some(1000);
             })
             .build();
-        assert_eq!(s.settings.time_wait_seconds, Some(1));
-        assert_eq!(s.settings.time_wait_source, Some(ValueSource::Read));
+        // Out of range: reported, not used in the arithmetic.
+        assert_eq!(s.settings.time_wait_seconds, Some(240));
+        assert_eq!(s.settings.time_wait_source, Some(ValueSource::Default));
         let a = analyze(&s, Thresholds::default());
         let find = |code: &str| {
             a.verdict

@@ -44,7 +44,7 @@ impl CapacityReport {
             notes.push(if scenario.port_scalability {
                 "Windows with SO_PORT_SCALABILITY: one dynamic range per local address".into()
             } else {
-                "Windows: one host-wide pool per IP version; by default a port of the dynamic range is taken \"no matter the number of IP addresses\" (SO_PORT_SCALABILITY page), so more source IPs help only with SO_PORT_SCALABILITY (--port-scalability); ports are shared across destinations only inside an auto-reuse range for SO_REUSE_UNICASTPORT sockets".into()
+                "Windows: one host-wide pool per IP version; by default a port of the dynamic range is taken \"no matter the number of IP addresses\" (SO_PORT_SCALABILITY page), so more source IPs help only with SO_PORT_SCALABILITY (--port-scalability); ports are shared across destinations only inside a configured auto-reuse range (sockets with SO_REUSE_UNICASTPORT, or connect() without bind())".into()
             });
         }
         if scenario.rate_per_s.is_some() && scenario.destinations > 1 {

@@ -18,6 +18,55 @@ use crate::snapshot::{
 /// any culture.
 pub const NET_TCP_SETTING_SCRIPT: &str = "Get-NetTCPSetting | ForEach-Object { '{0},{1},{2},{3},{4}' -f $_.SettingName,$_.DynamicPortRangeStartPort,$_.DynamicPortRangeNumberOfPorts,$_.AutoReusePortRangeStartPort,$_.AutoReusePortRangeNumberOfPorts }";
 
+/// The PowerShell that lists the BOUND sockets (bound, neither listening nor connected) from
+/// `MSFT_NetTCPConnection` (CIM, root/StandardCimv2) as `address,port,pid` lines: the entries
+/// Microsoft's port exhaustion guide starts from (`netstat -anobq`), which `GetExtendedTcpTable`
+/// does not list.
+/// The last line, `portdoctor:end`, tells a complete answer (possibly no socket) from a shell
+/// that printed nothing.
+pub const BOUND_SCRIPT: &str = "Get-NetTCPConnection -State Bound -ErrorAction SilentlyContinue | ForEach-Object { '{0},{1},{2}' -f $_.LocalAddress,$_.LocalPort,$_.OwningProcess }; 'portdoctor:end'";
+
+/// Parses the lines of [`BOUND_SCRIPT`] into BOUND sockets (state `Close`, spelled `BOUND`);
+/// malformed lines are skipped; `None` without the end line (the script did not run).
+pub fn parse_bound_connections(text: &str) -> Option<Vec<Socket>> {
+    if !text.lines().any(|l| l.trim() == "portdoctor:end") {
+        return None;
+    }
+    let sockets = text
+        .lines()
+        .filter_map(|line| {
+            let (rest, pid) = line.trim().rsplit_once(',')?;
+            let (addr, port) = rest.rsplit_once(',')?;
+            let ip: IpAddr = addr
+                .trim()
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .split('%')
+                .next()?
+                .parse()
+                .ok()?;
+            let ip = normalize_ip(ip);
+            let pid: u32 = pid.trim().parse().ok()?;
+            Some(Socket {
+                state: TcpState::Close,
+                local_ip: ip,
+                local_port: port.trim().parse().ok()?,
+                remote_ip: if ip.is_ipv4() {
+                    IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+                } else {
+                    IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+                },
+                remote_port: 0,
+                time_wait_left_ms: None,
+                inode: 0,
+                uid: None,
+                pid: (pid != 0).then_some(pid),
+            })
+        })
+        .collect();
+    Some(sockets)
+}
+
 /// One `MSFT_NetTCPSetting` as [`NET_TCP_SETTING_SCRIPT`] prints it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NetTcpSetting {
@@ -65,15 +114,24 @@ pub fn governing_tcp_setting(settings: &[NetTcpSetting]) -> Option<&NetTcpSettin
 
 /// The generic settings the model reads, derived from what the Windows collector found: the
 /// IPv4 dynamic range, the IPv4 excluded ranges (merged), and the TIME_WAIT length from
-/// `TcpTimedWaitDelay` (`read`) or the OS default (`default`). Linux-only knobs stay `None`.
+/// `TcpTimedWaitDelay` (`read`), or — when it is absent, or outside its documented range (what
+/// Windows then does is not documented; `time_wait_delay_out_of_range` says so) — the longer of
+/// the two documented defaults, 240 s (`default`). Linux-only knobs stay `None`.
 pub fn derive_settings(w: &WindowsSettings) -> Settings {
     let reserved: Vec<PortRange> = w.excluded_ports_v4.iter().map(|e| e.range()).collect();
     let reserved = PortRange::merge_all(reserved);
-    let delay = w.registry.as_ref().and_then(|r| r.tcp_timed_wait_delay);
+    let delay = w
+        .registry
+        .as_ref()
+        .and_then(|r| r.tcp_timed_wait_delay)
+        .filter(|&d| {
+            crate::knobs::tcpip_value_range("TcpTimedWaitDelay", w.build)
+                .is_none_or(|(lo, hi)| (lo..=hi).contains(&d))
+        });
     Settings {
         ephemeral_ports: w.dynamic_ports_v4.and_then(DynamicPorts::range),
         reserved_ports: reserved,
-        time_wait_seconds: Some(delay.unwrap_or(crate::rules::WINDOWS_TIME_WAIT_SECONDS)),
+        time_wait_seconds: Some(delay.unwrap_or(crate::rules::WINDOWS_TIME_WAIT_SECONDS_LONG)),
         time_wait_source: Some(if delay.is_some() {
             ValueSource::Read
         } else {
@@ -286,11 +344,12 @@ pub fn parse_registry_path(path: &str) -> Option<(RegistryRoot, String)> {
     (!rest.is_empty()).then(|| (root, rest.to_string()))
 }
 
-/// MIB_TCP_STATE (1 CLOSED … 12 DELETE_TCB) → our states. CLOSED rows are bound, unconnected
-/// sockets where the API lists them; DELETE_TCB still holds its port, shown as CLOSING.
+/// MIB_TCP_STATE (1 CLOSED … 12 DELETE_TCB) → our states. CLOSED rows are skipped: they are
+/// not the BOUND sockets of `netstat -anobq` / `Get-NetTCPConnection -State Bound`, which
+/// `GetExtendedTcpTable` does not list (those come from [`parse_bound_connections`]);
+/// DELETE_TCB still holds its port, shown as CLOSING.
 pub fn tcp_state_from_mib(state: u32) -> Option<TcpState> {
     Some(match state {
-        1 => TcpState::Close,
         2 => TcpState::Listen,
         3 => TcpState::SynSent,
         4 => TcpState::SynRecv,
@@ -432,6 +491,29 @@ pub fn parse_udp_table(bytes: &[u8], ipv6: bool) -> Option<Vec<UdpSocket>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bound_connections_parse() {
+        let text = include_str!("../../tests/fixtures/windows/get_nettcpconnection_bound.txt");
+        let b = parse_bound_connections(text).unwrap();
+        assert_eq!(b.len(), 4, "{b:?}");
+        assert_eq!(parse_bound_connections(""), None);
+        assert_eq!(
+            parse_bound_connections("portdoctor:end\r\n"),
+            Some(Vec::new())
+        );
+        assert!(b
+            .iter()
+            .all(|s| s.state == TcpState::Close && s.state.name() == "BOUND"));
+        assert_eq!(
+            (b[0].local_ip, b[0].local_port, b[0].pid),
+            ("10.0.0.5".parse().unwrap(), 50123, Some(4242))
+        );
+        assert_eq!(b[3].local_ip, "fe80::1".parse::<IpAddr>().unwrap());
+        assert_eq!(b[3].remote_ip, IpAddr::V6(Ipv6Addr::UNSPECIFIED));
+        // CLOSED table rows are not BOUND sockets.
+        assert_eq!(tcp_state_from_mib(1), None);
+    }
 
     #[test]
     fn net_tcp_settings_parse_and_pick_internet_custom() {

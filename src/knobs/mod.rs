@@ -243,7 +243,7 @@ pub const KNOBS: &[Knob] = &[
         default: "off (0 ports)",
         applies_to: "Windows Server 2016 and later (8.1 / Server 2012 R2 with the update); sockets with SO_REUSE_UNICASTPORT",
         activation: Activation::Reboot,
-        tradeoff: "ports of this range are shared across destinations (by 4-tuple), like Linux connect(), for sockets that set SO_REUSE_UNICASTPORT; with 0 ports they come from the dynamic range even if SO_REUSE_UNICASTPORT is set",
+        tradeoff: "ports of this range are shared across destinations (by 4-tuple), like Linux connect(), for sockets that set SO_REUSE_UNICASTPORT or connect() without bind() (Get-/Set-NetTCPSetting docs); with 0 ports they come from the dynamic range even if SO_REUSE_UNICASTPORT is set",
         confidence: Confidence::Documented,
     },
 ];

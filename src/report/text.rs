@@ -74,6 +74,28 @@ fn pool_label(p: &Pool, os: Os) -> String {
     }
 }
 
+/// The TIME_WAIT part of the Windows settings line: the value read, or both documented
+/// defaults and which one is used.
+fn windows_time_wait(snap: &Snapshot, t: u32) -> String {
+    if snap.settings.time_wait_source == Some(crate::snapshot::ValueSource::Read) {
+        return format!("TIME_WAIT {t} s (TcpTimedWaitDelay)");
+    }
+    let set = snap
+        .windows
+        .as_ref()
+        .and_then(|w| w.registry.as_ref())
+        .and_then(|r| r.tcp_timed_wait_delay);
+    format!(
+        "TIME_WAIT {t} s ({}: Microsoft documents {} s and {} s as the default; the longer is used)",
+        set.map_or_else(
+            || "TcpTimedWaitDelay not set".to_string(),
+            |d| format!("TcpTimedWaitDelay={d} is out of range, not used")
+        ),
+        crate::rules::WINDOWS_TIME_WAIT_SECONDS,
+        crate::rules::WINDOWS_TIME_WAIT_SECONDS_LONG
+    )
+}
+
 fn owner_cell(p: &Pool, scanned: bool) -> String {
     if !scanned {
         return "—".into();
@@ -241,12 +263,7 @@ pub fn render(snap: &Snapshot, a: &Analysis, opts: &TextOptions) -> String {
     }
     if let Some(t) = s.time_wait_seconds {
         if snap.os == Os::Windows {
-            parts.push(match s.time_wait_source {
-                Some(crate::snapshot::ValueSource::Read) => {
-                    format!("TIME_WAIT {t} s (TcpTimedWaitDelay)")
-                }
-                _ => format!("TIME_WAIT {t} s (default; TcpTimedWaitDelay not set)"),
-            });
+            parts.push(windows_time_wait(snap, t));
         } else {
             parts.push(format!("TIME_WAIT {t} s"));
         }

@@ -223,7 +223,7 @@ fn auto_wants(
                 format!(
                     "profile {}: a closed connection holds its port {AUTO_TIME_WAIT} s instead of the default {} s",
                     p.name(),
-                    rules::WINDOWS_TIME_WAIT_SECONDS
+                    rules::WINDOWS_TIME_WAIT_SECONDS_LONG
                 ),
             ));
         }
@@ -263,7 +263,7 @@ fn auto_wants(
                 out.push((
                     "tcpip.TcpTimedWaitDelay".into(),
                     KnobValue::Int(AUTO_TIME_WAIT.into()),
-                    format!("--target-rate {rate}/s: no dynamic range holds enough ports for {} s of TIME_WAIT; {AUTO_TIME_WAIT} s does", rules::WINDOWS_TIME_WAIT_SECONDS),
+                    format!("--target-rate {rate}/s: no dynamic range holds enough ports for {} s of TIME_WAIT; {AUTO_TIME_WAIT} s does", rules::WINDOWS_TIME_WAIT_SECONDS_LONG),
                 ));
                 return;
             }
@@ -297,14 +297,14 @@ fn auto_wants(
                     KnobValue::Int(d.into()),
                     format!(
                         "--target-rate {rate}/s: the range alone cannot hold {} s of TIME_WAIT",
-                        rules::WINDOWS_TIME_WAIT_SECONDS
+                        rules::WINDOWS_TIME_WAIT_SECONDS_LONG
                     ),
                 ));
             }
             return;
         }
         refusals.push(format!(
-            "--target-rate {rate}/s cannot be reached with settings alone on Windows (range {AUTO_START_FLOOR}-65535, TcpTimedWaitDelay {AUTO_TIME_WAIT}): reuse connections (one shared HttpClient, keep-alive, pools), or an auto-reuse port range for sockets with SO_REUSE_UNICASTPORT (Server 2016+); more local addresses help only with SO_PORT_SCALABILITY"
+            "--target-rate {rate}/s cannot be reached with settings alone on Windows (range {AUTO_START_FLOOR}-65535, TcpTimedWaitDelay {AUTO_TIME_WAIT}): reuse connections (one shared HttpClient, keep-alive, pools), or an auto-reuse port range (Server 2016+; used by sockets with SO_REUSE_UNICASTPORT and by connect() without bind()); more local addresses help only with SO_PORT_SCALABILITY"
         ));
     }
 }
@@ -702,7 +702,8 @@ mod tests {
         assert!(p.windows_steps[0].starts_with("reboot Windows: tcpip.TcpTimedWaitDelay"));
         assert!(p.windows_steps.iter().any(|s| s.contains(r#"reg delete "HKLM\SYSTEM\CurrentControlSet\Services\Tcpip\Parameters" /v TcpTimedWaitDelay /f"#)));
         // 16,384 ports, 120 s → 30 s.
-        assert!((p.capacity_before.port_hold_seconds - 120.0).abs() < 1e-9);
+        // TcpTimedWaitDelay absent: the longer documented default, 240 s.
+        assert!((p.capacity_before.port_hold_seconds - 240.0).abs() < 1e-9);
         assert!((p.capacity_after.port_hold_seconds - 30.0).abs() < 1e-9);
         // 2 s is fine on Server 2022, not on 2008 R2 (build 7601).
         let old = SnapshotBuilder::windows()

@@ -28,8 +28,8 @@ use rustc_hash::FxHashSet;
 use super::windows_text::{self, parse_dynamic_port, parse_excluded_ranges, RegistryRoot};
 use super::{CollectError, CollectOptions, Collector, Target};
 use crate::snapshot::{
-    Counters, DynamicPorts, ExcludedRange, HostInfo, Os, Owners, Snapshot, SocketSource,
-    TcpipRegistry, WindowsSettings,
+    Counters, DynamicPorts, ExcludedRange, HostInfo, Os, Owners, PreviousSample, Snapshot, Socket,
+    SocketSource, TcpipRegistry, WindowsSettings,
 };
 
 /// The env var that overrides the Tcpip parameters key.
@@ -39,11 +39,16 @@ const EVENT_WINDOW_HOURS: u32 = 24;
 
 pub struct WindowsCollector {
     opts: CollectOptions,
+    /// The previous snapshot's sockets: rates and forecasts on Windows come from two snapshots.
+    previous: Mutex<Option<PreviousSample>>,
 }
 
 impl WindowsCollector {
     pub fn new(opts: CollectOptions) -> Self {
-        Self { opts }
+        Self {
+            opts,
+            previous: Mutex::new(None),
+        }
     }
 }
 
@@ -58,11 +63,15 @@ impl Collector for WindowsCollector {
         let mut sockets = owner_tables::read(false)?;
         sockets.extend(owner_tables::read(true)?);
         let udp_sockets = owner_tables::read_udp_both(&mut notes);
+        match bound_sockets() {
+            Some(b) => sockets.extend(b),
+            None => notes.push("`Get-NetTCPConnection -State Bound` (Windows PowerShell, MSFT_NetTCPConnection) gave nothing (Wine has none): BOUND sockets, which GetExtendedTcpTable does not list, are not counted".into()),
+        }
 
         let now_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
-        let windows = read_settings(now_ms, &mut notes);
+        let mut windows = read_settings(now_ms, &mut notes);
         let settings = windows_text::derive_settings(&windows);
         if settings.ephemeral_ports.is_none() {
             notes.push("the TCP dynamic port range could not be read (`netsh int ipv4 show dynamicport tcp` printed no range; Wine's netsh is a stub): capacities are unknown".into());
@@ -118,6 +127,17 @@ impl Collector for WindowsCollector {
             (_, _, Some(build)) => Some(format!("build {build}")),
             _ => version,
         };
+        let sockets = Arc::new(sockets);
+        {
+            let mut prev = self
+                .previous
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            windows.previous = prev.replace(PreviousSample {
+                taken_at_unix_ms: now_ms,
+                sockets: Arc::clone(&sockets),
+            });
+        }
         Ok(Snapshot {
             os: Os::Windows,
             host: HostInfo {
@@ -129,7 +149,7 @@ impl Collector for WindowsCollector {
             source: SocketSource::Iphelper,
             taken_at_unix_ms: now_ms,
             settings,
-            sockets: Arc::new(sockets),
+            sockets,
             udp_sockets: Arc::new(udp_sockets),
             counters,
             owners: owners.map(Arc::new),
@@ -189,6 +209,25 @@ fn tool_settings() -> ToolSettings {
     let t = read_tool_settings();
     *cache = Some((Instant::now(), t.clone()));
     t
+}
+
+/// BOUND sockets from `Get-NetTCPConnection -State Bound`; `None` when PowerShell gave no
+/// answer. Reused for [`TOOL_SETTINGS_TTL`] like the settings (PowerShell takes about a second to
+/// start), so in `top` and `serve` they may be that old.
+fn bound_sockets() -> Option<Vec<Socket>> {
+    static BOUND: Mutex<Option<(Instant, Option<Vec<Socket>>)>> = Mutex::new(None);
+    let mut cache = BOUND
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some((at, b)) = cache.as_ref() {
+        if at.elapsed() < TOOL_SETTINGS_TTL {
+            return b.clone();
+        }
+    }
+    let b = powershell(windows_text::BOUND_SCRIPT)
+        .and_then(|out| windows_text::parse_bound_connections(&out));
+    *cache = Some((Instant::now(), b.clone()));
+    b
 }
 
 /// Runs Windows PowerShell (full path, `-NoProfile -NonInteractive`) with `script`; its stdout.
@@ -308,6 +347,7 @@ fn read_settings(now_ms: u64, notes: &mut Vec<String>) -> WindowsSettings {
         udp_dynamic_ports_v6: tools.udp_dynamic_v6,
         udp_excluded_ports_v4: tools.udp_excluded_v4,
         udp_excluded_ports_v6: tools.udp_excluded_v6,
+        previous: None,
     }
 }
 

@@ -4,7 +4,7 @@
 
 use std::ptr;
 
-use windows_sys::Win32::Foundation::{ERROR_INSUFFICIENT_BUFFER, NO_ERROR};
+use windows_sys::Win32::Foundation::{ERROR_INSUFFICIENT_BUFFER, ERROR_OUTOFMEMORY, NO_ERROR};
 use windows_sys::Win32::NetworkManagement::IpHelper::{
     GetExtendedTcpTable, GetExtendedUdpTable, TCP_TABLE_OWNER_PID_ALL, UDP_TABLE_OWNER_PID,
 };
@@ -31,7 +31,7 @@ fn read_table<T>(
     // u32 words: the table is DWORD-aligned.
     let mut buf: Vec<u32> = Vec::new();
     let mut size: u32 = 0;
-    for _ in 0..ATTEMPTS {
+    for attempt in 0..ATTEMPTS {
         let ptr = if buf.is_empty() {
             ptr::null_mut()
         } else {
@@ -51,6 +51,14 @@ fn read_table<T>(
                 let words = (size as usize).div_ceil(4) + size as usize / 32 + 64;
                 buf = vec![0; words];
                 size = (words * 4) as u32;
+            }
+            // Wine answers ERROR_OUTOFMEMORY while connections come and go during the call
+            // (seen with a client opening ~100 connections a second): wait a little (at most
+            // 0.7 s over all attempts) and probe again.
+            ERROR_OUTOFMEMORY => {
+                buf = Vec::new();
+                size = 0;
+                std::thread::sleep(std::time::Duration::from_millis(20 * (attempt as u64 + 1)));
             }
             code => return Err(CollectError::WinApi { call, code }),
         }
