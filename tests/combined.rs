@@ -57,7 +57,10 @@ fn text_pool_counts_match_json_for_every_kind() {
     );
     // Findings of every kind write a percentage the same way.
     assert!(t.contains("UDP ipv4 is 70% full"), "{t}");
-    assert!(t.contains("10.241.2.2:9090 (tcp): 100 of 100 NAT ports in use (100%"), "{t}");
+    assert!(
+        t.contains("10.241.2.2:9090 (tcp): 100 of 100 NAT ports in use (100%"),
+        "{t}"
+    );
     for section in ["POOL local → remote", "UDP POOL", "SNAT POOL"] {
         assert!(t.contains(section), "{section} missing:\n{t}");
     }
