@@ -176,3 +176,70 @@ mod top {
         assert!(row("UDP ipv4").contains("70%"), "{frame}");
     }
 }
+
+/// GitHub's anchor of a heading: lower case, punctuation dropped, spaces to hyphens.
+fn anchor(heading: &str) -> String {
+    heading
+        .to_lowercase()
+        .chars()
+        .filter(|c| c.is_alphanumeric() || *c == ' ' || *c == '-' || *c == '_')
+        .map(|c| if c == ' ' { '-' } else { c })
+        .collect()
+}
+
+/// The README's contents line links every `##` section (UDP and NAT included), every `#anchor`
+/// link resolves, and the UDP and NAT sections say which privileges they need.
+#[test]
+fn readme_contents_reach_every_section_with_udp_and_nat() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    let mut in_code = false;
+    let mut headings = Vec::new();
+    for l in readme.lines() {
+        if l.starts_with("```") {
+            in_code = !in_code;
+        } else if !in_code && l.starts_with('#') {
+            headings.push((
+                l.chars().take_while(|c| *c == '#').count(),
+                l.trim_start_matches('#').trim(),
+            ));
+        }
+    }
+    let anchors: Vec<String> = headings.iter().map(|(_, h)| anchor(h)).collect();
+    let contents = readme
+        .lines()
+        .skip_while(|l| !l.starts_with("Contents:"))
+        .take_while(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert!(!contents.is_empty(), "README has no Contents line");
+    for (level, h) in &headings {
+        if *level == 2 {
+            assert!(
+                contents.contains(&format!("(#{})", anchor(h))),
+                "the contents do not link ## {h}"
+            );
+        }
+    }
+    for link in readme.split("](#").skip(1) {
+        let target = link.split(')').next().unwrap_or_default();
+        assert!(
+            anchors.iter().any(|a| a == target),
+            "#{target} is no heading"
+        );
+    }
+    for (h, needs) in [
+        ("UDP pools", "any user"),
+        ("NAT hosts: SNAT pools and conntrack", "CAP_NET_ADMIN"),
+    ] {
+        let body = readme
+            .split_once(&format!("\n## {h}\n"))
+            .unwrap_or_else(|| panic!("README has no ## {h}"))
+            .1;
+        let body = body.split("\n## ").next().unwrap_or_default();
+        assert!(
+            body.contains("Privileges") && body.contains(needs),
+            "## {h}: {body}"
+        );
+    }
+}
