@@ -422,6 +422,39 @@ fn without_cap_net_admin_the_table_is_unknown_not_empty() {
     assert!(snat_pools(&report).is_empty());
     let notes = report["notes"].to_string();
     assert!(notes.contains("CAP_NET_ADMIN"), "{notes}");
+    assert!(
+        !notes.contains("sock_diag"),
+        "ctnetlink is no sock_diag dump: {notes}"
+    );
+}
+
+/// An empty table (nf_conntrack_count 0, readable by anyone) needs no dump: as nobody it is
+/// 0 entries, 0 SNAT entries, and no note asking for CAP_NET_ADMIN on every unprivileged run.
+#[test]
+fn without_cap_net_admin_an_empty_table_is_empty() {
+    if !require_root("without_cap_net_admin_an_empty_table_is_empty") {
+        return;
+    }
+    let ns = Netns::new("nat-empty");
+    let mut cmd = ns.exec("setpriv");
+    cmd.args([
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "--inh-caps=-all",
+    ])
+    .arg(common::PORTDOCTOR)
+    .args(["check", "--json", "--no-owners"]);
+    let run = common::run_program(&mut cmd, &["check", "--json", "(as nobody)"]);
+    let report = run.json();
+    let Some(ct) = report.get("conntrack").filter(|c| !c.is_null()) else {
+        return; // nf_conntrack not loaded: nothing to say
+    };
+    assert_eq!(ct["count"], 0, "{ct}");
+    assert_eq!(ct["dumped"], 0, "{ct}");
+    assert_eq!(ct["snat_entries"], 0, "{ct}");
+    let notes = report["notes"].to_string();
+    assert!(!notes.contains("conntrack"), "{notes}");
 }
 
 #[test]

@@ -103,6 +103,22 @@ pub struct BindPattern {
     pub bind_parity_share: f64,
 }
 
+impl Analysis {
+    /// The level of every pool of every kind (TCP, UDP, SNAT): what `verdict.pools` in JSON and
+    /// the text report's `pools:` line count.
+    pub fn pool_levels(&self) -> impl Iterator<Item = Level> + '_ {
+        self.pools
+            .iter()
+            .map(|p| p.level)
+            .chain(self.udp_pools.iter().map(|p| p.level))
+            .chain(
+                self.snat
+                    .iter()
+                    .flat_map(|s| s.pools.iter().map(|p| p.level)),
+            )
+    }
+}
+
 /// Runs the whole model on one snapshot.
 pub fn analyze(snapshot: &Snapshot, thresholds: Thresholds) -> Analysis {
     let capacity = capacity(snapshot);

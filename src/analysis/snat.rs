@@ -601,6 +601,7 @@ fn stats_findings(ct: &Conntrack, s: &SnatAnalysis, target: &Target, out: &mut V
     }
     let worst = s.pools.first();
     let pressure = s.pools.iter().any(|p| p.level > Level::Ok);
+    let full = s.pools.iter().any(|p| p.in_use >= u64::from(p.capacity));
     out.push(Finding {
         code: FindingCode::ConntrackInsertFailed,
         severity: if pressure {
@@ -618,8 +619,10 @@ fn stats_findings(ct: &Conntrack, s: &SnatAnalysis, target: &Target, out: &mut V
                 || "since the namespace was made".to_string(),
                 |w| format!("in the {:.0} s observed", w.seconds)
             ),
-            if pressure {
+            if full {
                 "; a SNAT pool is full, so these are flows that found no free NAT port"
+            } else if pressure {
+                "; a SNAT pool is near full: flows that found no free NAT port, or the NAT port clash race (without fully-random)"
             } else {
                 "; no SNAT pool is full now: the NAT port clash race (without fully-random) or an earlier exhaustion"
             }
@@ -815,6 +818,30 @@ mod tests {
         );
         let f = &all.verdict.findings[0];
         assert!(f.fix.contains("fully-random"), "{}", f.fix);
+    }
+
+    /// At 95 of 100 the pool is critical, and so are the drops, but the pool is not full.
+    #[test]
+    fn drops_beside_a_near_full_pool_do_not_call_it_full() {
+        let es: Vec<NatEntry> = (40000..40095)
+            .map(|p| entry(8080, p, CtTcpState::Established))
+            .collect();
+        let stats = ConntrackStats {
+            insert_failed: 3,
+            drop: 3,
+            ..ConntrackStats::default()
+        };
+        let s = snap(es, vec![rule(40000, 40099, false)], stats);
+        let all = analyze_all(&s, Thresholds::default());
+        let f = all
+            .verdict
+            .findings
+            .iter()
+            .find(|f| f.code == FindingCode::ConntrackInsertFailed)
+            .expect("conntrack_insert_failed");
+        assert_eq!(f.severity, Severity::Critical);
+        assert!(!f.message.contains("is full"), "{}", f.message);
+        assert!(f.message.contains("near full"), "{}", f.message);
     }
 
     #[test]

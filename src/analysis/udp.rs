@@ -336,7 +336,7 @@ pub fn findings(snapshot: &Snapshot, pools: &[UdpPool]) -> Vec<Finding> {
                 (
                     FindingCode::UdpPoolNearExhaustion,
                     format!(
-                        "{} is {:.0} % full: {} of {} ports held, {} free; {who}",
+                        "{} is {:.0}% full: {} of {} ports held, {} free; {who}",
                         p.label(),
                         p.utilization.unwrap_or(1.0) * 100.0,
                         group(p.in_use),

@@ -16,6 +16,7 @@ Examples:
   portdoctor capacity --from-host --netns lab1 --json      inputs from a network namespace
   portdoctor capacity --from-snapshot db1.snap.json --rate 5000   inputs from `check --save`
   portdoctor capacity --udp --rate 2000 --lifetime 5s      DNS-style UDP: a socket per query
+  portdoctor capacity --cloud-nat gcp:64 --rate 50 --lifetime 2s --destinations 2
 
 Model: a port is held for the connection's lifetime plus TIME_WAIT (plus tcp_tw_reuse_delay
 instead of TIME_WAIT where reuse applies; nothing when the server closes first), so one pool

@@ -16,10 +16,15 @@ Examples:
   portdoctor check --save db1.snap.json     report, and keep the snapshot (e.g. for a ticket)
   portdoctor check --load db1.snap.json     analyse a saved snapshot, here or on another OS
   portdoctor check --observe 10s            also count failed connect()/bind() calls for 10 s
+  portdoctor check --cloud-nat aws-natgw:2  also flows per destination against a cloud NAT quota
+
+Pools: TCP (per destination), UDP (per namespace and IP version, docs/udp.md) and, on NAT
+hosts, SNAT pools from conntrack (docs/nat.md).
 
 Privileges: any user sees every socket and setting of the namespace; owners of other users'
 sockets need root (or CAP_SYS_PTRACE + CAP_DAC_READ_SEARCH); --netns/--pid need root or
-CAP_SYS_ADMIN; --observe needs root (or CAP_PERFMON and read access to tracefs).";
+CAP_SYS_ADMIN; --observe needs root (or CAP_PERFMON and read access to tracefs); SNAT pools
+(the conntrack table) need root or CAP_NET_ADMIN in the namespace.";
 
 #[derive(Debug, Args)]
 pub struct CheckArgs {

@@ -11,6 +11,7 @@ Examples:
   portdoctor lab --keepalive                   one reused connection: no failures
   portdoctor lab --destinations 2 --bind-before-connect   fails twice as early as without
   portdoctor lab --rate 20 --ramp 200 --chart lab.svg     ramp, and an SVG chart
+  portdoctor lab --udp                         UDP sockets until EAGAIN, beside the model
 
 What it does: creates its own network namespace (portdoctor-lab-PID-N), moves into it, sets
 ip_local_port_range and tcp_tw_reuse there (never on the host), runs a loopback server and a

@@ -46,7 +46,9 @@ Exit codes:
     about = "Find, explain, predict and fix TCP ephemeral-port exhaustion",
     long_about = "portdoctor groups outbound TCP sockets into the pools the kernel allocates ports \
 from (per local IP, remote IP and remote port on Linux), compares each with the configured \
-ephemeral range, forecasts when it runs out, and says what to change.",
+ephemeral range, forecasts when it runs out, and says what to change. UDP sockets (one pool \
+per namespace and IP version) and, on NAT hosts, conntrack's source-NATed flows (SNAT pools) \
+are reported the same way.",
     after_help = EXIT_CODES,
     propagate_version = true
 )]
@@ -246,5 +248,69 @@ mod tests {
             panic!("not check");
         };
         assert_eq!(args.thresholds.thresholds(), Ok(Thresholds::default()));
+    }
+
+    /// Words as a shell splits them: whitespace outside double quotes, quotes removed.
+    fn shell_words(line: &str) -> Vec<String> {
+        let (mut words, mut cur, mut quoted, mut any) = (Vec::new(), String::new(), false, false);
+        for c in line.chars() {
+            match c {
+                '"' => (quoted, any) = (!quoted, true),
+                c if c.is_whitespace() && !quoted => {
+                    if any {
+                        words.push(std::mem::take(&mut cur));
+                    }
+                    any = false;
+                }
+                c => {
+                    cur.push(c);
+                    any = true;
+                }
+            }
+        }
+        if any {
+            words.push(cur);
+        }
+        words
+    }
+
+    /// Every example line of every command's help parses, and each command that takes
+    /// --cloud-nat or --udp shows it in an example.
+    #[test]
+    fn examples_parse_and_show_the_new_flags() {
+        use clap::CommandFactory;
+        let mut root = Cli::command();
+        root.build();
+        for sub in root.get_subcommands() {
+            let name = sub.get_name().to_string();
+            let help = sub.clone().render_long_help().to_string();
+            let examples: Vec<Vec<String>> = help
+                .lines()
+                .filter_map(|l| l.strip_prefix("  portdoctor "))
+                // The command ends at its comment (two spaces), a pipe or a redirection.
+                .map(|l| l.split("  ").next().unwrap_or(l))
+                .map(|l| l.split(['|', '>']).next().unwrap_or(l))
+                .map(|l| {
+                    std::iter::once("portdoctor".to_string())
+                        .chain(shell_words(l))
+                        .collect()
+                })
+                .collect();
+            for args in &examples {
+                if let Err(e) = Cli::try_parse_from(args) {
+                    panic!("{name}: example `{}` does not parse: {e}", args.join(" "));
+                }
+            }
+            for flag in ["cloud-nat", "udp"] {
+                let takes = sub.get_arguments().any(|a| a.get_long() == Some(flag));
+                let shown = examples
+                    .iter()
+                    .any(|a| a.iter().any(|w| *w == format!("--{flag}")));
+                assert!(
+                    !takes || shown,
+                    "{name} --help has no example with --{flag}"
+                );
+            }
+        }
     }
 }

@@ -17,6 +17,7 @@ Examples:
   portdoctor serve --listen 0.0.0.0:9951 --web-config /etc/portdoctor/web.yml
   portdoctor serve --netns lab1 --min-interval 10s --max-pools 100
   portdoctor serve -A --listen 0.0.0.0:9951        every namespace: pods and containers
+  portdoctor serve --cloud-nat azure-lb:1024       also portdoctor_cloud_nat_* (a model)
   portdoctor serve --textfile /var/lib/node_exporter/textfile            one shot
   portdoctor serve --textfile /var/lib/node_exporter/textfile --loop 30s
 

@@ -15,6 +15,7 @@ Examples:
   portdoctor top -A                    every namespace: a NAMESPACE/POD column, / filters pods
   portdoctor top --interval 5s --no-owners --warn 50%
   portdoctor top --once | head         one frame as plain text, for scripts
+  portdoctor top --cloud-nat gcp:1024  also the busiest destination against a cloud NAT quota
   portdoctor top --load db1.snap.json  a snapshot saved with `check --save`, paused";
 
 #[derive(Debug, Args)]

@@ -288,29 +288,24 @@ pub fn check_report<'a>(
         .iter()
         .map(|p| PoolEntry::Tcp(pool_out(snap, p, scanned)))
         .collect();
-    // UDP pools go where their utilization sorts them, TCP order unchanged.
-    for u in &a.udp_pools {
-        let e = udp_pool_out(snap, u, scanned);
+    // UDP and SNAT pools go where their utilization sorts them (after pools of equal use), TCP
+    // order unchanged; `--top N` then keeps the N fullest of every kind together.
+    let others = a
+        .udp_pools
+        .iter()
+        .map(|u| PoolEntry::Udp(udp_pool_out(snap, u, scanned)))
+        .chain(super::snat::pool_rows(a).into_iter().map(PoolEntry::Tcp));
+    for e in others {
+        let use_of = |p: &PoolEntry<'_>| p.utilization().unwrap_or(0.0);
         let at = pools
             .iter()
-            .position(|p| p.utilization().unwrap_or(0.0) < e.utilization.unwrap_or(0.0))
+            .position(|p| use_of(p) < use_of(&e))
             .unwrap_or(pools.len());
-        pools.insert(at, PoolEntry::Udp(e));
+        pools.insert(at, e);
     }
     pools.truncate(top.unwrap_or(usize::MAX));
-    pools.extend(
-        super::snat::pool_rows(a, top)
-            .into_iter()
-            .map(PoolEntry::Tcp),
-    );
     let mut by_level = BTreeMap::from([("critical", 0), ("warning", 0), ("ok", 0)]);
-    for level in a
-        .pools
-        .iter()
-        .map(|p| p.level)
-        .chain(a.udp_pools.iter().map(|p| p.level))
-        .chain(a.snat.iter().flat_map(|s| s.pools.iter().map(|p| p.level)))
-    {
+    for level in a.pool_levels() {
         *by_level.entry(level.name()).or_default() += 1;
     }
     CheckReport {

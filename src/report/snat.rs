@@ -34,13 +34,12 @@ fn round(v: f64, digits: i32) -> f64 {
 }
 
 /// The SNAT pools as rows of the `pools` array (`local_ip` is the NAT address).
-pub fn pool_rows(a: &Analysis, top: Option<usize>) -> Vec<PoolOut<'_>> {
+pub fn pool_rows(a: &Analysis) -> Vec<PoolOut<'_>> {
     let Some(s) = &a.snat else {
         return Vec::new();
     };
     s.pools
         .iter()
-        .take(top.unwrap_or(usize::MAX))
         .map(|p| PoolOut {
             protocol: &p.protocol,
             scope: Scope::Snat,
@@ -168,8 +167,9 @@ pub(super) fn text_lines(a: &Analysis, top: Option<usize>, paint: &Paint, out: &
                 out,
                 "{}",
                 paint.dim(&format!(
-                    "… {} more SNAT pools (--top 0 shows all)",
-                    group((s.pools.len() - shown) as u64)
+                    "… {} more SNAT pool{} (--top 0 shows all)",
+                    group((s.pools.len() - shown) as u64),
+                    if s.pools.len() - shown == 1 { "" } else { "s" }
                 ))
             );
         }

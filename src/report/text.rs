@@ -285,7 +285,8 @@ pub fn render(snap: &Snapshot, a: &Analysis, opts: &TextOptions) -> String {
     }
 
     // Population line.
-    let counts = |lvl: Level| a.pools.iter().filter(|p| p.level == lvl).count();
+    // Every kind of pool (TCP, UDP, SNAT), as `verdict.pools` counts them in JSON.
+    let counts = |lvl: Level| a.pool_levels().filter(|&l| l == lvl).count();
     let buckets = s
         .max_tw_buckets
         .map_or_else(String::new, |m| format!(" of {} buckets", group(m)));
@@ -308,7 +309,7 @@ pub fn render(snap: &Snapshot, a: &Analysis, opts: &TextOptions) -> String {
         let _ = writeln!(
             out,
             "{}",
-            paint.dim("no outbound connections use the ephemeral range")
+            paint.dim("no outbound TCP connections use the ephemeral range")
         );
     } else {
         let _ = writeln!(
@@ -376,8 +377,9 @@ pub fn render(snap: &Snapshot, a: &Analysis, opts: &TextOptions) -> String {
                 out,
                 "{}",
                 paint.dim(&format!(
-                    "… {} more pools at or under {:.0}% (--top 0 shows all)",
+                    "… {} more pool{} at or under {:.0}% (--top 0 shows all)",
                     group(hidden as u64),
+                    if hidden == 1 { "" } else { "s" },
                     (max_hidden * 100.0).ceil()
                 ))
             );

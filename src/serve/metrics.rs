@@ -484,11 +484,15 @@ fn pools(reg: &mut Registry, units: &[Part<'_>], all: bool, opts: MetricsOptions
     per_namespace(
         reg,
         "pools",
-        "Pools found (destination and per-local-address pools), before the --max-pools cap",
+        "Pools found (TCP destination and per-local-address pools, UDP pools; SNAT pools are portdoctor_snat_pool_*), before the --max-pools cap",
         all,
         units
             .iter()
-            .map(|u| (u.labels.clone(), u.report.pools.len() as f64))
+            // SNAT rows of `pools` have families and a cap of their own (serve/snat.rs).
+            .map(|u| {
+                let n = u.report.pools.iter().filter(|p| !p.is_snat()).count();
+                (u.labels.clone(), n as f64)
+            })
             .collect(),
     );
     per_namespace(

@@ -223,3 +223,59 @@ fn every_namespace_labelled_and_capped_across_namespaces() {
         assert!(exporter_own || line.contains("netns=\""), "{line}");
     }
 }
+
+/// The namespace of tests/combined.rs: a TCP pool, a UDP pool and two SNAT pools.
+fn tcp_udp_snat() -> Snapshot {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/snapshot/linux-tcp-udp-snat.json");
+    crate::snapshot::file::load(&path).expect("fixture")
+}
+
+/// `portdoctor_pools` counts the pools of the pool families (TCP and UDP), so that it minus
+/// `portdoctor_pools_dropped` is the pools with series of their own; SNAT pools have their own
+/// families, capped by --max-pools across all namespaces as the socket pools are.
+#[test]
+fn pool_counts_and_caps_with_udp_and_snat() {
+    let snap = tcp_udp_snat();
+    let a = analyze(&snap, Thresholds::default());
+    let text = one(&snap, &a, 1);
+    assert_eq!(value(&text, "portdoctor_pools"), Some(2.0), "{text}");
+    assert_eq!(
+        value(&text, "portdoctor_pools_dropped"),
+        Some(1.0),
+        "{text}"
+    );
+    let series = |text: &str, prefix: &str| text.lines().filter(|l| l.starts_with(prefix)).count();
+    assert_eq!(series(&text, "portdoctor_snat_pool_in_use{"), 1, "{text}");
+
+    let ids = [
+        identity(4_026_532_011, Some("node-a"), None, false),
+        identity(4_026_532_012, Some("node-b"), None, false),
+    ];
+    let all: Vec<Inspected<'_>> = ids
+        .iter()
+        .map(|id| Inspected {
+            identity: id,
+            snapshot: &snap,
+            analysis: &a,
+        })
+        .collect();
+    let c = Collection {
+        result: Some(Scraped::All {
+            namespaces: &all,
+            skipped: 0,
+        }),
+        duration_seconds: 0.5,
+        timestamp_seconds: 1_700_000_000.0,
+    };
+    let text = render(
+        &c,
+        &ExporterCounters::default(),
+        MetricsOptions { max_pools: 3 },
+    );
+    assert_eq!(
+        series(&text, "portdoctor_snat_pool_in_use{"),
+        3,
+        "4 SNAT pools in 2 namespaces, 3 series: {text}"
+    );
+}

@@ -10,6 +10,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::{Registry, Unit};
 
+use crate::analysis::snat::SnatPool;
 use crate::analysis::Analysis;
 use crate::snapshot::conntrack::ConntrackStats;
 use crate::snapshot::Snapshot;
@@ -34,7 +35,7 @@ fn with(ns: &Labels, more: Labels) -> Labels {
 }
 
 /// Registers the conntrack and SNAT families; `max_pools` caps the SNAT pool series (highest
-/// utilization first, per namespace).
+/// utilization first, of all namespaces together, as for the socket pools).
 pub(super) fn register(reg: &mut Registry, units: &[Unit3<'_>], max_pools: usize) {
     let entries = GaugeFamily::default();
     let max = GaugeFamily::default();
@@ -65,6 +66,38 @@ pub(super) fn register(reg: &mut Registry, units: &[Unit3<'_>], max_pools: usize
     let cloud_util = GaugeFamily::default();
     let mut any_pool = false;
     let mut any_cloud = false;
+    // The cap is for the series of all namespaces together (with -A as without).
+    let mut ranked: Vec<(usize, &SnatPool)> = units
+        .iter()
+        .enumerate()
+        .flat_map(|(i, u)| {
+            u.analysis
+                .snat
+                .iter()
+                .flat_map(move |s| s.pools.iter().map(move |p| (i, p)))
+        })
+        .collect();
+    ranked.sort_by(|(_, a), (_, b)| {
+        b.utilization
+            .total_cmp(&a.utilization)
+            .then(b.in_use.cmp(&a.in_use))
+    });
+    ranked.truncate(max_pools);
+    for (i, p) in ranked {
+        any_pool = true;
+        let l = with(
+            units[i].labels,
+            vec![
+                ("nat_ip", p.nat_ip.to_string()),
+                ("remote_ip", p.remote_ip.to_string()),
+                ("remote_port", p.remote_port.to_string()),
+                ("protocol", p.protocol.clone()),
+            ],
+        );
+        in_use.get_or_create(&l).set(p.in_use as f64);
+        capacity.get_or_create(&l).set(f64::from(p.capacity));
+        utilization.get_or_create(&l).set(p.utilization);
+    }
     for u in units {
         let Some(ct) = &u.snap.conntrack else {
             continue;
@@ -84,21 +117,6 @@ pub(super) fn register(reg: &mut Registry, units: &[Unit3<'_>], max_pools: usize
         let Some(s) = &u.analysis.snat else {
             continue;
         };
-        for p in s.pools.iter().take(max_pools) {
-            any_pool = true;
-            let l = with(
-                u.labels,
-                vec![
-                    ("nat_ip", p.nat_ip.to_string()),
-                    ("remote_ip", p.remote_ip.to_string()),
-                    ("remote_port", p.remote_port.to_string()),
-                    ("protocol", p.protocol.clone()),
-                ],
-            );
-            in_use.get_or_create(&l).set(p.in_use as f64);
-            capacity.get_or_create(&l).set(f64::from(p.capacity));
-            utilization.get_or_create(&l).set(p.utilization);
-        }
         if let Some(model) = u.analysis.thresholds.cloud_nat {
             for c in &s.cloud {
                 any_cloud = true;

@@ -48,6 +48,7 @@ pub fn header_parts(snap: &Snapshot, a: &Analysis, rates: Option<DropRates>) -> 
                 p.utilization * 100.0,
                 match s.pools.len() {
                     1 => String::new(),
+                    2 => " +1 pool".to_string(),
                     n => format!(" +{} pools", n - 1),
                 }
             ),

@@ -83,9 +83,21 @@ pub fn collect(notes: &mut Vec<String>) -> Option<Conntrack> {
             }
             ct.snat = Some(d.snat);
         }
-        Err(e) => notes.push(format!(
-            "the conntrack table could not be dumped ({e}): SNAT pools are unknown; ctnetlink needs CAP_NET_ADMIN in the namespace (run as root)"
-        )),
+        // An empty table (the count is readable by anyone) has nothing to dump.
+        Err(_) if count == Some(0) => {
+            ct.dumped = Some(0);
+            ct.snat = Some(Vec::new());
+        }
+        Err(e) => {
+            // The dump shares the sock_diag netlink code; say which dump failed.
+            let why = match e {
+                CollectError::Netlink(io) => format!("ctnetlink: {io}"),
+                e => e.to_string(),
+            };
+            notes.push(format!(
+                "the conntrack table could not be dumped ({why}): SNAT pools are unknown; ctnetlink needs CAP_NET_ADMIN in the namespace (run as root)"
+            ));
+        }
     }
     Some(ct)
 }
