@@ -73,6 +73,7 @@ impl SnapshotBuilder {
             }),
             auto_reuse_ports: None,
             previous: None,
+            time_wait_measured: None,
         };
         snap.settings = crate::collect::windows_text::derive_settings(&w);
         snap.windows = Some(w);
