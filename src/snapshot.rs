@@ -684,7 +684,23 @@ pub struct WindowsSettings {
     /// two snapshots. Not part of the JSON or the snapshot file.
     #[serde(skip)]
     pub previous: Option<PreviousSample>,
+    /// TIME_WAIT lifetime measured from consecutive snapshots (`top`, `serve`): absent until a
+    /// connection was seen entering and leaving TIME_WAIT.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_wait_measured: Option<TimeWaitMeasured>,
 }
+
+/// How long connections really stayed in TIME_WAIT, seen from consecutive snapshots.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct TimeWaitMeasured {
+    /// Median lifetime (s) of the connections seen entering and leaving TIME_WAIT.
+    pub seconds: f64,
+    pub samples: u64,
+    /// Each end is known to within the gap between two snapshots (the largest such gap, s).
+    pub resolution_seconds: f64,
+}
+
+impl Eq for TimeWaitMeasured {}
 
 /// An earlier snapshot's sockets and when they were taken.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -757,3 +757,61 @@ fn check_observe_gives_a_rate_from_two_snapshots() {
         v["notes"]
     );
 }
+
+/// Issue 17 item 4: the TIME_WAIT lifetime measured from consecutive snapshots. Under Wine the
+/// table is the Linux kernel's, whose TIME_WAIT lasts 60 s: connections closed by this client
+/// are followed through TIME_WAIT in real tables taken every half second (bounded to 150 s) by
+/// the collector's tracker, fed only this test's sockets (the table is the whole host's, where
+/// other TIME_WAIT may end early through tcp_tw_reuse), and the median must come out near 60 s.
+#[test]
+fn time_wait_lifetime_is_measured_from_snapshots() {
+    use portdoctor::collect::windows_text::TimeWaitTracker;
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let mut tracker = TimeWaitTracker::default();
+    let now_ms = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64)
+    };
+    let mine = |snap: &Snapshot| -> Vec<Socket> {
+        snap.sockets
+            .iter()
+            .filter(|s| s.remote_port == addr.port() && s.remote_ip == addr.ip())
+            .cloned()
+            .collect()
+    };
+    // A first table before the connections exist, so their entry into TIME_WAIT is seen.
+    let t0 = now_ms();
+    tracker.observe(t0, &mine(&collect_now()));
+    for _ in 0..5 {
+        let c = TcpStream::connect(addr).expect("connect");
+        let (s, _) = listener.accept().expect("accept");
+        c.shutdown(Shutdown::Both).expect("shutdown");
+        drop(c); // the client closes first: TIME_WAIT on its side
+        let mut buf = [0u8; 1];
+        let _ = (&s).read(&mut buf);
+        drop(s);
+    }
+    let deadline = Instant::now() + Duration::from_secs(150);
+    let measured = loop {
+        std::thread::sleep(Duration::from_millis(500));
+        let t = now_ms();
+        let sockets = mine(&collect_now());
+        let m = tracker.observe(t, &sockets);
+        let gone = !sockets.iter().any(|s| s.state == TcpState::TimeWait);
+        if let (true, Some(m)) = (gone, m) {
+            break m;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no TIME_WAIT measurement in 150 s"
+        );
+    };
+    assert_eq!(measured.samples, 5, "{measured:?}");
+    let slack = measured.resolution_seconds + 2.0;
+    assert!(
+        (measured.seconds - 60.0).abs() <= slack,
+        "Linux TIME_WAIT is 60 s, measured {measured:?}"
+    );
+}

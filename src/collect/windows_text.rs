@@ -18,6 +18,69 @@ use crate::snapshot::{
 /// any culture.
 pub const NET_TCP_SETTING_SCRIPT: &str = "Get-NetTCPSetting | ForEach-Object { '{0},{1},{2},{3},{4}' -f $_.SettingName,$_.DynamicPortRangeStartPort,$_.DynamicPortRangeNumberOfPorts,$_.AutoReusePortRangeStartPort,$_.AutoReusePortRangeNumberOfPorts }";
 
+/// Follows connections through TIME_WAIT across consecutive snapshots to measure how long
+/// TIME_WAIT really lasts (Windows tables carry no timers). A connection counts only when it
+/// was seen *entering* TIME_WAIT (not in TIME_WAIT, or absent, at the snapshot before) and then
+/// *leaving* it; each end is placed in the middle of its gap between two snapshots.
+#[derive(Debug, Default)]
+pub struct TimeWaitTracker {
+    last_ms: Option<u64>,
+    /// TIME_WAIT identities now: the estimated entry time, `None` when already in TIME_WAIT at
+    /// the first snapshot (entry unknown).
+    in_tw: std::collections::HashMap<(IpAddr, u16, IpAddr, u16), Option<u64>>,
+    lifetimes_ms: Vec<u64>,
+    max_gap_ms: u64,
+}
+
+/// Lifetimes kept for the median (the newest).
+const TW_SAMPLES_KEPT: usize = 10_000;
+
+impl TimeWaitTracker {
+    /// Takes the snapshot at `now_ms` and returns the measurement so far.
+    pub fn observe(
+        &mut self,
+        now_ms: u64,
+        sockets: &[Socket],
+    ) -> Option<crate::snapshot::TimeWaitMeasured> {
+        let entry = self.last_ms.map(|last| {
+            self.max_gap_ms = self.max_gap_ms.max(now_ms.saturating_sub(last));
+            last + now_ms.saturating_sub(last) / 2
+        });
+        let mut now_tw = std::collections::HashMap::new();
+        for s in sockets.iter().filter(|s| s.state == TcpState::TimeWait) {
+            let id = (s.local_ip, s.local_port, s.remote_ip, s.remote_port);
+            let since = match self.in_tw.get(&id) {
+                Some(known) => *known,
+                None => entry,
+            };
+            now_tw.insert(id, since);
+        }
+        if let Some(exit) = entry {
+            for (id, since) in &self.in_tw {
+                if let (false, Some(start)) = (now_tw.contains_key(id), since) {
+                    self.lifetimes_ms.push(exit.saturating_sub(*start));
+                }
+            }
+            if self.lifetimes_ms.len() > TW_SAMPLES_KEPT {
+                let extra = self.lifetimes_ms.len() - TW_SAMPLES_KEPT;
+                self.lifetimes_ms.drain(..extra);
+            }
+        }
+        self.in_tw = now_tw;
+        self.last_ms = Some(now_ms);
+        if self.lifetimes_ms.is_empty() {
+            return None;
+        }
+        let mut sorted = self.lifetimes_ms.clone();
+        sorted.sort_unstable();
+        Some(crate::snapshot::TimeWaitMeasured {
+            seconds: sorted[sorted.len() / 2] as f64 / 1000.0,
+            samples: sorted.len() as u64,
+            resolution_seconds: self.max_gap_ms as f64 / 1000.0,
+        })
+    }
+}
+
 /// The PowerShell that lists the BOUND sockets (bound, neither listening nor connected) from
 /// `MSFT_NetTCPConnection` (CIM, root/StandardCimv2) as `address,port,pid` lines: the entries
 /// Microsoft's port exhaustion guide starts from (`netstat -anobq`), which `GetExtendedTcpTable`
@@ -491,6 +554,37 @@ pub fn parse_udp_table(bytes: &[u8], ipv6: bool) -> Option<Vec<UdpSocket>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn time_wait_lifetime_is_measured_across_snapshots() {
+        let tw = |port: u16| Socket {
+            state: TcpState::TimeWait,
+            local_ip: "10.0.0.5".parse().unwrap(),
+            local_port: port,
+            remote_ip: "10.0.0.9".parse().unwrap(),
+            remote_port: 443,
+            time_wait_left_ms: None,
+            inode: 0,
+            uid: None,
+            pid: None,
+        };
+        let mut t = TimeWaitTracker::default();
+        // Port 1 is in TIME_WAIT from the start: its entry is unknown, never a sample.
+        assert_eq!(t.observe(0, &[tw(1)]), None);
+        // Port 2 enters between 0 and 10 s (taken as 5 s).
+        assert_eq!(t.observe(10_000, &[tw(1), tw(2)]), None);
+        let mut at = 10_000;
+        while at < 240_000 {
+            at += 10_000;
+            assert_eq!(t.observe(at, &[tw(2)]), None, "{at}");
+        }
+        // Port 2 leaves between 240 s and 250 s (taken as 245 s): 240 s in TIME_WAIT.
+        let m = t.observe(250_000, &[]).unwrap();
+        assert_eq!(
+            (m.seconds, m.samples, m.resolution_seconds),
+            (240.0, 1, 10.0)
+        );
+    }
 
     #[test]
     fn bound_connections_parse() {
