@@ -92,24 +92,13 @@ impl Backup {
     /// Every check a record read from `file` must pass before rollback may act on it;
     /// `proc_sys` is where value paths must point (`/proc/sys`).
     pub fn check(&self, file: &Path, proc_sys: &Path) -> Result<(), String> {
-        if self.schema != BACKUP_SCHEMA {
-            return Err(format!(
-                "schema {:?}, not {BACKUP_SCHEMA}",
-                self.schema.chars().take(60).collect::<String>()
-            ));
-        }
-        if self.checksum != self.content_checksum() {
-            return Err(
-                "checksum mismatch: the file was changed or damaged after it was written".into(),
-            );
-        }
-        check_id(&self.id)?;
-        if file.file_name().and_then(|n| n.to_str()) != Some(&format!("{}.json", self.id)) {
-            return Err(format!("its id {:?} does not match its file name", self.id));
-        }
-        if !STATUSES.contains(&self.status.as_str()) {
-            return Err(format!("unknown status {:?}", self.status));
-        }
+        super::record::check_envelope(
+            file,
+            (&self.schema, BACKUP_SCHEMA),
+            (&self.checksum, &self.content_checksum()),
+            &self.id,
+            &self.status,
+        )?;
         if let Some(n) = &self.netns {
             check_netns_name(n)?;
             if self.namespace.name.as_deref() != Some(n.as_str()) {

@@ -56,6 +56,36 @@ pub fn check_id(id: &str) -> Result<(), String> {
     }
 }
 
+/// The checks every record read from `file` must pass, whatever the OS: its schema, its
+/// checksum (`actual`: the checksum of its content as read), its id and file name, its status.
+pub fn check_envelope(
+    file: &Path,
+    (schema, expected_schema): (&str, &str),
+    (checksum, actual): (&str, &str),
+    id: &str,
+    status: &str,
+) -> Result<(), String> {
+    if schema != expected_schema {
+        return Err(format!(
+            "schema {:?}, not {expected_schema}",
+            schema.chars().take(60).collect::<String>()
+        ));
+    }
+    if checksum != actual {
+        return Err(
+            "checksum mismatch: the file was changed or damaged after it was written".into(),
+        );
+    }
+    check_id(id)?;
+    if file.file_name().and_then(|n| n.to_str()) != Some(&format!("{id}.json")) {
+        return Err(format!("its id {id:?} does not match its file name"));
+    }
+    if !STATUSES.contains(&status) {
+        return Err(format!("unknown status {status:?}"));
+    }
+    Ok(())
+}
+
 /// Orders ids by time, then by their `-N` suffix (`-10` after `-9`).
 pub fn id_order(id: &str) -> (String, u32) {
     match id.split_once('-') {

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::record::{self, check_id, STATUSES};
+use super::record;
 use crate::snapshot::DynamicPorts;
 
 /// Schema of a Windows backup file.
@@ -84,24 +84,13 @@ impl WinBackup {
 
     /// Every check a record read from `file` must pass before rollback acts on it.
     pub fn check(&self, file: &Path, key: &str) -> Result<(), String> {
-        if self.schema != WIN_BACKUP_SCHEMA {
-            return Err(format!(
-                "schema {:?}, not {WIN_BACKUP_SCHEMA}",
-                self.schema.chars().take(60).collect::<String>()
-            ));
-        }
-        if self.checksum != self.content_checksum() {
-            return Err(
-                "checksum mismatch: the file was changed or damaged after it was written".into(),
-            );
-        }
-        check_id(&self.id)?;
-        if file.file_name().and_then(|n| n.to_str()) != Some(&format!("{}.json", self.id)) {
-            return Err(format!("its id {:?} does not match its file name", self.id));
-        }
-        if !STATUSES.contains(&self.status.as_str()) {
-            return Err(format!("unknown status {:?}", self.status));
-        }
+        super::record::check_envelope(
+            file,
+            (&self.schema, WIN_BACKUP_SCHEMA),
+            (&self.checksum, &self.content_checksum()),
+            &self.id,
+            &self.status,
+        )?;
         if !self.registry_key.eq_ignore_ascii_case(key) {
             return Err(format!(
                 "it names the registry key {:?}, not {key:?} that this run writes",
