@@ -1,9 +1,9 @@
 //! A test stand-in for Windows' `netsh.exe` (the Wine tests put it where a tool must not be
 //! found, or point test builds at it with `PORTDOCTOR_TEST_SYSTEM_DIR`). It appends its
-//! arguments to the file named by `PORTDOCTOR_STAND_IN_LOG`; `int ipv4|ipv6 set dynamicport tcp
-//! start=S num=N` stores the range in the file named by `PORTDOCTOR_STAND_IN_STATE` (lines
-//! `ipv4 S N`), and `show dynamicport` prints the stored range, or one no real host has
-//! (start 1111, 2222 ports), so a run of it is visible in portdoctor's output.
+//! arguments to the file named by `PORTDOCTOR_STAND_IN_LOG`; `int ipv4|ipv6 set dynamicport
+//! tcp|udp start=S num=N` stores the range in the file named by `PORTDOCTOR_STAND_IN_STATE`
+//! (lines `ipv4 tcp S N`), and `show dynamicport tcp|udp` prints the stored range, or one no
+//! real host has (start 1111, 2222 ports), so a run of it is visible in portdoctor's output.
 //!
 //! Copied as `powershell.exe` it answers portdoctor's two one-liners instead: `Get-NetTCPSetting`
 //! with `InternetCustom,1111,2222,0,0`, and `Get-NetTCPConnection -State Bound` with the BOUND
@@ -48,12 +48,18 @@ fn main() {
         .iter()
         .find(|a| a.eq_ignore_ascii_case("ipv4") || a.eq_ignore_ascii_case("ipv6"))
         .map_or("ipv4".to_string(), |v| v.to_ascii_lowercase());
+    let protocol = if args.iter().any(|a| a.eq_ignore_ascii_case("udp")) {
+        "udp"
+    } else {
+        "tcp"
+    };
     let state = std::env::var_os("PORTDOCTOR_STAND_IN_STATE");
     let stored = |v: &str| -> Option<(u32, u32)> {
         let text = std::fs::read_to_string(state.as_ref()?).ok()?;
         text.lines().rev().find_map(|l| {
             let f: Vec<&str> = l.split_whitespace().collect();
-            (f.len() == 3 && f[0] == v).then(|| Some((f[1].parse().ok()?, f[2].parse().ok()?)))?
+            (f.len() == 4 && f[0] == v && f[1] == protocol)
+                .then(|| Some((f[2].parse().ok()?, f[3].parse().ok()?)))?
         })
     };
     let dynamicport = args.iter().any(|a| a.eq_ignore_ascii_case("dynamicport"));
@@ -73,10 +79,10 @@ fn main() {
         else {
             std::process::exit(1);
         };
-        let _ = writeln!(f, "{version} {start} {num}");
+        let _ = writeln!(f, "{version} {protocol} {start} {num}");
         println!("Ok.");
     } else if dynamicport {
         let (start, num) = stored(&version).unwrap_or((1111, 2222));
-        println!("\nProtocol tcp Dynamic Port Range\n---------------------------------\nStart Port      : {start}\nNumber of Ports : {num}\n");
+        println!("\nProtocol {protocol} Dynamic Port Range\n---------------------------------\nStart Port      : {start}\nNumber of Ports : {num}\n");
     }
 }

@@ -544,18 +544,21 @@ impl TuneBench {
         (r.tcp_timed_wait_delay, r.max_user_port)
     }
 
-    /// The stand-in's current IPv4 range (start, count).
+    /// The stand-in's current IPv4 TCP range (start, count).
     fn range(&self) -> (u32, u32) {
+        self.range_of("tcp")
+    }
+
+    /// The stand-in's current IPv4 range of `protocol` (start, count).
+    fn range_of(&self, protocol: &str) -> (u32, u32) {
         let text = std::fs::read_to_string(self.dir.path().join("ranges.txt")).unwrap_or_default();
         text.lines()
             .rev()
             .find_map(|l| {
-                let f: Vec<u32> = l
-                    .split_whitespace()
-                    .skip(1)
-                    .filter_map(|x| x.parse().ok())
-                    .collect();
-                (l.starts_with("ipv4") && f.len() == 2).then(|| (f[0], f[1]))
+                let f: Vec<&str> = l.split_whitespace().collect();
+                let n: Vec<u32> = f.iter().skip(2).filter_map(|x| x.parse().ok()).collect();
+                (f.len() == 4 && f[0] == "ipv4" && f[1] == protocol && n.len() == 2)
+                    .then(|| (n[0], n[1]))
             })
             .unwrap_or((1111, 2222))
     }
@@ -607,6 +610,41 @@ fn tune_apply_history_rollback_restore_exactly() {
     // Nothing left to roll back: a usage error.
     let (code, _, err) = bench.run(&["tune", "rollback"], &[]);
     assert_eq!(code, 4, "{err}");
+}
+
+/// Issue 20: the UDP dynamic range is applied and rolled back beside the TCP one, each through
+/// its own `netsh … dynamicport udp|tcp` and read back; neither touches the other.
+#[test]
+fn tune_apply_and_rollback_the_udp_range_beside_tcp() {
+    let bench = TuneBench::new();
+    let args = [
+        "tune",
+        "apply",
+        "--set",
+        "netsh.ipv4.dynamicport.udp=start=3000 num=500",
+        "--set",
+        "netsh.ipv4.dynamicport.tcp=start=2000 num=1000",
+        "--yes",
+    ];
+    let (code, out, err) = bench.run(&args, &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("netsh.ipv4.dynamicport.udp"), "{out}");
+    assert_eq!(bench.range_of("udp"), (3000, 500));
+    assert_eq!(bench.range_of("tcp"), (2000, 1000));
+    let (_, out, _) = bench.run(&["tune", "history", "--json"], &[]);
+    let v: Value = serde_json::from_str(&out).expect("history JSON");
+    let mut protocols: Vec<&str> = v[0]["ranges"]
+        .as_array()
+        .expect("ranges")
+        .iter()
+        .filter_map(|r| r["protocol"].as_str())
+        .collect();
+    protocols.sort_unstable();
+    assert_eq!(protocols, ["tcp", "udp"], "{out}");
+    let (code, out, err) = bench.run(&["tune", "rollback"], &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(bench.range_of("udp"), (1111, 2222), "{out}");
+    assert_eq!(bench.range_of("tcp"), (1111, 2222), "{out}");
 }
 
 /// An apply killed after each of its writes (a crash, a power cut) is undone exactly by

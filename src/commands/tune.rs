@@ -537,8 +537,12 @@ fn run_history(h: &HistoryArgs) -> anyhow::Result<ExitCode> {
                     })
                     .chain(b.ranges.iter().map(|v| {
                         format!(
-                            "netsh.{}: {}+{} → {}+{}",
-                            v.ip_version, v.prior.start, v.prior.count, v.new.start, v.new.count
+                            "{}: {}+{} → {}+{}",
+                            v.knob(),
+                            v.prior.start,
+                            v.prior.count,
+                            v.new.start,
+                            v.new.count
                         )
                     }))
                     .collect();

@@ -315,30 +315,31 @@ fn netsh(args: &[&str]) -> Result<String, String> {
     }
 }
 
-fn read_range(v: &str) -> Result<DynamicPorts, String> {
-    netsh(&["int", v, "show", "dynamicport", "tcp"])
+/// `v`: `ipv4`/`ipv6`; `proto`: `tcp`/`udp`.
+fn read_range(v: &str, proto: &str) -> Result<DynamicPorts, String> {
+    netsh(&["int", v, "show", "dynamicport", proto])
         .ok()
         .as_deref()
         .and_then(parse_dynamic_port)
-        .ok_or_else(|| format!("the {v} dynamic range cannot be read (netsh int {v} show dynamicport tcp): its prior value is unknown"))
+        .ok_or_else(|| format!("the {v} {proto} dynamic range cannot be read (netsh int {v} show dynamicport {proto}): its prior value is unknown"))
 }
 
-fn set_range(v: &str, d: DynamicPorts) -> Result<(), String> {
+fn set_range(v: &str, proto: &str, d: DynamicPorts) -> Result<(), String> {
     netsh(&[
         "int",
         v,
         "set",
         "dynamicport",
-        "tcp",
+        proto,
         &format!("start={}", d.start),
         &format!("num={}", d.count),
     ])?;
-    let got = read_range(v)?;
+    let got = read_range(v, proto)?;
     if got == d {
         Ok(())
     } else {
         Err(format!(
-            "the {v} dynamic range reads back as start={} num={} after setting start={} num={}",
+            "the {v} {proto} dynamic range reads back as start={} num={} after setting start={} num={}",
             got.start, got.count, d.start, d.count
         ))
     }
@@ -445,25 +446,32 @@ pub fn apply(plan: &Plan, given_dir: &Path, key: &str) -> Result<WinApplyOutcome
                 prior,
                 new,
             });
-        } else if let Some(v) = c
+        } else if let Some((v, proto)) = c
             .knob
             .strip_prefix("netsh.")
-            .and_then(|r| r.strip_suffix(".dynamicport.tcp"))
+            .and_then(|r| r.split_once(".dynamicport."))
         {
             let crate::knobs::KnobValue::StartNum { start, num } = c.value else {
                 continue;
             };
             let new = DynamicPorts { start, count: num };
-            let prior = read_range(v).map_err(unknown)?;
+            let prior = read_range(v, proto).map_err(unknown)?;
             if prior == new {
                 already.push(format!("{} is already start={start} num={num}", c.knob));
                 continue;
             }
             ranges.push(SavedRange {
                 ip_version: v.to_string(),
+                protocol: proto.to_string(),
                 prior,
                 new,
             });
+        } else {
+            // Never report success for a change that was not made.
+            return Err(unknown(format!(
+                "`tune apply` on Windows cannot set {}",
+                c.knob
+            )));
         }
     }
     if registry.is_empty() && ranges.is_empty() {
@@ -542,8 +550,12 @@ fn changed_lines(b: &WinBackup) -> Vec<String> {
         .map(|r| format!("tcpip.{}: {} → {}", r.name, shown(r.prior), r.new))
         .chain(b.ranges.iter().map(|r| {
             format!(
-                "netsh.{}.dynamicport.tcp: start={} num={} → start={} num={}",
-                r.ip_version, r.prior.start, r.prior.count, r.new.start, r.new.count
+                "{}: start={} num={} → start={} num={}",
+                r.knob(),
+                r.prior.start,
+                r.prior.count,
+                r.new.start,
+                r.new.count
             )
         }))
         .collect()
@@ -558,7 +570,7 @@ fn write_all(b: &WinBackup, key: &str) -> Result<(), String> {
         test_abort_point(done);
     }
     for r in &b.ranges {
-        set_range(&r.ip_version, r.new)?;
+        set_range(&r.ip_version, &r.protocol, r.new)?;
         done += 1;
         test_abort_point(done);
     }
@@ -569,7 +581,7 @@ fn write_all(b: &WinBackup, key: &str) -> Result<(), String> {
 fn restore(b: &WinBackup, key: &str) -> Result<(), String> {
     let mut errors = Vec::new();
     for r in b.ranges.iter().rev() {
-        if let Err(e) = set_range(&r.ip_version, r.prior) {
+        if let Err(e) = set_range(&r.ip_version, &r.protocol, r.prior) {
             errors.push(e);
         }
     }
@@ -719,8 +731,10 @@ pub fn rollback(
         .map(|r| format!("tcpip.{} = {}", r.name, shown(r.prior)))
         .chain(b.ranges.iter().map(|r| {
             format!(
-                "netsh.{}.dynamicport.tcp = start={} num={}",
-                r.ip_version, r.prior.start, r.prior.count
+                "{} = start={} num={}",
+                r.knob(),
+                r.prior.start,
+                r.prior.count
             )
         }))
         .collect();

@@ -35,8 +35,23 @@ pub struct SavedRegistryValue {
 pub struct SavedRange {
     /// `ipv4` or `ipv6`.
     pub ip_version: String,
+    /// `tcp` or `udp` (`netsh int ipv4 set dynamicport udp …`); files written before UDP
+    /// ranges could be applied hold TCP ranges only.
+    #[serde(default = "tcp")]
+    pub protocol: String,
     pub prior: DynamicPorts,
     pub new: DynamicPorts,
+}
+
+fn tcp() -> String {
+    "tcp".into()
+}
+
+impl SavedRange {
+    /// The knob this range is (`netsh.ipv4.dynamicport.udp`).
+    pub fn knob(&self) -> String {
+        format!("netsh.{}.dynamicport.{}", self.ip_version, self.protocol)
+    }
 }
 
 /// A Windows backup file.
@@ -118,18 +133,20 @@ impl WinBackup {
             }
             seen.push(&v.name);
         }
+        let mut seen_ranges: Vec<String> = Vec::new();
         for r in &self.ranges {
             if !matches!(r.ip_version.as_str(), "ipv4" | "ipv6")
+                || !matches!(r.protocol.as_str(), "tcp" | "udp")
                 || r.prior.range().is_none()
                 || r.new.range().is_none()
-                || seen.contains(&r.ip_version.as_str())
+                || seen_ranges.contains(&r.knob())
             {
                 return Err(format!(
                     "the saved range {:?} is malformed or listed twice",
-                    r.ip_version
+                    r.knob()
                 ));
             }
-            seen.push(&r.ip_version);
+            seen_ranges.push(r.knob());
         }
         Ok(())
     }
@@ -159,6 +176,7 @@ mod tests {
             }],
             ranges: vec![SavedRange {
                 ip_version: "ipv4".into(),
+                protocol: "udp".into(),
                 prior: DynamicPorts {
                     start: 49152,
                     count: 16384,
