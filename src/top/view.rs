@@ -453,6 +453,17 @@ fn render_table(app: &App, t: &Theme, area: Rect, buf: &mut Buffer) {
         12
     };
     widths.push(Constraint::Length(owner_w));
+    // The pool column gets what the others leave (one space between columns); a longer label
+    // loses its middle, never the remote port at its end.
+    let fixed: u16 = widths
+        .iter()
+        .map(|c| match c {
+            Constraint::Length(n) => *n,
+            _ => 0,
+        })
+        .sum();
+    let gaps = u16::try_from(widths.len().saturating_sub(1)).unwrap_or(u16::MAX);
+    let pool_w = usize::from(area.width.saturating_sub(fixed + gaps).max(18));
 
     let right = |s: String| Cell::from(Line::from(s).right_aligned());
     let rows: Vec<Row> = rows_data
@@ -467,7 +478,10 @@ fn render_table(app: &App, t: &Theme, area: Rect, buf: &mut Buffer) {
                     |n| namespace_label(&n.identity),
                 )));
             }
-            cells.extend([Cell::from(pool_label(p, os)), right(group(p.in_use))]);
+            cells.extend([
+                Cell::from(crate::report::text::fit(&pool_label(p, os), pool_w)),
+                right(group(p.in_use)),
+            ]);
             if medium {
                 cells.push(right(if p.blocking_time_wait == p.time_wait {
                     group(p.time_wait)
