@@ -155,6 +155,11 @@ mod top {
         .expect("draw");
         let frame = portdoctor::top::view::buffer_text(term.backend().buffer());
         assert!(frame.contains("FAIL/s"), "{frame}");
+        // The pools line counts what check's does: TCP, UDP and SNAT.
+        assert!(
+            frame.contains("pools 3 critical, 1 warning, 0 ok"),
+            "{frame}"
+        );
         assert!(
             frame.contains("SNAT 10.241.2.1 → 10.241.2.2:8080 tcp 100/100 (100%) +1 pool")
                 && !frame.contains("+1 pools"),
@@ -172,6 +177,12 @@ mod top {
             "6 failures over 2 s are 3/s:\n{frame}"
         );
         assert!(row("UDP ipv4").contains("70%"), "{frame}");
+        // No TIME_WAIT, NEW/s or FAIL/s for UDP (nor FULL IN): dashes, not zeros.
+        let dashes = row("UDP ipv4")
+            .split_whitespace()
+            .filter(|w| *w == "—")
+            .count();
+        assert_eq!(dashes, 4, "{frame}");
         // A label wider than its column loses its middle, not the remote port.
         assert!(
             row("10.241.2.1 →")
