@@ -259,3 +259,76 @@ fn readme_contents_reach_every_section_with_udp_and_nat() {
         );
     }
 }
+
+/// Under -A a quiet namespace is one line: its pools of every kind counted (singular for one),
+/// the busiest of them all.
+#[test]
+fn quiet_namespace_line_counts_udp_pools() {
+    use portdoctor::fixture::SnapshotBuilder;
+    use portdoctor::report::namespaces::{render_text, Inspected};
+    use portdoctor::snapshot::{NamespaceIdentity, NetnsId, UdpSocket};
+    let tcp_only = SnapshotBuilder::linux()
+        .range(40000, 40099)
+        .pool("10.0.0.5", "10.0.0.9", 80, 10, 0, (0, 0))
+        .build();
+    let mut with_udp = tcp_only.clone();
+    with_udp.udp_sockets = std::sync::Arc::new(
+        (0..40u16)
+            .map(|i| UdpSocket {
+                local_ip: "0.0.0.0".parse().expect("ip"),
+                local_port: 40000 + i,
+                remote_ip: "0.0.0.0".parse().expect("ip"),
+                remote_port: 0,
+                ipv6_socket: false,
+                v6only: None,
+                inode: u64::from(i) + 1,
+                uid: None,
+                pid: None,
+            })
+            .collect(),
+    );
+    let id = |ino: u64, name: &str| NamespaceIdentity {
+        id: NetnsId { dev: 4, ino },
+        name: Some(name.into()),
+        found_in: Vec::new(),
+        pids: Vec::new(),
+        container: None,
+        pod: None,
+        own: false,
+    };
+    let ids = [id(4_026_532_101, "tcp-only"), id(4_026_532_102, "with-udp")];
+    let analyses = [
+        analyze(&tcp_only, Thresholds::default()),
+        analyze(&with_udp, Thresholds::default()),
+    ];
+    let snaps = [&tcp_only, &with_udp];
+    let all: Vec<Inspected<'_>> = (0..2)
+        .map(|i| Inspected {
+            identity: &ids[i],
+            snapshot: snaps[i],
+            analysis: &analyses[i],
+        })
+        .collect();
+    let text = render_text(
+        &all,
+        &[],
+        &text::TextOptions {
+            color: false,
+            top: Some(20),
+        },
+    );
+    let line = |name: &str| {
+        text.lines()
+            .find(|l| l.contains(&format!("netns {name} ")))
+            .unwrap_or_else(|| panic!("no line for {name}:\n{text}"))
+            .to_string()
+    };
+    assert!(
+        line("tcp-only").contains("· 1 pool · busiest 10%"),
+        "{text}"
+    );
+    assert!(
+        line("with-udp").contains("· 2 pools · busiest 40%"),
+        "{text}"
+    );
+}
