@@ -126,6 +126,10 @@ fn cloud_nat_model_compares_open_flows_per_destination_with_the_quota() {
     let (v, code) = json(&[&base[..], &["--cloud-nat", "aws-natgw"]].concat());
     assert_eq!(code, 0, "{v}");
     assert_eq!(v["cloud_nat"]["fits"], true);
+    // 100 of 128 (78 %): fits, but over --warn's 70 % → 1, as a pool that full would be.
+    let (v, code) = json(&[&base[..], &["--cloud-nat", "azure-lb:128"]].concat());
+    assert_eq!(v["cloud_nat"]["fits"], true);
+    assert_eq!(code, 1, "{v}");
     let (v, _) = json(&base);
     assert!(
         v.get("cloud_nat").is_none(),

@@ -155,6 +155,11 @@ mod top {
         .expect("draw");
         let frame = portdoctor::top::view::buffer_text(term.backend().buffer());
         assert!(frame.contains("FAIL/s"), "{frame}");
+        // The pools line counts what check's does: TCP, UDP and SNAT.
+        assert!(
+            frame.contains("pools 3 critical, 1 warning, 0 ok"),
+            "{frame}"
+        );
         assert!(
             frame.contains("SNAT 10.241.2.1 → 10.241.2.2:8080 tcp 100/100 (100%) +1 pool")
                 && !frame.contains("+1 pools"),
@@ -168,12 +173,23 @@ mod top {
                 .to_string()
         };
         assert!(
-            row("10.241.2.1 → 10.241.2.2:9")
-                .split_whitespace()
-                .any(|w| w == "3"),
+            row("10.241.2.1 →").split_whitespace().any(|w| w == "3"),
             "6 failures over 2 s are 3/s:\n{frame}"
         );
         assert!(row("UDP ipv4").contains("70%"), "{frame}");
+        // No TIME_WAIT, NEW/s or FAIL/s for UDP (nor FULL IN): dashes, not zeros.
+        let dashes = row("UDP ipv4")
+            .split_whitespace()
+            .filter(|w| *w == "—")
+            .count();
+        assert_eq!(dashes, 4, "{frame}");
+        // A label wider than its column loses its middle, not the remote port.
+        assert!(
+            row("10.241.2.1 →")
+                .split_whitespace()
+                .any(|w| w.ends_with(":9090")),
+            "{frame}"
+        );
     }
 }
 
@@ -242,4 +258,77 @@ fn readme_contents_reach_every_section_with_udp_and_nat() {
             "## {h}: {body}"
         );
     }
+}
+
+/// Under -A a quiet namespace is one line: its pools of every kind counted (singular for one),
+/// the busiest of them all.
+#[test]
+fn quiet_namespace_line_counts_udp_pools() {
+    use portdoctor::fixture::SnapshotBuilder;
+    use portdoctor::report::namespaces::{render_text, Inspected};
+    use portdoctor::snapshot::{NamespaceIdentity, NetnsId, UdpSocket};
+    let tcp_only = SnapshotBuilder::linux()
+        .range(40000, 40099)
+        .pool("10.0.0.5", "10.0.0.9", 80, 10, 0, (0, 0))
+        .build();
+    let mut with_udp = tcp_only.clone();
+    with_udp.udp_sockets = std::sync::Arc::new(
+        (0..40u16)
+            .map(|i| UdpSocket {
+                local_ip: "0.0.0.0".parse().expect("ip"),
+                local_port: 40000 + i,
+                remote_ip: "0.0.0.0".parse().expect("ip"),
+                remote_port: 0,
+                ipv6_socket: false,
+                v6only: None,
+                inode: u64::from(i) + 1,
+                uid: None,
+                pid: None,
+            })
+            .collect(),
+    );
+    let id = |ino: u64, name: &str| NamespaceIdentity {
+        id: NetnsId { dev: 4, ino },
+        name: Some(name.into()),
+        found_in: Vec::new(),
+        pids: Vec::new(),
+        container: None,
+        pod: None,
+        own: false,
+    };
+    let ids = [id(4_026_532_101, "tcp-only"), id(4_026_532_102, "with-udp")];
+    let analyses = [
+        analyze(&tcp_only, Thresholds::default()),
+        analyze(&with_udp, Thresholds::default()),
+    ];
+    let snaps = [&tcp_only, &with_udp];
+    let all: Vec<Inspected<'_>> = (0..2)
+        .map(|i| Inspected {
+            identity: &ids[i],
+            snapshot: snaps[i],
+            analysis: &analyses[i],
+        })
+        .collect();
+    let text = render_text(
+        &all,
+        &[],
+        &text::TextOptions {
+            color: false,
+            top: Some(20),
+        },
+    );
+    let line = |name: &str| {
+        text.lines()
+            .find(|l| l.contains(&format!("netns {name} ")))
+            .unwrap_or_else(|| panic!("no line for {name}:\n{text}"))
+            .to_string()
+    };
+    assert!(
+        line("tcp-only").contains("· 1 pool · busiest 10%"),
+        "{text}"
+    );
+    assert!(
+        line("with-udp").contains("· 2 pools · busiest 40%"),
+        "{text}"
+    );
 }

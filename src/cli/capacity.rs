@@ -24,7 +24,7 @@ sustains usable/(lifetime + TIME_WAIT) new connections per second (Little's law)
 
 Exit codes:
   0  fits with headroom (or no --rate given)
-  1  fits, but the pools would be more than 70% full
+  1  fits, but the pools (or the --cloud-nat quota) would be more than 70% full
   2  does not fit: the pools run out (see time to exhaustion and the changes)
   3  could not read the host (--from-host) or the snapshot file (--from-snapshot)
   4  bad command line";

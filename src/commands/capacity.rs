@@ -219,18 +219,24 @@ pub fn run(args: &CapacityArgs) -> anyhow::Result<ExitCode> {
         render_text(&report)
     };
     write_stdout(text.as_bytes())?;
+    let warn = portdoctor::rules::WARN_UTILIZATION;
     let code = match &report.outcome.demand {
-        _ if cloud == Some(false) => 2,
+        _ if cloud.as_ref().is_some_and(|c| !c.fits) => 2,
         Some(d) if !d.fits => 2,
-        Some(d) if d.utilization > portdoctor::rules::WARN_UTILIZATION => 1,
+        Some(d) if d.utilization > warn => 1,
+        // The cloud NAT quota is judged like a pool: over 70 % of it is a warning.
+        _ if cloud.as_ref().is_some_and(|c| c.utilization > warn) => 1,
         _ => 0,
     };
     Ok(ExitCode::from(code))
 }
 
-/// `--cloud-nat` with a rate: the modelled quota as a note (text) and a field (JSON); whether
-/// the demand fits it. `None` without the model or a rate.
-fn cloud_nat(report: &mut CapacityReport, args: &CapacityArgs) -> Option<bool> {
+/// `--cloud-nat` with a rate: the modelled quota as a note (text) and a field (JSON); the
+/// demand against it. `None` without the model or a rate.
+fn cloud_nat(
+    report: &mut CapacityReport,
+    args: &CapacityArgs,
+) -> Option<portdoctor::analysis::snat::CloudNatDemand> {
     let model = args.cloud_nat?;
     let s = &report.scenario;
     let Some(rate) = s.rate_per_s else {
@@ -252,9 +258,8 @@ fn cloud_nat(report: &mut CapacityReport, args: &CapacityArgs) -> Option<bool> {
         d.utilization * 100.0,
         if d.fits { "" } else { ": does not fit" }
     ));
-    let fits = d.fits;
-    report.cloud_nat = Some(d);
-    Some(fits)
+    report.cloud_nat = Some(d.clone());
+    Some(d)
 }
 
 /// Inputs no host can have: a question about them has no meaningful answer.

@@ -173,18 +173,27 @@ pub fn render_text(all: &[Inspected<'_>], notes: &[String], opts: &TextOptions) 
     for n in &order {
         let level = n.analysis.verdict.level;
         if level == Level::Ok {
-            let busiest = n
-                .analysis
+            // Pools of every kind, as the `pools:` line of the full report counts them.
+            let a = n.analysis;
+            let busiest = a
                 .pools
                 .iter()
                 .filter_map(|p| p.utilization)
+                .chain(a.udp_pools.iter().filter_map(|p| p.utilization))
+                .chain(
+                    a.snat
+                        .iter()
+                        .flat_map(|s| s.pools.iter().map(|p| p.utilization)),
+                )
                 .fold(0.0_f64, f64::max);
+            let pools = a.pool_levels().count();
             let _ = writeln!(
                 out,
-                "OK        {} · {} sockets · {} pools · busiest {:.0}%",
+                "OK        {} · {} sockets · {} pool{} · busiest {:.0}%",
                 identity_line(n.identity),
                 n.snapshot.sockets.len(),
-                n.analysis.pools.len(),
+                pools,
+                if pools == 1 { "" } else { "s" },
                 busiest * 100.0
             );
         } else {

@@ -50,7 +50,7 @@ const MAX_FINDINGS: usize = 12;
 pub(super) const POOL_COL: usize = 34;
 
 /// Shortens `s` to `max` characters with an ellipsis in the middle (both ends carry meaning).
-pub(super) fn fit(s: &str, max: usize) -> String {
+pub(crate) fn fit(s: &str, max: usize) -> String {
     let n = s.chars().count();
     if n <= max {
         return s.to_string();

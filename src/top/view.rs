@@ -329,7 +329,16 @@ fn render_header(app: &App, t: &Theme, area: Rect, buf: &mut Buffer) {
     parts.extend(super::snat::header_parts(snap, a, app.nat_drops));
     let line2 = Line::from(fit_parts(&parts, area.width as usize));
 
-    let count = |l: Level| cur.rows().filter(|p| p.level == l).count();
+    // SNAT pools count too (as in check's `pools:` line): the header names the fullest.
+    let snat_levels = || {
+        std::iter::once(&cur.analysis)
+            .chain(cur.others.iter().map(|n| &n.analysis))
+            .filter_map(|a| a.snat.as_ref())
+            .flat_map(|s| s.pools.iter().map(|p| p.level))
+    };
+    let count = |l: Level| {
+        cur.rows().filter(|p| p.level == l).count() + snat_levels().filter(|&s| s == l).count()
+    };
     let shown = app.visible().len();
     let filtering = !app.filter.is_empty() || app.editing_filter;
     let narrow = area.width < 100 || (filtering && area.width < 120);
@@ -453,6 +462,17 @@ fn render_table(app: &App, t: &Theme, area: Rect, buf: &mut Buffer) {
         12
     };
     widths.push(Constraint::Length(owner_w));
+    // The pool column gets what the others leave (one space between columns); a longer label
+    // loses its middle, never the remote port at its end.
+    let fixed: u16 = widths
+        .iter()
+        .map(|c| match c {
+            Constraint::Length(n) => *n,
+            _ => 0,
+        })
+        .sum();
+    let gaps = u16::try_from(widths.len().saturating_sub(1)).unwrap_or(u16::MAX);
+    let pool_w = usize::from(area.width.saturating_sub(fixed + gaps).max(18));
 
     let right = |s: String| Cell::from(Line::from(s).right_aligned());
     let rows: Vec<Row> = rows_data
@@ -467,9 +487,16 @@ fn render_table(app: &App, t: &Theme, area: Rect, buf: &mut Buffer) {
                     |n| namespace_label(&n.identity),
                 )));
             }
-            cells.extend([Cell::from(pool_label(p, os)), right(group(p.in_use))]);
+            cells.extend([
+                Cell::from(crate::report::text::fit(&pool_label(p, os), pool_w)),
+                right(group(p.in_use)),
+            ]);
+            // UDP has no TIME_WAIT, no connect rate and no traced connect() failures.
+            let udp = p.scope == Scope::Udp;
             if medium {
-                cells.push(right(if p.blocking_time_wait == p.time_wait {
+                cells.push(right(if udp {
+                    "—".to_string()
+                } else if p.blocking_time_wait == p.time_wait {
                     group(p.time_wait)
                 } else {
                     format!("{}/{}", group(p.blocking_time_wait), group(p.time_wait))
@@ -483,13 +510,18 @@ fn render_table(app: &App, t: &Theme, area: Rect, buf: &mut Buffer) {
             cells.push(Cell::from(bar(p.utilization, bar_w)));
             // Without TIME_WAIT timers (Windows) only the rise of in use is known: at least.
             cells.push(right(match st {
+                _ if udp => "—".to_string(),
                 Some(s) if s.connect_is_lower_bound && s.connect_per_s.is_some_and(|r| r > 0.0) => {
                     format!("≥{}", rate(s.connect_per_s))
                 }
                 _ => rate(st.and_then(|s| s.connect_per_s)),
             }));
             if traced {
-                cells.push(right(rate(app.fail_rate(p))));
+                cells.push(right(if udp {
+                    "—".to_string()
+                } else {
+                    rate(app.fail_rate(p))
+                }));
             }
             cells.push(right(signed_rate(st.and_then(|s| s.growth_per_s))));
             cells.push(right(
