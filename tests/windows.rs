@@ -631,6 +631,27 @@ fn tune_apply_and_rollback_the_udp_range_beside_tcp() {
     assert!(out.contains("netsh.ipv4.dynamicport.udp"), "{out}");
     assert_eq!(bench.range_of("udp"), (3000, 500));
     assert_eq!(bench.range_of("tcp"), (2000, 1000));
+    // The collector reads the UDP range through the same (stand-in) netsh: `check` reports it.
+    let sys = bench.dir.path().display().to_string();
+    let ranges = bench.dir.path().join("ranges.txt").display().to_string();
+    let (code, out, err) = portdoctor(
+        &["check", "--json", "--no-owners"],
+        &[
+            ("PORTDOCTOR_TEST_SYSTEM_DIR", sys.as_str()),
+            ("PORTDOCTOR_STAND_IN_STATE", ranges.as_str()),
+        ],
+    );
+    assert!((0..=2).contains(&code), "exit {code}: {err}");
+    let v: Value = serde_json::from_str(&out).expect("check JSON");
+    let w = &v["settings"]["windows"];
+    assert_eq!(
+        (
+            &w["udp_dynamic_ports_v4"]["start"],
+            &w["dynamic_ports_v4"]["start"]
+        ),
+        (&Value::from(3000), &Value::from(2000)),
+        "{w}"
+    );
     let (_, out, _) = bench.run(&["tune", "history", "--json"], &[]);
     let v: Value = serde_json::from_str(&out).expect("history JSON");
     let mut protocols: Vec<&str> = v[0]["ranges"]
