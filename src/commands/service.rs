@@ -14,10 +14,12 @@ mod windows;
 #[cfg(windows)]
 pub use windows::dispatch;
 
+#[cfg_attr(not(windows), allow(dead_code))] // used by the Windows SCM calls
 /// The service's description in services.msc.
 pub const DESCRIPTION: &str =
     "Prometheus exporter for TCP/UDP ephemeral-port exhaustion (portdoctor serve)";
 
+#[cfg_attr(not(windows), allow(dead_code))] // used by the Windows SCM calls
 /// One argument quoted the way `CommandLineToArgvW` and the Microsoft C runtime split a command
 /// line: bare when it has no blank or quote; else in quotes, with a quote escaped as `\"` and
 /// the backslashes right before a quote (or the closing quote) doubled.
@@ -48,6 +50,7 @@ pub fn quote_arg(arg: &str) -> String {
     out
 }
 
+#[cfg_attr(not(windows), allow(dead_code))] // used by the Windows SCM calls
 /// The service's `lpBinaryPathName`: the executable's full path, always in quotes (an unquoted
 /// path with a blank is the classic "unquoted service path" hole: `C:\Program.exe` would run),
 /// then `serve --service` and the serve arguments, each quoted as needed.
