@@ -57,6 +57,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         #[cfg(feature = "serve")]
         Command::Serve(args) => commands::serve::run(&args),
+        #[cfg(feature = "serve")]
+        Command::Service(args) => commands::service::run(&args),
         Command::Man { command } => {
             let mut page = Cli::command();
             let mut name = String::from("portdoctor");

@@ -8,6 +8,8 @@ pub mod check;
 pub mod lab;
 #[cfg(feature = "serve")]
 pub mod serve;
+#[cfg(feature = "serve")]
+pub mod service;
 #[cfg(feature = "top")]
 pub mod top;
 pub mod tune;
@@ -23,6 +25,8 @@ pub use check::CheckArgs;
 pub use lab::LabArgs;
 #[cfg(feature = "serve")]
 pub use serve::ServeArgs;
+#[cfg(feature = "serve")]
+pub use service::{ServiceAction, ServiceArgs};
 #[cfg(feature = "top")]
 pub use top::TopArgs;
 pub use tune::TuneArgs;
@@ -90,6 +94,9 @@ pub enum Command {
     #[cfg(feature = "serve")]
     /// Prometheus exporter (/metrics) or node_exporter textfile writer for the pool model
     Serve(ServeArgs),
+    #[cfg(feature = "serve")]
+    /// Install or uninstall `serve` as a Windows service (Service Control Manager; no NSSM)
+    Service(ServiceArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -26,11 +26,12 @@ the caller's namespace; only collections run in the target's. With -A each colle
 every namespace anew and --max-pools counts the pools of all of them together. Paths:
 /metrics, /healthz, / (index).
 Metrics, alert rules, the Grafana dashboard and the systemd unit: docs/serve.md and deploy/.
+Windows service (no NSSM): portdoctor service install -- --listen 0.0.0.0:9951 (docs/windows.md).
 
 Exit codes: 0 stopped by SIGTERM/Ctrl-C (or textfile written), 3 cannot listen (port taken) or
 collect, 4 bad command line or web config.";
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 #[command(after_help = SERVE_EXAMPLES)]
 pub struct ServeArgs {
     /// Address to listen on (loopback by default; use 0.0.0.0:9951 or [::]:9951 for others)
@@ -64,6 +65,10 @@ pub struct ServeArgs {
     /// Time to answer one request, collection included (then 503)
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
     pub request_timeout: f64,
+    /// Run under the Windows Service Control Manager (what `portdoctor service install`
+    /// registers; Windows only). SERVICE_CONTROL_STOP/SHUTDOWN stop it as Ctrl-C does
+    #[arg(long)]
+    pub service: bool,
     #[command(flatten)]
     pub thresholds: ThresholdArgs,
     /// (serve never scans owners: metrics carry no process names, so --no-owners changes

@@ -6,6 +6,8 @@ pub mod check;
 pub mod lab;
 #[cfg(feature = "serve")]
 pub mod serve;
+#[cfg(feature = "serve")]
+pub mod service;
 #[cfg(feature = "top")]
 pub mod top;
 pub mod tune;

@@ -11,7 +11,7 @@ use std::convert::Infallible;
 use std::io::Write as _;
 use std::path::Path;
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
@@ -103,7 +103,44 @@ fn usage_error(msg: &str) -> anyhow::Result<ExitCode> {
     Ok(super::usage(msg))
 }
 
+/// A stop asked for from outside the process's signals: the Windows service control handler
+/// (SERVICE_CONTROL_STOP / SHUTDOWN) calls [`request_stop`], which ends the HTTP loop the way
+/// Ctrl-C does (graceful) and wakes a `--textfile --loop` sleep.
+struct StopRequest {
+    flag: Mutex<bool>,
+    wake: Condvar,
+    notify: tokio::sync::Notify,
+}
+
+static STOP: StopRequest = StopRequest {
+    flag: Mutex::new(false),
+    wake: Condvar::new(),
+    notify: tokio::sync::Notify::const_new(),
+};
+
+/// Stops `serve` as Ctrl-C does; callable from any thread, before or after the loop starts.
+#[cfg_attr(not(windows), allow(dead_code))]
+pub fn request_stop() {
+    *STOP.flag.lock().unwrap_or_else(PoisonError::into_inner) = true;
+    STOP.wake.notify_all();
+    // Stores a permit when nothing waits yet, so an early stop is not lost.
+    STOP.notify.notify_one();
+}
+
+/// Sleeps `d`, or less when a stop is requested; true when one was.
+fn sleep_unless_stopped(d: Duration) -> bool {
+    let guard = STOP.flag.lock().unwrap_or_else(PoisonError::into_inner);
+    let (guard, _) = STOP
+        .wake
+        .wait_timeout_while(guard, d, |stopped| !*stopped)
+        .unwrap_or_else(PoisonError::into_inner);
+    *guard
+}
+
 pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
+    if args.service {
+        return run_as_service(args);
+    }
     let thresholds = match args.thresholds.thresholds() {
         Ok(t) => t,
         Err(e) => return usage_error(&e),
@@ -221,6 +258,26 @@ fn unix_now() -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
+/// `serve --service`: hand the same options (without `--service`) to the Service Control
+/// Manager's dispatcher, which runs them on its service thread.
+#[cfg(windows)]
+#[allow(clippy::unnecessary_wraps)] // the same signature as elsewhere
+fn run_as_service(args: &ServeArgs) -> anyhow::Result<ExitCode> {
+    let mut plain = args.clone();
+    plain.service = false;
+    Ok(super::service::dispatch(Box::new(move || {
+        run(&plain).unwrap_or_else(|e| super::failed(super::error_text(&e)))
+    })))
+}
+
+#[cfg(not(windows))]
+fn run_as_service(_args: &ServeArgs) -> anyhow::Result<ExitCode> {
+    usage_error(&format!(
+        "--service runs serve under the Windows Service Control Manager; on {} run `portdoctor serve` under your service manager (systemd unit: deploy/)",
+        std::env::consts::OS
+    ))
+}
+
 /// One collection, analysis and rendering (blocking: run it off the event loop).
 fn collect_and_render(
     scope: &Scope,
@@ -323,7 +380,10 @@ fn textfile(shared: &Shared, dir: &Path, interval: Option<f64>) -> anyhow::Resul
         // A failed round (collection or write) is retried at the next one. SIGTERM/Ctrl-C end
         // the process; the rename keeps the file whole whenever that is.
         let every = Duration::from_secs_f64(every);
-        std::thread::sleep(every.saturating_sub(round.elapsed()));
+        if sleep_unless_stopped(every.saturating_sub(round.elapsed())) {
+            eprintln!("portdoctor: stopped");
+            return Ok(ExitCode::SUCCESS);
+        }
     }
 }
 
@@ -433,6 +493,13 @@ fn load_tls(_web: &WebConfig) -> anyhow::Result<Option<Tls>> {
 }
 
 async fn shutdown_signal() {
+    tokio::select! {
+        () = os_shutdown_signal() => {}
+        () = STOP.notify.notified() => {}
+    }
+}
+
+async fn os_shutdown_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
