@@ -280,10 +280,7 @@ fn prometheus_scrapes_serve_in_netns_and_values_match_check_json() {
     // that exist only sometimes (docs/serve.md): the ETA while a pool grows, the Windows events
     // on Windows, the failure counter once a failure was traced (its panel is checked against
     // Prometheus in prometheus_sees_connect_failures_per_namespace_and_pod).
-    let dash: Value = serde_json::from_str(
-        &std::fs::read_to_string(repo().join("deploy/grafana/portdoctor.json")).expect("dashboard"),
-    )
-    .expect("dashboard JSON parses");
+    let dash = dashboard();
     let mut exprs = Vec::new();
     for p in dash["panels"].as_array().expect("panels") {
         for t in p["targets"].as_array().expect("targets") {
@@ -569,26 +566,11 @@ fn prometheus_scrapes_serve_all_namespaces_with_pod_labels() {
         exporter.stderr()
     );
     // The dashboard's pod variables select the pod's pools.
-    let dash: Value = serde_json::from_str(
-        &std::fs::read_to_string(repo().join("deploy/grafana/portdoctor.json")).expect("dashboard"),
-    )
-    .expect("dashboard JSON parses");
-    let in_use = dash["panels"]
-        .as_array()
-        .expect("panels")
-        .iter()
-        .flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default())
-        .find_map(|t| {
-            let e = t["expr"].as_str()?;
-            e.starts_with("portdoctor_pool_in_use{")
-                .then(|| e.to_string())
-        })
-        .expect("a dashboard query of portdoctor_pool_in_use");
-    let q = in_use
-        .replace("$instance", ".*")
-        .replace("$pod_namespace", "shop")
-        .replace("$pod", "cart-5d8")
-        .replace("$netns", ".*");
+    let q = dashboard_query_for_pod(
+        |e| e.starts_with("portdoctor_pool_in_use{"),
+        "shop",
+        "cart-5d8",
+    );
     let series = prom_series(prom_addr, &q).expect("query");
     assert_eq!(series.len(), 6, "{q}: {series:?}");
     assert!(series.iter().all(|s| s["metric"]["pod"] == "cart-5d8"));
@@ -1324,6 +1306,31 @@ impl Failing {
     }
 }
 
+/// The Grafana dashboard shipped in deploy/.
+fn dashboard() -> Value {
+    serde_json::from_str(
+        &std::fs::read_to_string(repo().join("deploy/grafana/portdoctor.json")).expect("dashboard"),
+    )
+    .expect("dashboard JSON parses")
+}
+
+/// The first dashboard query that `pick` selects, with its variables set as a user who picked
+/// one pod would set them (any instance and namespace, a 5m rate interval).
+fn dashboard_query_for_pod(pick: impl Fn(&str) -> bool, pod_namespace: &str, pod: &str) -> String {
+    dashboard()["panels"]
+        .as_array()
+        .expect("panels")
+        .iter()
+        .flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default())
+        .find_map(|t| t["expr"].as_str().filter(|e| pick(e)).map(str::to_string))
+        .expect("a dashboard query of the metric")
+        .replace("$instance", ".*")
+        .replace("$pod_namespace", pod_namespace)
+        .replace("$pod", pod)
+        .replace("$netns", ".*")
+        .replace("$__rate_interval", "5m")
+}
+
 /// Samples of a range query `q[5m]`: (unix time, value) of the one series it selects.
 fn prom_samples(prom: SocketAddr, q: &str) -> Option<Vec<(f64, f64)>> {
     let series = prom_series(prom, &format!("{q}[5m]"))?;
@@ -1454,27 +1461,11 @@ fn prometheus_sees_connect_failures_per_namespace_and_pod() {
     assert!(bs[0]["metric"]["pod"].is_null(), "{}", bs[0]);
 
     // The dashboard's failure panel, its variables set to the pod, shows the pod's pool only.
-    let dash: Value = serde_json::from_str(
-        &std::fs::read_to_string(repo().join("deploy/grafana/portdoctor.json")).expect("dashboard"),
-    )
-    .expect("dashboard JSON parses");
-    let panel = dash["panels"]
-        .as_array()
-        .expect("panels")
-        .iter()
-        .flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default())
-        .find_map(|t| {
-            let e = t["expr"].as_str()?;
-            e.contains("portdoctor_connect_failures_total")
-                .then(|| e.to_string())
-        })
-        .expect("a dashboard panel of portdoctor_connect_failures_total");
-    let q = panel
-        .replace("$instance", ".*")
-        .replace("$pod_namespace", "shop")
-        .replace("$pod", "cart-5d8")
-        .replace("$netns", ".*")
-        .replace("$__rate_interval", "5m");
+    let q = dashboard_query_for_pod(
+        |e| e.contains("portdoctor_connect_failures_total"),
+        "shop",
+        "cart-5d8",
+    );
     let rates = prom_series(prom_addr, &q).expect("the panel's query runs");
     assert_eq!(rates.len(), 1, "{q}: {rates:?}");
     assert_eq!(rates[0]["metric"]["remote_port"], "7001", "{rates:?}");
