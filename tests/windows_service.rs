@@ -5,7 +5,10 @@
 #![cfg(windows)]
 #![allow(unsafe_code)] // the test drives the SCM itself (start, query, stop)
 
-use std::io::{Read, Write};
+#[path = "common/http.rs"]
+mod http;
+
+use http::get;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -74,24 +77,6 @@ fn wait_state(service: &Sc, state: u32, what: &str) -> SERVICE_STATUS {
         );
         thread::sleep(Duration::from_millis(100));
     }
-}
-
-fn get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
-    s.set_read_timeout(Some(Duration::from_secs(20)))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf)?;
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    Ok((status, text))
 }
 
 fn run(exe: &Path, args: &[&str]) -> Output {

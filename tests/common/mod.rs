@@ -11,6 +11,9 @@
 //! - [`tables`]: two library socket dumps compared by identity and state.
 //! - [`cgroup`]: container cgroup paths for a test's process (pod and container identity).
 //!
+//! `http.rs` (a plain GET for scraping `serve`) is not part of this module: the Windows tests,
+//! which do not use the namespace harness, include it with `#[path]`.
+//!
 //! Everything is re-exported here, so tests call `common::Netns`, `common::portdoctor`, ….
 // Every test crate compiles all of this and calls its own subset; rustc reports unused items and
 // re-exports per crate, so `dead_code` (here) and `unused_imports` (on the re-exports) are off.
